@@ -1,0 +1,3 @@
+"""sam: Segment Anything from the command line."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from sam_cli.cli.app import main
+
+main()

@@ -1,0 +1,72 @@
+"""Read any common image file as H×W×3 uint8 RGB, as the user sees it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+# OpenCV logs decode failures to stderr itself; we report them as one clear error instead.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
+     ".pgm", ".ppm", ".pnm"}
+)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """16-bit images are scaled by 255/65535; float images are taken as 0–1 when their
+    maximum is at most 1, else as 0–255, and clipped."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return ((img.astype(np.float32) * (255.0 / 65535.0)) + 0.5).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        f = np.nan_to_num(img.astype(np.float32))
+        if f.size and f.max() <= 1.0:
+            f = f * 255.0
+        return (np.clip(f, 0, 255) + 0.5).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        f = (img.astype(np.float64) - info.min) / (info.max - info.min) * 255.0
+        return (f + 0.5).astype(np.uint8)
+    raise ValueError(f"unsupported pixel type {img.dtype}")
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Encoded bytes → H×W×3 uint8 RGB; EXIF orientation applied, alpha dropped."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = None
+    if buf.size:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        if img is None:  # e.g. single-channel float TIFF, which IMREAD_COLOR refuses
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise InputError(f"{name}: cannot read image (unsupported format or corrupt file)")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    elif img.shape[2] == 2:  # gray + alpha
+        img = np.repeat(img[:, :, :1], 3, axis=2)
+    img = to_uint8(img)
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not an image") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read file ({e.strerror})") from None
+    return decode_image(data, str(path))

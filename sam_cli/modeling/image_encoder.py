@@ -1,0 +1,170 @@
+"""The ViT image encoder: 1024×1024 RGB → B×256×64×64 embedding.
+
+Windowed attention in most blocks, global attention in a few, and a decomposed relative
+position bias (separate height and width tables) in every block.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .common import LayerNorm2d, MLPBlock
+
+
+def _resized_rel_table(table: torch.Tensor, q_size: int, k_size: int) -> torch.Tensor:
+    """Relative-position embeddings for every (query, key) pair along one axis.
+
+    table: L×C learned table. Returns q_size×k_size×C. The table is linearly resampled when its
+    length differs from the 2·max(q, k) − 1 relative offsets needed (fine-tuned or odd sizes).
+    """
+    needed = 2 * max(q_size, k_size) - 1
+    if table.shape[0] != needed:
+        table = (
+            F.interpolate(table.t().unsqueeze(0), size=needed, mode="linear")
+            .squeeze(0)
+            .t()
+        )
+    q_coords = torch.arange(q_size, device=table.device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=table.device)[None, :] * max(q_size / k_size, 1.0)
+    offsets = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return table[offsets.long()]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a decomposed relative position bias.
+
+    The bias for query (qh, qw) and key (kh, kw) is q·Rh[qh, kh] + q·Rw[qw, kw]. Rather than
+    building the full (HW)×(HW) bias, the two terms are folded into the dot product: each query
+    is extended with its Rh and Rw rows and each key with one-hot codes of its row and column, so
+    one scaled_dot_product_attention call computes scores + bias without materialising the bias.
+    """
+
+    def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: B×H×W×C (B counts windows for windowed blocks)
+        b, h, w, c = x.shape
+        nh = self.num_heads
+        qkv = self.qkv(x).reshape(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each B×nh×HW×hd
+        rh = _resized_rel_table(self.rel_pos_h, h, h).to(q.dtype)  # H×H×hd
+        rw = _resized_rel_table(self.rel_pos_w, w, w).to(q.dtype)  # W×W×hd
+        qg = q.reshape(b, nh, h, w, -1)
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", qg, rh).reshape(b, nh, h * w, h)
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", qg, rw).reshape(b, nh, h * w, w)
+        # One-hot row / column codes of every key position: HW×(H+W).
+        rows = torch.arange(h, device=x.device).repeat_interleave(w)
+        cols = torch.arange(w, device=x.device).repeat(h)
+        onehot = torch.cat(
+            [F.one_hot(rows, h), F.one_hot(cols, w)], dim=1
+        ).to(q.dtype)
+        q_ext = torch.cat([q * self.scale, bias_h, bias_w], dim=-1)
+        k_ext = torch.cat([k, onehot.expand(b, nh, -1, -1)], dim=-1)
+        out = F.scaled_dot_product_attention(q_ext, k_ext, v, scale=1.0)
+        out = out.transpose(1, 2).reshape(b, h, w, c)
+        return self.proj(out)
+
+
+def _window_partition(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """B×H×W×C → (B·nW)×size×size×C, zero-padding H and W up to a multiple of size."""
+    b, h, w, c = x.shape
+    ph, pw = (size - h % size) % size, (size - w % size) % size
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    hp, wp = h + ph, w + pw
+    x = x.view(b, hp // size, size, wp // size, size, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, size, size, c), (hp, wp)
+
+
+def _window_unpartition(
+    windows: torch.Tensor, size: int, padded: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    hp, wp = padded
+    b = windows.shape[0] // ((hp // size) * (wp // size))
+    x = windows.view(b, hp // size, wp // size, size, size, -1).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b, hp, wp, -1)
+    return x[:, : hw[0], : hw[1], :].contiguous()
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; window_size 0 means global attention."""
+
+    def __init__(
+        self, *, dim: int, num_heads: int, mlp_ratio: float, window_size: int,
+        grid_size: tuple[int, int],
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        size = grid_size if window_size == 0 else (window_size, window_size)
+        self.attn = Attention(dim, num_heads, size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            hw = (x.shape[1], x.shape[2])
+            x, padded = _window_partition(x, self.window_size)
+            x = self.attn(x)
+            x = _window_unpartition(x, self.window_size, padded, hw)
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)  # B×C×H×W → B×H×W×C
+
+
+class ImageEncoderViT(nn.Module):
+    """B×3×1024×1024 normalised image → B×out_chans×64×64."""
+
+    def __init__(
+        self, *, img_size: int = 1024, patch_size: int = 16, embed_dim: int = 768,
+        depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, out_chans: int = 256,
+        window_size: int = 14, global_attn_indexes: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, 3, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(
+                dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                window_size=0 if i in global_attn_indexes else window_size,
+                grid_size=(grid, grid),
+            )
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))
+

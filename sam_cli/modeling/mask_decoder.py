@@ -1,0 +1,78 @@
+"""Mask decoder: image embedding + prompt tokens → 4 low-res masks and their predicted IoU."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import MLP, LayerNorm2d
+from .transformer import TwoWayTransformer
+
+
+class MaskDecoder(nn.Module):
+    def __init__(
+        self, *, transformer_dim: int = 256, transformer: TwoWayTransformer,
+        num_multimask_outputs: int = 3, iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, transformer_dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(transformer_dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
+            for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(
+            transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
+        )
+
+    def forward(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_embeddings: 1×C×64×64 (one image, shared by every prompt, never copied per
+        prompt) or B×C×64×64; sparse: B×T×C; dense: B×C×64×64 or 1×C×64×64.
+
+        Returns masks B×M×256×256 logits and iou B×M, M = 3 with multimask_output else 1.
+        """
+        masks, iou = self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, sl], iou[:, sl]
+
+    def predict_masks(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+        sparse: torch.Tensor, dense: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = sparse.shape[0]
+        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        # A dense embedding shared by all prompts (no mask prompt) keeps src at batch 1.
+        if dense.shape[0] == 1 and image_embeddings.shape[0] == 1:
+            src = image_embeddings + dense
+        else:
+            src = image_embeddings.expand(b, -1, -1, -1) + dense
+        _, c, h, w = src.shape
+        hs, keys = self.transformer(src, image_pe, tokens)
+        iou_out = hs[:, 0, :]
+        mask_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        keys = keys.transpose(1, 2).reshape(b, c, h, w)
+        upscaled = self.output_upscaling(keys)
+        hyper = torch.stack(
+            [mlp(mask_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            dim=1,
+        )  # B×M×C/8
+        bu, cu, hu, wu = upscaled.shape
+        masks = (hyper @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
+        return masks, self.iou_prediction_head(iou_out)

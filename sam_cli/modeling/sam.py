@@ -1,0 +1,70 @@
+"""The composite model: it only holds its three parts and the normalisation constants."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .image_encoder import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .transformer import TwoWayTransformer
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class Sam(nn.Module):
+    mask_threshold: float = 0.0
+
+    def __init__(
+        self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        # Not part of checkpoints (persistent=False), as in Meta's files.
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def img_size(self) -> int:
+        return self.image_encoder.img_size
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """B×3×h×w RGB 0–255 (long side already resized to img_size) → normalised, padded
+        bottom/right to B×3×img_size×img_size."""
+        x = (x - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        return nn.functional.pad(x, (0, self.img_size - w, 0, self.img_size - h))
+
+
+def build_sam(
+    *, embed_dim: int, depth: int, num_heads: int, global_attn_indexes: tuple[int, ...],
+    img_size: int = 1024, patch_size: int = 16, window_size: int = 14,
+    prompt_embed_dim: int = 256,
+) -> Sam:
+    """Build an (uninitialised-weights) SAM of the given encoder architecture."""
+    grid = img_size // patch_size
+    encoder = ImageEncoderViT(
+        img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+        num_heads=num_heads, out_chans=prompt_embed_dim, window_size=window_size,
+        global_attn_indexes=global_attn_indexes,
+    )
+    prompt = PromptEncoder(
+        embed_dim=prompt_embed_dim, image_embedding_size=(grid, grid),
+        input_image_size=(img_size, img_size), mask_in_chans=16,
+    )
+    decoder = MaskDecoder(
+        transformer_dim=prompt_embed_dim,
+        transformer=TwoWayTransformer(
+            depth=2, embedding_dim=prompt_embed_dim, num_heads=8, mlp_dim=2048,
+        ),
+    )
+    return Sam(encoder, prompt, decoder)

@@ -1,0 +1,126 @@
+"""Image → embedding once; prompts → masks as often as needed (what SamPredictor does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .modeling import Sam
+from .transforms import resize_uint8, scale_coords, target_size
+
+
+@dataclass
+class Prediction:
+    masks: np.ndarray  # B×M×H×W bool, full resolution
+    iou: np.ndarray  # B×M float32 predicted IoU
+    low_res: np.ndarray  # B×M×256×256 float32 logits (feed back as a mask prompt)
+
+
+def upscale_logits(
+    low_res: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int], img_size: int
+) -> torch.Tensor:
+    """…×256×256 logits → …×H×W: to the padded input frame, crop the padding, to the original."""
+    lead = low_res.shape[:-2]
+    x = low_res.reshape(-1, 1, *low_res.shape[-2:])
+    x = F.interpolate(x, (img_size, img_size), mode="bilinear", align_corners=False)
+    x = x[..., : input_hw[0], : input_hw[1]]
+    x = F.interpolate(x, orig_hw, mode="bilinear", align_corners=False)
+    return x.reshape(*lead, *orig_hw)
+
+
+class Predictor:
+    def __init__(self, model: Sam) -> None:
+        self.model = model
+        self.features: torch.Tensor | None = None  # 1×256×64×64
+        self.orig_hw: tuple[int, int] = (0, 0)
+        self.input_hw: tuple[int, int] = (0, 0)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """H×W×3 uint8 RGB → (1×3×h×w float tensor on the model's device, (h, w) resized)."""
+        h, w = image.shape[:2]
+        input_hw = target_size(h, w, self.model.img_size)
+        resized = resize_uint8(image, input_hw)
+        x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
+        return x, input_hw
+
+    @torch.inference_mode()
+    def embed(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Resized 1×3×h×w tensors → B×256×64×64 embeddings, one encoder batch."""
+        x = torch.cat([self.model.preprocess(t) for t in images], dim=0)
+        dtype = next(self.model.image_encoder.parameters()).dtype
+        return self.model.image_encoder(x.to(dtype)).float()
+
+    def set_image(self, image: np.ndarray) -> None:
+        x, self.input_hw = self.prepare(image)
+        self.orig_hw = (image.shape[0], image.shape[1])
+        self.features = self.embed([x])
+
+    def set_features(
+        self, features: torch.Tensor, orig_hw: tuple[int, int], input_hw: tuple[int, int]
+    ) -> None:
+        self.features, self.orig_hw, self.input_hw = features, orig_hw, input_hw
+
+    def to_input_frame(self, coords: np.ndarray) -> np.ndarray:
+        return scale_coords(coords, self.orig_hw, self.input_hw)
+
+    @torch.inference_mode()
+    def decode(
+        self, points: torch.Tensor | None, labels: torch.Tensor | None,
+        boxes: torch.Tensor | None, mask_input: torch.Tensor | None, multimask: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts already in the input frame: points B×N×2, labels B×N, boxes B×4,
+        mask_input B×1×256×256 or 1×1×256×256. Returns low-res logits B×M×256×256, iou B×M."""
+        if self.features is None:
+            raise RuntimeError("set_image() must be called before decode()")
+        pe = self.model.prompt_encoder
+        sparse, dense = pe(
+            (points, labels) if points is not None else None, boxes, mask_input
+        )
+        return self.model.mask_decoder(
+            self.features, pe.get_dense_pe(), sparse, dense, multimask
+        )
+
+    def predict(
+        self, *, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None, mask_input: np.ndarray | None = None,
+        multimask: bool = True,
+    ) -> Prediction:
+        """Prompts in original-image pixels: points N×2 XY with labels N (1 fg, 0 bg), boxes
+        B×4 XYXY (one object each, decoded as one batch; points, if any, apply to every box),
+        mask_input 1×256×256 or B×1×256×256 low-res logits. Returns B objects × M masks."""
+        dev = self.device
+        pts = lab = bx = mk = None
+        n_obj = 1
+        if boxes is not None and len(boxes):
+            bx = torch.as_tensor(
+                self.to_input_frame(np.asarray(boxes, np.float64).reshape(-1, 2, 2)).reshape(-1, 4),
+                dtype=torch.float32, device=dev,
+            )
+            n_obj = bx.shape[0]
+        if point_coords is not None and len(point_coords):
+            pts = torch.as_tensor(
+                self.to_input_frame(np.asarray(point_coords, np.float64)),
+                dtype=torch.float32, device=dev,
+            )[None].expand(n_obj, -1, -1)
+            lab = torch.as_tensor(np.asarray(point_labels), dtype=torch.int64, device=dev)
+            lab = lab[None].expand(n_obj, -1)
+        if mask_input is not None:
+            mk = torch.as_tensor(np.asarray(mask_input, np.float32), device=dev)
+            mk = mk.reshape(-1, 1, *mk.shape[-2:])
+            if mk.shape[0] == 1 and n_obj > 1:
+                mk = mk.expand(n_obj, -1, -1, -1)
+        low, iou = self.decode(pts, lab, bx, mk, multimask)
+        with torch.inference_mode():
+            full = upscale_logits(low, self.input_hw, self.orig_hw, self.model.img_size)
+            masks = full > self.model.mask_threshold
+        return Prediction(
+            masks=masks.cpu().numpy(), iou=iou.float().cpu().numpy(),
+            low_res=low.float().cpu().numpy(),
+        )

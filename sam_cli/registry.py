@@ -1,0 +1,72 @@
+"""Model types and their weights: one typed table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Image-encoder architecture (the prompt encoder and decoder are the same for all)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    img_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    prompt_embed_dim: int = 256
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    file_name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelType:
+    name: str
+    arch: ArchSpec
+    weights: WeightsSpec
+    params_m: float
+    gflop: int
+
+
+DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+DEFAULT_MODEL = "vit_b"
+
+MODELS: dict[str, ModelType] = {
+    m.name: m
+    for m in (
+        ModelType(
+            "vit_b",
+            ArchSpec(768, 12, 12, (2, 5, 8, 11)),
+            WeightsSpec(
+                "sam_vit_b_01ec64.pth", 375_042_383,
+                "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            ),
+            93.7, 972,
+        ),
+        ModelType(
+            "vit_l",
+            ArchSpec(1024, 24, 16, (5, 11, 17, 23)),
+            WeightsSpec(
+                "sam_vit_l_0b3195.pth", 1_249_524_607,
+                "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            ),
+            312.0, 2986,
+        ),
+        ModelType(
+            "vit_h",
+            ArchSpec(1280, 32, 16, (7, 15, 23, 31)),
+            WeightsSpec(
+                "sam_vit_h_4b8939.pth", 2_564_550_879,
+                "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            ),
+            641.0, 5961,
+        ),
+    )
+}

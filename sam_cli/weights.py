@@ -1,0 +1,282 @@
+"""Find, download, verify and load checkpoints; infer the architecture from tensor shapes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, DownloadError
+from .registry import DEFAULT_BASE_URL, MODELS, ArchSpec, ModelType
+
+ENV_CACHE = "SAM_CACHE_DIR"
+ENV_BASE_URL = "SAM_BASE_URL"
+ENV_SHA_PREFIX = "SAM_SHA256_"  # + model name upper-cased, e.g. SAM_SHA256_VIT_B
+
+# progress(total_bytes_or_None, already_have) -> update(n_bytes) callable, closed by calling
+# it with -1. The CLI passes a tqdm-backed one; the library never prints.
+ProgressFactory = Callable[[int | None, int], Callable[[int], None]]
+
+
+def cache_dir() -> Path:
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sam"
+
+
+def base_url() -> str:
+    url = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def expected_sha256(model: ModelType) -> str:
+    """Meta's hash, unless the user names the hash of the file their mirror serves."""
+    return os.environ.get(ENV_SHA_PREFIX + model.name.upper(), model.weights.sha256).lower()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_path(model: ModelType) -> Path:
+    return cache_dir() / model.weights.file_name
+
+
+def download(
+    model: ModelType, *, progress: ProgressFactory | None = None, timeout: float = 60.0
+) -> Path:
+    """Download `model`'s checkpoint into the cache and verify its sha256.
+
+    Bytes go to `<file>.part`, which a later call resumes with an HTTP Range request; the
+    verified file is renamed into place, so the cache never holds a partial checkpoint
+    under its real name.
+    """
+    dest = cached_path(model)
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    url = base_url() + model.weights.file_name
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "sam-cli"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            if have and resp.status != 206:
+                have = 0  # server ignored the range: start again
+            length = resp.headers.get("Content-Length")
+            total = have + int(length) if length is not None else None
+            update = progress(total, have) if progress else None
+            with open(part, "ab" if have else "wb") as f:
+                while block := resp.read(1 << 20):
+                    f.write(block)
+                    if update:
+                        update(len(block))
+            if update:
+                update(-1)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # range past the end: the .part is already whole
+            pass
+        else:
+            raise DownloadError(
+                f"download failed: {url}: HTTP {e.code} {e.reason}",
+                hint="pass a local file with --checkpoint PATH, or set SAM_BASE_URL to a mirror",
+            ) from None
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(
+            f"download failed: {url}: {reason}",
+            hint="no network? download the file elsewhere and pass --checkpoint PATH, "
+            "or set SAM_BASE_URL to a mirror",
+        ) from None
+    digest = sha256_file(part)
+    want = expected_sha256(model)
+    if digest != want:
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"download failed: {url}: sha256 {digest} does not match the expected {want}",
+            hint="the file was corrupted or is not Meta's; the partial file was removed",
+        )
+    os.replace(part, dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Minimal safetensors reader (8-byte header length, JSON header, raw little-endian data)."""
+    dtypes = {
+        "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+        "F64": torch.float64, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+        "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    }
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise CheckpointError(f"{path}: file is truncated (not a safetensors file)")
+    n = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not a valid safetensors file (bad header)") from None
+    body = memoryview(data)[8 + n :]
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        if info["dtype"] not in dtypes:
+            raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+        if end > len(body):
+            raise CheckpointError(f"{path}: file is truncated (tensor {name} is cut off)")
+        raw = body[start:end]
+        t = torch.frombuffer(bytearray(raw), dtype=dtypes[info["dtype"]]) if end > start else (
+            torch.empty(0, dtype=dtypes[info["dtype"]])
+        )
+        out[name] = t.reshape(info["shape"])
+    return out
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint's tensors without ever executing code from the file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    if path.suffix == ".safetensors":
+        sd = _read_safetensors(path)
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds here
+            text = str(e)
+            if "Weights only load failed" in text or "weights_only" in text:
+                raise CheckpointError(
+                    f"{path}: refused: the file holds objects other than tensors "
+                    "(loading it could run code)",
+                    hint="re-save a plain state dict, or use a .safetensors file",
+                ) from None
+            raise CheckpointError(
+                f"{path}: cannot read checkpoint (file truncated or not a PyTorch checkpoint)"
+            ) from None
+    for wrapper in ("model", "state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return sd
+
+
+def infer_arch(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> ArchSpec:
+    """Read the encoder architecture back from tensor shapes."""
+    try:
+        patch = sd["image_encoder.patch_embed.proj.weight"]  # dim×3×p×p
+        pos = sd["image_encoder.pos_embed"]  # 1×g×g×dim
+        neck = sd["image_encoder.neck.0.weight"]  # out×dim×1×1
+    except KeyError as e:
+        raise CheckpointError(
+            f"{source}: not a SAM checkpoint (missing key {e.args[0]})"
+        ) from None
+    dim, patch_size, grid = patch.shape[0], patch.shape[-1], pos.shape[1]
+    block_ids = sorted(
+        {int(m.group(1)) for k in sd if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+    )
+    if not block_ids or block_ids != list(range(len(block_ids))):
+        raise CheckpointError(f"{source}: image encoder blocks are missing or not numbered 0..N-1")
+    head_dim = None
+    global_idx: list[int] = []
+    window = 14
+    for i in block_ids:
+        key = f"image_encoder.blocks.{i}.attn.rel_pos_h"
+        if key not in sd:
+            raise CheckpointError(f"{source}: missing key {key}")
+        rows, head_dim = sd[key].shape
+        if rows == 2 * grid - 1:
+            global_idx.append(i)
+        else:
+            window = (rows + 1) // 2
+    assert head_dim is not None
+    if dim % head_dim:
+        raise CheckpointError(f"{source}: embed dim {dim} is not a multiple of head dim {head_dim}")
+    return ArchSpec(
+        embed_dim=dim, depth=len(block_ids), num_heads=dim // head_dim,
+        global_attn_indexes=tuple(global_idx), img_size=grid * patch_size,
+        patch_size=patch_size, window_size=window, prompt_embed_dim=neck.shape[0],
+    )
+
+
+def build_from_arch(arch: ArchSpec, device: str | torch.device = "cpu"):
+    from .modeling import build_sam
+
+    with torch.device(device):
+        return build_sam(
+            embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
+            global_attn_indexes=arch.global_attn_indexes, img_size=arch.img_size,
+            patch_size=arch.patch_size, window_size=arch.window_size,
+            prompt_embed_dim=arch.prompt_embed_dim,
+        )
+
+
+def load_state_dict_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load: missing, unexpected and mis-shaped keys are named in the error."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"wrong shape for {k}: {tuple(sd[k].shape)} in file, {tuple(own[k].shape)} expected"
+                + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")
+            )
+        raise CheckpointError(f"{source}: checkpoint does not fit the SAM model: " + "; ".join(parts))
+    model.load_state_dict(sd, strict=True)
+
+
+def load_model(
+    *, model: str | None = None, checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu", progress: ProgressFactory | None = None,
+):
+    """Load a SAM from a local checkpoint, or from the cache (downloading on first use)."""
+    if checkpoint is None:
+        name = model or "vit_b"
+        if name not in MODELS:
+            raise CheckpointError(
+                f"unknown model {name!r}", hint=f"choose one of {', '.join(MODELS)}"
+            )
+        checkpoint = download(MODELS[name], progress=progress)
+    sd = read_state_dict(checkpoint)
+    arch = infer_arch(sd, str(checkpoint))
+    net = build_from_arch(arch, "meta")
+    net = net.to_empty(device="cpu")
+    load_state_dict_into(net, sd, str(checkpoint))
+    # pixel_mean/std are not in checkpoints: to_empty left them as garbage, so reset them.
+    from .modeling.sam import PIXEL_MEAN, PIXEL_STD
+
+    net.pixel_mean.copy_(torch.tensor(PIXEL_MEAN).view(-1, 1, 1))
+    net.pixel_std.copy_(torch.tensor(PIXEL_STD).view(-1, 1, 1))
+    return net.to(device).eval()

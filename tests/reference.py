@@ -1,0 +1,35 @@
+"""Build Meta's reference SAM (the oracle, tests only) with fixed seeds and save checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TINY = dict(embed_dim=64, depth=4, num_heads=4, global_attn_indexes=(1, 3))
+
+
+def build_reference(
+    *, embed_dim: int, depth: int, num_heads: int, global_attn_indexes: tuple[int, ...],
+    seed: int = 0, device: str | None = None,
+):
+    from segment_anything.build_sam import _build_sam
+
+    torch.manual_seed(seed)
+    if device == "meta":
+        with torch.device("meta"):
+            return _build_sam(embed_dim, depth, num_heads, list(global_attn_indexes))
+    sam = _build_sam(embed_dim, depth, num_heads, list(global_attn_indexes))
+    # Zero-initialised tensors (relative-position tables, positional embedding, biases) would
+    # hide whole code paths: give every all-zero tensor some noise.
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in sam.named_parameters():
+            if torch.count_nonzero(p) == 0:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return sam.eval()
+
+
+def save_checkpoint(sam, path: Path) -> Path:
+    torch.save(sam.state_dict(), path)
+    return path
