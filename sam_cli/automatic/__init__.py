@@ -1,0 +1,5 @@
+"""Automatic ("everything") mask generation: grids, crops, batches, filters, NMS, cleanup."""
+
+from .generator import AmgSettings, AutomaticMaskGenerator, MaskRecord
+
+__all__ = ["AmgSettings", "AutomaticMaskGenerator", "MaskRecord"]

@@ -1,0 +1,234 @@
+"""The automatic mask generator, split into steps a streaming pipeline can batch:
+
+    prepare_crops(image)        → CropInput per crop (resized pixels, boxes, points)
+    predictor.embed([...])      → encoder, many crops / images per batch
+    decode_crop(features, crop) → CropMasks: filtered masks of one crop as RLE
+    finalize(crops, hw)         → MaskRecord list (NMS across crops, small-region cleanup)
+
+Low-res logits are filtered by predicted IoU before anything is upscaled, and upscaling runs
+in chunks sized by a memory budget, so memory never scales with the number of candidates
+at full resolution. Results equal the reference algorithm's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .. import masks as M
+from ..modeling import Sam
+from ..predictor import Predictor, upscale_logits
+from ..transforms import scale_coords
+from .grids import crop_boxes, layer_point_grids
+
+
+@dataclass(frozen=True)
+class AmgSettings:
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+
+
+@dataclass
+class MaskRecord:
+    rle: dict  # uncompressed RLE in the full image frame
+    box: list[int]  # XYXY inclusive
+    predicted_iou: float
+    point: list[float]  # XY the mask was prompted with
+    stability_score: float
+    crop_box: list[int]  # XYXY half-open
+
+    @property
+    def area(self) -> int:
+        return M.rle_area(self.rle)
+
+
+@dataclass
+class CropInput:
+    box: list[int]  # XYXY half-open, in the image
+    layer: int
+    pixels: torch.Tensor  # 1×3×h×w resized crop, 0–255
+    input_hw: tuple[int, int]
+    crop_hw: tuple[int, int]
+    points: np.ndarray  # P×2 XY in crop pixels
+
+
+@dataclass
+class CropMasks:
+    box: list[int]
+    rles: list[dict] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)  # XYXY in the image frame
+    iou: list[float] = field(default_factory=list)
+    stability: list[float] = field(default_factory=list)
+    points: list[np.ndarray] = field(default_factory=list)
+
+
+class AutomaticMaskGenerator:
+    def __init__(
+        self, model: Sam, settings: AmgSettings | None = None, *,
+        upscale_budget_bytes: int = 512 << 20,
+    ) -> None:
+        self.model = model
+        self.s = settings or AmgSettings()
+        self.predictor = Predictor(model)
+        self.grids = layer_point_grids(
+            self.s.points_per_side, self.s.crop_n_layers, self.s.crop_n_points_downscale_factor
+        )
+        self.budget = upscale_budget_bytes
+
+    # ------------------------------------------------------------------------- steps
+    def prepare_crops(self, image: np.ndarray) -> list[CropInput]:
+        """H×W×3 uint8 RGB → one CropInput per crop box, in the reference's order."""
+        out = []
+        for box, layer in crop_boxes(image.shape[:2], self.s.crop_n_layers, self.s.crop_overlap_ratio):
+            x0, y0, x1, y1 = box
+            crop = image[y0:y1, x0:x1]
+            pixels, input_hw = self.predictor.prepare(crop)
+            crop_hw = (y1 - y0, x1 - x0)
+            points = self.grids[layer] * np.array(crop_hw)[None, ::-1]
+            out.append(CropInput(box, layer, pixels, input_hw, crop_hw, points))
+        return out
+
+    @torch.inference_mode()
+    def decode_crop(
+        self, features: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]
+    ) -> CropMasks:
+        """features: 1×256×64×64 of this crop → its masks after filters and in-crop NMS."""
+        s = self.s
+        p = self.predictor
+        p.set_features(features, crop.crop_hw, crop.input_hw)
+        result = CropMasks(crop.box)
+        dev = p.device
+        for start in range(0, len(crop.points), s.points_per_batch):
+            pts = crop.points[start : start + s.points_per_batch]
+            in_pts = torch.as_tensor(
+                scale_coords(pts, crop.crop_hw, crop.input_hw), dtype=torch.float32, device=dev
+            )[:, None, :]
+            labels = torch.ones(in_pts.shape[:2], dtype=torch.int64, device=dev)
+            low, iou = p.decode(in_pts, labels, None, None, multimask=True)
+            low, iou = low.flatten(0, 1), iou.flatten(0, 1).float()  # 3B×256×256, 3B
+            point_idx = torch.arange(len(pts), device=dev).repeat_interleave(iou.shape[0] // len(pts))
+            if s.pred_iou_thresh > 0.0:
+                keep = iou > s.pred_iou_thresh
+                low, iou, point_idx = low[keep], iou[keep], point_idx[keep]
+            self._upscale_and_filter(low, iou, pts[point_idx.cpu().numpy()], crop, orig_hw, result)
+        self._nms_in_crop(result)
+        return result
+
+    def _upscale_and_filter(
+        self, low: torch.Tensor, iou: torch.Tensor, pts: np.ndarray, crop: CropInput,
+        orig_hw: tuple[int, int], out: CropMasks,
+    ) -> None:
+        s = self.s
+        ch, cw = crop.crop_hw
+        h, w = orig_hw
+        x0, y0 = crop.box[0], crop.box[1]
+        img = self.model.img_size
+        per_mask = 4 * (img * img + ch * cw) + h * w
+        chunk = max(1, self.budget // per_mask)
+        thr = self.model.mask_threshold
+        for a in range(0, low.shape[0], chunk):
+            logits = upscale_logits(low[a : a + chunk], crop.input_hw, crop.crop_hw, img)
+            ciou = iou[a : a + chunk]
+            cpts = pts[a : a + chunk]
+            stab = M.stability_score(logits, thr, s.stability_score_offset)
+            if s.stability_score_thresh > 0.0:
+                keep = stab >= s.stability_score_thresh
+                logits, ciou, stab = logits[keep], ciou[keep], stab[keep]
+                cpts = cpts[keep.cpu().numpy()]
+            binary = logits > thr
+            del logits
+            boxes = M.masks_to_boxes(binary)
+            near = M.box_near_crop_edge(boxes, crop.box, [0, 0, w, h])
+            if bool(near.any()):
+                keep = ~near
+                binary, boxes, ciou, stab = binary[keep], boxes[keep], ciou[keep], stab[keep]
+                cpts = cpts[keep.cpu().numpy()]
+            if binary.shape[0] == 0:
+                continue
+            if (ch, cw) != (h, w):
+                binary = F.pad(binary, (x0, w - cw - x0, y0, h - ch - y0))
+            out.rles.extend(M.masks_to_rle(binary))
+            # boxes stay in crop coordinates until in-crop NMS has run (as the reference does)
+            out.boxes.extend(boxes.cpu().numpy())
+            out.iou.extend(ciou.cpu().tolist())
+            out.stability.extend(stab.cpu().tolist())
+            out.points.extend(cpts + np.array([x0, y0]))
+
+    def _nms_in_crop(self, c: CropMasks) -> None:
+        if not c.rles:
+            return
+        boxes = torch.as_tensor(np.stack(c.boxes)).float()
+        keep = M.box_nms(boxes, torch.as_tensor(c.iou), self.s.box_nms_thresh).tolist()
+        off = np.array([c.box[0], c.box[1], c.box[0], c.box[1]])
+        c.rles = [c.rles[i] for i in keep]
+        c.boxes = [c.boxes[i] + off for i in keep]
+        c.iou = [c.iou[i] for i in keep]
+        c.stability = [c.stability[i] for i in keep]
+        c.points = [c.points[i] for i in keep]
+
+    def finalize(self, crops: list[CropMasks], orig_hw: tuple[int, int]) -> list[MaskRecord]:
+        recs = [
+            MaskRecord(r, b.tolist(), i, p.tolist(), st, c.box)
+            for c in crops
+            for r, b, i, st, p in zip(c.rles, c.boxes, c.iou, c.stability, c.points)
+        ]
+        if len(crops) > 1 and recs:
+            boxes = torch.as_tensor([r.box for r in recs], dtype=torch.float)
+            areas = torch.as_tensor(
+                [(r.crop_box[2] - r.crop_box[0]) * (r.crop_box[3] - r.crop_box[1]) for r in recs],
+                dtype=torch.float,
+            )
+            keep = M.box_nms(boxes, 1.0 / areas, self.s.crop_nms_thresh).tolist()
+            recs = [recs[i] for i in keep]
+        if self.s.min_mask_region_area > 0 and recs:
+            recs = self._remove_small_regions(recs)
+        return recs
+
+    def _remove_small_regions(self, recs: list[MaskRecord]) -> list[MaskRecord]:
+        area = self.s.min_mask_region_area
+        new_masks: dict[int, np.ndarray] = {}
+        boxes, scores = [], []
+        for i, r in enumerate(recs):
+            mask = M.rle_to_mask(r.rle)
+            mask, changed_h = M.remove_small_regions(mask, area, "holes")
+            mask, changed_i = M.remove_small_regions(mask, area, "islands")
+            changed = changed_h or changed_i
+            scores.append(0.0 if changed else 1.0)
+            boxes.append(M.masks_to_boxes(torch.from_numpy(mask)[None])[0].tolist())
+            if changed:
+                new_masks[i] = mask
+        keep = M.box_nms(
+            torch.as_tensor(boxes, dtype=torch.float), torch.as_tensor(scores),
+            self.s.box_nms_thresh,
+        ).tolist()
+        out = []
+        for i in keep:
+            r = recs[i]
+            if i in new_masks:
+                r.rle = M.masks_to_rle(torch.from_numpy(new_masks[i])[None])[0]
+                r.box = boxes[i]
+            out.append(r)
+        return out
+
+    # ---------------------------------------------------------------------- one image
+    def generate(self, image: np.ndarray) -> list[MaskRecord]:
+        """H×W×3 uint8 RGB → mask records, crop by crop (the pipeline batches instead)."""
+        hw = (image.shape[0], image.shape[1])
+        results = []
+        for crop in self.prepare_crops(image):
+            feats = self.predictor.embed([crop.pixels])
+            results.append(self.decode_crop(feats, crop, hw))
+        return self.finalize(results, hw)
+

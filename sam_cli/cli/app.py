@@ -1,0 +1,103 @@
+"""The `sam` application: commands, and the one place that maps errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .exitcodes import EXIT_CODES_HELP, ExitCode
+
+HELP = f"""Segment Anything from the command line.
+
+Prompted masks for one image (sam segment) and every object's mask over folders of images (sam auto), with Meta's SAM checkpoints (vit_b, vit_l, vit_h).
+
+Exit codes:
+
+{EXIT_CODES_HELP}
+"""
+
+app = typer.Typer(
+    name="sam", help=HELP, no_args_is_help=True, add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"sam {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Segment Anything from the command line."""
+
+
+def _register() -> None:
+    from . import auto, segment  # noqa: F401  (commands register themselves on `app`)
+
+
+_register()
+
+
+def _exit_code_for(err: Exception) -> ExitCode:
+    from ..device import DeviceError
+    from ..errors import (
+        CheckpointError, DownloadError, InputError, OutputError, PromptError,
+    )
+
+    for kind, code in (
+        (PromptError, ExitCode.USAGE), (DeviceError, ExitCode.USAGE),
+        (InputError, ExitCode.INPUT), (CheckpointError, ExitCode.MODEL),
+        (DownloadError, ExitCode.DOWNLOAD), (OutputError, ExitCode.OUTPUT),
+    ):
+        if isinstance(err, kind):
+            return code
+    return ExitCode.USAGE
+
+
+class Interrupted(BaseException):
+    """Raised by our SIGINT handler; a BaseException so no library turns it into another error."""
+
+
+def _on_sigint(signum, frame):  # noqa: ARG001
+    raise Interrupted()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import signal
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        app(args=args, prog_name="sam")  # exits through SystemExit; usage errors give 2
+    except Interrupted:
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # the reader went away (`sam ... | head`): not an error of ours
+        sys.stderr.close()
+        sys.exit(ExitCode.OK)
+    except Exception as e:  # noqa: BLE001 - the one place that maps errors to exit codes
+        from ..errors import SamError
+
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(e, SamError):
+            hint = f" ({e.hint})" if e.hint else ""
+            print(f"Error: {e}{hint}", file=sys.stderr)
+            sys.exit(_exit_code_for(e))
+        print(f"Error: unexpected {type(e).__name__}: {e} (rerun with --debug and report it)",
+              file=sys.stderr)
+        sys.exit(ExitCode.FAILURE)

@@ -1,0 +1,1 @@
+"""`sam auto`: placeholder replaced below."""

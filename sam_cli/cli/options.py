@@ -1,0 +1,48 @@
+"""Options shared by several commands, defined once as Annotated aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+MODEL_NAMES = ("vit_b", "vit_l", "vit_h")
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m", metavar="NAME",
+        help="Model type: vit_b (default: 375 MB, usable on a laptop CPU), vit_l or vit_h "
+        "(best masks, 2.6 GB). Downloaded into the cache on first use.",
+        autocompletion=lambda: list(MODEL_NAMES),
+    ),
+]
+CheckpointOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--checkpoint", "-c", metavar="PATH",
+        help="A local checkpoint (.pth as Meta publishes it, or .safetensors); any SAM-ViT "
+        "size, fine-tuned ones too. Overrides --model.",
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device", "-d", metavar="DEVICE",
+        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.",
+        autocompletion=lambda: ["auto", "cpu", "cuda", "mps"],
+    ),
+]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype", metavar="DTYPE",
+        help="Image-encoder precision: fp32 (default) or bf16 (GPUs; fp16 is not offered: "
+        "it breaks vit_h).",
+        autocompletion=lambda: ["fp32", "bf16"],
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr; errors still.")
+]

@@ -1,0 +1,44 @@
+"""Pick the compute device and thread count."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import SamError
+
+
+class DeviceError(SamError):
+    """The requested device is not available here."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda if present, else mps, else cpu; a named device must be available."""
+    name = name.lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("--device cuda: no CUDA device is available", hint="use --device cpu")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise DeviceError("--device mps: Apple MPS is not available", hint="use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"--device {name}: unknown device", hint="use auto, cpu, cuda or mps") from None
+
+
+def configure_threads() -> int:
+    """Use every core for intra-op work unless the user set OMP_NUM_THREADS / SAM_THREADS."""
+    env = os.environ.get("SAM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        torch.set_num_threads(int(env))
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return torch.get_num_threads()

@@ -1,0 +1,173 @@
+"""Mask utilities: run-length encoding, boxes, stability, NMS, small-region cleanup.
+
+Conventions: masks are N×H×W bool tensors; boxes XYXY with inclusive right/bottom pixel
+indices (as the reference computes them) unless a name says XYWH.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as coco_mask
+
+# ------------------------------------------------------------------ run-length encoding
+
+
+def masks_to_rle(masks: torch.Tensor) -> list[dict]:
+    """N×H×W bool (any device) → uncompressed RLEs {size: [h, w], counts: [...]},
+    column-major, starting with a run of zeros. One device→host transfer for the batch."""
+    n, h, w = masks.shape
+    if n == 0:
+        return []
+    flat = masks.transpose(1, 2).reshape(n, h * w)
+    change = (flat[:, 1:] != flat[:, :-1]).nonzero()  # K×2 (mask, position), row-major sorted
+    first = flat[:, 0].cpu().numpy()
+    change = change.cpu().numpy()
+    bounds = np.searchsorted(change[:, 0], np.arange(n + 1))
+    out = []
+    for i in range(n):
+        idx = change[bounds[i] : bounds[i + 1], 1] + 1
+        edges = np.concatenate([[0], idx, [h * w]])
+        runs = np.diff(edges).tolist()
+        out.append({"size": [h, w], "counts": ([0] + runs) if first[i] else runs})
+    return out
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """Uncompressed RLE → H×W bool."""
+    h, w = rle["size"]
+    flat = np.zeros(h * w, dtype=bool)
+    pos = 0
+    val = False
+    for c in rle["counts"]:
+        if val:
+            flat[pos : pos + c] = True
+        pos += c
+        val = not val
+    return flat.reshape(w, h).T
+
+
+def rle_area(rle: dict) -> int:
+    return int(sum(rle["counts"][1::2]))
+
+
+def rle_to_coco(rle: dict) -> dict:
+    """Uncompressed RLE → COCO compressed RLE with str counts (JSON-ready)."""
+    h, w = rle["size"]
+    enc = coco_mask.frPyObjects(rle, h, w)
+    return {"size": [int(h), int(w)], "counts": enc["counts"].decode("utf-8")}
+
+
+# ------------------------------------------------------------------------------- boxes
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """…×H×W bool → …×4 XYXY (inclusive); an empty mask gives [0, 0, 0, 0]."""
+    if masks.numel() == 0:
+        return torch.zeros(*masks.shape[:-2], 4, device=masks.device, dtype=torch.long)
+    h, w = masks.shape[-2:]
+    rows = masks.any(dim=-1)  # …×H
+    cols = masks.any(dim=-2)  # …×W
+    ys = torch.arange(h, device=masks.device)
+    xs = torch.arange(w, device=masks.device)
+    bottom = torch.where(rows, ys, -1).amax(dim=-1)
+    top = torch.where(rows, ys, h).amin(dim=-1)
+    right = torch.where(cols, xs, -1).amax(dim=-1)
+    left = torch.where(cols, xs, w).amin(dim=-1)
+    boxes = torch.stack([left, top, right, bottom], dim=-1)
+    empty = (right < left) | (bottom < top)
+    return boxes * (~empty).unsqueeze(-1)
+
+
+def xyxy_to_xywh_coco(box, area: int) -> list[int]:
+    """Inclusive XYXY → COCO XYWH, whose width and height count pixels (x1 − x0 + 1).
+    An empty mask (area 0) gets [0, 0, 0, 0]."""
+    if area == 0:
+        return [0, 0, 0, 0]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
+
+
+def crop_xyxy_to_xywh(box) -> list[int]:
+    """Crop boxes are half-open XYXY: width is x1 − x0."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def box_near_crop_edge(
+    boxes: torch.Tensor, crop_box: list[int], orig_box: list[int], atol: float = 20.0
+) -> torch.Tensor:
+    """N×4 XYXY boxes in crop coordinates → N bool: touches a crop edge that is not an image edge."""
+    crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
+    orig = torch.as_tensor(orig_box, dtype=torch.float, device=boxes.device)
+    offset = torch.as_tensor(
+        [crop_box[0], crop_box[1], crop_box[0], crop_box[1]], device=boxes.device
+    )
+    b = (boxes + offset).float()
+    near_crop = (b - crop).abs() <= atol
+    near_image = (b - orig).abs() <= atol
+    return (near_crop & ~near_image).any(dim=1)
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """IoU between the masks binarised at threshold ± offset: …×H×W → …"""
+    inter = (logits > threshold + offset).sum(dim=(-1, -2), dtype=torch.int32)
+    union = (logits > threshold - offset).sum(dim=(-1, -2), dtype=torch.int32)
+    return inter.float() / union.float()
+
+
+# ---------------------------------------------------------------------------------- NMS
+
+
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS over N×4 float XYXY boxes; returns kept indices by descending score.
+
+    Ties keep their input order (a stable sort), as torchvision's kernel does. A box is
+    suppressed when its IoU with a kept box is > iou_threshold.
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.sort(scores.float().cpu(), descending=True, stable=True).indices
+    b = boxes.float().cpu()[order].numpy().astype(np.float32)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    suppressed = np.zeros(n, dtype=bool)
+    keep = []
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        rest = slice(i + 1, n)
+        xx1 = np.maximum(b[i, 0], b[rest, 0])
+        yy1 = np.maximum(b[i, 1], b[rest, 1])
+        xx2 = np.minimum(b[i, 2], b[rest, 2])
+        yy2 = np.minimum(b[i, 3], b[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        iou = inter / (area[i] + area[rest] - inter)
+        suppressed[rest] |= iou > iou_threshold
+    return order[torch.as_tensor(keep, dtype=torch.long)]
+
+
+# ------------------------------------------------------------------ small-region cleanup
+
+
+def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
+    """Fill holes (mode "holes") or drop islands ("islands") smaller than area_thresh pixels
+    (8-connectivity). If every island is small, the largest is kept. Returns (mask, changed)."""
+    holes = mode == "holes"
+    work = (holes ^ mask).astype(np.uint8)
+    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
+    sizes = stats[1:, cv2.CC_STAT_AREA]
+    small = [i + 1 for i, s in enumerate(sizes) if s < area_thresh]
+    if not small:
+        return mask, False
+    fill = [0] + small
+    if not holes:
+        fill = [i for i in range(n_labels) if i not in fill]
+        if not fill:
+            fill = [int(np.argmax(sizes)) + 1]
+    return np.isin(labels, fill), True

@@ -1,0 +1,101 @@
+"""Parse and check prompts; turn a mask file into a low-res logit prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, PromptError
+from .transforms import target_size
+
+MASK_LOGIT = 10.0  # a binary mask prompt becomes logits of +10 inside, −10 outside
+
+
+def parse_numbers(text: str, n: int, option: str) -> list[float]:
+    parts = [p.strip() for p in text.split(",")]
+    what = "X,Y" if n == 2 else "X0,Y0,X1,Y1"
+    if len(parts) != n:
+        raise PromptError(f"{option} {text!r}: expected {what} ({n} numbers separated by commas)")
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise PromptError(f"{option} {text!r}: {what} must be numbers") from None
+    if not all(np.isfinite(vals)):
+        raise PromptError(f"{option} {text!r}: {what} must be finite numbers")
+    return vals
+
+
+@dataclass
+class Prompts:
+    points: list[list[float]] = field(default_factory=list)  # XY, image pixels
+    labels: list[int] = field(default_factory=list)  # 1 foreground, 0 background
+    boxes: list[list[float]] = field(default_factory=list)  # XYXY, image pixels
+
+    @classmethod
+    def parse(cls, points: list[str], neg_points: list[str], boxes: list[str]) -> Prompts:
+        p = cls()
+        for t in points:
+            p.points.append(parse_numbers(t, 2, "--point"))
+            p.labels.append(1)
+        for t in neg_points:
+            p.points.append(parse_numbers(t, 2, "--neg-point"))
+            p.labels.append(0)
+        for t in boxes:
+            b = parse_numbers(t, 4, "--box")
+            if b[2] < b[0] or b[3] < b[1]:
+                raise PromptError(f"--box {t!r}: X1,Y1 must not be left of or above X0,Y0")
+            p.boxes.append(b)
+        return p
+
+    def check_inside(self, hw: tuple[int, int], image_name: str) -> None:
+        h, w = hw
+        for (x, y), lab in zip(self.points, self.labels):
+            if not (0 <= x <= w and 0 <= y <= h):
+                opt = "--point" if lab == 1 else "--neg-point"
+                raise PromptError(
+                    f"{opt} {x:g},{y:g} is outside {image_name} ({w}×{h} pixels)"
+                )
+        for b in self.boxes:
+            if not (0 <= b[0] <= w and 0 <= b[2] <= w and 0 <= b[1] <= h and 0 <= b[3] <= h):
+                box = ",".join(f"{v:g}" for v in b)
+                raise PromptError(f"--box {box} is outside {image_name} ({w}×{h} pixels)")
+
+
+def load_mask_prompt(path: str | Path, image_hw: tuple[int, int], img_size: int = 1024) -> np.ndarray:
+    """A mask prompt file → 1×256×256 float32 logits.
+
+    `.npy`: low-res logits as SAM returns them (256×256 or 1×256×256), used as they are.
+    Image file (PNG…): a binary mask the size of the image (non-zero = inside); it is resized
+    like the image (long side to 1024, padded), averaged down to 256×256 and mapped to
+    logits ±10.
+    """
+    import cv2
+
+    from .io.images import read_image
+
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError):
+            raise InputError(f"{path}: not a readable .npy array") from None
+        arr = np.asarray(arr, dtype=np.float32).squeeze()
+        if arr.shape != (256, 256):
+            raise InputError(f"{path}: mask logits must be 256×256, got {'×'.join(map(str, arr.shape))}")
+        return arr[None]
+    mask = read_image(path).max(axis=2) > 0
+    h, w = image_hw
+    if mask.shape != (h, w):
+        raise InputError(
+            f"{path}: mask is {mask.shape[1]}×{mask.shape[0]}, the image is {w}×{h}"
+        )
+    nh, nw = target_size(h, w, img_size)
+    m = cv2.resize(mask.astype(np.float32), (nw, nh), interpolation=cv2.INTER_LINEAR)
+    padded = np.zeros((img_size, img_size), np.float32)
+    padded[:nh, :nw] = m
+    low = cv2.resize(padded, (256, 256), interpolation=cv2.INTER_AREA)
+    return ((low * 2 - 1) * MASK_LOGIT).astype(np.float32)[None]
