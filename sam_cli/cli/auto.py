@@ -1,1 +1,178 @@
-"""`sam auto`: placeholder replaced below."""
+"""`sam auto`: every object's mask, over files, folders, globs or paths on stdin."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app
+from .exitcodes import ExitCode
+from .options import CheckpointOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt
+
+EPILOG = """Examples:
+
+  sam auto photos/ -o masks/
+
+  sam auto 'shots/**/*.jpg' -o out --format coco-rle --format overlay
+
+  find photos -name '*.jpg' | sam auto - -o out --format coco
+
+Outputs mirror the inputs' paths under OUT (a folder argument's files relative to it; files,
+globs and stdin paths as given), keeping the extension so x.jpg and x.png never collide:
+png: x.jpg.masks/0.png … N-1.png + metadata.csv; coco-rle: x.jpg.json; coco: coco.json for
+the run (plus the per-image x.jpg.json it is built from); label-map: x.jpg.labels.png (16-bit,
+each pixel 1 + the index of the smallest mask covering it, 0 for none); overlay: x.jpg.overlay.jpg.
+A rerun skips images whose outputs are all there (--overwrite redoes them). One JSON line per
+image goes to stdout.
+"""
+
+FormatOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--format", "-f", metavar="FORMAT",
+        help="png (default), coco-rle, coco, label-map, overlay; repeat for several.",
+        autocompletion=lambda: ["png", "coco-rle", "coco", "label-map", "overlay"],
+    ),
+]
+
+
+@app.command(epilog=EPILOG)
+def auto(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Image files, folders (recursive), globs, or - to read paths from stdin.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.")],
+    fmt: FormatOpt = None,
+    points_per_side: Annotated[int, typer.Option(help="Grid points per side of the image.")] = 32,
+    points_per_batch: Annotated[int, typer.Option(help="Points decoded together (memory vs speed).")] = 64,
+    pred_iou_thresh: Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this (0 turns the filter off).")] = 0.88,
+    stability_score_thresh: Annotated[float, typer.Option(help="Keep masks with a stability score at least this (0 turns it off).")] = 0.95,
+    stability_score_offset: Annotated[float, typer.Option(help="Logit offset of the stability score.")] = 1.0,
+    box_nms_thresh: Annotated[float, typer.Option(help="Box IoU above which duplicate masks are removed.")] = 0.7,
+    crop_n_layers: Annotated[int, typer.Option(help="Extra layers of smaller crops (0: the whole image only).")] = 0,
+    crop_nms_thresh: Annotated[float, typer.Option(help="Box IoU for duplicates across crops.")] = 0.7,
+    crop_overlap_ratio: Annotated[float, typer.Option(help="Overlap of neighbouring crops, as a share of the short side.")] = 512 / 1500,
+    crop_n_points_downscale_factor: Annotated[int, typer.Option(help="Crop layer i uses points-per-side / factor^i.")] = 1,
+    min_mask_region_area: Annotated[int, typer.Option(help="Fill holes and remove islands smaller than this many pixels (0: off).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images (crops) per image-encoder batch.")] = 1,
+    workers: Annotated[int, typer.Option(help="Threads decoding images ahead.")] = 2,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images whose outputs exist.")] = False,
+    model: ModelOpt = None,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "fp32",
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate every object's mask for many images, streamed through a batched pipeline."""
+    from ..automatic import AmgSettings, AutomaticMaskGenerator
+    from ..errors import PromptError, SamError
+    from ..inputs import expand_inputs
+    from ..io.amg_outputs import FORMATS, OutputLayout, write_coco_dataset, write_image_outputs
+    from ..pipeline import ImageResult, WriteBehind, generate_masks
+    from .common import load_sam, message, stderr_is_tty
+
+    formats = tuple(dict.fromkeys(fmt or ["png"]))
+    for f in formats:
+        if f not in FORMATS:
+            raise PromptError(f"--format {f}: choose from {', '.join(FORMATS)}")
+    for name, val in (("--points-per-side", points_per_side), ("--points-per-batch", points_per_batch),
+                      ("--batch-size", batch_size), ("--crop-n-points-downscale-factor", crop_n_points_downscale_factor)):
+        if val < 1:
+            raise PromptError(f"{name} {val}: must be at least 1")
+    if crop_n_layers < 0 or min_mask_region_area < 0:
+        raise PromptError("--crop-n-layers and --min-mask-region-area must not be negative")
+    settings = AmgSettings(
+        points_per_side=points_per_side, points_per_batch=points_per_batch,
+        pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+        stability_score_offset=stability_score_offset, box_nms_thresh=box_nms_thresh,
+        crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh,
+        crop_overlap_ratio=crop_overlap_ratio,
+        crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+        min_mask_region_area=min_mask_region_area,
+    )
+    layout = OutputLayout(output, formats)
+    net = load_sam(model, checkpoint, device, dtype, quiet)
+    gen = AutomaticMaskGenerator(net, settings)
+
+    items = expand_inputs(inputs)
+    total = None
+    if "-" not in inputs:
+        items = list(items)
+        total = len(items)
+    seen: dict[str, str] = {}
+    done_rels: list[str] = []
+    failures: list[str] = []
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+
+    bar = None
+    if not quiet and stderr_is_tty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def emit(line: dict) -> None:
+        print(json.dumps(line), flush=True)
+        if bar is not None:
+            bar.update(1)
+
+    def fail(path, err: SamError, seconds: float = 0.0) -> None:
+        counts["failed"] += 1
+        failures.append(str(err))
+        if bar is not None:
+            bar.write(f"Error: {err}", file=sys.stderr)
+        elif not quiet:
+            message(f"Error: {err}")
+        emit({"input": str(path), "status": "failed", "error": str(err), "seconds": round(seconds, 3)})
+
+    def unique(it) -> bool:
+        first = seen.setdefault(it.rel, str(it.path))
+        return first == str(it.path)
+
+    def skip(it) -> bool:
+        return unique(it) and not overwrite and layout.is_complete(it.rel)
+
+    def write_job(res: ImageResult) -> None:
+        try:
+            written = write_image_outputs(layout, res.item.rel, res.image, res.records, res.item.rel)
+        except SamError as e:
+            fail(res.item.path, e, res.seconds)
+            return
+        counts["ok"] += 1
+        done_rels.append(res.item.rel)
+        emit({"input": str(res.item.path), "status": "ok", "outputs": written,
+              "masks": len(res.records), "seconds": round(res.seconds, 3)})
+
+    writer = WriteBehind(lambda job: job())
+    try:
+        for res in generate_masks(gen, items, batch_size=batch_size, workers=workers, skip=skip):
+            if not isinstance(res, ImageResult):  # skipped: outputs already complete
+                def skipped(it=res) -> None:
+                    counts["skipped"] += 1
+                    done_rels.append(it.rel)
+                    emit({"input": str(it.path), "status": "skipped"})
+                writer.submit(skipped)
+            elif not unique(res.item):
+                err = SamError(f"{res.item.path}: its outputs would overwrite those of {seen[res.item.rel]}")
+                writer.submit(lambda r=res, e=err: fail(r.item.path, e))
+            elif res.error is not None:
+                writer.submit(lambda r=res: fail(r.item.path, r.error, r.seconds))
+            else:
+                writer.submit(lambda r=res: write_job(r))
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.close()
+    if "coco" in formats and done_rels:
+        path = write_coco_dataset(layout, done_rels)
+        message(f"wrote {path}", quiet)
+    message(
+        f"{counts['ok']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed",
+        quiet,
+    )
+    if failures:
+        message("failed inputs:\n  " + "\n  ".join(failures), quiet)
+        raise typer.Exit(ExitCode.PARTIAL)

@@ -21,11 +21,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
     except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        _discard(tmp)
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    except BaseException:  # Ctrl-C mid-write: leave nothing half-written behind
+        _discard(tmp)
+        raise
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def encode_png(img: np.ndarray) -> bytes:
