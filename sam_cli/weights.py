@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -80,13 +81,20 @@ def download(
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
             update = progress(total, have) if progress else None
+            got = have
             with open(part, "ab" if have else "wb") as f:
                 while block := resp.read(1 << 20):
                     f.write(block)
+                    got += len(block)
                     if update:
                         update(len(block))
             if update:
                 update(-1)
+            if total is not None and got < total:
+                raise DownloadError(
+                    f"download failed: {url}: connection closed after {got} of {total} bytes",
+                    hint="run the command again to resume the download",
+                )
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # range past the end: the .part is already whole
             pass
@@ -95,7 +103,7 @@ def download(
                 f"download failed: {url}: HTTP {e.code} {e.reason}",
                 hint="pass a local file with --checkpoint PATH, or set SAM_BASE_URL to a mirror",
             ) from None
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", e)
         raise DownloadError(
             f"download failed: {url}: {reason}",

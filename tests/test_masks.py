@@ -1,0 +1,135 @@
+"""Mask utilities against the reference's own helpers and torchvision, on inputs built to
+exercise them (overlapping boxes, ties, masks at crop edges, holes and islands)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as coco_mask
+from segment_anything.utils import amg as ref_amg
+from torchvision.ops import batched_nms
+
+from sam_cli import masks as M
+from sam_cli.automatic.grids import crop_boxes, layer_point_grids, point_grid
+
+
+def random_masks(n=12, h=37, w=53, seed=0):
+    rng = np.random.default_rng(seed)
+    m = rng.random((n, h, w)) > 0.6
+    m[0] = False  # empty
+    m[1] = True  # full
+    m[2] = False
+    m[2, 5:9, 7:20] = True  # a rectangle
+    m[3, :, :] = False
+    m[3, 0, 0] = True  # one corner pixel
+    return torch.from_numpy(m)
+
+
+def test_rle_matches_reference_and_roundtrips():
+    masks = random_masks()
+    ours = M.masks_to_rle(masks)
+    ref = ref_amg.mask_to_rle_pytorch(masks)
+    assert ours == ref
+    for m, r in zip(masks, ours):
+        assert np.array_equal(M.rle_to_mask(r), m.numpy())
+        assert M.rle_area(r) == int(m.sum())
+
+
+def test_coco_rle_decodes_with_pycocotools():
+    masks = random_masks()
+    for m, r in zip(masks, M.masks_to_rle(masks)):
+        c = M.rle_to_coco(r)
+        assert isinstance(c["counts"], str)
+        assert c == {"size": [37, 53], "counts": ref_amg.coco_encode_rle(r)["counts"]}
+        dec = coco_mask.decode({"size": c["size"], "counts": c["counts"].encode()})
+        assert np.array_equal(dec.astype(bool), m.numpy())
+
+
+def test_boxes_match_reference():
+    masks = random_masks()
+    assert torch.equal(M.masks_to_boxes(masks), ref_amg.batched_mask_to_box(masks))
+
+
+def test_coco_bbox_counts_pixels():
+    m = torch.zeros(1, 10, 10, dtype=torch.bool)
+    m[0, 2:5, 3:9] = True  # rows 2..4, cols 3..8
+    box = M.masks_to_boxes(m)[0].tolist()
+    assert M.xyxy_to_xywh_coco(box, int(m.sum())) == [3, 2, 6, 3]
+    assert pycoco_bbox(m[0]) == [3, 2, 6, 3]
+    assert M.xyxy_to_xywh_coco([0, 0, 0, 0], 0) == [0, 0, 0, 0]
+
+
+def pycoco_bbox(m):
+    rle = coco_mask.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
+    return [int(v) for v in coco_mask.toBbox(rle)]
+
+
+def test_stability_matches_reference():
+    logits = torch.randn(6, 40, 30) * 3
+    ours = M.stability_score(logits, 0.0, 1.0)
+    ref = ref_amg.calculate_stability_score(logits, 0.0, 1.0)
+    assert torch.allclose(ours, ref)
+
+
+@pytest.mark.parametrize("thresh", [0.0, 0.3, 0.7, 1.0])
+def test_nms_matches_torchvision_with_ties(thresh):
+    g = torch.Generator().manual_seed(1)
+    xy = torch.randint(0, 80, (400, 2), generator=g).float()
+    wh = torch.randint(1, 40, (400, 2), generator=g).float()
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[10] = boxes[11]  # identical boxes
+    scores = torch.randint(0, 4, (400,), generator=g).float()  # many ties
+    ref = batched_nms(boxes, scores, torch.zeros(400), thresh)
+    assert torch.equal(M.box_nms(boxes, scores, thresh), ref)
+
+
+def test_crop_edge_filter_matches_reference():
+    crop = [100, 50, 300, 250]
+    orig = [0, 0, 300, 400]
+    boxes = torch.tensor([[0, 0, 50, 50], [5, 30, 150, 190], [30, 30, 199, 150],
+                          [25, 25, 150, 150], [0, 100, 200, 199], [21, 21, 179, 179]])
+    ours = M.box_near_crop_edge(boxes, crop, orig)
+    ref = ref_amg.is_box_near_crop_edge(boxes, crop, orig)
+    assert torch.equal(ours, ref)
+    assert ours.any() and not ours.all()
+
+
+@pytest.mark.parametrize("mode", ["holes", "islands"])
+@pytest.mark.parametrize("area", [1, 5, 30, 500])
+def test_small_regions_match_reference(mode, area):
+    m = np.zeros((60, 80), bool)
+    m[5:40, 5:50] = True
+    m[10:13, 10:13] = False  # small hole
+    m[20:30, 20:35] = False  # bigger hole
+    m[50:52, 60:62] = True  # small island
+    m[45:58, 65:78] = True  # bigger island
+    m[0, 79] = True  # one-pixel island at a corner
+    ours, ch1 = M.remove_small_regions(m.copy(), area, mode)
+    ref, ch2 = ref_amg.remove_small_regions(m.copy(), area, mode)
+    assert ch1 == ch2
+    assert np.array_equal(ours, ref)
+
+
+def test_all_islands_small_keeps_largest():
+    m = np.zeros((20, 20), bool)
+    m[1:3, 1:3] = True
+    m[10:13, 10:13] = True
+    out, changed = M.remove_small_regions(m, 100, "islands")
+    ref, _ = ref_amg.remove_small_regions(m, 100, "islands")
+    assert changed and np.array_equal(out, ref) and out.sum() == 9
+
+
+@pytest.mark.parametrize("hw", [(300, 451), (1000, 700), (64, 64)])
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_crop_boxes_match_reference(hw, layers):
+    ours = crop_boxes(hw, layers, 512 / 1500)
+    boxes, idx = ref_amg.generate_crop_boxes(hw, layers, 512 / 1500)
+    assert [b for b, _ in ours] == boxes
+    assert [i for _, i in ours] == idx
+
+
+def test_point_grids_match_reference():
+    assert np.allclose(point_grid(5), ref_amg.build_point_grid(5))
+    for a, b in zip(layer_point_grids(32, 2, 2), ref_amg.build_all_layer_point_grids(32, 2, 2)):
+        assert np.allclose(a, b)

@@ -1,0 +1,186 @@
+"""Checkpoint loading (safe, strict, clear errors) and downloading (cache, hash, resume)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import torch
+
+from httpserver import FileServer
+
+from sam_cli.errors import CheckpointError, DownloadError
+from sam_cli.registry import MODELS
+from sam_cli.weights import download, infer_arch, load_model, read_state_dict
+
+
+def test_loads_reference_checkpoint_and_infers_architecture(tiny_ckpt):
+    sd = read_state_dict(tiny_ckpt)
+    arch = infer_arch(sd)
+    assert (arch.embed_dim, arch.depth, arch.num_heads, arch.global_attn_indexes) == (64, 4, 4, (1, 3))
+    net = load_model(checkpoint=tiny_ckpt)
+    ours = net.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in sd.items())
+
+
+def test_wrapped_state_dict_is_unwrapped(tiny_ckpt, tmp_path):
+    sd = torch.load(tiny_ckpt, weights_only=True)
+    p = tmp_path / "wrapped.pth"
+    torch.save({"model": sd, "epoch": 3}, p)
+    load_model(checkpoint=p)
+
+
+def test_safetensors(tiny_ckpt, tmp_path):
+    from safetensors.torch import save_file
+
+    sd = torch.load(tiny_ckpt, weights_only=True)
+    p = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, p)
+    net = load_model(checkpoint=p)
+    assert torch.equal(net.state_dict()["mask_decoder.iou_token.weight"], sd["mask_decoder.iou_token.weight"])
+
+
+def test_truncated_file(tiny_ckpt, tmp_path):
+    p = tmp_path / "cut.pth"
+    p.write_bytes(tiny_ckpt.read_bytes()[:5000])
+    with pytest.raises(CheckpointError) as e:
+        load_model(checkpoint=p)
+    assert str(e.value) == f"{p}: cannot read checkpoint (file truncated or not a PyTorch checkpoint)"
+
+
+def test_truncated_safetensors(tiny_ckpt, tmp_path):
+    from safetensors.torch import save_file
+
+    sd = torch.load(tiny_ckpt, weights_only=True)
+    p = tmp_path / "cut.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, p)
+    p.write_bytes(p.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_model(checkpoint=p)
+
+
+def test_missing_and_unexpected_keys_are_named(tiny_ckpt, tmp_path):
+    sd = torch.load(tiny_ckpt, weights_only=True)
+    del sd["mask_decoder.iou_token.weight"]
+    sd["extra.weight"] = torch.zeros(1)
+    p = tmp_path / "keys.pth"
+    torch.save(sd, p)
+    with pytest.raises(CheckpointError) as e:
+        load_model(checkpoint=p)
+    assert str(e.value) == (
+        f"{p}: checkpoint does not fit the SAM model: missing keys: mask_decoder.iou_token.weight; "
+        "unexpected keys: extra.weight"
+    )
+
+
+def test_wrong_shape_is_named(tiny_ckpt, tmp_path):
+    sd = torch.load(tiny_ckpt, weights_only=True)
+    sd["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
+    p = tmp_path / "shape.pth"
+    torch.save(sd, p)
+    with pytest.raises(CheckpointError, match=r"wrong shape for mask_decoder.iou_token.weight: \(1, 128\) in file, \(1, 256\) expected"):
+        load_model(checkpoint=p)
+
+
+def test_not_a_sam_checkpoint(tmp_path):
+    p = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, p)
+    with pytest.raises(CheckpointError, match="not a SAM checkpoint"):
+        load_model(checkpoint=p)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/sam-test-pwned",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = "/tmp/sam-test-pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    p = tmp_path / "evil.pth"
+    torch.save({"x": _RunsCode()}, p)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_model(checkpoint=p)
+    assert not os.path.exists(marker)
+
+
+def test_missing_checkpoint_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_model(checkpoint=tmp_path / "nope.pth")
+
+
+# ------------------------------------------------------------------------- downloads
+
+NAME = MODELS["vit_b"].weights.file_name
+
+
+@pytest.fixture
+def payload(tiny_ckpt):
+    return tiny_ckpt.read_bytes()
+
+
+def _serve(monkeypatch, srv, data):
+    monkeypatch.setenv("SAM_BASE_URL", srv.url)
+    monkeypatch.setenv("SAM_SHA256_VIT_B", hashlib.sha256(data).hexdigest())
+
+
+def test_download_good_hash_then_cached(monkeypatch, payload, tmp_path):
+    with FileServer({NAME: payload}) as srv:
+        _serve(monkeypatch, srv, payload)
+        seen = []
+
+        def progress(total, have):
+            seen.append((total, have))
+            return lambda n: None
+
+        path = download(MODELS["vit_b"], progress=progress)
+        assert path.read_bytes() == payload
+        assert path.parent == tmp_path / "cache"
+        assert not list(path.parent.glob("*.part"))
+        assert seen == [(len(payload), 0)]
+        download(MODELS["vit_b"])  # cached: no second request
+        assert len(srv.requests) == 1
+        net = load_model(model="vit_b")  # the whole path: download → verify → load
+        assert net.image_encoder.patch_embed.proj.weight.shape[0] == 64
+
+
+def test_download_bad_hash_is_refused_and_removed(monkeypatch, payload):
+    with FileServer({NAME: payload}) as srv:
+        monkeypatch.setenv("SAM_BASE_URL", srv.url)  # Meta's real hash: this file cannot match
+        with pytest.raises(DownloadError) as e:
+            download(MODELS["vit_b"])
+    assert f"download failed: {srv.url}{NAME}: sha256 " in str(e.value)
+    assert MODELS["vit_b"].weights.sha256 in str(e.value)
+    cache = os.environ["SAM_CACHE_DIR"]
+    assert os.listdir(cache) == []
+
+
+def test_download_resumes_after_interruption(monkeypatch, payload):
+    with FileServer({NAME: payload}) as srv:
+        _serve(monkeypatch, srv, payload)
+        srv.cut_after = len(payload) // 3
+        with pytest.raises(DownloadError):
+            download(MODELS["vit_b"])
+        part = os.path.join(os.environ["SAM_CACHE_DIR"], NAME + ".part")
+        assert os.path.getsize(part) == len(payload) // 3
+        srv.cut_after = None
+        path = download(MODELS["vit_b"])
+        assert path.read_bytes() == payload
+        assert srv.requests[-1]["range"] == f"bytes={len(payload) // 3}-"
+
+
+def test_no_network_error_names_url_and_checkpoint_option(monkeypatch):
+    monkeypatch.setenv("SAM_BASE_URL", "http://127.0.0.1:9/mirror/")
+    with pytest.raises(DownloadError) as e:
+        download(MODELS["vit_h"])
+    assert str(e.value).startswith(f"download failed: http://127.0.0.1:9/mirror/{MODELS['vit_h'].weights.file_name}: ")
+    assert "--checkpoint PATH" in e.value.hint
+
+
+def test_http_404(monkeypatch):
+    with FileServer({}) as srv:
+        monkeypatch.setenv("SAM_BASE_URL", srv.url)
+        with pytest.raises(DownloadError, match="HTTP 404"):
+            download(MODELS["vit_l"])
