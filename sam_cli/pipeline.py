@@ -44,6 +44,7 @@ class _Loaded:
     crops: list[CropInput]
     error: SamError | None
     started: float
+    skipped: bool = False
 
 
 def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
@@ -58,13 +59,20 @@ def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
 
 
 def _read_ahead(
-    gen: AutomaticMaskGenerator, items: Iterable[InputItem], workers: int, ahead: int
+    gen: AutomaticMaskGenerator, items: Iterable[InputItem], workers: int, ahead: int,
+    skip: Callable[[InputItem], bool] | None,
 ) -> Iterator[_Loaded]:
-    """Decode in threads, in input order, at most `ahead` images in flight."""
+    """Decode in threads, in input order, at most `ahead` images in flight. Items that `skip`
+    names are passed through in their place, unread."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sam-read") as pool:
         inflight: deque[Future] = deque()
         for item in items:
-            inflight.append(pool.submit(_load, gen, item))
+            if skip is not None and skip(item):
+                done: Future = Future()
+                done.set_result(_Loaded(item, None, [], None, time.perf_counter(), skipped=True))
+                inflight.append(done)
+            else:
+                inflight.append(pool.submit(_load, gen, item))
             if len(inflight) >= ahead:
                 yield inflight.popleft().result()
         while inflight:
@@ -94,31 +102,20 @@ def generate_masks(
             yield ImageResult(ld.item, ld.image, gen.finalize(parts, hw), None,
                               time.perf_counter() - ld.started)
 
-    skipped: deque[InputItem] = deque()
-
-    def wanted() -> Iterator[InputItem]:
-        for it in items:
-            if skip is not None and skip(it):
-                skipped.append(it)
-            else:
-                yield it
-
     batch: list[_Loaded] = []
-    for ld in _read_ahead(gen, wanted(), workers, ahead):
-        while skipped:  # report skipped images as soon as the reader has passed them
-            yield skipped.popleft()
-        if ld.error is not None:
-            yield from flush(batch)
+    for ld in _read_ahead(gen, items, workers, ahead, skip):
+        if ld.skipped or ld.error is not None:
+            yield from flush(batch)  # keep results in input order
             batch = []
-            yield ImageResult(ld.item, None, [], ld.error, time.perf_counter() - ld.started)
+            yield ld.item if ld.skipped else ImageResult(
+                ld.item, None, [], ld.error, time.perf_counter() - ld.started
+            )
             continue
         batch.append(ld)
         if sum(len(x.crops) for x in batch) >= batch_size:
             yield from flush(batch)
             batch = []
     yield from flush(batch)
-    while skipped:
-        yield skipped.popleft()
 
 
 class WriteBehind:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -128,12 +129,20 @@ def auto(
             message(f"Error: {err}")
         emit({"input": str(path), "status": "failed", "error": str(err), "seconds": round(seconds, 3)})
 
+    claimed: set[str] = set()  # output keys already produced or skipped in this run
+
     def unique(it) -> bool:
-        first = seen.setdefault(it.rel, str(it.path))
-        return first == str(it.path)
+        """False when another input already maps to this output key."""
+        first = seen.setdefault(it.rel, os.path.realpath(it.path))
+        return first == os.path.realpath(it.path)
 
     def skip(it) -> bool:
-        return unique(it) and not overwrite and layout.is_complete(it.rel)
+        if not unique(it):
+            return False  # reported as a collision below
+        if it.rel in claimed:
+            return True  # the same file named twice
+        claimed.add(it.rel)
+        return not overwrite and layout.is_complete(it.rel)
 
     def write_job(res: ImageResult) -> None:
         try:
@@ -156,7 +165,10 @@ def auto(
                     emit({"input": str(it.path), "status": "skipped"})
                 writer.submit(skipped)
             elif not unique(res.item):
-                err = SamError(f"{res.item.path}: its outputs would overwrite those of {seen[res.item.rel]}")
+                err = SamError(
+                    f"{res.item.path}: its outputs ({res.item.rel}) would overwrite those of "
+                    f"{seen[res.item.rel]}"
+                )
                 writer.submit(lambda r=res, e=err: fail(r.item.path, e))
             elif res.error is not None:
                 writer.submit(lambda r=res: fail(r.item.path, r.error, r.seconds))

@@ -1,0 +1,169 @@
+"""`sam auto` end to end: formats, inputs, resume, interruption, broken files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+
+from cli_helpers import SAM, run_sam
+from conftest import EXAMPLES
+
+FAST = ["--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+        "--box-nms-thresh", "1.0"]
+
+HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
+          "stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "in"
+    (d / "a").mkdir(parents=True)
+    (d / "b").mkdir()
+    shutil.copy(EXAMPLES / "chelsea.jpg", d / "a" / "x.jpg")
+    shutil.copy(EXAMPLES / "coffee.jpg", d / "b" / "x.jpg")
+    cv2.imwrite(str(d / "b" / "x.png"), cv2.imread(str(EXAMPLES / "astronaut.jpg"))[:200, :300])
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def lines(proc):
+    return [json.loads(x) for x in proc.stdout.decode().splitlines()]
+
+
+def test_all_formats(folder, tmp_path, tiny_ckpt):
+    out = tmp_path / "out"
+    p = run_sam("auto", folder, "-o", out, "-c", tiny_ckpt, *FAST,
+                "-f", "png", "-f", "coco-rle", "-f", "coco", "-f", "label-map", "-f", "overlay")
+    assert p.returncode == 0, p.stderr
+    recs = lines(p)
+    assert [r["input"] for r in recs] == [str(folder / "a/x.jpg"), str(folder / "b/x.jpg"), str(folder / "b/x.png")]
+    assert all(r["status"] == "ok" and r["masks"] == 27 for r in recs)
+    # png: reference layout and header, masks 0/255
+    meta = (out / "a/x.jpg.masks/metadata.csv").read_text().splitlines()
+    assert meta[0] == HEADER and len(meta) == 28
+    m0 = cv2.imread(str(out / "a/x.jpg.masks/0.png"), cv2.IMREAD_UNCHANGED)
+    assert m0.shape == (300, 451) and set(np.unique(m0)) <= {0, 255}
+    row = meta[1].split(",")
+    assert int(row[1]) == int((m0 > 0).sum())
+    # coco-rle per image, valid COCO RLE; bbox in the COCO convention
+    doc = json.loads((out / "b/x.png.json").read_text())
+    assert doc["image"] == {"file_name": "b/x.png", "width": 300, "height": 200}
+    a = doc["annotations"][0]
+    assert set(a) == {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+    rle = {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}
+    assert int(coco_mask.area(rle)) == a["area"]
+    assert [int(v) for v in coco_mask.toBbox(rle)] == a["bbox"]
+    assert a["crop_box"] == [0, 0, 300, 200]
+    # one COCO dataset for the run, readable by pycocotools
+    coco = COCO(str(out / "coco.json"))
+    assert len(coco.getImgIds()) == 3 and len(coco.getAnnIds()) == 81
+    ann = coco.loadAnns(coco.getAnnIds(imgIds=[1]))[0]
+    assert coco.annToMask(ann).sum() == ann["area"]
+    # label map: 16-bit, each pixel the smallest covering mask
+    lm = cv2.imread(str(out / "a/x.jpg.labels.png"), cv2.IMREAD_UNCHANGED)
+    assert lm.dtype == np.uint16 and lm.shape == (300, 451)
+    areas = [json.loads((out / "a/x.jpg.json").read_text())["annotations"][i]["area"] for i in range(27)]
+    y, x = np.argwhere(lm > 0)[0]
+    covering = [i for i in range(27) if cv2.imread(str(out / f"a/x.jpg.masks/{i}.png"), 0)[y, x]]
+    assert lm[y, x] - 1 == min(covering, key=lambda i: areas[i])
+    assert cv2.imread(str(out / "b/x.jpg.overlay.jpg")).shape == (400, 600, 3)
+    assert not list(out.rglob(".*"))  # no temporary files left
+
+
+def test_stdin_paths(tmp_path, tiny_ckpt):
+    shutil.copy(EXAMPLES / "chelsea.jpg", tmp_path / "c.jpg")
+    (tmp_path / "d").mkdir()
+    shutil.copy(EXAMPLES / "chelsea.jpg", tmp_path / "d" / "c.jpg")
+    p = run_sam("auto", "-", "-o", "out", "-c", tiny_ckpt, *FAST, "-f", "coco-rle",
+                input=b"c.jpg\nd/c.jpg\n./c.jpg\n", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    recs = lines(p)
+    # ./c.jpg is c.jpg again: done once, then skipped
+    assert [(r["input"], r["status"]) for r in recs] == [("c.jpg", "ok"), ("d/c.jpg", "ok"), ("c.jpg", "skipped")]
+    assert (tmp_path / "out/c.jpg.json").exists() and (tmp_path / "out/d/c.jpg.json").exists()
+
+
+def test_two_folders_with_the_same_names_collide_safely(tmp_path, tiny_ckpt):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(EXAMPLES / "chelsea.jpg", tmp_path / d / "x.jpg")
+    p = run_sam("auto", "a", "b", "-o", "out", "-c", tiny_ckpt, *FAST, "-f", "coco-rle", cwd=tmp_path)
+    assert p.returncode == 5
+    recs = lines(p)
+    assert [r["status"] for r in recs] == ["ok", "failed"]
+    assert recs[1]["error"] == (
+        f"b/x.jpg: its outputs (x.jpg) would overwrite those of {tmp_path.resolve() / 'a/x.jpg'}"
+    )
+    assert "1 done, 0 skipped (already done), 1 failed" in p.stderr.decode()
+
+
+def test_broken_files_do_not_stop_the_run(folder, tmp_path, tiny_ckpt):
+    (folder / "a" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    p = run_sam("auto", folder, "-o", tmp_path / "out", "-c", tiny_ckpt, *FAST, "-f", "coco-rle")
+    assert p.returncode == 5
+    recs = lines(p)
+    assert [r["status"] for r in recs] == ["failed", "ok", "ok", "ok"]
+    err = p.stderr.decode()
+    assert f"Error: {folder / 'a/broken.jpg'}: cannot read image (unsupported format or corrupt file)" in err
+    assert "3 done, 0 skipped (already done), 1 failed" in err
+
+
+def test_rerun_skips_and_overwrite_redoes(folder, tmp_path, tiny_ckpt):
+    out = tmp_path / "out"
+    assert run_sam("auto", folder, "-o", out, "-c", tiny_ckpt, *FAST).returncode == 0
+    p = run_sam("auto", folder, "-o", out, "-c", tiny_ckpt, *FAST)
+    assert p.returncode == 0 and [r["status"] for r in lines(p)] == ["skipped"] * 3
+    p = run_sam("auto", folder, "-o", out, "-c", tiny_ckpt, *FAST, "--overwrite")
+    assert [r["status"] for r in lines(p)] == ["ok"] * 3
+
+
+def snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_interrupted_run_resumes_to_identical_outputs(tmp_path, tiny_ckpt):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        shutil.copy(EXAMPLES / "chelsea.jpg", src / f"img{i}.jpg")
+    args = ["auto", src, "-c", tiny_ckpt, "--points-per-side", "4", "--pred-iou-thresh", "0",
+            "--stability-score-thresh", "0", "-f", "png", "-f", "coco-rle"]
+    whole = tmp_path / "whole"
+    assert run_sam(*args, "-o", whole).returncode == 0
+
+    part = tmp_path / "part"
+    cmd = [str(SAM), *map(str, args), "-o", str(part)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # one image done
+    assert json.loads(first)["status"] == "ok"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Interrupted." in err.decode()
+    assert not list(part.rglob(".*")), "no temporary or half-written files are left"
+    done = [p for p in part.glob("*.json")]
+    assert 1 <= len(done) < 4
+
+    p = run_sam(*args, "-o", part)
+    assert p.returncode == 0
+    assert "skipped" in [r["status"] for r in lines(p)]
+    assert snapshot(part) == snapshot(whole)
+
+
+def test_help_lists_every_amg_setting():
+    p = run_sam("auto", "--help")
+    text = p.stdout.decode()
+    for flag in ("--points-per-side", "--points-per-batch", "--pred-iou-thresh", "--stability-score-thresh",
+                 "--stability-score-offset", "--box-nms-thresh", "--crop-n-layers", "--crop-nms-thresh",
+                 "--crop-overlap-ratio", "--crop-n-points-downscale-factor", "--min-mask-region-area"):
+        assert flag in text
