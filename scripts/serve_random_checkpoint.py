@@ -1,0 +1,55 @@
+"""Serve a random-weight SAM checkpoint on 127.0.0.1, as a stand-in for Meta's download
+server where the real weights cannot be fetched (air-gapped machines, CI, this repository's
+README demo). Prints the environment variables that point `sam` at it.
+
+    python scripts/serve_random_checkpoint.py --model vit_b --port 8765 &
+    export SAM_BASE_URL=http://127.0.0.1:8765/ SAM_SHA256_VIT_B=<printed hash>
+
+The weights come from sam's own model builder with a fixed seed: the masks are noise, but
+every code path (download, hash check, cache, loading, inference) is the real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from tempfile import mkdtemp
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from sam_cli.registry import MODELS
+    from sam_cli.weights import build_from_arch
+
+    spec = MODELS[args.model]
+    torch.manual_seed(args.seed)
+    net = build_from_arch(spec.arch)
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    data = buf.getvalue()
+    root = Path(mkdtemp(prefix="sam-mirror-"))
+    (root / spec.weights.file_name).write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", args.port), partial(SimpleHTTPRequestHandler, directory=str(root))
+    )
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"export SAM_BASE_URL={url} SAM_SHA256_{args.model.upper()}={digest}", flush=True)
+    print(f"serving {spec.weights.file_name} ({len(data):,} bytes) from {root}", file=sys.stderr, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
