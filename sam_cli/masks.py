@@ -123,33 +123,37 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
 # ---------------------------------------------------------------------------------- NMS
 
 
-def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS over N×4 float XYXY boxes; returns kept indices by descending score.
+def box_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, *, chunk: int = 1024
+) -> torch.Tensor:
+    """Greedy NMS over N×4 float XYXY boxes; returns kept indices (CPU) by descending score.
 
     Ties keep their input order (a stable sort), as torchvision's kernel does. A box is
-    suppressed when its IoU with a kept box is > iou_threshold.
+    suppressed when its IoU with a kept box is > iou_threshold. The pairwise "overlaps too
+    much" matrix is computed on the boxes' device in row chunks; only the greedy pass, a
+    row-OR per kept box, runs on the host.
     """
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long)
-    order = torch.sort(scores.float().cpu(), descending=True, stable=True).indices
-    b = boxes.float().cpu()[order].numpy().astype(np.float32)
+    order = torch.sort(scores.float(), descending=True, stable=True).indices.to(boxes.device)
+    b = boxes.float()[order]
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    rows = []
+    for a in range(0, n, chunk):
+        bb = b[a : a + chunk, None, :]
+        wh = (torch.minimum(bb[..., 2:], b[None, :, 2:]) - torch.maximum(bb[..., :2], b[None, :, :2])).clamp(min=0)
+        inter = wh[..., 0] * wh[..., 1]
+        iou = inter / (area[a : a + chunk, None] + area[None, :] - inter)
+        rows.append((iou > iou_threshold).cpu())
+    over = torch.cat(rows).numpy()
     suppressed = np.zeros(n, dtype=bool)
     keep = []
     for i in range(n):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        rest = slice(i + 1, n)
-        xx1 = np.maximum(b[i, 0], b[rest, 0])
-        yy1 = np.maximum(b[i, 1], b[rest, 1])
-        xx2 = np.minimum(b[i, 2], b[rest, 2])
-        yy2 = np.minimum(b[i, 3], b[rest, 3])
-        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
-        iou = inter / (area[i] + area[rest] - inter)
-        suppressed[rest] |= iou > iou_threshold
-    return order[torch.as_tensor(keep, dtype=torch.long)]
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= over[i]
+    return order.cpu()[torch.as_tensor(keep, dtype=torch.long)]
 
 
 # ------------------------------------------------------------------ small-region cleanup

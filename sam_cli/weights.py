@@ -119,7 +119,52 @@ def download(
             hint="the file was corrupted or is not Meta's; the partial file was removed",
         )
     os.replace(part, dest)
+    _record_verified(dest, digest)
     return dest
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _record_verified(path: Path, digest: str) -> None:
+    """Remember that `path` (as it is now: size and mtime) hashed to `digest`."""
+    st = path.stat()
+    _stamp(path).write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
+
+
+def cache_status(model: ModelType) -> dict:
+    """What the cache holds for `model`: path, present, bytes, verified (its recorded hash
+    matches the expected one and the file has not changed since it was hashed)."""
+    path = cached_path(model)
+    out = {"model": model.name, "file": str(path), "cached": path.is_file(), "bytes": 0,
+           "verified": False}
+    if out["cached"]:
+        st = path.stat()
+        out["bytes"] = st.st_size
+        try:
+            digest, size, mtime = _stamp(path).read_text().split()
+            out["verified"] = (
+                digest == expected_sha256(model) and int(size) == st.st_size
+                and int(mtime) == st.st_mtime_ns
+            )
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def verify_cached(model: ModelType) -> bool:
+    """Hash the cached file again; record and return whether it matches."""
+    path = cached_path(model)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not downloaded", hint=f"run: sam models download {model.name}")
+    digest = sha256_file(path)
+    ok = digest == expected_sha256(model)
+    if ok:
+        _record_verified(path, digest)
+    else:
+        _stamp(path).unlink(missing_ok=True)
+    return ok
 
 
 # ---------------------------------------------------------------------------- loading

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -42,7 +43,7 @@ def root(
 
 
 def _register() -> None:
-    from . import auto, segment  # noqa: F401  (commands register themselves on `app`)
+    from . import auto, models, segment  # noqa: F401  (commands register themselves on `app`)
 
 
 _register()
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if os.environ.get("NO_COLOR"):  # no-color.org: plain text, whatever else asks for colour
+        os.environ.pop("FORCE_COLOR", None)
+        os.environ["TERM"] = "dumb"
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         app(args=args, prog_name="sam")  # exits through SystemExit; usage errors give 2

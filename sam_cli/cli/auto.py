@@ -12,7 +12,7 @@ import typer
 
 from .app import app
 from .exitcodes import ExitCode
-from .options import CheckpointOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt
+from .options import FORMATS, CheckpointOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt
 
 EPILOG = """Examples:
 
@@ -36,7 +36,7 @@ FormatOpt = Annotated[
     typer.Option(
         "--format", "-f", metavar="FORMAT",
         help="png (default), coco-rle, coco, label-map, overlay; repeat for several.",
-        autocompletion=lambda: ["png", "coco-rle", "coco", "label-map", "overlay"],
+        autocompletion=lambda: list(FORMATS),
     ),
 ]
 
@@ -62,6 +62,10 @@ def auto(
     batch_size: Annotated[int, typer.Option(help="Images (crops) per image-encoder batch.")] = 1,
     workers: Annotated[int, typer.Option(help="Threads decoding images ahead.")] = 2,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images whose outputs exist.")] = False,
+    progress: Annotated[
+        Optional[bool],
+        typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: only on a terminal)."),
+    ] = None,
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = "auto",
@@ -110,7 +114,7 @@ def auto(
     counts = {"ok": 0, "skipped": 0, "failed": 0}
 
     bar = None
-    if not quiet and stderr_is_tty():
+    if not quiet and (progress if progress is not None else stderr_is_tty()):
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)

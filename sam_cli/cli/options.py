@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..io.formats import FORMATS
+
 MODEL_NAMES = ("vit_b", "vit_l", "vit_h")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("fp32", "bf16")
+
+# Values offered for an option's argument, by parameter name (completions and man page).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model": MODEL_NAMES, "device": DEVICES, "dtype": DTYPES, "fmt": FORMATS, "names": MODEL_NAMES,
+}
 
 ModelOpt = Annotated[
     Optional[str],
@@ -31,7 +40,7 @@ DeviceOpt = Annotated[
     typer.Option(
         "--device", "-d", metavar="DEVICE",
         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.",
-        autocompletion=lambda: ["auto", "cpu", "cuda", "mps"],
+        autocompletion=lambda: list(DEVICES),
     ),
 ]
 DtypeOpt = Annotated[
@@ -40,7 +49,7 @@ DtypeOpt = Annotated[
         "--dtype", metavar="DTYPE",
         help="Image-encoder precision: fp32 (default) or bf16 (GPUs; fp16 is not offered: "
         "it breaks vit_h).",
-        autocompletion=lambda: ["fp32", "bf16"],
+        autocompletion=lambda: list(DTYPES),
     ),
 ]
 QuietOpt = Annotated[

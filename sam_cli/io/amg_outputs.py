@@ -16,8 +16,8 @@ import numpy as np
 from .. import masks as M
 from ..errors import OutputError
 from . import writers
+from .formats import FORMATS  # noqa: F401  (re-exported)
 
-FORMATS = ("png", "coco-rle", "coco", "label-map", "overlay")
 METADATA_HEADER = (
     "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
     "stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"

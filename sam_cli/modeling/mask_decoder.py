@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .common import MLP, LayerNorm2d
 from .transformer import TwoWayTransformer
@@ -64,15 +65,33 @@ class MaskDecoder(nn.Module):
         else:
             src = image_embeddings.expand(b, -1, -1, -1) + dense
         _, c, h, w = src.shape
-        hs, keys = self.transformer(src, image_pe, tokens)
+        hs, keys = self.transformer(src, image_pe, tokens)  # keys: B×HW×C, channels-last
         iou_out = hs[:, 0, :]
         mask_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-        keys = keys.transpose(1, 2).reshape(b, c, h, w)
-        upscaled = self.output_upscaling(keys)
         hyper = torch.stack(
             [mlp(mask_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )  # B×M×C/8
-        bu, cu, hu, wu = upscaled.shape
-        masks = (hyper @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
-        return masks, self.iou_prediction_head(iou_out)
+        return self._upscale_masks(keys, hyper, h, w), self.iou_prediction_head(iou_out)
+
+    def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """output_upscaling + hypernetwork product, computed channels-last.
+
+        A 2×2 stride-2 transposed conv maps each input pixel to a 2×2 block independently, so it
+        is one matmul per pixel (C_in → 2·2·C_out). Both stages run on B×HW×C tokens as they
+        leave the transformer, with no transpose to B×C×H×W; pixels are put back in image order
+        only for the M final masks. keys: B×HW×C, hyper: B×M×C/8 → B×M×4H×4W logits.
+        """
+        conv1, ln, act1, conv2, act2 = self.output_upscaling
+        b = keys.shape[0]
+        c1, c2 = conv1.out_channels, conv2.out_channels
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
+        x = torch.addmm(conv1.bias.repeat(4), keys.reshape(-1, keys.shape[-1]), w1)
+        x = F.layer_norm(x.view(-1, c1), (c1,), ln.weight, ln.bias, ln.eps)
+        x = act1(x)  # (B·HW·4)×C1, pixel order (i, j, di1, dj1)
+        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        x = act2(torch.addmm(conv2.bias.repeat(4), x, w2))  # rows × (di2, dj2, C2)
+        x = x.view(b, h * w * 16, c2)
+        m = torch.bmm(x, hyper.transpose(1, 2))  # B×(i, j, di1, dj1, di2, dj2)×M
+        m = m.view(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return m.reshape(b, -1, 4 * h, 4 * w)

@@ -1,0 +1,118 @@
+"""`sam models`: list, download and verify checkpoints; `sam info`: the environment."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app
+from .exitcodes import ExitCode
+from .options import QuietOpt
+
+models_app = typer.Typer(
+    help="List, download and verify model checkpoints (the cache is $SAM_CACHE_DIR or ~/.cache/sam).",
+    no_args_is_help=False, invoke_without_command=True,
+    epilog="Examples:\n\n  sam models\n\n  sam models download vit_h\n\n  sam models verify",
+)
+app.add_typer(models_app, name="models")
+
+NamesArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Model types (vit_b, vit_l, vit_h); all when omitted.",
+                   autocompletion=lambda: ["vit_b", "vit_l", "vit_h"]),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")]
+
+
+def _check(names: list[str] | None) -> list[str]:
+    from ..errors import PromptError
+    from ..registry import MODELS
+
+    names = names or list(MODELS)
+    for n in names:
+        if n not in MODELS:
+            raise PromptError(f"unknown model {n!r}: choose from {', '.join(MODELS)}")
+    return names
+
+
+@models_app.callback()
+def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the model types, what is cached, sizes and whether verified."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..registry import DEFAULT_MODEL, MODELS
+    from ..weights import cache_status
+
+    rows = []
+    for name, m in MODELS.items():
+        st = cache_status(m)
+        rows.append({**st, "default": name == DEFAULT_MODEL, "params_m": m.params_m,
+                     "download_bytes": m.weights.size})
+    if as_json:
+        for r in rows:
+            print(json.dumps(r))
+        return
+    print(f"{'model':<8}{'params':>8}{'size':>10}  {'cached':<8}{'verified':<10}file")
+    for r in rows:
+        size = f"{r['download_bytes'] / 1e6:,.0f} MB"
+        flag = " (default)" if r["default"] else ""
+        print(f"{r['model']:<8}{r['params_m']:>7.0f}M{size:>10}  {'yes' if r['cached'] else 'no':<8}"
+              f"{'yes' if r['verified'] else 'no':<10}{r['file']}{flag}")
+
+
+@models_app.command()
+def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
+    """Download checkpoints into the cache (resumes a partial download; checks sha256)."""
+    from ..registry import MODELS
+    from ..weights import download as fetch
+    from .common import download_progress, message
+
+    for n in _check(names):
+        path = fetch(MODELS[n], progress=download_progress(quiet))
+        message(f"{n}: {path}", quiet)
+
+
+@models_app.command()
+def verify(names: NamesArg = None) -> None:
+    """Hash cached checkpoints again against the expected sha256 (exit 4 on a mismatch)."""
+    from ..registry import MODELS
+    from ..weights import cached_path, verify_cached
+
+    bad = 0
+    for n in _check(names):
+        if not cached_path(MODELS[n]).is_file():
+            if names:
+                print(f"{n}: not downloaded")
+                bad += 1
+            continue
+        ok = verify_cached(MODELS[n])
+        print(f"{n}: {'ok' if ok else 'MISMATCH'} {cached_path(MODELS[n])}")
+        bad += not ok
+    if bad:
+        raise typer.Exit(ExitCode.MODEL)
+
+
+@app.command()
+def info(as_json: JsonOpt = False) -> None:
+    """Print versions, the device `--device auto` picks, threads and the cache folder."""
+    import platform
+
+    import torch
+
+    from .. import __version__
+    from ..device import configure_threads, resolve_device
+    from ..weights import base_url, cache_dir
+
+    data = {
+        "sam": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "device": str(resolve_device("auto")), "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "threads": configure_threads(), "cache": str(cache_dir()), "base_url": base_url(),
+    }
+    if as_json:
+        print(json.dumps(data))
+        return
+    for k, v in data.items():
+        print(f"{k:<9}{v}")

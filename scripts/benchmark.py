@@ -1,0 +1,370 @@
+"""Benchmark `sam` beside Meta's reference package: same machine, same run, same random
+weights, same threads, same photographs. Prints one table with the ratio per row and the mask
+agreement beside each timing, so speed never hides drift.
+
+    python scripts/benchmark.py                      # CPU, vit_b, every row
+    python scripts/benchmark.py --rows encoder,boxes # a subset
+    python scripts/benchmark.py --device cuda --model vit_h --dtype bf16 --folder-images 20
+
+Each measurement runs in a fresh subprocess, so its peak memory (resident set on the CPU,
+torch's peak allocation on a GPU) is its own. Needs the test extras (`pip install -e '.[test]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+ROWS = ("encoder", "boxes", "auto-nofilter", "auto-default", "folder", "memory-12mp")
+
+
+# ------------------------------------------------------------------------ shared helpers
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def read(name: str) -> np.ndarray:
+    from sam_cli.io.images import read_image
+
+    return read_image(EXAMPLES / name)
+
+
+def photo_12mp() -> np.ndarray:
+    import cv2
+
+    return cv2.resize(read("coffee.jpg"), (4000, 3000), interpolation=cv2.INTER_CUBIC)
+
+
+def folder_images(n: int, dest: Path) -> list[Path]:
+    """n distinct photographs: the examples, flipped and cropped in turn."""
+    import cv2
+
+    names = sorted(p.name for p in EXAMPLES.glob("*.jpg"))
+    out = []
+    for i in range(n):
+        img = read(names[i % len(names)])
+        k = i // len(names)
+        if k % 2:
+            img = img[:, ::-1]
+        if k >= 2:
+            h, w = img.shape[:2]
+            img = img[k * 7 % (h // 5):, k * 11 % (w // 5):]
+        p = dest / f"img{i:03d}.jpg"
+        cv2.imwrite(str(p), np.ascontiguousarray(img[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        out.append(p)
+    return out
+
+
+def load(impl: str, ckpt: str, model: str, device: str, dtype: str):
+    if impl == "ref":
+        from segment_anything import sam_model_registry
+
+        net = sam_model_registry[model]()
+        net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+        return net.to(device).eval()
+    from sam_cli.weights import load_model
+
+    net = load_model(checkpoint=ckpt, device=device)
+    if dtype == "bf16":
+        net.image_encoder.to(torch.bfloat16)
+    return net
+
+
+AMG_NOFILTER = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+def amg(impl: str, net, image: np.ndarray, **kw) -> list[dict]:
+    """Masks as {rle, iou, stab, point} records, whichever implementation."""
+    if impl == "ref":
+        from segment_anything import SamAutomaticMaskGenerator
+
+        recs = SamAutomaticMaskGenerator(net, output_mode="uncompressed_rle", **kw).generate(image)
+        return [{"rle": r["segmentation"], "iou": r["predicted_iou"],
+                 "stab": r["stability_score"], "point": r["point_coords"][0]} for r in recs]
+    from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+
+    recs = AutomaticMaskGenerator(net, AmgSettings(**kw)).generate(image)
+    return [{"rle": r.rle, "iou": r.predicted_iou, "stab": r.stability_score, "point": r.point}
+            for r in recs]
+
+
+# ---------------------------------------------------------------------------- workers
+
+
+def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
+    torch.set_num_threads(a.threads)
+    dev = a.device
+    res: dict = {}
+    if row == "folder":
+        return folder_worker(impl, a, out)
+    net = load(impl, a.ckpt, a.model, dev, a.dtype if impl == "ours" else "fp32")
+    if dev.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        if row == "encoder":
+            img = read("chelsea.jpg")
+            pred = predictor(impl, net)
+            times = []
+            for _ in range(a.repeat):
+                sync(dev)
+                t = time.perf_counter()
+                pred.set_image(img)
+                sync(dev)
+                times.append(time.perf_counter() - t)
+            res["seconds"] = min(times)
+            np.save(out / f"{impl}.npy", features(impl, pred).float().cpu().numpy())
+        elif row == "boxes":
+            img = read("coffee.jpg")
+            g = np.random.default_rng(0)
+            xy = g.uniform(0, 400, (64, 2))
+            boxes = np.concatenate([xy, xy + g.uniform(40, 200, (64, 2))], 1).clip(0, [600, 400, 600, 400])
+            pred = predictor(impl, net)
+            pred.set_image(img)
+            times = []
+            for _ in range(a.repeat):
+                sync(dev)
+                t = time.perf_counter()
+                masks = predict_boxes(impl, pred, boxes)
+                sync(dev)
+                times.append(time.perf_counter() - t)
+            res["seconds"] = min(times)
+            np.save(out / f"{impl}.npy", masks)
+        else:
+            img = photo_12mp() if row == "memory-12mp" else read("chelsea.jpg")
+            kw = {} if row == "auto-default" else dict(AMG_NOFILTER)
+            kw["points_per_side"] = 8 if row == "memory-12mp" else a.points_per_side
+            sync(dev)
+            t = time.perf_counter()
+            recs = amg(impl, net, img, **kw)
+            sync(dev)
+            res["seconds"] = time.perf_counter() - t
+            (out / f"{impl}.json").write_text(json.dumps(recs))
+    res["peak_mb"] = peak_mb(dev)
+    return res
+
+
+def predictor(impl: str, net):
+    if impl == "ref":
+        from segment_anything import SamPredictor
+
+        return SamPredictor(net)
+    from sam_cli.predictor import Predictor
+
+    return Predictor(net)
+
+
+def features(impl: str, pred) -> torch.Tensor:
+    return pred.features
+
+
+def predict_boxes(impl: str, pred, boxes: np.ndarray) -> np.ndarray:
+    if impl == "ref":
+        tb = pred.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float, device=pred.device), pred.original_size)
+        masks, _, _ = pred.predict_torch(None, None, tb, multimask_output=False)
+        return masks.cpu().numpy()
+    return pred.predict(boxes=boxes, multimask=False).masks
+
+
+def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
+    src = Path(a.folder_dir)
+    n = len(list(src.glob("*.jpg")))
+    t = time.perf_counter()
+    if impl == "ours":
+        sam = Path(sys.executable).parent / "sam"
+        cmd = [str(sam)] if sam.exists() else [sys.executable, "-m", "sam_cli"]
+        cmd += ["auto", str(src), "-o", str(out / "ours"), "-c", a.ckpt, "--device", a.device,
+                "--dtype", a.dtype, "--points-per-side", str(a.folder_points_per_side),
+                "--batch-size", str(a.batch_size), "-q", "-f", "coco-rle",
+                "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+        env = {**os.environ, "SAM_THREADS": str(a.threads)}
+        p = subprocess.run(cmd, capture_output=True, env=env)
+        if p.returncode:
+            raise SystemExit(p.stderr.decode())
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        return {"seconds": (time.perf_counter() - t) / n, "peak_mb": peak}
+    # the reference's way: one image at a time, as scripts/amg.py does
+    import cv2
+
+    net = load("ref", a.ckpt, a.model, a.device, "fp32")
+    from segment_anything import SamAutomaticMaskGenerator
+
+    gen = SamAutomaticMaskGenerator(net, points_per_side=a.folder_points_per_side,
+                                    output_mode="coco_rle", **AMG_NOFILTER)
+    for p in sorted(src.glob("*.jpg")):
+        img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+        recs = gen.generate(img)
+        (out / f"{p.stem}.json").write_text(json.dumps(recs))
+    sync(a.device)
+    return {"seconds": (time.perf_counter() - t) / n, "peak_mb": peak_mb(a.device)}
+
+
+# ------------------------------------------------------------------------- agreement
+
+
+def agreement(row: str, out: Path) -> str:
+    if row == "folder":
+        return "(per-image parity: other rows)"
+    if row == "encoder":
+        r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
+        return f"embedding rel. L2 {np.linalg.norm(r - o) / np.linalg.norm(r):.1e}"
+    if row == "boxes":
+        r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
+        return f"{(r == o).mean() * 100:.3f}% pixels equal"
+    from sam_cli.masks import rle_to_mask
+
+    r = json.loads((out / "ref.json").read_text())
+    o = json.loads((out / "ours.json").read_text())
+    used, matched = set(), 0
+    for a in r:
+        ma = rle_to_mask(a["rle"])
+        for j, b in enumerate(o):
+            if j in used or np.round(b["point"], 3).tolist() != np.round(a["point"], 3).tolist():
+                continue
+            mb = rle_to_mask(b["rle"])
+            u = (ma | mb).sum()
+            if (u == 0 or (ma & mb).sum() / u >= 0.99) and abs(a["iou"] - b["iou"]) <= 1e-3:
+                used.add(j)
+                matched += 1
+                break
+    return f"{matched}/{len(r)} ref masks matched ({len(o)} ours)"
+
+
+def matmul_peak(device: str, dtype: str) -> float:
+    n = 2048 if device == "cpu" else 8192
+    dt = torch.bfloat16 if dtype == "bf16" and device != "cpu" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dt)
+    b = torch.randn(n, n, device=device, dtype=dt)
+    a @ b
+    sync(device)
+    reps = 3 if device == "cpu" else 20
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--points-per-side", type=int, default=32)
+    ap.add_argument("--folder-images", type=int, default=20)
+    ap.add_argument("--folder-points-per-side", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--worker", nargs=2, metavar=("ROW", "IMPL"), help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--folder-dir", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.worker:
+        res = worker(a.worker[0], a.worker[1], a, Path(a.out))
+        print(json.dumps(res))
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="sam-bench-"))
+    sys.path.insert(0, str(REPO / "tests"))
+    from reference import build_reference
+
+    from sam_cli.registry import MODELS
+
+    spec = MODELS[a.model]
+    arch = spec.arch
+    ref = build_reference(embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
+                          global_attn_indexes=arch.global_attn_indexes, seed=0)
+    a.ckpt = str(tmp / f"{a.model}.pth")
+    torch.save(ref.state_dict(), a.ckpt)
+    del ref
+    folder = tmp / "photos"
+    folder.mkdir()
+    folder_images(a.folder_images, folder)
+    a.folder_dir = str(folder)
+
+    torch.set_num_threads(a.threads)
+    peak = matmul_peak(a.device, a.dtype)
+    dev_name = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
+    print(f"# sam benchmark: {a.model}, {a.dtype} (ours; reference fp32), {dev_name}, torch {torch.__version__}")
+    print(f"# matmul peak measured in this run: {peak:.0f} GFLOP/s ({'bf16' if a.dtype == 'bf16' and a.device != 'cpu' else 'fp32'})")
+    rows = [r for r in a.rows.split(",") if r]
+    results = {}
+    for row in rows:
+        out = tmp / row
+        out.mkdir()
+        res = {}
+        for impl in ("ref", "ours"):
+            cmd = [sys.executable, __file__, "--worker", row, impl, "--ckpt", a.ckpt, "--out", str(out),
+                   "--device", a.device, "--model", a.model, "--dtype", a.dtype,
+                   "--threads", str(a.threads), "--repeat", str(a.repeat),
+                   "--points-per-side", str(a.points_per_side), "--folder-dir", a.folder_dir,
+                   "--folder-points-per-side", str(a.folder_points_per_side),
+                   "--batch-size", str(a.batch_size)]
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode:
+                print(f"{row} {impl} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
+                res[impl] = None
+                continue
+            res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
+        res["agreement"] = agreement(row, out) if res["ref"] and res["ours"] else "-"
+        results[row] = res
+        print_row(row, res, a, spec, first=row == rows[0])
+    if a.json:
+        Path(a.json).write_text(json.dumps({"args": vars(a), "matmul_gflops": peak, "rows": results}, indent=1))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+LABELS = {
+    "encoder": "image encoder, s/image",
+    "boxes": "prompted: 64 boxes, one image, s",
+    "auto-nofilter": "automatic, {pps}x{pps} grid, filters off, s/image",
+    "auto-default": "automatic, {pps}x{pps} grid, default filters, s/image",
+    "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}), s/image",
+    "memory-12mp": "automatic on a 12 MP photo (8x8 grid), s",
+}
+
+
+def print_row(row: str, res: dict, a, spec, first: bool) -> None:
+    if first:
+        print("| row | reference | sam | speed-up | agreement | peak MB ref | peak MB sam |")
+        print("|---|---:|---:|---:|---|---:|---:|")
+    label = LABELS[row].format(pps=a.points_per_side, n=a.folder_images, fpps=a.folder_points_per_side)
+    r, o = res["ref"], res["ours"]
+    rs = f"{r['seconds']:.3f}" if r else "failed"
+    os_ = f"{o['seconds']:.3f}" if o else "failed"
+    ratio = f"{r['seconds'] / o['seconds']:.2f}x" if r and o else "-"
+    extra = ""
+    if row == "encoder" and r and o:
+        extra = f" ({spec.gflop / r['seconds']:.0f} vs {spec.gflop / o['seconds']:.0f} GFLOP/s)"
+    print(f"| {label}{extra} | {rs} | {os_} | {ratio} | {res['agreement']} | "
+          f"{r['peak_mb'] if r else 0:.0f} | {o['peak_mb'] if o else 0:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

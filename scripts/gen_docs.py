@@ -1,0 +1,358 @@
+"""Generate man/sam.1 and completions/ (bash, zsh, fish) from the live Typer app.
+
+    python scripts/gen_docs.py          # write them
+    python scripts/gen_docs.py --check  # exit 1 if the committed files are stale
+
+The completion scripts are static: TAB never starts Python, so it answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sam_cli import __version__  # noqa: E402
+from sam_cli.cli.exitcodes import ExitCode  # noqa: E402
+
+EXIT_TEXT = {
+    ExitCode.OK: "success",
+    ExitCode.FAILURE: "unexpected failure (a bug: rerun with --debug and report it)",
+    ExitCode.USAGE: "usage error: bad option, malformed numbers, a prompt outside the image, a box with x1 < x0",
+    ExitCode.INPUT: "an input file is missing or unreadable",
+    ExitCode.MODEL: "the checkpoint is missing, unreadable, refused or does not fit the model",
+    ExitCode.PARTIAL: "some inputs failed (sam auto); the others were processed",
+    ExitCode.DOWNLOAD: "a checkpoint download failed (network, HTTP status, hash)",
+    ExitCode.OUTPUT: "an output could not be written",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); finished outputs are kept",
+}
+ENVIRONMENT = [
+    ("SAM_CACHE_DIR", "Checkpoint cache folder (default: $XDG_CACHE_HOME/sam, else ~/.cache/sam)."),
+    ("SAM_BASE_URL", "Base URL checkpoints are downloaded from (a mirror; default Meta's)."),
+    ("SAM_SHA256_VIT_B, SAM_SHA256_VIT_L, SAM_SHA256_VIT_H",
+     "Expected sha256 of a mirror's file, where it serves other weights than Meta's."),
+    ("SAM_THREADS", "CPU threads for inference (default: all cores)."),
+    ("NO_COLOR", "No colour in help and messages."),
+]
+EXAMPLES = [
+    ("Segment the object under a click:", "sam segment photo.jpg --point 320,240 -o mask.png"),
+    ("Two objects from two boxes, as COCO RLE, with a picture:",
+     "sam segment photo.jpg --box 10,20,300,400 --box 320,40,600,380 -o masks.json --overlay look.jpg"),
+    ("Every object's mask for a folder of photos:", "sam auto photos/ -o masks/"),
+    ("A COCO dataset from paths on stdin:", "find photos -name '*.jpg' | sam auto - -o out --format coco"),
+    ("Fetch the best model before a job:", "sam models download vit_h"),
+]
+
+
+@dataclass
+class Opt:
+    names: list[str]
+    metavar: str | None
+    help: str
+    flag: bool
+    default: object = None
+    choices: list[str] = field(default_factory=list)
+    path: bool = False
+
+
+@dataclass
+class Cmd:
+    path: list[str]
+    help: str
+    options: list[Opt]
+    args: list[tuple[str, str, bool]]  # name, help, is_path
+    subcommands: list["Cmd"]
+
+
+def _choices(param) -> list[str]:
+    """The values offered for an option's argument (model names, devices, formats)."""
+    from sam_cli.cli.options import CHOICES
+
+    return list(CHOICES.get(param.name, ()))
+
+
+PATH_PARAMS = {"checkpoint", "mask_input", "overlay", "logits", "image", "output", "inputs"}
+
+
+def _is_path(param) -> bool:
+    return param.name in PATH_PARAMS
+
+
+def walk(cmd, path: list[str]) -> Cmd:
+    opts, args = [], []
+    for p in cmd.params:
+        if getattr(p, "hidden", False) or p.name in ("install_completion", "show_completion"):
+            continue
+        if type(p).__name__.endswith("Argument"):
+            args.append((p.name, getattr(p, "help", "") or "", _is_path(p)))
+            continue
+        names = sorted(p.opts + p.secondary_opts, key=lambda s: (not s.startswith("--"), s))
+        flag = bool(getattr(p, "is_flag", False))
+        opts.append(Opt(names, p.metavar, p.help or "", flag, None if flag else p.default,
+                        _choices(p), _is_path(p)))
+    opts.append(Opt(["--help", "-h"], None, "Show the help and exit.", True))
+    subs = [walk(c, path + [name]) for name, c in getattr(cmd, "commands", {}).items()]
+    return Cmd(path, (cmd.help or "").strip(), opts, args, subs)
+
+
+def app_tree() -> Cmd:
+    import typer.main
+
+    from sam_cli.cli.app import app
+
+    return walk(typer.main.get_command(app), ["sam"])
+
+
+# ------------------------------------------------------------------------------ man page
+
+
+ASCII = {"×": "x", "…": "...", "±": "+/-", "²": "^2", "→": "->", "—": "-", "–": "-", "’": "'"}
+
+
+def roff(text: str) -> str:
+    for k, v in ASCII.items():
+        text = text.replace(k, v)
+    out = text.replace("\\", "\\e").replace("-", "\\-")
+    lines = []
+    for line in out.splitlines():
+        if line.startswith((".", "'")):
+            line = "\\&" + line
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def first_para(text: str) -> str:
+    return text.split("\n\n")[0].replace("\n", " ").strip()
+
+
+def man_page(tree: Cmd) -> str:
+    out = [
+        f'.TH SAM 1 "" "sam {__version__}" "User Commands"',
+        ".SH NAME",
+        "sam \\- Segment Anything masks from the command line",
+        ".SH SYNOPSIS",
+    ]
+    for c in tree.subcommands:
+        args = " ".join(f"\\fI{a[0].upper()}\\fR" for a in c.args)
+        sub = "|".join(s.path[-1] for s in c.subcommands)
+        out.append(f".B sam {c.path[-1]}\n[\\fIOPTIONS\\fR] {args}{(' [' + sub + ']') if sub else ''}\n.br")
+    out += [
+        ".SH DESCRIPTION",
+        roff("sam gives Segment Anything (SAM) masks for one image (sam segment) and every object's "
+             "mask over folders of images (sam auto), with Meta's checkpoints vit_b (the default), "
+             "vit_l and vit_h, which it downloads, verifies and caches on first use. Data goes to "
+             "stdout (JSON Lines, or a PNG with -o -); messages and progress go to stderr."),
+        ".SH GLOBAL OPTIONS",
+    ]
+    out += opt_lines(tree.options)
+    out.append(".SH COMMANDS")
+    for c in tree.subcommands:
+        out += command_lines(c)
+    out.append(".SH EXIT STATUS")
+    for code, text in EXIT_TEXT.items():
+        out += [".TP", f".B {int(code)}", roff(text)]
+    out.append(".SH ENVIRONMENT")
+    for name, text in ENVIRONMENT:
+        out += [".TP", f".B {roff(name)}", roff(text)]
+    out += [".SH FILES", ".TP", ".I ~/.cache/sam/",
+            roff("Downloaded checkpoints (NAME.pth), partial downloads (NAME.pth.part) and "
+                 "verification stamps (NAME.pth.sha256)."),
+            ".SH EXAMPLES"]
+    for text, cmd in EXAMPLES:
+        out += [".PP", roff(text), ".PP", ".RS 4", ".nf", roff(cmd), ".fi", ".RE"]
+    out += [".SH SEE ALSO", "The README of the sam repository."]
+    return "\n".join(out) + "\n"
+
+
+def opt_lines(opts: list[Opt]) -> list[str]:
+    out = []
+    for o in opts:
+        names = ", ".join(f"\\fB{roff(n)}\\fR" for n in o.names)
+        meta = "" if o.flag else f" \\fI{roff(o.metavar or 'VALUE')}\\fR"
+        text = first_para(o.help)
+        if o.default not in (None, [], ()):
+            d = o.default
+            text += f" Default: {round(d, 4) if isinstance(d, float) else d}."
+        out += [".TP", names + meta, roff(text)]
+    return out
+
+
+def command_lines(c: Cmd) -> list[str]:
+    out = [".SS " + roff(" ".join(c.path)), roff(first_para(c.help))]
+    for name, help_, _ in c.args:
+        out += [".TP", f"\\fI{name.upper()}\\fR", roff(help_)]
+    out += opt_lines(c.options)
+    for s in c.subcommands:
+        out += command_lines(s)
+    return out
+
+
+# ----------------------------------------------------------------------------- completions
+
+
+def flat(tree: Cmd) -> list[Cmd]:
+    out = [tree]
+    for s in tree.subcommands:
+        out += flat(s)
+    return out
+
+
+def value_cases(tree: Cmd, style: str) -> list[str]:
+    """`case` arms completing an option's value: choices, files, or nothing."""
+    seen: dict[str, str] = {}
+    for c in flat(tree):
+        for o in c.options:
+            if o.flag:
+                continue
+            pat = "|".join(o.names)
+            if o.choices:
+                seen[pat] = ("choices", " ".join(o.choices))
+            elif o.path:
+                seen[pat] = ("files", "")
+            else:
+                seen[pat] = ("none", "")
+    lines = []
+    for pat, (kind, words) in seen.items():
+        if style == "bash":
+            action = {"choices": f'COMPREPLY=($(compgen -W "{words}" -- "$cur"))',
+                      "files": 'COMPREPLY=($(compgen -f -- "$cur"))', "none": "COMPREPLY=()"}[kind]
+        else:
+            action = {"choices": f"compadd -- {words}", "files": "_files", "none": ":"}[kind]
+        lines.append(f"        {pat}) {action}; return ;;")
+    return lines
+
+
+def command_cases(tree: Cmd, style: str) -> list[str]:
+    lines = []
+    for c in flat(tree):
+        key = " ".join(c.path[1:])
+        opts = " ".join(n for o in c.options for n in o.names if n.startswith("--"))
+        subs = " ".join(s.path[-1] for s in c.subcommands)
+        path_arg = any(a[2] for a in c.args)
+        if style == "bash":
+            words = f'COMPREPLY=($(compgen -W "{opts}" -- "$cur"))'
+            rest = (f'COMPREPLY=($(compgen -W "{subs}" -- "$cur"))' if subs else
+                    'COMPREPLY=($(compgen -f -- "$cur"))' if path_arg or c.args else "COMPREPLY=()")
+        else:
+            words = f"compadd -- {opts}"
+            rest = f"compadd -- {subs}" if subs else "_files" if path_arg or c.args else ":"
+        lines.append(f'        "{key}") if [[ $cur == -* ]]; then {words}; else {rest}; fi ;;')
+    return lines
+
+
+def bash_script(tree: Cmd) -> str:
+    groups = " ".join(" ".join(c.path[1:]) for c in flat(tree) if c.subcommands and len(c.path) > 1)
+    return f"""# bash completion for sam (generated by scripts/gen_docs.py; do not edit)
+_sam() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}" cmd="" i w
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        w="${{COMP_WORDS[i]}}"
+        [[ $w == -* ]] && continue
+        if [[ -z $cmd ]]; then cmd="$w"
+        elif [[ " {groups} " == *" $cmd "* ]]; then cmd="$cmd $w"; break
+        else break; fi
+    done
+    case "$prev" in
+{chr(10).join(value_cases(tree, "bash"))}
+    esac
+    case "$cmd" in
+{chr(10).join(command_cases(tree, "bash"))}
+    esac
+}}
+complete -o filenames -o bashdefault -F _sam sam
+"""
+
+
+def zsh_script(tree: Cmd) -> str:
+    groups = " ".join(" ".join(c.path[1:]) for c in flat(tree) if c.subcommands and len(c.path) > 1)
+    return f"""#compdef sam
+# zsh completion for sam (generated by scripts/gen_docs.py; do not edit)
+_sam() {{
+    local cur="${{words[CURRENT]}}" prev="${{words[CURRENT-1]}}" cmd="" i w
+    for ((i = 2; i < CURRENT; i++)); do
+        w="${{words[i]}}"
+        [[ $w == -* ]] && continue
+        if [[ -z $cmd ]]; then cmd="$w"
+        elif [[ " {groups} " == *" $cmd "* ]]; then cmd="$cmd $w"; break
+        else break; fi
+    done
+    case "$prev" in
+{chr(10).join(value_cases(tree, "zsh"))}
+    esac
+    case "$cmd" in
+{chr(10).join(command_cases(tree, "zsh"))}
+    esac
+}}
+if (( $+functions[compdef] )); then compdef _sam sam; fi
+"""
+
+
+def fish_script(tree: Cmd) -> str:
+    def esc(s: str) -> str:
+        return first_para(s).replace("'", "\\'")[:80]
+
+    out = ["# fish completion for sam (generated by scripts/gen_docs.py; do not edit)",
+           "complete -c sam -f"]
+    for o in tree.options:
+        out.append(_fish_opt("__fish_use_subcommand", o, esc))
+    for c in tree.subcommands:
+        out.append(f"complete -c sam -n __fish_use_subcommand -a {c.path[-1]} -d '{esc(c.help)}'")
+        cond = f"__fish_seen_subcommand_from {c.path[-1]}"
+        for s in c.subcommands:
+            out.append(f"complete -c sam -n '{cond}' -a {s.path[-1]} -d '{esc(s.help)}'")
+            for o in s.options:
+                out.append(_fish_opt(f"{cond}; and __fish_seen_subcommand_from {s.path[-1]}", o, esc))
+        if any(a[2] for a in c.args) or (c.args and not c.subcommands):
+            out.append(f"complete -c sam -n '{cond}' -F")
+        for o in c.options:
+            out.append(_fish_opt(cond, o, esc))
+    return "\n".join(out) + "\n"
+
+
+def _fish_opt(cond: str, o: Opt, esc) -> str:
+    parts = [f"complete -c sam -n '{cond}'"]
+    for n in o.names:
+        parts.append(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}")
+    if not o.flag:
+        parts.append("-r" if o.path else "-x")
+        if o.choices:
+            parts.append(f"-a '{' '.join(o.choices)}'")
+        elif o.path:
+            parts.append("-F")
+    parts.append(f"-d '{esc(o.help)}'")
+    return " ".join(parts)
+
+
+def outputs() -> dict[Path, str]:
+    tree = app_tree()
+    return {
+        REPO / "man" / "sam.1": man_page(tree),
+        REPO / "completions" / "sam.bash": bash_script(tree),
+        REPO / "completions" / "_sam": zsh_script(tree),
+        REPO / "completions" / "sam.fish": fish_script(tree),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="fail if a committed file is stale")
+    a = ap.parse_args()
+    stale = []
+    for path, text in outputs().items():
+        if a.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path.relative_to(REPO)))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print("stale (run python scripts/gen_docs.py): " + ", ".join(stale), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
