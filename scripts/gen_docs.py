@@ -17,19 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sam_cli import __version__  # noqa: E402
-from sam_cli.cli.exitcodes import ExitCode  # noqa: E402
+from sam_cli.cli.exitcodes import DESCRIPTIONS  # noqa: E402
 
-EXIT_TEXT = {
-    ExitCode.OK: "success",
-    ExitCode.FAILURE: "unexpected failure (a bug: rerun with --debug and report it)",
-    ExitCode.USAGE: "usage error: bad option, malformed numbers, a prompt outside the image, a box with x1 < x0",
-    ExitCode.INPUT: "an input file is missing or unreadable",
-    ExitCode.MODEL: "the checkpoint is missing, unreadable, refused or does not fit the model",
-    ExitCode.PARTIAL: "some inputs failed (sam auto); the others were processed",
-    ExitCode.DOWNLOAD: "a checkpoint download failed (network, HTTP status, hash)",
-    ExitCode.OUTPUT: "an output could not be written",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); finished outputs are kept",
-}
 ENVIRONMENT = [
     ("SAM_CACHE_DIR", "Checkpoint cache folder (default: $XDG_CACHE_HOME/sam, else ~/.cache/sam)."),
     ("SAM_BASE_URL", "Base URL checkpoints are downloaded from (a mirror; default Meta's)."),
@@ -153,7 +142,7 @@ def man_page(tree: Cmd) -> str:
     for c in tree.subcommands:
         out += command_lines(c)
     out.append(".SH EXIT STATUS")
-    for code, text in EXIT_TEXT.items():
+    for code, text in DESCRIPTIONS.items():
         out += [".TP", f".B {int(code)}", roff(text)]
     out.append(".SH ENVIRONMENT")
     for name, text in ENVIRONMENT:

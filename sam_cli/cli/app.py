@@ -17,11 +17,12 @@ Prompted masks for one image (sam segment) and every object's mask over folders 
 
 Exit codes:
 
+\b
 {EXIT_CODES_HELP}
 """
 
 app = typer.Typer(
-    name="sam", help=HELP, no_args_is_help=True, add_completion=True,
+    name="sam", help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False,
 )
 

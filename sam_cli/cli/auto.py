@@ -16,6 +16,7 @@ from .options import FORMATS, CheckpointOpt, DeviceOpt, DtypeOpt, ModelOpt, Quie
 
 EPILOG = """Examples:
 
+\b
   sam auto photos/ -o masks/
 
   sam auto 'shots/**/*.jpg' -o out --format coco-rle --format overlay

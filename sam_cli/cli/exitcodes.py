@@ -1,4 +1,4 @@
-"""Exit codes, defined once. Documented in `sam --help`, the man page and the README."""
+"""Exit codes, defined once. `sam --help`, the man page and the README list them."""
 
 from __future__ import annotations
 
@@ -6,18 +6,28 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    OK = 0  # success
-    FAILURE = 1  # unexpected failure (a bug: rerun with --debug and report it)
-    USAGE = 2  # bad options or prompts (malformed numbers, prompt outside the image)
-    INPUT = 3  # an input file is missing or unreadable
-    MODEL = 4  # the checkpoint is missing, unreadable, refused or does not fit
-    PARTIAL = 5  # some inputs failed; the others were processed
-    DOWNLOAD = 6  # a checkpoint download failed (network, HTTP, hash)
-    OUTPUT = 7  # an output could not be written
-    INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT; finished outputs are kept
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    INPUT = 3
+    MODEL = 4
+    PARTIAL = 5
+    DOWNLOAD = 6
+    OUTPUT = 7
+    INTERRUPTED = 130
 
 
-EXIT_CODES_HELP = "\n".join(
-    f"{int(c):>3}  {c.name.lower()}"
-    for c in ExitCode
-)
+DESCRIPTIONS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.FAILURE: "unexpected failure (a bug: rerun with --debug and report it)",
+    ExitCode.USAGE: "usage error: bad option, malformed numbers, a prompt outside the image, "
+    "a box with x1 < x0",
+    ExitCode.INPUT: "an input file is missing or unreadable",
+    ExitCode.MODEL: "the checkpoint is missing, unreadable, refused or does not fit the model",
+    ExitCode.PARTIAL: "some inputs failed (sam auto); the others were processed",
+    ExitCode.DOWNLOAD: "a checkpoint download failed (network, HTTP status, hash)",
+    ExitCode.OUTPUT: "an output could not be written",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C); finished outputs are kept",
+}
+
+EXIT_CODES_HELP = "\n".join(f"{int(c):>3}  {DESCRIPTIONS[c]}" for c in ExitCode)

@@ -14,6 +14,7 @@ from .options import CheckpointOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt
 
 EPILOG = """Examples:
 
+\b
   sam segment photo.jpg --point 320,240 -o mask.png
 
   sam segment photo.jpg --box 10,20,300,400 --box 320,40,600,380 -o masks.json --overlay look.png

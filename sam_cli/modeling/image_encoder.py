@@ -35,10 +35,11 @@ def _resized_rel_table(table: torch.Tensor, q_size: int, k_size: int) -> torch.T
 class Attention(nn.Module):
     """Multi-head self-attention with a decomposed relative position bias.
 
-    The bias for query (qh, qw) and key (kh, kw) is q·Rh[qh, kh] + q·Rw[qw, kw]. Rather than
-    building the full (HW)×(HW) bias, the two terms are folded into the dot product: each query
-    is extended with its Rh and Rw rows and each key with one-hot codes of its row and column, so
-    one scaled_dot_product_attention call computes scores + bias without materialising the bias.
+    The bias for query (qh, qw) and key (kh, kw) is q·Rh[qh, kh] + q·Rw[qw, kw]. On the CPU,
+    rather than building the full (HW)×(HW) bias, the two terms are folded into the dot product:
+    each query is extended with its Rh and Rw rows and each key with one-hot codes of its row and
+    column, so one scaled_dot_product_attention call computes scores + bias without
+    materialising the bias. On CUDA the bias goes to SDPA's fused kernel as attn_mask.
     """
 
     def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int]) -> None:
@@ -62,6 +63,12 @@ class Attention(nn.Module):
         qg = q.reshape(b, nh, h, w, -1)
         bias_h = torch.einsum("bnhwc,hkc->bnhwk", qg, rh).reshape(b, nh, h * w, h)
         bias_w = torch.einsum("bnhwc,wkc->bnhwk", qg, rw).reshape(b, nh, h * w, w)
+        if x.is_cuda:
+            # GPUs: the fused memory-efficient kernel takes an additive bias; building it
+            # (B×nh×HW×HW, bf16 under --dtype bf16) costs less there than widening q and k.
+            bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, nh, h * w, h * w)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+            return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
         # One-hot row / column codes of every key position: HW×(H+W).
         rows = torch.arange(h, device=x.device).repeat_interleave(w)
         cols = torch.arange(w, device=x.device).repeat(h)

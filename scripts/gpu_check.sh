@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one call (made for the `device` tool: under 10 minutes on an
+# H100/H200). Needs the wheels the GPU image lacks in .whl/ (pycocotools, segment-anything):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl pycocotools==2.0.11 segment-anything==1.0
+# Usage: bash scripts/gpu_check.sh [OUTDIR]     (results: gpu_tests.log, bench.md, bench.json)
+set -uo pipefail
+OUTDIR=${1:-${OUT:-/tmp/sam-gpu}}
+mkdir -p "$OUTDIR"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
+python3 -c "import torch, typer, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'typer', typer.__version__)"
+timeout 200 python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUTDIR/gpu_tests.log"
+timeout 330 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
+    --rows encoder,boxes,auto-nofilter,folder --folder-images 20 --batch-size 8 --repeat 3 \
+    --json "$OUTDIR/bench.json" 2>&1 | tee "$OUTDIR/bench.md"
