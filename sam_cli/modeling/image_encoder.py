@@ -35,11 +35,13 @@ def _resized_rel_table(table: torch.Tensor, q_size: int, k_size: int) -> torch.T
 class Attention(nn.Module):
     """Multi-head self-attention with a decomposed relative position bias.
 
-    The bias for query (qh, qw) and key (kh, kw) is q·Rh[qh, kh] + q·Rw[qw, kw]. On the CPU,
-    rather than building the full (HW)×(HW) bias, the two terms are folded into the dot product:
-    each query is extended with its Rh and Rw rows and each key with one-hot codes of its row and
-    column, so one scaled_dot_product_attention call computes scores + bias without
-    materialising the bias. On CUDA the bias goes to SDPA's fused kernel as attn_mask.
+    The bias for query (qh, qw) and key (kh, kw) is q·Rh[qh, kh] + q·Rw[qw, kw]: two small
+    einsums give the H and W terms, their broadcast sum is the additive mask of one fused
+    scaled_dot_product_attention call (flash on the CPU, memory-efficient on CUDA), so the
+    softmax never runs as separate unfused passes over the HW×HW scores.
+    (Measured on a 2-core CPU, vit_b: folding the bias into q and k with one-hot key codes
+    instead avoided the mask but widened q·k from 64 to 192 channels in global blocks, and
+    was 1.5x slower: scripts/benchmark.py.)
     """
 
     def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int]) -> None:
@@ -61,25 +63,11 @@ class Attention(nn.Module):
         rh = _resized_rel_table(self.rel_pos_h, h, h).to(q.dtype)  # H×H×hd
         rw = _resized_rel_table(self.rel_pos_w, w, w).to(q.dtype)  # W×W×hd
         qg = q.reshape(b, nh, h, w, -1)
-        bias_h = torch.einsum("bnhwc,hkc->bnhwk", qg, rh).reshape(b, nh, h * w, h)
-        bias_w = torch.einsum("bnhwc,wkc->bnhwk", qg, rw).reshape(b, nh, h * w, w)
-        if x.is_cuda:
-            # GPUs: the fused memory-efficient kernel takes an additive bias; building it
-            # (B×nh×HW×HW, bf16 under --dtype bf16) costs less there than widening q and k.
-            bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, nh, h * w, h * w)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-            return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
-        # One-hot row / column codes of every key position: HW×(H+W).
-        rows = torch.arange(h, device=x.device).repeat_interleave(w)
-        cols = torch.arange(w, device=x.device).repeat(h)
-        onehot = torch.cat(
-            [F.one_hot(rows, h), F.one_hot(cols, w)], dim=1
-        ).to(q.dtype)
-        q_ext = torch.cat([q * self.scale, bias_h, bias_w], dim=-1)
-        k_ext = torch.cat([k, onehot.expand(b, nh, -1, -1)], dim=-1)
-        out = F.scaled_dot_product_attention(q_ext, k_ext, v, scale=1.0)
-        out = out.transpose(1, 2).reshape(b, h, w, c)
-        return self.proj(out)
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", qg, rh)  # B×nh×H×W×kh
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", qg, rw)  # B×nh×H×W×kw
+        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, nh, h * w, h * w)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 
 def _window_partition(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
