@@ -196,8 +196,9 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
         cmd = [str(sam)] if sam.exists() else [sys.executable, "-m", "sam_cli"]
         cmd += ["auto", str(src), "-o", str(out / "ours"), "-c", a.ckpt, "--device", a.device,
                 "--dtype", a.dtype, "--points-per-side", str(a.folder_points_per_side),
-                "--batch-size", str(a.batch_size), "-q", "-f", "coco-rle",
-                "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+                "--batch-size", str(a.batch_size), "-q", "-f", "coco-rle"]
+        if a.folder_filters == "off":
+            cmd += ["--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
         env = {**os.environ, "SAM_THREADS": str(a.threads)}
         p = subprocess.run(cmd, capture_output=True, env=env)
         if p.returncode:
@@ -210,8 +211,9 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     net = load("ref", a.ckpt, a.model, a.device, "fp32")
     from segment_anything import SamAutomaticMaskGenerator
 
+    filters = AMG_NOFILTER if a.folder_filters == "off" else {}
     gen = SamAutomaticMaskGenerator(net, points_per_side=a.folder_points_per_side,
-                                    output_mode="coco_rle", **AMG_NOFILTER)
+                                    output_mode="coco_rle", **filters)
     for p in sorted(src.glob("*.jpg")):
         img = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
         recs = gen.generate(img)
@@ -277,6 +279,7 @@ def main() -> None:
     ap.add_argument("--points-per-side", type=int, default=32)
     ap.add_argument("--folder-images", type=int, default=20)
     ap.add_argument("--folder-points-per-side", type=int, default=32)
+    ap.add_argument("--folder-filters", default="default", choices=["default", "off"])
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--worker", nargs=2, metavar=("ROW", "IMPL"), help=argparse.SUPPRESS)
@@ -325,7 +328,7 @@ def main() -> None:
                    "--threads", str(a.threads), "--repeat", str(a.repeat),
                    "--points-per-side", str(a.points_per_side), "--folder-dir", a.folder_dir,
                    "--folder-points-per-side", str(a.folder_points_per_side),
-                   "--batch-size", str(a.batch_size)]
+                   "--batch-size", str(a.batch_size), "--folder-filters", a.folder_filters]
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode:
                 print(f"{row} {impl} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
@@ -345,7 +348,7 @@ LABELS = {
     "boxes": "prompted: 64 boxes, one image, s",
     "auto-nofilter": "automatic, {pps}x{pps} grid, filters off, s/image",
     "auto-default": "automatic, {pps}x{pps} grid, default filters, s/image",
-    "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}), s/image",
+    "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}, {ff} filters), s/image",
     "memory-12mp": "automatic on a 12 MP photo (8x8 grid), s",
 }
 
@@ -354,7 +357,8 @@ def print_row(row: str, res: dict, a, spec, first: bool) -> None:
     if first:
         print("| row | reference | sam | speed-up | agreement | peak MB ref | peak MB sam |")
         print("|---|---:|---:|---:|---|---:|---:|")
-    label = LABELS[row].format(pps=a.points_per_side, n=a.folder_images, fpps=a.folder_points_per_side)
+    label = LABELS[row].format(pps=a.points_per_side, n=a.folder_images, fpps=a.folder_points_per_side,
+                               ff=a.folder_filters)
     r, o = res["ref"], res["ours"]
     rs = f"{r['seconds']:.3f}" if r else "failed"
     os_ = f"{o['seconds']:.3f}" if o else "failed"

@@ -104,7 +104,8 @@ class PromptEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """points: (B×N×2 XY, B×N labels); boxes: B×4 XYXY; masks: B×1×256×256 logits.
 
-        Returns sparse B×T×C and dense B×C×64×64 embeddings (coordinates in the 1024 frame).
+        Returns sparse B×T×C and dense B×C×64×64 embeddings, dense 1×C×64×64 when there is no
+        mask prompt (coordinates in the 1024 frame).
         """
         if points is not None:
             bs = points[0].shape[0]
@@ -127,6 +128,8 @@ class PromptEncoder(nn.Module):
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:
+            # The same for every prompt: batch 1, broadcast by the decoder, which can then
+            # share work on the image tokens across the whole batch of prompts.
             h, w = self.image_embedding_size
-            dense = weight.reshape(1, -1, 1, 1).expand(bs, -1, h, w)
+            dense = weight.reshape(1, -1, 1, 1).expand(1, -1, h, w)
         return sparse, dense
