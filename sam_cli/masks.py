@@ -23,7 +23,8 @@ def masks_to_rle(masks: torch.Tensor) -> list[dict]:
     flat = masks.transpose(1, 2).reshape(n, h * w)
     change = (flat[:, 1:] != flat[:, :-1]).nonzero()  # K×2 (mask, position), row-major sorted
     first = flat[:, 0].cpu().numpy()
-    change = change.cpu().numpy()
+    # int32 halves the one device→host copy (positions < H·W < 2³¹)
+    change = change.to(torch.int32).cpu().numpy()
     bounds = np.searchsorted(change[:, 0], np.arange(n + 1))
     out = []
     for i in range(n):
