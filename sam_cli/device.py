@@ -42,3 +42,19 @@ def configure_threads() -> int:
     elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
     return torch.get_num_threads()
+
+
+def environment_info() -> dict:
+    """Versions, the device 'auto' picks, threads, cache and download source."""
+    import platform
+
+    from . import __version__
+    from .weights import base_url, cache_dir
+
+    cuda = torch.cuda.is_available()
+    return {
+        "sam": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "device": str(resolve_device("auto")), "cuda": cuda,
+        "gpu": torch.cuda.get_device_name() if cuda else None,
+        "threads": configure_threads(), "cache": str(cache_dir()), "base_url": base_url(),
+    }

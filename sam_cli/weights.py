@@ -313,8 +313,12 @@ def load_state_dict_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], so
 def load_model(
     *, model: str | None = None, checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu", progress: ProgressFactory | None = None,
+    dtype: str = "fp32",
 ):
-    """Load a SAM from a local checkpoint, or from the cache (downloading on first use)."""
+    """Load a SAM from a local checkpoint, or from the cache (downloading on first use).
+    dtype "bf16" puts the image encoder in bfloat16 (the decoder stays fp32)."""
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"dtype must be fp32 or bf16, not {dtype!r}")
     if checkpoint is None:
         name = model or "vit_b"
         if name not in MODELS:
@@ -332,4 +336,7 @@ def load_model(
 
     net.pixel_mean.copy_(torch.tensor(PIXEL_MEAN).view(-1, 1, 1))
     net.pixel_std.copy_(torch.tensor(PIXEL_STD).view(-1, 1, 1))
-    return net.to(device).eval()
+    net = net.to(device).eval()
+    if dtype == "bf16":
+        net.image_encoder.to(torch.bfloat16)
+    return net

@@ -41,22 +41,16 @@ def download_progress(quiet: bool):
 
 
 def load_sam(model: str | None, checkpoint: Path | None, device: str, dtype: str, quiet: bool):
-    """Resolve the device, load (downloading if needed) and cast the model."""
+    """Resolve the device, then load (downloading if needed) the model in `dtype`."""
     from ..device import configure_threads, resolve_device
-    from ..errors import SamError
+    from ..errors import CheckpointError, PromptError
     from ..weights import load_model
 
     if dtype not in ("fp32", "bf16"):
-        raise SamError(f"--dtype {dtype}: choose fp32 or bf16")
+        raise PromptError(f"--dtype {dtype}: choose fp32 or bf16 (fp16 breaks vit_h)")
     if model is not None and model not in ("vit_b", "vit_l", "vit_h"):
-        from ..errors import CheckpointError
-
         raise CheckpointError(f"--model {model}: unknown model", hint="choose vit_b, vit_l or vit_h")
     dev = resolve_device(device)
     configure_threads()
-    net = load_model(model=model, checkpoint=checkpoint, device=dev, progress=download_progress(quiet))
-    if dtype == "bf16":
-        import torch
-
-        net.image_encoder.to(torch.bfloat16)
-    return net
+    return load_model(model=model, checkpoint=checkpoint, device=dev, dtype=dtype,
+                      progress=download_progress(quiet))

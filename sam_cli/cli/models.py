@@ -97,20 +97,9 @@ def verify(names: NamesArg = None) -> None:
 @app.command()
 def info(as_json: JsonOpt = False) -> None:
     """Print versions, the device `--device auto` picks, threads and the cache folder."""
-    import platform
+    from ..device import environment_info
 
-    import torch
-
-    from .. import __version__
-    from ..device import configure_threads, resolve_device
-    from ..weights import base_url, cache_dir
-
-    data = {
-        "sam": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "device": str(resolve_device("auto")), "cuda": torch.cuda.is_available(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "threads": configure_threads(), "cache": str(cache_dir()), "base_url": base_url(),
-    }
+    data = environment_info()
     if as_json:
         print(json.dumps(data))
         return

@@ -76,6 +76,7 @@ def segment(
 ) -> None:
     """Segment objects in one image from points, boxes or a mask prompt."""
     from ..errors import PromptError
+    from ..io import records as records_mod
     from ..io import writers
     from ..io.images import read_image
     from ..prompts import Prompts, load_mask_prompt
@@ -103,7 +104,7 @@ def segment(
         mask_input=mask_prompt,
         multimask=multimask,
     )
-    records = _records(pred)
+    records = records_mod.mask_records(pred.masks, pred.iou)
     masks = [m for obj in pred.masks for m in obj]
     if output == "-":
         if len(masks) != 1:
@@ -111,34 +112,19 @@ def segment(
         sys.stdout.buffer.write(writers.mask_png(masks[0]))
         sys.stdout.buffer.flush()
     elif output.lower().endswith(".png"):
-        paths = _png_paths(Path(output), len(masks))
-        for path, m, rec in zip(paths, masks, records):
+        for path, m, rec in zip(_png_paths(Path(output), len(masks)), masks, records):
             writers.atomic_write_bytes(path, writers.mask_png(m))
             rec["file"] = str(path)
     else:
-        from ..masks import rle_to_coco
-
-        import torch
-
-        from ..masks import masks_to_rle
-
-        out = []
-        for m, rec in zip(masks, records):
-            rle = rle_to_coco(masks_to_rle(torch.from_numpy(m)[None])[0])
-            out.append({"segmentation": rle, **{k: v for k, v in rec.items() if k != "file"}})
-        writers.write_json(output, out)
+        writers.write_json(
+            output, [{"segmentation": records_mod.coco_rle(m), **r} for m, r in zip(masks, records)]
+        )
         for rec in records:
             rec["file"] = output
     if overlay:
         writers.write_image(overlay, writers.overlay(rgb, masks))
     if logits:
-        import io
-
-        import numpy as np
-
-        buf = io.BytesIO()
-        np.save(buf, pred.low_res)
-        writers.atomic_write_bytes(logits, buf.getvalue())
+        writers.atomic_write_bytes(logits, records_mod.npy_bytes(pred.low_res))
     if output != "-":
         for rec in records:
             print(json.dumps(rec), flush=True)
@@ -149,19 +135,3 @@ def _png_paths(out: Path, n: int) -> list[Path]:
         return [out]
     return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
 
-
-def _records(pred) -> list[dict]:
-    from ..masks import masks_to_boxes, xyxy_to_xywh_coco
-
-    import torch
-
-    recs = []
-    for oi, (obj_masks, obj_iou) in enumerate(zip(pred.masks, pred.iou)):
-        boxes = masks_to_boxes(torch.from_numpy(obj_masks))
-        for mi, (m, iou, b) in enumerate(zip(obj_masks, obj_iou, boxes.tolist())):
-            area = int(m.sum())
-            recs.append({
-                "object_index": oi, "mask_index": mi, "predicted_iou": round(float(iou), 6),
-                "area": area, "bbox": xyxy_to_xywh_coco(b, area),
-            })
-    return recs
