@@ -34,7 +34,7 @@ class ImageResult:
     image: np.ndarray | None = None
     records: list[MaskRecord] = field(default_factory=list)
     error: SamError | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # encoder + decoder time spent on this image (not queueing)
 
 
 @dataclass
@@ -86,6 +86,7 @@ def generate_masks(
     """Yield an ImageResult per image in input order, or the InputItem itself for an image
     that `skip` says is already done (it is never read)."""
     def flush(batch: list[_Loaded]) -> Iterator[ImageResult]:
+        t0 = time.perf_counter()
         crops = [c for ld in batch for c in ld.crops]
         feats: list[torch.Tensor | None] = []
         for a in range(0, len(crops), batch_size):
@@ -99,8 +100,11 @@ def generate_masks(
                 parts.append(gen.decode_crop(feats[k], c, hw))
                 feats[k] = None  # free each embedding once its crop is decoded
                 k += 1
-            yield ImageResult(ld.item, ld.image, gen.finalize(parts, hw), None,
-                              time.perf_counter() - ld.started)
+            records = gen.finalize(parts, hw)
+            now = time.perf_counter()
+            # compute time of this image: since the batch began or the previous image ended
+            yield ImageResult(ld.item, ld.image, records, None, now - t0)
+            t0 = now
 
     batch: list[_Loaded] = []
     for ld in _read_ahead(gen, items, workers, ahead, skip):
