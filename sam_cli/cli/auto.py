@@ -77,7 +77,7 @@ def auto(
     from ..automatic import AmgSettings, AutomaticMaskGenerator
     from ..errors import PromptError, SamError
     from ..inputs import expand_inputs
-    from ..io.amg_outputs import FORMATS, OutputLayout, write_coco_dataset, write_image_outputs
+    from ..io.amg_outputs import OutputLayout, write_coco_dataset, write_image_outputs
     from ..pipeline import ImageResult, WriteBehind, generate_masks
     from .common import load_sam, message, stderr_is_tty
 

@@ -10,13 +10,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .. import masks as M
 from ..errors import OutputError
 from . import writers
-from .formats import FORMATS  # noqa: F401  (re-exported)
 
 METADATA_HEADER = (
     "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
