@@ -36,13 +36,20 @@ class Attention(nn.Module):
     """Multi-head self-attention with a decomposed relative position bias.
 
     The bias for query (qh, qw) and key (kh, kw) is q·Rh[qh, kh] + q·Rw[qw, kw]: two small
-    einsums give the H and W terms, their broadcast sum is the additive mask of one fused
+    einsums give the H and W terms, and their broadcast sum is the additive mask of a fused
     scaled_dot_product_attention call (flash on the CPU, memory-efficient on CUDA), so the
-    softmax never runs as separate unfused passes over the HW×HW scores.
+    softmax never runs as separate passes over the HW×HW scores. On the CPU the mask is built
+    a band of query rows at a time into one reused buffer (a global vit_b block would
+    otherwise write and read an 805 MB mask); elsewhere in one piece.
+    Windowed blocks project q, k and v before padding: the padded tokens are zeros after the
+    norm, so their projection is the bias, written in without the matmul.
     (Measured on a 2-core CPU, vit_b: folding the bias into q and k with one-hot key codes
     instead avoided the mask but widened q·k from 64 to 192 channels in global blocks, and
     was 1.5x slower: scripts/benchmark.py.)
     """
+
+    #: Most bytes of attention mask built at once on the CPU (a band of query rows).
+    CPU_MASK_BYTES = 128 * 2**20
 
     def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int]) -> None:
         super().__init__()
@@ -54,28 +61,63 @@ class Attention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: B×H×W×C (B counts windows for windowed blocks)
-        b, h, w, c = x.shape
-        nh = self.num_heads
-        qkv = self.qkv(x).reshape(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each B×nh×HW×hd
+    def forward(self, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
+        # x: B×H×W×C normalised tokens; window_size 0 means global attention
+        h, w = x.shape[1], x.shape[2]
+        qkv = self.qkv(x)
+        if window_size:
+            qkv, padded = _window_partition(qkv, window_size, fill=self.qkv.bias)
+        out = self._attend(qkv)
+        if window_size:
+            out = _window_unpartition(out, window_size, padded, (h, w))
+        return self.proj(out)
+
+    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """B×H×W×3C projected tokens → B×H×W×C attention output (before proj)."""
+        b, h, w, c3 = qkv.shape
+        nh, c = self.num_heads, c3 // 3
+        q, k, v = qkv.reshape(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
         rh = _resized_rel_table(self.rel_pos_h, h, h).to(q.dtype)  # H×H×hd
         rw = _resized_rel_table(self.rel_pos_w, w, w).to(q.dtype)  # W×W×hd
         qg = q.reshape(b, nh, h, w, -1)
-        bias_h = torch.einsum("bnhwc,hkc->bnhwk", qg, rh)  # B×nh×H×W×kh
-        bias_w = torch.einsum("bnhwc,wkc->bnhwk", qg, rw)  # B×nh×H×W×kw
-        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, nh, h * w, h * w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", qg, rh)[..., :, None]  # B×nh×H×W×kh×1
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", qg, rw)[..., None, :]  # B×nh×H×W×1×kw
+        rows = h
+        if q.device.type == "cpu":
+            row_bytes = b * nh * w * h * w * q.element_size()
+            fits = [r for r in range(1, h + 1) if h % r == 0 and r * row_bytes <= self.CPU_MASK_BYTES]
+            rows = max(fits, default=1)
+        mask = q.new_empty(b, nh, rows, w, h, w)
+        if rows == h:
+            torch.add(bias_h, bias_w, out=mask)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.view(b, nh, h * w, h * w), scale=self.scale
+            )
+            return out.transpose(1, 2).reshape(b, h, w, c)
+        out = q.new_empty(b, h * w, nh, c // nh)
+        for r0 in range(0, h, rows):
+            band = slice(r0 * w, (r0 + rows) * w)
+            torch.add(bias_h[:, :, r0 : r0 + rows], bias_w[:, :, r0 : r0 + rows], out=mask)
+            out[:, band] = F.scaled_dot_product_attention(
+                q[:, :, band], k, v, attn_mask=mask.view(b, nh, rows * w, h * w), scale=self.scale
+            ).transpose(1, 2)
+        return out.view(b, h, w, c)
 
 
-def _window_partition(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """B×H×W×C → (B·nW)×size×size×C, zero-padding H and W up to a multiple of size."""
+def _window_partition(
+    x: torch.Tensor, size: int, fill: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """B×H×W×C → (B·nW)×size×size×C, padding H and W up to a multiple of size with `fill`
+    (a C vector; zeros when None)."""
     b, h, w, c = x.shape
     ph, pw = (size - h % size) % size, (size - w % size) % size
     if ph or pw:
-        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+        padded = x.new_empty(b, h + ph, w + pw, c)
+        padded[:, :h, :w] = x
+        value = 0 if fill is None else fill.to(x.dtype)
+        padded[:, h:] = value
+        padded[:, :h, w:] = value
+        x = padded
     hp, wp = h + ph, w + pw
     x = x.view(b, hp // size, size, wp // size, size, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, size, size, c), (hp, wp)
@@ -107,16 +149,7 @@ class Block(nn.Module):
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.norm1(x)
-        if self.window_size > 0:
-            hw = (x.shape[1], x.shape[2])
-            x, padded = _window_partition(x, self.window_size)
-            x = self.attn(x)
-            x = _window_unpartition(x, self.window_size, padded, hw)
-        else:
-            x = self.attn(x)
-        x = shortcut + x
+        x = x + self.attn(self.norm1(x), self.window_size)
         return x + self.mlp(self.norm2(x))
 
 
@@ -126,7 +159,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)  # B×C×H×W → B×H×W×C
+        # B×C×H×W → B×H×W×C, made contiguous once: a permuted view here would carry its strides
+        # through every residual add, and each LayerNorm and linear would copy it again.
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 class ImageEncoderViT(nn.Module):
