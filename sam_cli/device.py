@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 import torch
 
@@ -42,6 +44,39 @@ def configure_threads() -> int:
     elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
     return torch.get_num_threads()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def tune_allocator() -> bool:
+    """Let glibc malloc keep large freed blocks for reuse instead of unmapping them.
+
+    glibc serves every allocation above its mmap threshold (at most 32 MB, adjusted as blocks
+    are freed) with fresh pages from the kernel, which are faulted in and zeroed again each
+    time. The decoder's activations for a batch of prompts and the mask tensors are that size
+    and are allocated thousands of times per image, so on the CPU this costs a fifth or more
+    of automatic mode (scripts/benchmark.py). Raising both thresholds to 1 GiB and 2 GiB puts
+    such blocks on the heap, where freed memory is reused; peak memory is unchanged because
+    the same blocks are reused. Skipped when the user already tunes malloc (MALLOC_* or
+    GLIBC_TUNABLES), preloads another allocator (LD_PRELOAD), sets SAM_MALLOC=system, or the
+    C library is not glibc. Returns whether it changed anything.
+    """
+    env = os.environ
+    if (
+        not sys.platform.startswith("linux")
+        or env.get("SAM_MALLOC", "").lower() == "system"
+        or "GLIBC_TUNABLES" in env
+        or env.get("LD_PRELOAD")
+        or any(k.startswith("MALLOC_") for k in env)
+    ):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 31))
 
 
 def environment_info() -> dict:

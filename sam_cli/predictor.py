@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,15 +20,38 @@ class Prediction:
     low_res: np.ndarray  # B×M×256×256 float32 logits (feed back as a mask prompt)
 
 
+@functools.lru_cache(maxsize=64)
+def _axis_resize_matrix(n_low: int, n_mid: int, keep: int, n_out: int) -> torch.Tensor:
+    """n_out×n_low matrix of one axis of: linear resize n_low → n_mid, keep the first `keep`
+    samples, linear resize keep → n_out (half-pixel centres, no antialias).
+
+    The weights are read off float32 interpolations of identity rows, so they are exactly the
+    ones PyTorch's kernels use; the two stages are composed in float64. Each row has at most
+    three non-zeros.
+    """
+    first = F.interpolate(torch.eye(n_low)[None], size=n_mid, mode="linear", align_corners=False)
+    second = F.interpolate(torch.eye(keep)[None], size=n_out, mode="linear", align_corners=False)
+    return (first[0, :, :keep].double() @ second[0].double()).t().float().contiguous()
+
+
 def upscale_logits(
     low_res: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int], img_size: int
 ) -> torch.Tensor:
-    """…×256×256 logits → …×H×W: to the padded input frame, crop the padding, to the original."""
+    """…×256×256 logits → …×H×W: to the padded input frame, crop the padding, to the original.
+
+    The reference runs this as two bilinear interpolations through a 1024×1024 intermediate.
+    Both are linear and separable, so the same map is Rh · logits · Rwᵀ with one small matrix
+    per axis (`_axis_resize_matrix`): two matmuls, no intermediate, and no work on the padding.
+    Results agree with the two-pass version to float32 rounding (max |Δ| ≈ 2e-6 on logits of
+    magnitude 10, and no pixel changes side of the threshold: tests/test_masks.py).
+    """
     lead = low_res.shape[:-2]
-    x = low_res.reshape(-1, 1, *low_res.shape[-2:])
-    x = F.interpolate(x, (img_size, img_size), mode="bilinear", align_corners=False)
-    x = x[..., : input_hw[0], : input_hw[1]]
-    x = F.interpolate(x, orig_hw, mode="bilinear", align_corners=False)
+    lh, lw = low_res.shape[-2:]
+    rh = _axis_resize_matrix(lh, img_size, input_hw[0], orig_hw[0])
+    rw = _axis_resize_matrix(lw, img_size, input_hw[1], orig_hw[1])
+    rh = rh.to(device=low_res.device, dtype=low_res.dtype)
+    rw = rw.to(device=low_res.device, dtype=low_res.dtype)
+    x = torch.matmul(torch.matmul(rh, low_res.reshape(-1, lh, lw)), rw.t())
     return x.reshape(*lead, *orig_hw)
 
 

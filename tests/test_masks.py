@@ -133,3 +133,26 @@ def test_point_grids_match_reference():
     assert np.allclose(point_grid(5), ref_amg.build_point_grid(5))
     for a, b in zip(layer_point_grids(32, 2, 2), ref_amg.build_all_layer_point_grids(32, 2, 2)):
         assert np.allclose(a, b)
+
+
+@pytest.mark.parametrize(
+    "input_hw, orig_hw",
+    [((681, 1024), (300, 451)), ((1024, 1024), (1024, 1024)), ((1024, 17), (900, 15)),
+     ((768, 1024), (1500, 2000))],
+)
+def test_upscale_logits_matches_two_pass_interpolation(input_hw, orig_hw):
+    """The one-step separable resize equals the reference's two bilinear passes (to 1024²,
+    crop, to the original size) up to float32 rounding, and no pixel changes side of 0."""
+    from torch.nn import functional as F
+
+    from sam_cli.predictor import upscale_logits
+
+    torch.manual_seed(0)
+    low = torch.randn(6, 256, 256) * 10
+    mid = F.interpolate(low[:, None], (1024, 1024), mode="bilinear", align_corners=False)
+    ref = F.interpolate(mid[..., : input_hw[0], : input_hw[1]], orig_hw, mode="bilinear",
+                        align_corners=False)[:, 0]
+    ours = upscale_logits(low, input_hw, orig_hw, 1024)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max().item() <= 1e-4
+    assert torch.equal(ours > 0, ref > 0)

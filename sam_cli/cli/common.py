@@ -42,7 +42,7 @@ def download_progress(quiet: bool):
 
 def load_sam(model: str | None, checkpoint: Path | None, device: str, dtype: str, quiet: bool):
     """Resolve the device, then load (downloading if needed) the model in `dtype`."""
-    from ..device import configure_threads, resolve_device
+    from ..device import configure_threads, resolve_device, tune_allocator
     from ..errors import CheckpointError, PromptError
     from ..weights import load_model
 
@@ -52,5 +52,6 @@ def load_sam(model: str | None, checkpoint: Path | None, device: str, dtype: str
         raise CheckpointError(f"--model {model}: unknown model", hint="choose vit_b, vit_l or vit_h")
     dev = resolve_device(device)
     configure_threads()
+    tune_allocator()
     return load_model(model=model, checkpoint=checkpoint, device=dev, dtype=dtype,
                       progress=download_progress(quiet))
