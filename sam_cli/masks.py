@@ -6,6 +6,8 @@ indices (as the reference computes them) unless a name says XYWH.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -14,25 +16,44 @@ from pycocotools import mask as coco_mask
 # ------------------------------------------------------------------ run-length encoding
 
 
-def masks_to_rle(masks: torch.Tensor) -> list[dict]:
-    """N×H×W bool (any device) → uncompressed RLEs {size: [h, w], counts: [...]},
-    column-major, starting with a run of zeros. One device→host transfer for the batch."""
+@dataclass(frozen=True)
+class RunEdges:
+    """A mask's uncompressed RLE before its counts list is built: the column-major positions
+    where the value changes. Cheap to keep for masks that NMS may still drop; `to_rle()`
+    builds the counts only for those that stay."""
+
+    size: tuple[int, int]
+    starts_with_one: bool
+    edges: np.ndarray  # int32 positions p where pixel p differs from pixel p − 1
+
+    def to_rle(self) -> dict:
+        h, w = self.size
+        bounds = np.concatenate([[0], self.edges, [h * w]])
+        runs = np.diff(bounds).tolist()
+        return {"size": [h, w], "counts": ([0] + runs) if self.starts_with_one else runs}
+
+
+def masks_to_run_edges(masks: torch.Tensor) -> list[RunEdges]:
+    """N×H×W bool (any device) → RunEdges per mask, with one device→host transfer."""
     n, h, w = masks.shape
     if n == 0:
         return []
-    flat = masks.transpose(1, 2).reshape(n, h * w)
+    flat = masks.transpose(1, 2).reshape(n, h * w)  # free for column-major storage
     change = (flat[:, 1:] != flat[:, :-1]).nonzero()  # K×2 (mask, position), row-major sorted
     first = flat[:, 0].cpu().numpy()
     # int32 halves the one device→host copy (positions < H·W < 2³¹)
     change = change.to(torch.int32).cpu().numpy()
     bounds = np.searchsorted(change[:, 0], np.arange(n + 1))
-    out = []
-    for i in range(n):
-        idx = change[bounds[i] : bounds[i + 1], 1] + 1
-        edges = np.concatenate([[0], idx, [h * w]])
-        runs = np.diff(edges).tolist()
-        out.append({"size": [h, w], "counts": ([0] + runs) if first[i] else runs})
-    return out
+    return [
+        RunEdges((h, w), bool(first[i]), change[bounds[i] : bounds[i + 1], 1] + 1)
+        for i in range(n)
+    ]
+
+
+def masks_to_rle(masks: torch.Tensor) -> list[dict]:
+    """N×H×W bool (any device) → uncompressed RLEs {size: [h, w], counts: [...]},
+    column-major, starting with a run of zeros. One device→host transfer for the batch."""
+    return [r.to_rle() for r in masks_to_run_edges(masks)]
 
 
 def rle_to_mask(rle: dict) -> np.ndarray:

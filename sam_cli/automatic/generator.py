@@ -67,7 +67,7 @@ class CropInput:
 @dataclass
 class CropMasks:
     box: list[int]
-    rles: list[dict] = field(default_factory=list)
+    rles: list = field(default_factory=list)  # M.RunEdges until in-crop NMS, then RLE dicts
     boxes: list[np.ndarray] = field(default_factory=list)  # XYXY in the image frame
     iou: list[float] = field(default_factory=list)
     stability: list[float] = field(default_factory=list)
@@ -138,7 +138,10 @@ class AutomaticMaskGenerator:
         faster than 4, 16 and 64 on a 2-core CPU; results are identical)."""
         step = self.decoder_batch or points.shape[0]
         outs = [
-            self.predictor.decode(points[a : a + step], labels[a : a + step], None, None, True)
+            self.predictor.decode(
+                points[a : a + step], labels[a : a + step], None, None, True,
+                image_part_only=True,
+            )
             for a in range(0, points.shape[0], step)
         ]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
@@ -176,7 +179,7 @@ class AutomaticMaskGenerator:
                 continue
             if (ch, cw) != (h, w):
                 binary = F.pad(binary, (x0, w - cw - x0, y0, h - ch - y0))
-            out.rles.extend(M.masks_to_rle(binary))
+            out.rles.extend(M.masks_to_run_edges(binary))  # counts built after NMS
             # boxes stay in crop coordinates until in-crop NMS has run (as the reference does)
             out.boxes.extend(boxes.cpu().numpy())
             out.iou.extend(ciou.cpu().tolist())
@@ -189,7 +192,7 @@ class AutomaticMaskGenerator:
         boxes = torch.as_tensor(np.stack(c.boxes)).float()
         keep = M.box_nms(boxes, torch.as_tensor(c.iou), self.s.box_nms_thresh).tolist()
         off = np.array([c.box[0], c.box[1], c.box[0], c.box[1]])
-        c.rles = [c.rles[i] for i in keep]
+        c.rles = [c.rles[i].to_rle() for i in keep]
         c.boxes = [c.boxes[i] + off for i in keep]
         c.iou = [c.iou[i] for i in keep]
         c.stability = [c.stability[i] for i in keep]

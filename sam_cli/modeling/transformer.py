@@ -81,29 +81,33 @@ class Attention(nn.Module):
         return self.out_proj(out)
 
     def image_to_tokens(
-        self, keys_pe: torch.Tensor, tokens_k: torch.Tensor, tokens_v: torch.Tensor
+        self, keys_pe: torch.Tensor, tokens_k: torch.Tensor, tokens_v: torch.Tensor,
+        residual: torch.Tensor,
     ) -> torch.Tensor:
-        """Image tokens attend to prompt tokens. keys_pe: B'×N×C (B' = B or 1); tokens_k
-        (with PE), tokens_v: B×T×C. Returns B×N×C."""
+        """Image tokens attend to prompt tokens. keys_pe, residual: B'×N×C (B' = B or 1);
+        tokens_k (with PE), tokens_v: B×T×C. Returns residual + attention output, B×N×C, with
+        the residual and the output bias added by the final matmul itself."""
         h, d, c = self.num_heads, self.head_dim, self.embedding_dim
         k = self.k_proj(tokens_k).view(tokens_k.shape[0], -1, h, d)  # B×T×H×d
         v = self.v_proj(tokens_v).view(tokens_v.shape[0], -1, h, d)
         b, t = k.shape[:2]
         scale = d**-0.5
         wo = self.out_proj.weight.view(c, h, d)
-        vo = torch.einsum("bthe,che->bhtc", v, wo).reshape(b, h * t, c)  # values through Wout
+        vo = torch.einsum("bthe,che->bthc", v, wo).reshape(b, t * h, c)  # values through Wout
         n = keys_pe.shape[1]
+        # Logits are laid out N×T×H, heads innermost: the softmax over the T (≈7) tokens then
+        # runs vectorised across the 8 heads (14x faster on a CPU than over a last dim of 7).
         if keys_pe.shape[0] == 1 and b > 1:
             q = self.q_proj(keys_pe)[0].view(n, h, d)  # once for all prompts
-            logits = torch.einsum("nhe,bthe->bnht", q, k) * scale
+            logits = torch.einsum("nhe,bthe->bnth", q, k) * scale
         else:
             keys_pe = keys_pe.expand(b, -1, -1)
             wq = self.q_proj.weight.view(h, d, c)
-            m = torch.einsum("bthe,hec->bcht", k, wq).reshape(b, c, h * t) * scale
-            bias = torch.einsum("bthe,he->bht", k, self.q_proj.bias.view(h, d)) * scale
-            logits = torch.baddbmm(bias.reshape(b, 1, h * t), keys_pe, m).view(b, n, h, t)
-        p = torch.softmax(logits, -1).reshape(b, n, h * t)
-        return torch.baddbmm(self.out_proj.bias, p, vo)
+            m = torch.einsum("bthe,hec->bcth", k, wq).reshape(b, c, t * h) * scale
+            bias = torch.einsum("bthe,he->bth", k, self.q_proj.bias.view(h, d)) * scale
+            logits = torch.baddbmm(bias.reshape(b, 1, t * h), keys_pe, m).view(b, n, t, h)
+        p = torch.softmax(logits, 2).reshape(b, n, t * h)
+        return torch.baddbmm(residual + self.out_proj.bias, p, vo)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -146,10 +150,9 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm2(queries)
         queries = self.norm3(queries + self.mlp(queries))
 
-        delta = self.cross_attn_image_to_token.image_to_tokens(
-            keys_pe, queries + query_pe, queries
-        )
-        keys = self.norm4(keys + delta)
+        keys = self.norm4(self.cross_attn_image_to_token.image_to_tokens(
+            keys_pe, queries + query_pe, queries, residual=keys
+        ))
         return queries, keys
 
 
@@ -179,8 +182,11 @@ class TwoWayTransformer(nn.Module):
 
         Returns queries B×T×C and keys B×HW×C (row-major over H, W: channels-last).
         """
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        # Channels-last and contiguous once (a 4 MB copy at batch 1): as transposed views they
+        # would make every broadcast add below produce a transposed B×N×C result that each
+        # LayerNorm then copies back.
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)
