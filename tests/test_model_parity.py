@@ -161,3 +161,28 @@ def test_state_dict_keys_and_shapes_match_reference(name):
     assert infer_arch(ref) == MODELS[name].arch
     n = sum(p.numel() for p in ours_model.parameters()) / 1e6
     assert n == pytest.approx(MODELS[name].params_m, rel=0.01)
+
+
+@pytest.mark.parametrize("hw", [(300, 451), (451, 300)])
+def test_image_part_only_decode_gives_the_same_masks(tiny_model, photo, hw):
+    """Decoding only the unpadded grid cells (automatic mode's path) and upscaling gives the
+    masks of the full 256×256 logits, for landscape and portrait images."""
+    import cv2
+    import torch
+
+    from sam_cli.predictor import upscale_logits
+
+    img = cv2.resize(photo, hw[::-1])
+    p = Predictor(tiny_model)
+    p.set_image(img)
+    pts = torch.tensor([[[100.0, 200.0]], [[600.0, 50.0]]])
+    labels = torch.ones(2, 1, dtype=torch.int64)
+    full, iou_full = p.decode(pts, labels, None, None, True)
+    part, iou_part = p.decode(pts, labels, None, None, True, image_part_only=True)
+    assert part.shape[-2] < 256 or part.shape[-1] < 256
+    torch.testing.assert_close(iou_part, iou_full)
+    torch.testing.assert_close(part, full[..., : part.shape[-2], : part.shape[-1]])
+    size = tiny_model.img_size
+    a = upscale_logits(full, p.input_hw, p.orig_hw, size) > 0
+    b = upscale_logits(part, p.input_hw, p.orig_hw, size) > 0
+    assert (a == b).float().mean() >= 0.9999
