@@ -115,6 +115,10 @@ def amg(impl: str, net, image: np.ndarray, **kw) -> list[dict]:
 
 def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
     torch.set_num_threads(a.threads)
+    if impl == "ours" or a.ref_allocator == "tuned":
+        from sam_cli.device import tune_allocator
+
+        tune_allocator()  # what `sam` does at start; SAM_MALLOC=system turns it off
     dev = a.device
     res: dict = {}
     if row == "folder":
@@ -281,6 +285,9 @@ def main() -> None:
     ap.add_argument("--folder-points-per-side", type=int, default=32)
     ap.add_argument("--folder-filters", default="default", choices=["default", "off"])
     ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--ref-allocator", default="system", choices=["system", "tuned"],
+                    help="give the reference sam's malloc setting too (device.tune_allocator), "
+                         "to see how much of a ratio it accounts for")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--worker", nargs=2, metavar=("ROW", "IMPL"), help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
@@ -316,6 +323,9 @@ def main() -> None:
     dev_name = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
     print(f"# sam benchmark: {a.model}, {a.dtype} (ours; reference fp32), {dev_name}, torch {torch.__version__}")
     print(f"# matmul peak measured in this run: {peak:.0f} GFLOP/s ({'bf16' if a.dtype == 'bf16' and a.device != 'cpu' else 'fp32'})")
+    tuned = os.environ.get("SAM_MALLOC", "").lower() != "system"
+    print(f"# malloc: sam {'tuned (device.tune_allocator)' if tuned else 'system default'}, "
+          f"reference {'tuned' if a.ref_allocator == 'tuned' else 'system default'}")
     rows = [r for r in a.rows.split(",") if r]
     results = {}
     for row in rows:
@@ -328,7 +338,8 @@ def main() -> None:
                    "--threads", str(a.threads), "--repeat", str(a.repeat),
                    "--points-per-side", str(a.points_per_side), "--folder-dir", a.folder_dir,
                    "--folder-points-per-side", str(a.folder_points_per_side),
-                   "--batch-size", str(a.batch_size), "--folder-filters", a.folder_filters]
+                   "--batch-size", str(a.batch_size), "--folder-filters", a.folder_filters,
+                   "--ref-allocator", a.ref_allocator]
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode:
                 print(f"{row} {impl} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
