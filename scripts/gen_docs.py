@@ -25,6 +25,9 @@ ENVIRONMENT = [
     ("SAM_SHA256_VIT_B, SAM_SHA256_VIT_L, SAM_SHA256_VIT_H",
      "Expected sha256 of a mirror's file, where it serves other weights than Meta's."),
     ("SAM_THREADS", "CPU threads for inference (default: all cores)."),
+    ("SAM_MALLOC", "system: leave glibc's malloc thresholds alone (by default sam raises them "
+     "so that large freed blocks are reused; skipped when MALLOC_*, GLIBC_TUNABLES or "
+     "LD_PRELOAD is set)."),
     ("NO_COLOR", "No colour in help and messages."),
 ]
 EXAMPLES = [
