@@ -56,9 +56,11 @@ def tune_allocator() -> bool:
     are freed) with fresh pages from the kernel, which are faulted in and zeroed again each
     time. The decoder's activations for a batch of prompts and the mask tensors are that size
     and are allocated thousands of times per image, so on the CPU this costs a fifth or more
-    of automatic mode. Raising both thresholds to 1 GiB and 2 GiB puts such blocks on the
-    heap, where freed memory is reused (12 MP automatic run: 40.6 s against 60.6 s, peak
-    2341 against 2333 MB; benchmarks/cpu.md). Skipped when the user already tunes malloc (MALLOC_* or
+    of automatic mode. Raising the mmap threshold to 256 MiB (trim threshold 512 MiB) puts
+    such blocks on the heap, where freed memory is reused. Measured on a 12 MP automatic run
+    (benchmarks/cpu.md): 46.6 s against 58–66 s with glibc's defaults, peak 2.6 GB against
+    2.3 GB; with thresholds of 1 GiB / 2 GiB the peak varied from 2.3 to 4.3 GB between runs.
+    Skipped when the user already tunes malloc (MALLOC_* or
     GLIBC_TUNABLES), preloads another allocator (LD_PRELOAD), sets SAM_MALLOC=system, or the
     C library is not glibc. Returns whether it changed anything.
     """
@@ -76,7 +78,7 @@ def tune_allocator() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 31))
+    return bool(mallopt(_M_MMAP_THRESHOLD, 256 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 512 << 20))
 
 
 def environment_info() -> dict:
