@@ -21,6 +21,13 @@ class Prediction:
 
 
 @functools.lru_cache(maxsize=64)
+def _linear_resize_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """n_in×n_out float32 weights of PyTorch's linear resize (half-pixel centres, no
+    antialias), read off its own kernel applied to identity rows."""
+    return F.interpolate(torch.eye(n_in)[None], size=n_out, mode="linear", align_corners=False)[0]
+
+
+@functools.lru_cache(maxsize=64)
 def _axis_resize_matrix(n_low: int, n_mid: int, keep: int, n_out: int) -> torch.Tensor:
     """n_out×n_low matrix of one axis of: linear resize n_low → n_mid, keep the first `keep`
     samples, linear resize keep → n_out (half-pixel centres, no antialias).
@@ -29,16 +36,15 @@ def _axis_resize_matrix(n_low: int, n_mid: int, keep: int, n_out: int) -> torch.
     ones PyTorch's kernels use; the two stages are composed in float64. Each row has at most
     three non-zeros.
     """
-    first = F.interpolate(torch.eye(n_low)[None], size=n_mid, mode="linear", align_corners=False)
-    second = F.interpolate(torch.eye(keep)[None], size=n_out, mode="linear", align_corners=False)
-    return (first[0, :, :keep].double() @ second[0].double()).t().float().contiguous()
+    first = _linear_resize_weights(n_low, n_mid)[:, :keep]
+    second = _linear_resize_weights(keep, n_out)
+    return (first.double() @ second.double()).t().float().contiguous()
 
 
 @functools.lru_cache(maxsize=64)
 def _low_res_needed(n_low: int, n_mid: int, keep: int) -> int:
     """How many leading low-res samples the first `keep` of n_mid resized ones depend on."""
-    first = F.interpolate(torch.eye(n_low)[None], size=n_mid, mode="linear", align_corners=False)
-    used = first[0, :, :keep].abs().sum(1).nonzero()
+    used = _linear_resize_weights(n_low, n_mid)[:, :keep].abs().sum(1).nonzero()
     return int(used.max()) + 1
 
 

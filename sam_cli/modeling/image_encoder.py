@@ -88,13 +88,7 @@ class Attention(nn.Module):
             fits = [r for r in range(1, h + 1) if h % r == 0 and r * row_bytes <= self.CPU_MASK_BYTES]
             rows = max(fits, default=1)
         mask = q.new_empty(b, nh, rows, w, h, w)
-        if rows == h:
-            torch.add(bias_h, bias_w, out=mask)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask.view(b, nh, h * w, h * w), scale=self.scale
-            )
-            return out.transpose(1, 2).reshape(b, h, w, c)
-        out = q.new_empty(b, h * w, nh, c // nh)
+        out = q.new_empty(b, h * w, nh, c // nh)  # one band when rows == h
         for r0 in range(0, h, rows):
             band = slice(r0 * w, (r0 + rows) * w)
             torch.add(bias_h[:, :, r0 : r0 + rows], bias_w[:, :, r0 : r0 + rows], out=mask)
@@ -105,16 +99,16 @@ class Attention(nn.Module):
 
 
 def _window_partition(
-    x: torch.Tensor, size: int, fill: torch.Tensor | None = None
+    x: torch.Tensor, size: int, fill: torch.Tensor
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """B×H×W×C → (B·nW)×size×size×C, padding H and W up to a multiple of size with `fill`
-    (a C vector; zeros when None)."""
+    (a C vector)."""
     b, h, w, c = x.shape
     ph, pw = (size - h % size) % size, (size - w % size) % size
     if ph or pw:
         padded = x.new_empty(b, h + ph, w + pw, c)
         padded[:, :h, :w] = x
-        value = 0 if fill is None else fill.to(x.dtype)
+        value = fill.to(x.dtype)
         padded[:, h:] = value
         padded[:, :h, w:] = value
         x = padded
