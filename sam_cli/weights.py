@@ -316,7 +316,8 @@ def load_model(
     dtype: str = "fp32",
 ):
     """Load a SAM from a local checkpoint, or from the cache (downloading on first use).
-    dtype "bf16" puts the image encoder in bfloat16 (the decoder stays fp32)."""
+    dtype "bf16" runs the image encoder and the decoder's transformer in bfloat16
+    (Sam.set_precision); prompts, IoU head and output logits stay float32."""
     if dtype not in ("fp32", "bf16"):
         raise ValueError(f"dtype must be fp32 or bf16, not {dtype!r}")
     if checkpoint is None:
@@ -338,5 +339,5 @@ def load_model(
     net.pixel_std.copy_(torch.tensor(PIXEL_STD).view(-1, 1, 1))
     net = net.to(device).eval()
     if dtype == "bf16":
-        net.image_encoder.to(torch.bfloat16)
+        net.set_precision(torch.bfloat16)
     return net

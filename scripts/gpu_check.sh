@@ -3,9 +3,13 @@
 # H100/H200). Needs the wheels the GPU image lacks in .whl/ (pycocotools, segment-anything):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl pycocotools==2.0.11 segment-anything==1.0
-# Usage: bash scripts/gpu_check.sh [OUTDIR]     (results: gpu_tests.log, bench.md, bench.json)
+# Usage: bash scripts/gpu_check.sh [quick|full] [OUTDIR]
+#   quick: GPU tests + scripts/gpu_profile.py (about 3 minutes)
+#   full:  the same + scripts/benchmark.py against the reference (about 6 more minutes)
+# Results in OUTDIR: gpu.txt, gpu_tests.log, profile.txt, bench.md, bench.json
 set -uo pipefail
-OUTDIR=${1:-${OUT:-/tmp/sam-gpu}}
+MODE=${1:-full}
+OUTDIR=${2:-${OUT:-/tmp/sam-gpu}}
 mkdir -p "$OUTDIR"
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -16,8 +20,10 @@ else
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
-python3 -c "import torch, typer, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'typer', typer.__version__)"
-timeout 200 python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUTDIR/gpu_tests.log"
-timeout 330 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
-    --rows encoder,boxes,auto-nofilter,folder --folder-images 20 --batch-size 8 --repeat 3 \
+python3 -c "import torch, typer, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'typer', typer.__version__)" | tee -a "$OUTDIR/gpu.txt"
+timeout 150 python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -30 | tee "$OUTDIR/gpu_tests.log"
+timeout 150 python3 scripts/gpu_profile.py --model vit_h 2>&1 | tee "$OUTDIR/profile.txt"
+[ "$MODE" = full ] || exit 0
+timeout 420 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
+    --rows encoder,boxes,auto-nofilter,auto-default,folder --folder-images 20 --batch-size 8 --repeat 3 \
     --json "$OUTDIR/bench.json" 2>&1 | tee "$OUTDIR/bench.md"

@@ -1,7 +1,12 @@
-"""Where automatic mode spends its time on a GPU: times one image end to end and prints the
-top operators by CUDA and CPU time (random weights from sam's own builder; no reference).
+"""Where automatic mode spends its time on a GPU (random weights from sam's own builder; no
+reference). Prints, for one model:
 
-    python scripts/gpu_profile.py --model vit_h --dtype bf16
+* the image encoder per image at several batch sizes, with achieved TFLOP/s;
+* the mask decoder over a 32×32 grid (1024 prompts) per precision and decoder batch;
+* automatic mode end to end per image (default filters, filters off);
+* the top CUDA operators of one decode_crop.
+
+    python scripts/gpu_profile.py --model vit_h
 """
 
 from __future__ import annotations
@@ -15,11 +20,25 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def timed(fn, reps: int = 3) -> float:
+    fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="vit_h")
-    ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--encoder-batches", default="1,4,8")
+    ap.add_argument("--decoder-batches", default="64,256,1024")
+    ap.add_argument("--no-profile", action="store_true")
     a = ap.parse_args()
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
     from sam_cli.io.images import read_image
@@ -27,34 +46,54 @@ def main() -> None:
     from sam_cli.weights import build_from_arch
 
     torch.manual_seed(0)
-    net = build_from_arch(MODELS[a.model].arch, a.device).eval()
-    if a.dtype == "bf16":
-        net.image_encoder.to(torch.bfloat16)
+    spec = MODELS[a.model]
+    net = build_from_arch(spec.arch, a.device).eval()
     img = read_image(REPO / "examples" / "chelsea.jpg")
-    for name, s in (("default filters", AmgSettings()),
-                    ("filters off", AmgSettings(pred_iou_thresh=0, stability_score_thresh=0))):
-        gen = AutomaticMaskGenerator(net, s)
-        gen.generate(img)
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        recs = gen.generate(img)
-        torch.cuda.synchronize()
-        print(f"{name}: {time.perf_counter() - t:.3f} s/image, {len(recs)} masks", flush=True)
-        crops = gen.prepare_crops(img)
-        t = time.perf_counter()
-        feats = gen.predictor.embed([crops[0].pixels])
-        torch.cuda.synchronize()
-        t1 = time.perf_counter()
-        gen.decode_crop(feats, crops[0], img.shape[:2])
-        torch.cuda.synchronize()
-        print(f"  encoder {t1 - t:.3f} s, decode_crop {time.perf_counter() - t1:.3f} s", flush=True)
+    hw = img.shape[:2]
+    print(f"# {a.model} on {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+
+    def decoder_rows(tag: str) -> None:
+        gen = AutomaticMaskGenerator(net, AmgSettings())
+        crop = gen.prepare_crops(img)[0]
+        feats = gen.predictor.embed([crop.pixels])
+        for db in [int(x) for x in a.decoder_batches.split(",")]:
+            gen = AutomaticMaskGenerator(net, AmgSettings(points_per_batch=db))
+            try:
+                sec = timed(lambda: gen.decode_crop(feats, crop, hw))
+            except torch.OutOfMemoryError:
+                print(f"decoder {tag}, batch {db}: out of memory", flush=True)
+                torch.cuda.empty_cache()
+                continue
+            print(f"decoder {tag}, 1024 prompts in batches of {db}: {sec * 1e3:.1f} ms "
+                  f"(peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)", flush=True)
+            torch.cuda.reset_peak_memory_stats()
+
+    with torch.inference_mode():
+        decoder_rows("fp32")
+        net.set_precision(torch.bfloat16)
+        decoder_rows("bf16")
+        gen = AutomaticMaskGenerator(net, AmgSettings())
+        x = gen.prepare_crops(img)[0].pixels
+        for b in [int(v) for v in a.encoder_batches.split(",")]:
+            sec = timed(lambda: gen.predictor.embed([x] * b)) / b
+            print(f"encoder bf16, batch {b}: {sec * 1e3:.1f} ms/image, "
+                  f"{spec.gflop / sec / 1e3:.0f} TFLOP/s", flush=True)
+        for name, s in (("default filters", AmgSettings()),
+                        ("filters off", AmgSettings(pred_iou_thresh=0, stability_score_thresh=0))):
+            g = AutomaticMaskGenerator(net, s)
+            recs = []
+            sec = timed(lambda: recs.append(g.generate(img)), reps=2)
+            print(f"generate, {name}: {sec:.3f} s/image, {len(recs[-1])} masks", flush=True)
+        if a.no_profile:
+            return
         from torch.profiler import ProfilerActivity, profile
 
+        crop = gen.prepare_crops(img)[0]
+        feats = gen.predictor.embed([crop.pixels])
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            gen.decode_crop(feats, crops[0], img.shape[:2])
+            gen.decode_crop(feats, crop, hw)
             torch.cuda.synchronize()
-        for key in ("cuda_time_total", "cpu_time_total"):
-            print(prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=40))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50))
 
 
 if __name__ == "__main__":

@@ -52,26 +52,34 @@ def test_cuda_parity_with_reference(arch, tmp_path, photo):
     assert (m1 == p.masks[0]).mean() >= 0.999
 
 
-def test_bf16_encoder_agrees_with_fp32_where_the_model_is_confident(tmp_path, photo):
-    """bf16 image encoder vs fp32. A random model's logits sit near the 0 threshold almost
-    everywhere, so whole-mask IoU measures noise (0.79 mean on an H200, 2026-11-27); the
-    check is on pixels whose fp32 logit is at least 1 away from the threshold."""
+@pytest.mark.parametrize("arch", ["tiny", "vit_h"])
+def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, photo):
+    """--dtype bf16 (encoder and decoder transformer in bfloat16) vs fp32. A random model's
+    logits sit near the 0 threshold almost everywhere, so whole-mask IoU measures noise (0.79
+    mean on an H200, 2026-11-27); the check is on pixels whose fp32 logit is at least 1 away
+    from the threshold, and on the predicted IoU."""
     from sam_cli.predictor import Predictor
+    from sam_cli.registry import MODELS
     from sam_cli.weights import load_model
 
-    ref_model = build_reference(**TINY, seed=5)
+    if arch == "tiny":
+        kw = TINY
+    else:
+        a = MODELS[arch].arch
+        kw = dict(embed_dim=a.embed_dim, depth=a.depth, num_heads=a.num_heads, global_attn_indexes=a.global_attn_indexes)
     ck = tmp_path / "m.pth"
-    torch.save(ref_model.state_dict(), ck)
+    torch.save(build_reference(**kw, seed=5).state_dict(), ck)
     boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300], [100, 50, 300, 250]]
     fp32 = Predictor(load_model(checkpoint=ck, device="cuda"))
-    net = load_model(checkpoint=ck, device="cuda")
-    net.image_encoder.to(torch.bfloat16)
-    bf16 = Predictor(net)
+    bf16 = Predictor(load_model(checkpoint=ck, device="cuda", dtype="bf16"))
+    assert next(bf16.model.mask_decoder.transformer.parameters()).dtype == torch.bfloat16
     fp32.set_image(photo)
     bf16.set_image(photo)
     assert rel(fp32.features, bf16.features) <= 3e-2
-    a = fp32.predict(boxes=boxes, multimask=True).low_res
-    b = bf16.predict(boxes=boxes, multimask=True).low_res
-    confident = np.abs(a) >= 1.0
+    a = fp32.predict(boxes=boxes, multimask=True)
+    b = bf16.predict(boxes=boxes, multimask=True)
+    assert b.low_res.dtype == np.float32 and b.iou.dtype == np.float32
+    confident = np.abs(a.low_res) >= 1.0
     assert confident.mean() > 0.05
-    assert ((a > 0) == (b > 0))[confident].mean() >= 0.999
+    assert ((a.low_res > 0) == (b.low_res > 0))[confident].mean() >= 0.999
+    assert np.abs(a.iou - b.iou).max() <= 2e-2

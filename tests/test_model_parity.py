@@ -186,3 +186,29 @@ def test_image_part_only_decode_gives_the_same_masks(tiny_model, photo, hw):
     a = upscale_logits(full, p.input_hw, p.orig_hw, size) > 0
     b = upscale_logits(part, p.input_hw, p.orig_hw, size) > 0
     assert (a == b).float().mean() >= 0.9999
+
+
+def test_bf16_precision_runs_the_heavy_parts_in_bfloat16(tiny_ckpt, tiny_pair, photo):
+    """--dtype bf16 on the CPU path (GPUs: tests/test_gpu.py): encoder and decoder transformer
+    in bfloat16, prompts and heads in float32, float32 logits and IoU out, and the masks agree
+    with float32 wherever the float32 logit is clearly away from the threshold (this random
+    model's logits are small: "clearly" is twice their mean magnitude)."""
+    _, f32 = tiny_pair
+    net = load_model(checkpoint=tiny_ckpt, dtype="bf16")
+    dec = net.mask_decoder
+    assert next(net.image_encoder.parameters()).dtype == torch.bfloat16
+    assert next(dec.transformer.parameters()).dtype == torch.bfloat16
+    assert dec.iou_prediction_head.layers[0].weight.dtype == torch.float32
+    assert next(net.prompt_encoder.parameters()).dtype == torch.float32
+    ours = Predictor(net)
+    ours.set_image(photo)
+    assert ours.features.dtype == torch.float32
+    assert rel_l2(f32.features.numpy(), ours.features.numpy()) <= 3e-2
+    boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [100, 50, 300, 250]]
+    a = f32.predict(boxes=boxes, point_coords=[[220, 150]], point_labels=[1], multimask=True)
+    b = ours.predict(boxes=boxes, point_coords=[[220, 150]], point_labels=[1], multimask=True)
+    assert b.low_res.dtype == np.float32 and b.iou.dtype == np.float32
+    confident = np.abs(a.low_res) >= 2 * np.abs(a.low_res).mean()
+    assert confident.mean() > 0.05
+    assert ((a.low_res > 0) == (b.low_res > 0))[confident].mean() >= 0.999
+    assert np.abs(a.iou - b.iou).max() <= 2e-2

@@ -77,7 +77,8 @@ class CropMasks:
 class AutomaticMaskGenerator:
     def __init__(
         self, model: Sam, settings: AmgSettings | None = None, *,
-        upscale_budget_bytes: int = 512 << 20, decoder_batch: int | None = None,
+        upscale_budget_bytes: int = 512 << 20, logits_budget_bytes: int = 1 << 30,
+        decoder_batch: int | None = None,
     ) -> None:
         self.model = model
         self.s = settings or AmgSettings()
@@ -86,6 +87,7 @@ class AutomaticMaskGenerator:
             self.s.points_per_side, self.s.crop_n_layers, self.s.crop_n_points_downscale_factor
         )
         self.budget = upscale_budget_bytes
+        self.logits_budget = logits_budget_bytes
         # Prompts per decoder call: the whole point batch on accelerators, 8 on the CPU.
         self.decoder_batch = decoder_batch if decoder_batch else (
             8 if self.predictor.device.type == "cpu" else None
@@ -108,21 +110,29 @@ class AutomaticMaskGenerator:
     def decode_crop(
         self, features: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]
     ) -> CropMasks:
-        """features: 1×256×64×64 of this crop → its masks after filters and in-crop NMS."""
+        """features: 1×256×64×64 of this crop → its masks after filters and in-crop NMS.
+
+        Point batches are decoded back to back and their low-res logits kept on the device,
+        a group of batches at a time: the IoU filter, which needs the host to learn how
+        many masks survive, then waits for the device once per group instead of once per
+        batch (on a GPU, one group holds a whole 32×32 grid). The masks and their order are
+        the same for any grouping."""
         s = self.s
         p = self.predictor
         p.set_features(features, crop.crop_hw, crop.input_hw)
         result = CropMasks(crop.box)
         dev = p.device
-        for start in range(0, len(crop.points), s.points_per_batch):
-            pts = crop.points[start : start + s.points_per_batch]
+        n = len(crop.points)
+        group = s.points_per_batch * self._batches_per_group()
+        for g0 in range(0, n, group):
+            pts = crop.points[g0 : g0 + group]
             in_pts = torch.as_tensor(
                 scale_coords(pts, crop.crop_hw, crop.input_hw), dtype=torch.float32, device=dev
             )[:, None, :]
             labels = torch.ones(in_pts.shape[:2], dtype=torch.int64, device=dev)
-            low, iou = self._decode_points(in_pts, labels)
-            low, iou = low.flatten(0, 1), iou.flatten(0, 1).float()  # 3B×256×256, 3B
-            point_idx = torch.arange(len(pts), device=dev).repeat_interleave(iou.shape[0] // len(pts))
+            low, iou = self._decode_points(in_pts, labels)  # P×3×h×w, P×3
+            point_idx = torch.arange(len(pts), device=dev).repeat_interleave(iou.shape[1])
+            low, iou = low.flatten(0, 1), iou.flatten(0, 1).float()
             if s.pred_iou_thresh > 0.0:
                 keep = iou > s.pred_iou_thresh
                 low, iou, point_idx = low[keep], iou[keep], point_idx[keep]
@@ -130,13 +140,23 @@ class AutomaticMaskGenerator:
         self._nms_in_crop(result)
         return result
 
+    def _batches_per_group(self) -> int:
+        """Point batches whose low-res logits are held at once: 1 on the CPU (memory stays
+        at one batch), else as many as `logits_budget` bytes of float32 logits allow."""
+        if self.predictor.device.type == "cpu":
+            return 1
+        low = self.model.prompt_encoder.mask_input_size
+        per_batch = self.s.points_per_batch * 3 * low[0] * low[1] * 4
+        return max(1, self.logits_budget // per_batch)
+
     def _decode_points(
         self, points: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """B×1×2 points → B×3×256×256 logits, B×3 IoU; on the CPU in sub-batches of 8, so
-        the decoder's activations stay near the caches (with device.tune_allocator, 8 measured
-        faster than 4, 16 and 64 on a 2-core CPU; results are identical)."""
-        step = self.decoder_batch or points.shape[0]
+        """P×1×2 points → P×3×h×w logits, P×3 IoU, in decoder calls of `decoder_batch`
+        prompts: points_per_batch on accelerators; 8 on the CPU, so the decoder's activations
+        stay near the caches (with device.tune_allocator, 8 measured faster than 4, 16 and 64
+        on a 2-core CPU). Results are the same for any split."""
+        step = self.decoder_batch or self.s.points_per_batch
         outs = [
             self.predictor.decode(
                 points[a : a + step], labels[a : a + step], None, None, True,
@@ -144,6 +164,8 @@ class AutomaticMaskGenerator:
             )
             for a in range(0, points.shape[0], step)
         ]
+        if len(outs) == 1:
+            return outs[0]
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
     def _upscale_and_filter(

@@ -38,9 +38,9 @@ class Attention(nn.Module):
     The bias for query (qh, qw) and key (kh, kw) is q·Rh[qh, kh] + q·Rw[qw, kw]: two small
     einsums give the H and W terms, and their broadcast sum is the additive mask of a fused
     scaled_dot_product_attention call (flash on the CPU, memory-efficient on CUDA), so the
-    softmax never runs as separate passes over the HW×HW scores. On the CPU the mask is built
-    a band of query rows at a time into one reused buffer (a global vit_b block would
-    otherwise write and read an 805 MB mask); elsewhere in one piece.
+    softmax never runs as separate passes over the HW×HW scores. The mask is built a band of
+    query rows at a time into one reused buffer (a global vit_b block would otherwise write
+    and read an 805 MB mask per image); one band when it fits the budget.
     Windowed blocks project q, k and v before padding: the padded tokens are zeros after the
     norm, so their projection is the bias, written in without the matmul.
     (Measured on a 2-core CPU, vit_b: folding the bias into q and k with one-hot key codes
@@ -48,8 +48,11 @@ class Attention(nn.Module):
     was 1.5x slower: scripts/benchmark.py.)
     """
 
-    #: Most bytes of attention mask built at once on the CPU (a band of query rows).
+    #: Most bytes of attention mask built at once (a band of query rows): small on the CPU,
+    #: to stay near the caches; on a GPU it bounds memory (a global vit_h block at batch 8
+    #: would otherwise build a 4.3 GB mask).
     CPU_MASK_BYTES = 128 * 2**20
+    DEVICE_MASK_BYTES = 1 << 30
 
     def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int]) -> None:
         super().__init__()
@@ -82,11 +85,10 @@ class Attention(nn.Module):
         qg = q.reshape(b, nh, h, w, -1)
         bias_h = torch.einsum("bnhwc,hkc->bnhwk", qg, rh)[..., :, None]  # B×nh×H×W×kh×1
         bias_w = torch.einsum("bnhwc,wkc->bnhwk", qg, rw)[..., None, :]  # B×nh×H×W×1×kw
-        rows = h
-        if q.device.type == "cpu":
-            row_bytes = b * nh * w * h * w * q.element_size()
-            fits = [r for r in range(1, h + 1) if h % r == 0 and r * row_bytes <= self.CPU_MASK_BYTES]
-            rows = max(fits, default=1)
+        budget = self.CPU_MASK_BYTES if q.device.type == "cpu" else self.DEVICE_MASK_BYTES
+        row_bytes = b * nh * w * h * w * q.element_size()
+        fits = [r for r in range(1, h + 1) if h % r == 0 and r * row_bytes <= budget]
+        rows = max(fits, default=1)
         mask = q.new_empty(b, nh, rows, w, h, w)
         out = q.new_empty(b, h * w, nh, c // nh)  # one band when rows == h
         for r0 in range(0, h, rows):

@@ -62,8 +62,12 @@ class MaskDecoder(nn.Module):
         sparse: torch.Tensor, dense: torch.Tensor, outputs: slice = slice(None),
         grid_hw: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks and IoU of the mask tokens in `outputs` (all four by default)."""
+        """Masks and IoU of the mask tokens in `outputs` (all four by default).
+
+        The transformer and the upscaling run in their weights' dtype (bfloat16 after
+        Sam.set_precision); the heads, the returned logits and IoU are float32."""
         b = sparse.shape[0]
+        dt = self.transformer.final_attn_token_to_image.q_proj.weight.dtype
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         # A dense embedding shared by all prompts (no mask prompt) keeps src at batch 1.
@@ -72,7 +76,8 @@ class MaskDecoder(nn.Module):
         else:
             src = image_embeddings.expand(b, -1, -1, -1) + dense
         _, c, h, w = src.shape
-        hs, keys = self.transformer(src, image_pe, tokens)  # keys: B×HW×C, channels-last
+        hs, keys = self.transformer(src.to(dt), image_pe.to(dt), tokens.to(dt))  # keys: B×HW×C
+        hs = hs.float()
         iou = self.iou_prediction_head(hs[:, 0, :])[:, outputs]
         mlps = list(self.output_hypernetworks_mlps)
         index = range(self.num_mask_tokens)[outputs]
@@ -81,7 +86,7 @@ class MaskDecoder(nn.Module):
             gh, gw = grid_hw
             keys = keys.view(b, h, w, c)[:, :gh, :gw].reshape(b, gh * gw, c)
             h, w = gh, gw
-        return self._upscale_masks(keys, hyper, h, w), iou
+        return self._upscale_masks(keys, hyper.to(dt), h, w).float(), iou
 
     def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """output_upscaling + hypernetwork product, computed channels-last.

@@ -37,6 +37,17 @@ class Sam(nn.Module):
     def img_size(self) -> int:
         return self.image_encoder.img_size
 
+    def set_precision(self, dtype: torch.dtype) -> "Sam":
+        """Run the heavy parts in `dtype` (bfloat16 on GPUs): the image encoder, the decoder's
+        two-way transformer and its upscaling convs. The prompt encoder (Fourier features of
+        pixel coordinates), the IoU head and the hypernetwork MLPs stay float32, and masks and
+        IoU come out float32, so thresholds (IoU 0.88, stability, 0 logits) compare full
+        precision numbers."""
+        self.image_encoder.to(dtype)
+        self.mask_decoder.transformer.to(dtype)
+        self.mask_decoder.output_upscaling.to(dtype)
+        return self
+
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w RGB 0–255 (long side already resized to img_size) → normalised, padded
         bottom/right to B×3×img_size×img_size."""
