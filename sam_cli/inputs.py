@@ -35,25 +35,53 @@ def _walk(folder: Path) -> Iterator[Path]:
                 yield Path(root) / f
 
 
+def _under_cwd(p: str) -> str | None:
+    """An absolute path inside the working folder, relative to it; None for any other."""
+    if not os.path.isabs(p):
+        return None
+    try:
+        rel = os.path.relpath(p, os.getcwd())
+    except ValueError:  # another drive (Windows)
+        return None
+    return None if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
+def _glob_base(pattern: str) -> str:
+    """The folder part of a glob before its first wildcard: '/data/shots/**/*.jpg' → '/data/shots'."""
+    parts = []
+    for part in PurePosixPath(pattern.replace(os.sep, "/")).parts[:-1]:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return str(PurePosixPath(*parts)) if parts else "."
+
+
 def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator[InputItem]:
-    """Folders recurse (outputs relative to the folder); a file, a glob match or a path read
-    from stdin keeps its path as given (made relative). Missing paths are yielded too, so the
+    """Folders recurse (outputs relative to the folder). A relative file, glob match or stdin
+    path keeps its path as given. An absolute file argument keeps its path relative to the
+    working folder when it lies inside it, else its file name alone (`sam auto /tmp/x.jpg -o
+    out` writes out/x.jpg.*); an absolute glob's matches are relative to the glob's folder
+    part, like a folder argument's files; an absolute stdin path is made relative to the
+    working folder when inside it, else kept whole. Missing paths are yielded too, so the
     reader reports them as failed inputs."""
     for arg in args:
         if arg == "-":
             for line in stdin if stdin is not None else sys.stdin:
                 line = line.rstrip("\r\n")
-                if line:
-                    yield InputItem(Path(line), _safe_rel(line))
+                if line:  # absolute paths outside the working folder keep their folders
+                    yield InputItem(Path(line), _safe_rel(_under_cwd(line) or line))
             continue
         p = Path(arg)
         if p.is_dir():
             for f in _walk(p):
                 yield InputItem(f, f.relative_to(p).as_posix())
         elif not p.exists() and glob.has_magic(arg):
+            base = _glob_base(arg) if os.path.isabs(arg) else None
             for m in sorted(glob.glob(arg, recursive=True)):
                 mp = Path(m)
                 if mp.is_file() and mp.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield InputItem(mp, _safe_rel(m))
+                    yield InputItem(mp, _safe_rel(m if base is None else os.path.relpath(m, base)))
+        elif os.path.isabs(arg):
+            yield InputItem(p, _safe_rel(_under_cwd(arg) or p.name))
         else:
             yield InputItem(p, _safe_rel(arg))

@@ -95,8 +95,11 @@ class Predictor:
         """H×W×3 uint8 RGB → (1×3×h×w float tensor on the model's device, (h, w) resized)."""
         h, w = image.shape[:2]
         input_hw = target_size(h, w, self.model.img_size)
-        resized = resize_uint8(image, input_hw)
-        x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
+        t = torch.from_numpy(np.ascontiguousarray(image))
+        if self.device.type == "cuda":  # resize where the encoder reads it (exact int32 sums)
+            t = t.to(self.device)
+        resized = resize_uint8(t, input_hw)
+        x = resized.to(self.device).permute(2, 0, 1)[None].float()
         return x, input_hw
 
     @torch.inference_mode()

@@ -1,13 +1,18 @@
 """Resize to the model's input frame and map coordinates into it.
 
 The reference resizes with Pillow's antialiased bilinear filter on uint8. `resize_uint8`
-reproduces that filter bit for bit (same coefficients, same 22-bit fixed point, same choice of pass order)
-with numpy, so `sam` needs no Pillow and still feeds the encoder exactly the same pixels.
+reproduces that filter bit for bit (same coefficients, same 22-bit fixed point, same choice of
+pass order), so `sam` needs no Pillow and still feeds the encoder exactly the same pixels.
+The sums run in int32 torch arithmetic, exact on every device: on a GPU the image is resized
+where the encoder reads it, and on the CPU torch's threads share the work.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import torch
 
 _PRECISION_BITS = 32 - 8 - 2
 
@@ -18,56 +23,68 @@ def target_size(h: int, w: int, long_side: int) -> tuple[int, int]:
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
+@functools.lru_cache(maxsize=32)
 def _coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-point bilinear taps: (starts out_size, weights out_size×K int64)."""
+    """Pillow's fixed-point bilinear taps for one axis: (first input index per output,
+    out_size int64; weights out_size×K int32, taps past the edge weighted 0).
+
+    All outputs at once, in the same float64 operations and order as Pillow's per-output C
+    loop (its weight sum is sequential, and so is this one)."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale
     ksize = int(np.ceil(support)) * 2 + 1
-    starts = np.zeros(out_size, dtype=np.int64)
-    weights = np.zeros((out_size, ksize), dtype=np.float64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size) - xmin
-        x = np.arange(xmax, dtype=np.float64)
-        wts = np.maximum(0.0, 1.0 - np.abs((x + xmin - center + 0.5) / filterscale))
-        total = wts.sum()
-        if total != 0.0:
-            wts = wts / total
-        weights[xx, :xmax] = wts
-        starts[xx] = xmin
-    scaled = weights * (1 << _PRECISION_BITS)
-    fixed = np.where(scaled < 0, np.trunc(scaled - 0.5), np.trunc(scaled + 0.5)).astype(np.int64)
-    return starts, fixed
+    center = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)[None, :]
+    wts = np.maximum(0.0, 1.0 - np.abs((taps + xmin[:, None] - center[:, None] + 0.5) / filterscale))
+    wts[taps >= xmax[:, None]] = 0.0
+    total = np.zeros(out_size, dtype=np.float64)
+    for j in range(ksize):  # sequential, as Pillow sums (the trailing zeros change nothing)
+        total = total + wts[:, j]
+    wts = np.where(total[:, None] != 0.0, wts / np.where(total == 0.0, 1.0, total)[:, None], wts)
+    scaled = wts * (1 << _PRECISION_BITS)
+    fixed = np.where(scaled < 0, np.trunc(scaled - 0.5), np.trunc(scaled + 0.5)).astype(np.int32)
+    return xmin, fixed
 
 
-def _resample_axis(img: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+def _resample_axis(img: torch.Tensor, out_size: int, axis: int) -> torch.Tensor:
+    """One pass over H×W×C uint8 along `axis` (0: rows, 1: columns) → uint8."""
     in_size = img.shape[axis]
     starts, fixed = _coefficients(in_size, out_size)
-    k = fixed.shape[1]
-    src = np.moveaxis(img, axis, 0).astype(np.int64)
-    # Pad so every tap index is valid; padded taps carry weight 0.
-    src = np.concatenate([src, np.zeros((k,) + src.shape[1:], dtype=np.int64)], axis=0)
-    acc = np.full((out_size,) + src.shape[1:], 1 << (_PRECISION_BITS - 1), dtype=np.int64)
-    shape = (out_size,) + (1,) * (src.ndim - 1)
-    for j in range(k):
-        acc += src[starts + j] * fixed[:, j].reshape(shape)
-    out = np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
-    return np.moveaxis(out, 0, axis)
+    dev = img.device
+    src = img.to(torch.int32)
+    out_shape = list(img.shape)
+    out_shape[axis] = out_size
+    acc = torch.full(out_shape, 1 << (_PRECISION_BITS - 1), dtype=torch.int32, device=dev)
+    wshape = [1] * img.dim()
+    wshape[axis] = out_size
+    starts_t = torch.from_numpy(starts).to(dev)
+    weights = torch.from_numpy(fixed).to(dev)
+    for j in range(fixed.shape[1]):
+        idx = (starts_t + j).clamp_(max=in_size - 1)  # a clamped tap has weight 0
+        acc.addcmul_(src.index_select(axis, idx), weights[:, j].view(wshape))
+    return acc.bitwise_right_shift_(_PRECISION_BITS).clamp_(0, 255).to(torch.uint8)
 
 
-def resize_uint8(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """H×W×C uint8 → size (h, w), Pillow-identical antialiased bilinear (horizontal pass first)."""
+def resize_uint8(
+    img: np.ndarray | torch.Tensor, size: tuple[int, int],
+) -> np.ndarray | torch.Tensor:
+    """H×W×C uint8 → size (h, w), Pillow-identical antialiased bilinear. A numpy array gives
+    a numpy array (resized on the CPU); a tensor is resized on its device and stays there."""
+    as_numpy = isinstance(img, np.ndarray)
+    t = torch.from_numpy(np.ascontiguousarray(img)) if as_numpy else img
     h, w = size
-    dy, dx = img.shape[0] - h, img.shape[1] - w
+    dy, dx = t.shape[0] - h, t.shape[1] - w
     # Pillow runs the vertical pass first when it shrinks height much more than width.
     order = (0, 1) if dy > 0 and dy > 2 * dx else (1, 0)
-    out = img
+    out = t
     for axis in order:
         if out.shape[axis] != size[axis]:
             out = _resample_axis(out, size[axis], axis)
-    return np.ascontiguousarray(out)
+    out = out.contiguous()
+    return out.numpy() if as_numpy else out
 
 
 def scale_coords(coords: np.ndarray, orig_hw: tuple[int, int], new_hw: tuple[int, int]) -> np.ndarray:

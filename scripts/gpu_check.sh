@@ -5,7 +5,7 @@
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl pycocotools==2.0.11 segment-anything==1.0
 # Usage: bash scripts/gpu_check.sh [quick|full] [OUTDIR]
 #   quick: GPU tests + scripts/gpu_profile.py (about 3 minutes)
-#   full:  the same + scripts/benchmark.py against the reference (about 6 more minutes)
+#   full:  the same, with scripts/benchmark.py against the reference between them (9 minutes at most)
 # Results in OUTDIR: gpu.txt, gpu_tests.log, profile.txt, bench.md, bench.json
 set -uo pipefail
 MODE=${1:-full}
@@ -21,9 +21,10 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 python3 -c "import torch, typer, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'typer', typer.__version__)" | tee -a "$OUTDIR/gpu.txt"
-timeout 150 python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -30 | tee "$OUTDIR/gpu_tests.log"
-timeout 150 python3 scripts/gpu_profile.py --model vit_h 2>&1 | tee "$OUTDIR/profile.txt"
-[ "$MODE" = full ] || exit 0
-timeout 420 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
-    --rows encoder,boxes,auto-nofilter,auto-default,folder --folder-images 20 --batch-size 8 --repeat 3 \
-    --json "$OUTDIR/bench.json" 2>&1 | tee "$OUTDIR/bench.md"
+timeout 120 python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -30 | tee "$OUTDIR/gpu_tests.log"
+if [ "$MODE" = full ]; then
+    timeout 300 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
+        --rows encoder,boxes,auto-nofilter,auto-default,folder --folder-images 20 --batch-size 8 --repeat 3 \
+        --json "$OUTDIR/bench.json" 2>&1 | tee "$OUTDIR/bench.md"
+fi
+timeout 130 python3 scripts/gpu_profile.py --model vit_h --compile 2>&1 | tee "$OUTDIR/profile.txt"

@@ -166,3 +166,33 @@ def test_help_lists_every_amg_setting():
                  "--stability-score-offset", "--box-nms-thresh", "--crop-n-layers", "--crop-nms-thresh",
                  "--crop-overlap-ratio", "--crop-n-points-downscale-factor", "--min-mask-region-area"):
         assert flag in text
+
+
+def test_absolute_inputs_get_short_output_keys(tmp_path, monkeypatch):
+    """An absolute file outside the working folder keeps its name alone; an absolute glob's
+    matches are relative to its folder part; inside the working folder, paths are relative to
+    it; stdin paths outside it keep their folders (find /data … lists would collide)."""
+    from sam_cli.inputs import expand_inputs
+
+    data = tmp_path / "data"
+    (data / "a" / "b").mkdir(parents=True)
+    for f in ("x.jpg", "a/y.png", "a/b/z.jpg"):
+        (data / f).write_bytes(b"")
+    work = tmp_path / "work"
+    (work / "photos").mkdir(parents=True)
+    (work / "photos" / "p.jpg").write_bytes(b"")
+    monkeypatch.chdir(work)
+
+    def keys(*args, stdin=None):
+        return [i.rel for i in expand_inputs(list(args), stdin=stdin)]
+
+    assert keys(str(data / "x.jpg")) == ["x.jpg"]
+    assert keys(f"{data}/**/*.jpg") == ["a/b/z.jpg", "x.jpg"]
+    assert keys(f"{data}/a/*") == ["y.png"]
+    assert keys(str(work / "photos" / "p.jpg"), "photos/p.jpg") == ["photos/p.jpg", "photos/p.jpg"]
+    assert keys("-", stdin=[f"{data}/a/y.png\n", f"{work}/photos/p.jpg\n"]) == [
+        _rel_of(data / "a" / "y.png"), "photos/p.jpg"]
+
+
+def _rel_of(p):
+    return p.as_posix().lstrip("/")

@@ -56,8 +56,9 @@ def test_cuda_parity_with_reference(arch, tmp_path, photo):
 def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, photo):
     """--dtype bf16 (encoder and decoder transformer in bfloat16) vs fp32. A random model's
     logits sit near the 0 threshold almost everywhere, so whole-mask IoU measures noise (0.79
-    mean on an H200, 2026-11-27); the check is on pixels whose fp32 logit is at least 1 away
-    from the threshold, and on the predicted IoU."""
+    mean on an H200, 2026-11-27); the check is on pixels whose fp32 logit is clearly away from
+    the threshold (twice the mean magnitude: a random model's logits are small), and on the
+    predicted IoU."""
     from sam_cli.predictor import Predictor
     from sam_cli.registry import MODELS
     from sam_cli.weights import load_model
@@ -79,7 +80,21 @@ def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, phot
     a = fp32.predict(boxes=boxes, multimask=True)
     b = bf16.predict(boxes=boxes, multimask=True)
     assert b.low_res.dtype == np.float32 and b.iou.dtype == np.float32
-    confident = np.abs(a.low_res) >= 1.0
+    confident = np.abs(a.low_res) >= 2 * np.abs(a.low_res).mean()
     assert confident.mean() > 0.05
-    assert ((a.low_res > 0) == (b.low_res > 0))[confident].mean() >= 0.999
+    agree = ((a.low_res > 0) == (b.low_res > 0))[confident].mean()
+    print(f"{arch}: bf16 agrees with fp32 on {agree:.5f} of confident pixels, "
+          f"max IoU diff {np.abs(a.iou - b.iou).max():.4f}")
+    assert agree >= 0.999
     assert np.abs(a.iou - b.iou).max() <= 2e-2
+
+
+def test_resize_on_the_gpu_equals_the_cpu():
+    from sam_cli.transforms import resize_uint8
+
+    g = np.random.default_rng(0)
+    for h, w, oh, ow in [(300, 451, 681, 1024), (3000, 4000, 768, 1024), (2000, 123, 1024, 63)]:
+        img = g.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        cpu = resize_uint8(img, (oh, ow))
+        gpu = resize_uint8(torch.from_numpy(img).cuda(), (oh, ow)).cpu().numpy()
+        assert np.array_equal(cpu, gpu)

@@ -23,7 +23,8 @@ EPILOG = """Examples:
 
   find photos -name '*.jpg' | sam auto - -o out --format coco
 
-Outputs mirror the inputs' paths under OUT (a folder argument's files relative to it; files,
+Outputs mirror the inputs' paths under OUT (a folder argument's files and an absolute glob's
+matches relative to it; an absolute file outside the working folder by its name; other files,
 globs and stdin paths as given), keeping the extension so x.jpg and x.png never collide:
 png: x.jpg.masks/0.png … N-1.png + metadata.csv; coco-rle: x.jpg.json; coco: coco.json for
 the run (plus the per-image x.jpg.json it is built from); label-map: x.jpg.labels.png (16-bit,
@@ -50,7 +51,10 @@ def auto(
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.")],
     fmt: FormatOpt = None,
     points_per_side: Annotated[int, typer.Option(help="Grid points per side of the image.")] = 32,
-    points_per_batch: Annotated[int, typer.Option(help="Points decoded together (memory vs speed).")] = 64,
+    points_per_batch: Annotated[
+        Optional[int],
+        typer.Option(help="Points decoded together (memory vs speed; masks are the same). [default: 64 on the CPU, 256 on a GPU]", show_default=False),
+    ] = None,
     pred_iou_thresh: Annotated[float, typer.Option(help="Keep masks whose predicted IoU is above this (0 turns the filter off).")] = 0.88,
     stability_score_thresh: Annotated[float, typer.Option(help="Keep masks with a stability score at least this (0 turns it off).")] = 0.95,
     stability_score_offset: Annotated[float, typer.Option(help="Logit offset of the stability score.")] = 1.0,
@@ -85,7 +89,7 @@ def auto(
     for f in formats:
         if f not in FORMATS:
             raise PromptError(f"--format {f}: choose from {', '.join(FORMATS)}")
-    for name, val in (("--points-per-side", points_per_side), ("--points-per-batch", points_per_batch),
+    for name, val in (("--points-per-side", points_per_side), ("--points-per-batch", 1 if points_per_batch is None else points_per_batch),
                       ("--batch-size", batch_size), ("--crop-n-points-downscale-factor", crop_n_points_downscale_factor)):
         if val < 1:
             raise PromptError(f"{name} {val}: must be at least 1")

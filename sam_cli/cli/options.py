@@ -47,8 +47,9 @@ DtypeOpt = Annotated[
     str,
     typer.Option(
         "--dtype", metavar="DTYPE",
-        help="Image-encoder precision: fp32 (default) or bf16 (GPUs; fp16 is not offered: "
-        "it breaks vit_h).",
+        help="Precision of the image encoder and the mask decoder's transformer: fp32 "
+        "(default) or bf16 (GPUs; prompts, IoU and mask logits stay fp32; fp16 is not "
+        "offered: it breaks vit_h).",
         autocompletion=lambda: list(DTYPES),
     ),
 ]
