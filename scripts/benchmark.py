@@ -28,7 +28,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-ROWS = ("encoder", "boxes", "auto-nofilter", "auto-default", "folder", "memory-12mp")
+ROWS = ("encoder", "boxes", "auto-nofilter", "auto-default", "folder", "memory-12mp", "resize-12mp")
 
 
 # ------------------------------------------------------------------------ shared helpers
@@ -120,11 +120,21 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
     res: dict = {}
     if row == "folder":
         return folder_worker(impl, a, out)
-    net = load(impl, a.ckpt, a.model, dev, a.dtype if impl == "ours" else "fp32")
+    net = None if row == "resize-12mp" else load(impl, a.ckpt, a.model, dev, a.dtype if impl == "ours" else "fp32")
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
-        if row == "encoder":
+        if row == "resize-12mp":
+            # the long side to 1024, as each does before its encoder (the reference: Pillow)
+            img = photo_12mp()
+            times = []
+            for _ in range(a.repeat + 1):
+                t = time.perf_counter()
+                out_img = resize_to_input(impl, img, dev)
+                times.append(time.perf_counter() - t)
+            res["seconds"] = min(times[1:])
+            np.save(out / f"{impl}.npy", out_img)
+        elif row == "encoder":
             img = read("chelsea.jpg")
             pred = predictor(impl, net)
             times = []
@@ -164,6 +174,19 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
             (out / f"{impl}.json").write_text(json.dumps(recs))
     res["peak_mb"] = peak_mb(dev)
     return res
+
+
+def resize_to_input(impl: str, img: np.ndarray, device: str) -> np.ndarray:
+    if impl == "ref":
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        return ResizeLongestSide(1024).apply_image(img)
+    from sam_cli.transforms import resize_uint8, target_size
+
+    t = torch.from_numpy(img).to(device)
+    out = resize_uint8(t, target_size(*img.shape[:2], 1024))
+    sync(device)
+    return out.cpu().numpy()
 
 
 def predictor(impl: str, net):
@@ -241,6 +264,9 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
 def agreement(row: str, out: Path) -> str:
     if row == "folder":
         return "(parity: other rows)"
+    if row == "resize-12mp":
+        r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
+        return f"{(r == o).mean() * 100:.3f}% of pixel values equal" if r.shape == o.shape else "shapes differ"
     if row == "encoder":
         r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
         return f"embedding rel. L2 {np.linalg.norm(r - o) / np.linalg.norm(r):.1e}"
@@ -370,6 +396,7 @@ LABELS = {
     "auto-default": "automatic, {pps}x{pps} grid, default filters, s/image",
     "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}, {ff} filters), s/image, steady state",
     "memory-12mp": "automatic on a 12 MP photo (8x8 grid), s",
+    "resize-12mp": "resize a 12 MP photo to the encoder's input, s",
 }
 
 

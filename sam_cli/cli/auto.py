@@ -64,7 +64,10 @@ def auto(
     crop_overlap_ratio: Annotated[float, typer.Option(help="Overlap of neighbouring crops, as a share of the short side.")] = 512 / 1500,
     crop_n_points_downscale_factor: Annotated[int, typer.Option(help="Crop layer i uses points-per-side / factor^i.")] = 1,
     min_mask_region_area: Annotated[int, typer.Option(help="Fill holes and remove islands smaller than this many pixels (0: off).")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Images (crops) per image-encoder batch.")] = 1,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(help="Images (crops) per image-encoder batch. [default: 1 on the CPU, 4 on a GPU]", show_default=False),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Threads decoding images ahead.")] = 2,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images whose outputs exist.")] = False,
     progress: Annotated[
@@ -90,7 +93,8 @@ def auto(
         if f not in FORMATS:
             raise PromptError(f"--format {f}: choose from {', '.join(FORMATS)}")
     for name, val in (("--points-per-side", points_per_side), ("--points-per-batch", 1 if points_per_batch is None else points_per_batch),
-                      ("--batch-size", batch_size), ("--crop-n-points-downscale-factor", crop_n_points_downscale_factor)):
+                      ("--batch-size", 1 if batch_size is None else batch_size),
+                      ("--crop-n-points-downscale-factor", crop_n_points_downscale_factor)):
         if val < 1:
             raise PromptError(f"{name} {val}: must be at least 1")
     if crop_n_layers < 0 or min_mask_region_area < 0:
@@ -107,6 +111,8 @@ def auto(
     layout = OutputLayout(output, formats)
     net = load_sam(model, checkpoint, device, dtype, quiet)
     gen = AutomaticMaskGenerator(net, settings)
+    if batch_size is None:  # a GPU encodes 4 images in 0.63x the time per image of one (vit_h)
+        batch_size = 1 if gen.predictor.device.type == "cpu" else 4
 
     items = expand_inputs(inputs)
     total = None
