@@ -107,7 +107,8 @@ def generate_masks(
             t0 = now
 
     batch: list[_Loaded] = []
-    for ld in _read_ahead(gen, items, workers, ahead, skip):
+    # While a batch is on the device, the next one is being read: look ahead a batch at least.
+    for ld in _read_ahead(gen, items, workers, max(ahead, 2 * batch_size), skip):
         if ld.skipped or ld.error is not None:
             yield from flush(batch)  # keep results in input order
             batch = []

@@ -126,14 +126,16 @@ class Predictor:
     def decode(
         self, points: torch.Tensor | None, labels: torch.Tensor | None,
         boxes: torch.Tensor | None, mask_input: torch.Tensor | None, multimask: bool,
-        *, image_part_only: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        *, image_part_only: bool = False, min_iou: float | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         """Prompts already in the input frame: points B×N×2, labels B×N, boxes B×4,
         mask_input B×1×256×256 or 1×1×256×256. Returns low-res logits B×M×256×256, iou B×M.
 
         image_part_only: compute only the low-res rows and columns that upscale_logits reads
         for this image (the rest covers padding), so logits are B×M×h×w with h, w ≤ 256;
-        upscaling them gives the same masks as the full logits."""
+        upscaling them gives the same masks as the full logits.
+        min_iou: only the K prompts with a predicted IoU above it get logits: returns logits
+        K×M×…, iou K×M and the K prompt indices (MaskDecoder.forward)."""
         if self.features is None:
             raise RuntimeError("set_image() must be called before decode()")
         pe = self.model.prompt_encoder
@@ -151,7 +153,7 @@ class Predictor:
                 -(-_low_res_needed(low[1], img, self.input_hw[1]) // per_cell),
             )
         return self.model.mask_decoder(
-            self.features, pe.get_dense_pe(), sparse, dense, multimask, grid
+            self.features, pe.get_dense_pe(), sparse, dense, multimask, grid, min_iou
         )
 
     def predict(

@@ -188,6 +188,27 @@ def test_image_part_only_decode_gives_the_same_masks(tiny_model, photo, hw):
     assert (a == b).float().mean() >= 0.9999
 
 
+def test_decode_with_min_iou_upscales_only_the_prompts_the_filter_keeps(tiny_pair):
+    """min_iou (automatic mode's IoU filter moved before the upscaling) returns the logits of
+    exactly the prompts with a predicted IoU above it, equal to the full decode's, and an
+    empty result when none is above."""
+    _, p = tiny_pair
+    g = torch.Generator().manual_seed(3)
+    pts = torch.rand(24, 1, 2, generator=g) * torch.tensor([1024.0, 680.0])
+    labels = torch.ones(24, 1, dtype=torch.int64)
+    low, iou = p.decode(pts, labels, None, None, True, image_part_only=True)
+    thr = float(iou.max(dim=1).values.median())
+    sub, sub_iou, kept = p.decode(pts, labels, None, None, True, image_part_only=True, min_iou=thr)
+    expect = (iou > thr).any(dim=1).nonzero().squeeze(1)
+    assert 0 < len(kept) < 24
+    assert kept.tolist() == expect.tolist()
+    torch.testing.assert_close(sub_iou, iou[kept])
+    torch.testing.assert_close(sub, low[kept])
+    none = p.decode(pts, labels, None, None, True, image_part_only=True, min_iou=float(iou.max()))
+    assert none[0].shape[0] == none[1].shape[0] == none[2].shape[0] == 0
+    assert none[0].shape[1:] == low.shape[1:]
+
+
 def test_bf16_precision_runs_the_heavy_parts_in_bfloat16(tiny_ckpt, tiny_pair, photo):
     """--dtype bf16 on the CPU path (GPUs: tests/test_gpu.py): encoder and decoder transformer
     in bfloat16, prompts and heads in float32, float32 logits and IoU out, and the masks agree

@@ -40,7 +40,8 @@ class MaskDecoder(nn.Module):
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool, grid_hw: tuple[int, int] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        min_iou: float | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         """image_embeddings: 1×C×64×64 (one image, shared by every prompt, never copied per
         prompt) or B×C×64×64; sparse: B×T×C; dense: B×C×64×64 or 1×C×64×64.
 
@@ -49,20 +50,23 @@ class MaskDecoder(nn.Module):
         depends on that cell alone, so the blocks computed equal those of a full run.
 
         Returns masks B×M×4gh×4gw logits (256×256 for the whole grid) and iou B×M,
-        M = 3 with multimask_output else 1.
+        M = 3 with multimask_output else 1. With min_iou, only the K prompts with a predicted
+        IoU above it are upscaled (the IoU head runs before the upscaling), and the result is
+        masks K×M×…, iou K×M and their prompt indices K (long).
         """
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            sl, grid_hw,
+            sl, grid_hw, min_iou,
         )
 
     def predict_masks(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
         sparse: torch.Tensor, dense: torch.Tensor, outputs: slice = slice(None),
-        grid_hw: tuple[int, int] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks and IoU of the mask tokens in `outputs` (all four by default).
+        grid_hw: tuple[int, int] | None = None, min_iou: float | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Masks and IoU of the mask tokens in `outputs` (all four by default); with min_iou,
+        of the prompts that have a mask above it, and their indices (see forward).
 
         The transformer and the upscaling run in their weights' dtype (bfloat16 after
         Sam.set_precision); the heads, the returned logits and IoU are float32."""
@@ -81,12 +85,19 @@ class MaskDecoder(nn.Module):
         iou = self.iou_prediction_head(hs[:, 0, :])[:, outputs]
         mlps = list(self.output_hypernetworks_mlps)
         index = range(self.num_mask_tokens)[outputs]
-        hyper = torch.stack([mlps[i](hs[:, 1 + i, :]) for i in index], dim=1)  # B×M×C/8
-        if grid_hw is not None and tuple(grid_hw) != (h, w):
-            gh, gw = grid_hw
-            keys = keys.view(b, h, w, c)[:, :gh, :gw].reshape(b, gh * gw, c)
-            h, w = gh, gw
-        return self._upscale_masks(keys, hyper.to(dt), h, w).float(), iou
+        gh, gw = grid_hw if grid_hw is not None else (h, w)
+        if min_iou is None:
+            if (gh, gw) != (h, w):
+                keys = keys.view(b, h, w, c)[:, :gh, :gw].reshape(b, gh * gw, c)
+            hyper = torch.stack([mlps[i](hs[:, 1 + i, :]) for i in index], dim=1)  # B×M×C/8
+            return self._upscale_masks(keys, hyper.to(dt), gh, gw).float(), iou
+        # The upscaling is most of a prompt's cost: skip the prompts none of whose masks the
+        # IoU filter would keep (the same `>` as the filter, so the kept masks are the same).
+        kept = (iou > min_iou).any(dim=1).nonzero().squeeze(1)
+        keys = keys.view(b, h, w, c)[kept, :gh, :gw].reshape(-1, gh * gw, c)
+        hs = hs[kept]
+        hyper = torch.stack([mlps[i](hs[:, 1 + i, :]) for i in index], dim=1)  # K×M×C/8
+        return self._upscale_masks(keys, hyper.to(dt), gh, gw).float(), iou[kept], kept
 
     def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """output_upscaling + hypernetwork product, computed channels-last.
@@ -114,5 +125,5 @@ class MaskDecoder(nn.Module):
         x = act2(torch.addmm(conv2.bias.repeat(4), x, w2))  # rows × (di2, dj2, C2)
         x = x.view(b, h * w * 16, c2)
         m = torch.bmm(x, hyper.transpose(1, 2))  # B×(i, j, di1, dj1, di2, dj2)×M
-        m = m.view(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return m.reshape(b, -1, 4 * h, 4 * w)
+        m = m.view(b, h, w, 2, 2, 2, 2, hyper.shape[1]).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return m.reshape(b, hyper.shape[1], 4 * h, 4 * w)
