@@ -118,8 +118,8 @@ class AutomaticMaskGenerator:
         """features: 1×256×64×64 of this crop → its masks after filters and in-crop NMS.
 
         Point batches are decoded back to back and their low-res logits kept on the device,
-        a group of batches at a time: the IoU filter, which needs the host to learn how
-        many masks survive, then waits for the device once per group instead of once per
+        a group of batches at a time: the mask-level IoU filter, which needs the host to learn
+        how many masks survive, then waits for the device once per group instead of once per
         batch (on a GPU, one group holds a whole 32×32 grid). The masks and their order are
         the same for any grouping."""
         s = self.s
