@@ -2,10 +2,11 @@
 reference). Prints, for one model:
 
 * the image encoder per image at several batch sizes, with achieved TFLOP/s;
-* the mask decoder over a 32×32 grid (1024 prompts) per precision and decoder batch;
+* the mask decoder over a 32×32 grid (1024 prompts) per precision and decoder batch, with
+  every prompt upscaled and with the IoU filter first;
 * prompted throughput in images/s (encoder batches of 8, 16 boxes per image);
 * automatic mode end to end per image (default filters, filters off);
-* the top CUDA operators of one decode_crop;
+* the top CUDA operators of the decoder over the grid, every prompt upscaled;
 * with --compile, the same decoder under torch.compile (an experiment: sam does not compile).
 
     python scripts/gpu_profile.py --model vit_h
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--decoder-batches", default="64,256")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--points-per-side", type=int, default=32)
     a = ap.parse_args()
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
     from sam_cli.io.images import read_image
@@ -56,20 +58,25 @@ def main() -> None:
     print(f"# {a.model} on {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
 
     def decoder_rows(tag: str) -> None:
-        gen = AutomaticMaskGenerator(net, AmgSettings())
+        """The decoder over a 32×32 grid: every prompt upscaled (IoU filter off), and with the
+        default IoU filter first (random weights: no prompt passes, none is upscaled)."""
+        gen = AutomaticMaskGenerator(net, AmgSettings(points_per_side=a.points_per_side))
         crop = gen.prepare_crops(img)[0]
         feats = gen.predictor.embed([crop.pixels])
+        pts, labels = grid_prompts(crop, a.device)
         for db in [int(x) for x in a.decoder_batches.split(",")]:
-            gen = AutomaticMaskGenerator(net, AmgSettings(points_per_batch=db))
-            try:
-                sec = timed(lambda: gen.decode_crop(feats, crop, hw))
-            except torch.OutOfMemoryError:
-                print(f"decoder {tag}, batch {db}: out of memory", flush=True)
-                torch.cuda.empty_cache()
-                continue
-            print(f"decoder {tag}, 1024 prompts in batches of {db}: {sec * 1e3:.1f} ms "
-                  f"(peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)", flush=True)
-            torch.cuda.reset_peak_memory_stats()
+            for filt, kw in (("all upscaled", dict(pred_iou_thresh=0.0)), ("IoU filter first", {})):
+                gen = AutomaticMaskGenerator(net, AmgSettings(points_per_side=a.points_per_side, points_per_batch=db, **kw))
+                gen.predictor.set_features(feats, crop.crop_hw, crop.input_hw)
+                try:
+                    sec = timed(lambda: gen._decode_points(pts, labels))
+                except torch.OutOfMemoryError:
+                    print(f"decoder {tag}, batch {db}: out of memory", flush=True)
+                    torch.cuda.empty_cache()
+                    continue
+                print(f"decoder {tag}, {len(pts)} prompts in batches of {db}, {filt}: {sec * 1e3:.1f} ms "
+                      f"(peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)", flush=True)
+                torch.cuda.reset_peak_memory_stats()
 
     with torch.inference_mode():
         decoder_rows("fp32")
@@ -103,12 +110,13 @@ def main() -> None:
 
         sec = timed(prompted) / 8
         print(f"prompted: encoder batch 8 + 16 boxes per image: {1 / sec:.1f} images/s", flush=True)
-        for name, s in (("default filters", AmgSettings()),
-                        ("filters off", AmgSettings(pred_iou_thresh=0, stability_score_thresh=0))):
-            g = AutomaticMaskGenerator(net, s)
+        n = a.points_per_side
+        for name, st in (("default filters", AmgSettings(points_per_side=n)),
+                         ("filters off", AmgSettings(points_per_side=n, pred_iou_thresh=0, stability_score_thresh=0))):
+            g = AutomaticMaskGenerator(net, st)
             recs = []
             sec = timed(lambda: recs.append(g.generate(img)), reps=2)
-            print(f"generate, {name}: {sec:.3f} s/image, {len(recs[-1])} masks", flush=True)
+            print(f"generate, {n}x{n}, {name}: {sec:.3f} s/image, {len(recs[-1])} masks", flush=True)
         crop = gen.prepare_crops(img)[0]
         t = time.perf_counter()
         for _ in range(10):
@@ -116,24 +124,38 @@ def main() -> None:
         torch.cuda.synchronize()
         print(f"prepare_crops (read image resized on the GPU): {(time.perf_counter() - t) * 100:.1f} ms", flush=True)
         feats = gen.predictor.embed([crop.pixels])
+        # the whole decoder (no prompt skipped by the IoU filter), as in the decoder rows
+        full = AutomaticMaskGenerator(net, AmgSettings(points_per_side=n, pred_iou_thresh=0.0))
+        crop = full.prepare_crops(img)[0]
+        full.predictor.set_features(feats, crop.crop_hw, crop.input_hw)
+        pts, labels = grid_prompts(crop, a.device)
         if not a.no_profile:
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                gen.decode_crop(feats, crop, hw)
+                full._decode_points(pts, labels)
                 torch.cuda.synchronize()
+            print(f"decoder bf16, {len(pts)} prompts in batches of {full.points_per_batch}, all upscaled:")
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50), flush=True)
         if a.compile:
             dec = net.mask_decoder
             dec.forward = torch.compile(dec.forward, dynamic=False)
             t = time.perf_counter()
-            gen.decode_crop(feats, crop, hw)
+            full._decode_points(pts, labels)
             torch.cuda.synchronize()
             print(f"decoder bf16 under torch.compile: first call {time.perf_counter() - t:.1f} s", flush=True)
-            sec = timed(lambda: gen.decode_crop(feats, crop, hw))
-            print(f"decoder bf16 under torch.compile, 1024 prompts in batches of {gen.points_per_batch}: "
-                  f"{sec * 1e3:.1f} ms", flush=True)
+            sec = timed(lambda: full._decode_points(pts, labels))
+            print(f"decoder bf16 under torch.compile, {len(pts)} prompts in batches of {full.points_per_batch}, "
+                  f"all upscaled: {sec * 1e3:.1f} ms", flush=True)
 
+
+def grid_prompts(crop, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A crop's grid points as decoder prompts: P×1×2 in the input frame, P×1 labels."""
+    from sam_cli.transforms import scale_coords
+
+    pts = torch.as_tensor(scale_coords(crop.points, crop.crop_hw, crop.input_hw),
+                          dtype=torch.float32, device=device)[:, None]
+    return pts, torch.ones(pts.shape[:2], dtype=torch.int64, device=device)
 
 if __name__ == "__main__":
     main()
