@@ -196,3 +196,26 @@ def test_absolute_inputs_get_short_output_keys(tmp_path, monkeypatch):
 
 def _rel_of(p):
     return p.as_posix().lstrip("/")
+
+
+def test_out_of_memory_is_exit_8_with_a_hint(tiny_ckpt, folder, tmp_path, monkeypatch, capsys):
+    """Running out of GPU (or host) memory is not a bug: a one-line error with what to lower,
+    exit code 8, no traceback."""
+    import torch
+
+    from sam_cli import pipeline
+    from sam_cli.cli import app
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(pipeline, "generate_masks", out_of_memory)
+    with pytest.raises(SystemExit) as e:
+        app.main(["auto", str(folder), "-o", str(tmp_path / "out"), "-c", str(tiny_ckpt),
+                  "--device", "cpu", "-q"])
+    assert e.value.code == 8
+    assert capsys.readouterr().err == (
+        "Error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB (lower --batch-size "
+        "or --points-per-batch, or use --dtype bf16 or a smaller --model)\n"
+    )

@@ -66,6 +66,19 @@ def _exit_code_for(err: Exception) -> ExitCode:
     return ExitCode.USAGE
 
 
+def _out_of_memory(err: Exception) -> bool:
+    """torch's OutOfMemoryError (CUDA, MPS) or the host's MemoryError, without importing torch
+    here: if torch raised it, torch is already loaded."""
+    if isinstance(err, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    kinds = (getattr(torch, "OutOfMemoryError", None),  # torch >= 2.5: CUDA, MPS, XPU
+             getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None))
+    return any(k is not None and isinstance(err, k) for k in kinds)
+
+
 class Interrupted(BaseException):
     """Raised by our SIGINT handler; a BaseException so no library turns it into another error."""
 
@@ -103,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
             hint = f" ({e.hint})" if e.hint else ""
             print(f"Error: {e}{hint}", file=sys.stderr)
             sys.exit(_exit_code_for(e))
+        if _out_of_memory(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"Error: out of memory: {first} (lower --batch-size or --points-per-batch, "
+                  "or use --dtype bf16 or a smaller --model)", file=sys.stderr)
+            sys.exit(ExitCode.MEMORY)
         print(f"Error: unexpected {type(e).__name__}: {e} (rerun with --debug and report it)",
               file=sys.stderr)
         sys.exit(ExitCode.FAILURE)

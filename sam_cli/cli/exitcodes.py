@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     PARTIAL = 5
     DOWNLOAD = 6
     OUTPUT = 7
+    MEMORY = 8
     INTERRUPTED = 130
 
 
@@ -27,6 +28,8 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.PARTIAL: "some inputs failed (sam auto); the others were processed",
     ExitCode.DOWNLOAD: "a checkpoint download failed (network, HTTP status, hash)",
     ExitCode.OUTPUT: "an output could not be written",
+    ExitCode.MEMORY: "out of memory (GPU or host): finished outputs are kept; lower --batch-size or "
+    "--points-per-batch, or use --dtype bf16 or a smaller --model",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); finished outputs are kept",
 }
 
