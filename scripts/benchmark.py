@@ -224,7 +224,9 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
         cmd = [str(sam)] if sam.exists() else [sys.executable, "-m", "sam_cli"]
         cmd += ["auto", str(src), "-o", str(out / "ours"), "-c", a.ckpt, "--device", a.device,
                 "--dtype", a.dtype, "--points-per-side", str(a.folder_points_per_side),
-                "--batch-size", str(a.batch_size), "-q", "-f", "coco-rle"]
+                "-q", "-f", "coco-rle"]
+        if a.batch_size:
+            cmd += ["--batch-size", str(a.batch_size)]
         if a.folder_filters == "off":
             cmd += ["--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
         env = {**os.environ, "SAM_THREADS": str(a.threads)}
@@ -319,7 +321,8 @@ def main() -> None:
     ap.add_argument("--folder-images", type=int, default=20)
     ap.add_argument("--folder-points-per-side", type=int, default=32)
     ap.add_argument("--folder-filters", default="default", choices=["default", "off"])
-    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=0,
+                    help="`sam auto --batch-size` in the folder row (default: sam's own default)")
     ap.add_argument("--ref-allocator", default="system", choices=["system", "tuned"],
                     help="give the reference sam's malloc setting too (device.tune_allocator), "
                          "to see how much of a ratio it accounts for")
