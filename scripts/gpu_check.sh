@@ -3,6 +3,7 @@
 # H100/H200). Needs the wheels the GPU image lacks in .whl/ (pycocotools, segment-anything):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl pycocotools==2.0.11 segment-anything==1.0
+# With the device tool: carry .whl, timeout_s 580 (the stages below stop themselves by 550 s).
 # Usage: bash scripts/gpu_check.sh [quick|full] [OUTDIR]
 #   quick: GPU tests + scripts/gpu_profile.py (about 3 minutes)
 #   full:  the same, with scripts/benchmark.py against the reference between them (9 minutes at most)
