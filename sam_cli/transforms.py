@@ -18,9 +18,10 @@ _PRECISION_BITS = 32 - 8 - 2
 
 
 def target_size(h: int, w: int, long_side: int) -> tuple[int, int]:
-    """(new_h, new_w) with the longest side equal to long_side, aspect kept."""
+    """(new_h, new_w) with the longest side equal to long_side, aspect kept. A side that
+    would round to 0 pixels (a 1×3000 strip) gets 1, where the reference's resize fails."""
     scale = long_side * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 @functools.lru_cache(maxsize=32)

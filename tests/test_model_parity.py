@@ -233,3 +233,16 @@ def test_bf16_precision_runs_the_heavy_parts_in_bfloat16(tiny_ckpt, tiny_pair, p
     assert confident.mean() > 0.05
     assert ((a.low_res > 0) == (b.low_res > 0))[confident].mean() >= 0.999
     assert np.abs(a.iou - b.iou).max() <= 2e-2
+
+
+def test_a_one_pixel_strip_is_segmented(tiny_model):
+    """A 1×3000 image: the short side would round to 0 pixels (where the reference's resize
+    fails); it gets 1, and a click gives a mask of the image's size."""
+    from sam_cli.transforms import target_size
+
+    assert target_size(1, 3000, 1024) == (1, 1024)
+    img = np.random.default_rng(0).integers(0, 256, (1, 3000, 3), dtype=np.uint8)
+    p = Predictor(tiny_model)
+    p.set_image(img)
+    out = p.predict(point_coords=[[10, 0]], point_labels=[1], multimask=True)
+    assert out.masks.shape == (1, 3, 1, 3000)
