@@ -130,3 +130,17 @@ def test_grouping_and_decoder_batches_do_not_change_the_masks(models):
     assert [r.rle for r in base] == [r.rle for r in other]
     assert np.allclose([r.predicted_iou for r in base], [r.predicted_iou for r in other], atol=1e-5)
     assert [r.point for r in base] == [r.point for r in other]
+
+
+def test_tiny_images_with_crop_layers(models):
+    """Crop layers on an image a pixel or two wide make crop boxes of no pixels: they are left
+    out instead of failing the image."""
+    _, tiny_model = models
+    gen = AutomaticMaskGenerator(tiny_model, AmgSettings(points_per_side=4, crop_n_layers=1,
+                                                          pred_iou_thresh=0.0, stability_score_thresh=0.0))
+    for hw in ((1, 1), (3, 2)):
+        image = np.full((*hw, 3), 128, np.uint8)
+        crops = gen.prepare_crops(image)
+        assert crops and all(c.crop_hw[0] > 0 and c.crop_hw[1] > 0 for c in crops)
+        for r in gen.generate(image):
+            assert r.rle["size"] == list(hw)

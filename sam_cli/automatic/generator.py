@@ -100,10 +100,13 @@ class AutomaticMaskGenerator:
 
     # ------------------------------------------------------------------------- steps
     def prepare_crops(self, image: np.ndarray) -> list[CropInput]:
-        """H×W×3 uint8 RGB → one CropInput per crop box, in the reference's order."""
+        """H×W×3 uint8 RGB → one CropInput per crop box, in the reference's order. Crop boxes
+        of no pixels (crop layers on an image a few pixels wide) are left out."""
         out = []
         for box, layer in crop_boxes(image.shape[:2], self.s.crop_n_layers, self.s.crop_overlap_ratio):
             x0, y0, x1, y1 = box
+            if x1 <= x0 or y1 <= y0:
+                continue
             crop = image[y0:y1, x0:x1]
             pixels, input_hw = self.predictor.prepare(crop)
             crop_hw = (y1 - y0, x1 - x0)
