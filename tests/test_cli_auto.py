@@ -219,3 +219,21 @@ def test_out_of_memory_is_exit_8_with_a_hint(tiny_ckpt, folder, tmp_path, monkey
         "Error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB (lower --batch-size "
         "or --points-per-batch, or use --dtype bf16 or a smaller --model)\n"
     )
+
+
+def test_an_output_that_is_a_file_fails_at_once(folder, tmp_path, tiny_ckpt):
+    out = tmp_path / "out.txt"
+    out.write_text("keep me")
+    p = run_sam("auto", folder, "-o", out, "-c", tiny_ckpt, *FAST)
+    assert p.returncode == 7
+    assert p.stderr.decode() == f"Error: {out}: exists and is not a folder\n"
+    assert p.stdout == b"" and out.read_text() == "keep me"
+
+
+def test_no_images_found_says_so_without_loading_the_model(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    p = run_sam("auto", empty, "-o", tmp_path / "out", "-c", tmp_path / "missing.pth")
+    assert p.returncode == 0 and p.stdout == b""
+    assert p.stderr.decode().startswith(f"no images found in {empty} (extensions: .bmp, ")

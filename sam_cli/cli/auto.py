@@ -84,6 +84,7 @@ def auto(
     from ..automatic import AmgSettings, AutomaticMaskGenerator
     from ..errors import PromptError, SamError
     from ..inputs import expand_inputs
+    from ..io.images import IMAGE_EXTENSIONS
     from ..io.amg_outputs import OutputLayout, write_coco_dataset, write_image_outputs
     from ..pipeline import ImageResult, WriteBehind, generate_masks
     from .common import load_sam, message, stderr_is_tty
@@ -109,16 +110,19 @@ def auto(
         min_mask_region_area=min_mask_region_area,
     )
     layout = OutputLayout(output, formats)
-    net = load_sam(model, checkpoint, device, dtype, quiet)
-    gen = AutomaticMaskGenerator(net, settings)
-    if batch_size is None:  # a GPU encodes 4 images in 0.63x the time per image of one (vit_h)
-        batch_size = 1 if gen.predictor.device.type == "cpu" else 4
-
     items = expand_inputs(inputs)
     total = None
     if "-" not in inputs:
         items = list(items)
         total = len(items)
+        if total == 0:  # nothing to do is not an error (exit 0), but say so, before any download
+            message(f"no images found in {' '.join(inputs)} "
+                    f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})", quiet)
+            return
+    net = load_sam(model, checkpoint, device, dtype, quiet)
+    gen = AutomaticMaskGenerator(net, settings)
+    if batch_size is None:  # a GPU encodes 4 images in 0.63x the time per image of one (vit_h)
+        batch_size = 1 if gen.predictor.device.type == "cpu" else 4
     seen: dict[str, str] = {}
     done_rels: list[str] = []
     failures: list[str] = []

@@ -30,6 +30,11 @@ class OutputLayout:
     root: Path
     formats: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        # fail before any image is read or the model loaded, not once per image
+        if self.root.exists() and not self.root.is_dir():
+            raise OutputError(f"{self.root}: exists and is not a folder")
+
     def paths(self, rel: str) -> dict[str, Path]:
         base = self.root / rel
         out = {}
