@@ -87,16 +87,13 @@ class AutomaticMaskGenerator:
             self.s.points_per_side, self.s.crop_n_layers, self.s.crop_n_points_downscale_factor
         )
         self.budget = upscale_budget_bytes
+        self.logits_budget = logits_budget_bytes
+        self.on_cpu = self.predictor.device.type == "cpu"
         # Masks do not depend on it; a GPU decodes 256 prompts per call 1.5x faster than 64
         # (vit_h, bf16, H200: scripts/gpu_profile.py) for about 1.3 GB more memory.
-        self.points_per_batch = self.s.points_per_batch or (
-            64 if self.predictor.device.type == "cpu" else 256
-        )
-        self.logits_budget = logits_budget_bytes
+        self.points_per_batch = self.s.points_per_batch or (64 if self.on_cpu else 256)
         # Prompts per decoder call: the whole point batch on accelerators, 8 on the CPU.
-        self.decoder_batch = decoder_batch if decoder_batch else (
-            8 if self.predictor.device.type == "cpu" else None
-        )
+        self.decoder_batch = decoder_batch or (8 if self.on_cpu else None)
 
     # ------------------------------------------------------------------------- steps
     def prepare_crops(self, image: np.ndarray) -> list[CropInput]:
@@ -151,7 +148,7 @@ class AutomaticMaskGenerator:
     def _batches_per_group(self) -> int:
         """Point batches whose low-res logits are held at once: 1 on the CPU (memory stays
         at one batch), else as many as `logits_budget` bytes of float32 logits allow."""
-        if self.predictor.device.type == "cpu":
+        if self.on_cpu:
             return 1
         low = self.model.prompt_encoder.mask_input_size
         per_batch = self.points_per_batch * 3 * low[0] * low[1] * 4

@@ -84,8 +84,8 @@ def auto(
     from ..automatic import AmgSettings, AutomaticMaskGenerator
     from ..errors import PromptError, SamError
     from ..inputs import expand_inputs
-    from ..io.images import IMAGE_EXTENSIONS
     from ..io.amg_outputs import OutputLayout, write_coco_dataset, write_image_outputs
+    from ..io.images import IMAGE_EXTENSIONS
     from ..pipeline import ImageResult, WriteBehind, generate_masks
     from .common import load_sam, message, stderr_is_tty
 

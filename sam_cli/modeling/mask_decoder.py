@@ -86,18 +86,18 @@ class MaskDecoder(nn.Module):
         mlps = list(self.output_hypernetworks_mlps)
         index = range(self.num_mask_tokens)[outputs]
         gh, gw = grid_hw if grid_hw is not None else (h, w)
-        if min_iou is None:
-            if (gh, gw) != (h, w):
-                keys = keys.view(b, h, w, c)[:, :gh, :gw].reshape(b, gh * gw, c)
-            hyper = torch.stack([mlps[i](hs[:, 1 + i, :]) for i in index], dim=1)  # B×M×C/8
-            return self._upscale_masks(keys, hyper.to(dt), gh, gw).float(), iou
-        # The upscaling is most of a prompt's cost: skip the prompts none of whose masks the
-        # IoU filter would keep (the same `>` as the filter, so the kept masks are the same).
-        kept = (iou > min_iou).any(dim=1).nonzero().squeeze(1)
-        keys = keys.view(b, h, w, c)[kept, :gh, :gw].reshape(-1, gh * gw, c)
-        hs = hs[kept]
+        prompts: torch.Tensor | slice = slice(None)
+        if min_iou is not None:
+            # The upscaling is most of a prompt's cost: skip the prompts none of whose masks
+            # the IoU filter would keep (the same `>` as the filter, so the kept masks are the
+            # same).
+            prompts = (iou > min_iou).any(dim=1).nonzero().squeeze(1)
+            hs, iou = hs[prompts], iou[prompts]
+        # one copy for the kept prompts and grid cells; none when all of both are kept
+        keys = keys.view(b, h, w, c)[prompts, :gh, :gw].reshape(-1, gh * gw, c)
         hyper = torch.stack([mlps[i](hs[:, 1 + i, :]) for i in index], dim=1)  # K×M×C/8
-        return self._upscale_masks(keys, hyper.to(dt), gh, gw).float(), iou[kept], kept
+        masks = self._upscale_masks(keys, hyper.to(dt), gh, gw).float()
+        return (masks, iou) if min_iou is None else (masks, iou, prompts)
 
     def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """output_upscaling + hypernetwork product, computed channels-last.
