@@ -3,6 +3,7 @@ random weights, sam's threads and allocator setting, the top operators by self t
 matmul peak measured in the same run.
 
     python scripts/cpu_profile.py --model vit_b --threads 2
+    python scripts/cpu_profile.py --attention   # the attention's band settings compared
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--attention", action="store_true",
+                    help="time one global and one windowed attention per band setting instead")
     a = ap.parse_args()
     from torch.profiler import ProfilerActivity, profile
 
@@ -28,6 +31,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     spec = MODELS[a.model]
+    if a.attention:
+        attention_table(spec)
+        return
     enc = build_from_arch(spec.arch).eval().image_encoder
     x = torch.randn(1, 3, 1024, 1024)
     with torch.inference_mode():
@@ -46,6 +52,40 @@ def main() -> None:
     print(f"# {a.model} encoder, {a.threads} threads: {sec:.2f} s ({spec.gflop / sec:.0f} GFLOP/s); "
           f"matmul peak in this run {peak:.0f} GFLOP/s")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
+def attention_table(spec) -> None:
+    """Seconds for one global and one windowed block's attention (after qkv), per setting of
+    heads per call and mask band budget; the first row is sam's setting."""
+    from sam_cli.modeling.image_encoder import Attention, _window_partition
+
+    dim, nh, win = spec.arch.embed_dim, spec.arch.num_heads, spec.arch.window_size
+    torch.manual_seed(0)
+    glob, local = Attention(dim, nh, (64, 64)), Attention(dim, nh, (win, win))
+    for m in (glob, local):
+        torch.nn.init.normal_(m.rel_pos_h, std=0.02)
+        torch.nn.init.normal_(m.rel_pos_w, std=0.02)
+    qkv = torch.randn(1, 64, 64, 3 * dim)
+    windows, _ = _window_partition(qkv, win, fill=torch.zeros(3 * dim))
+    settings = [(Attention.CPU_HEADS, Attention.CPU_MASK_BYTES), (nh, 128 * 2**20),
+                (nh, 4 * 2**20), (2, 4 * 2**20), (1, 16 * 2**20)]
+
+    def seconds(m: Attention, x: torch.Tensor, n: int) -> float:
+        m._attend(x)
+        t = time.perf_counter()
+        for _ in range(n):
+            m._attend(x)
+        return (time.perf_counter() - t) / n
+
+    print(f"# {spec.name} attention, {torch.get_num_threads()} threads, seconds per block")
+    print("| heads per call | mask band | global 64×64 | windowed 25×14×14 |")
+    print("|---:|---:|---:|---:|")
+    with torch.inference_mode():
+        for heads, budget in settings:
+            Attention.CPU_HEADS, Attention.CPU_MASK_BYTES = heads, budget
+            print(f"| {heads} | {budget >> 20} MB | {seconds(glob, qkv, 3):.3f} | "
+                  f"{seconds(local, windows, 10):.4f} |")
+    Attention.CPU_HEADS, Attention.CPU_MASK_BYTES = settings[0]
 
 
 if __name__ == "__main__":

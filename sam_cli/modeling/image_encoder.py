@@ -48,10 +48,15 @@ class Attention(nn.Module):
     was 1.5x slower: scripts/benchmark.py.)
     """
 
-    #: Most bytes of attention mask built at once (a band of query rows): small on the CPU,
-    #: to stay near the caches; on a GPU it bounds memory (a global vit_h block at batch 8
-    #: would otherwise build a 4.3 GB mask).
-    CPU_MASK_BYTES = 128 * 2**20
+    #: Most bytes of attention mask built at once (a band of query rows), and heads per call
+    #: on the CPU. There the loop takes one head at a time in bands of a few MB, so the mask
+    #: and that head's keys and values stay in cache while the fused kernel reads them
+    #: (vit_b global block on 2 cores: 0.39 s, against 0.50 s for all heads in 128 MB
+    #: bands: scripts/cpu_profile.py --attention). On a GPU all heads go in one call and the
+    #: budget only bounds memory (a global vit_h block at batch 8 would otherwise build a
+    #: 4.3 GB mask).
+    CPU_MASK_BYTES = 4 * 2**20
+    CPU_HEADS = 1
     DEVICE_MASK_BYTES = 1 << 30
 
     def __init__(self, dim: int, num_heads: int, input_size: tuple[int, int]) -> None:
@@ -79,24 +84,32 @@ class Attention(nn.Module):
         """B×H×W×3C projected tokens → B×H×W×C attention output (before proj)."""
         b, h, w, c3 = qkv.shape
         nh, c = self.num_heads, c3 // 3
-        q, k, v = qkv.reshape(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
+        on_cpu = qkv.device.type == "cpu"
+        heads_major = qkv.reshape(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
+        if on_cpu:  # one copy, so each head's keys and values are dense for the loop below
+            heads_major = heads_major.contiguous()
+        q, k, v = heads_major.unbind(0)
         rh = _resized_rel_table(self.rel_pos_h, h, h).to(q.dtype)  # H×H×hd
         rw = _resized_rel_table(self.rel_pos_w, w, w).to(q.dtype)  # W×W×hd
         qg = q.reshape(b, nh, h, w, -1)
         bias_h = torch.einsum("bnhwc,hkc->bnhwk", qg, rh)[..., :, None]  # B×nh×H×W×kh×1
         bias_w = torch.einsum("bnhwc,wkc->bnhwk", qg, rw)[..., None, :]  # B×nh×H×W×1×kw
-        budget = self.CPU_MASK_BYTES if q.device.type == "cpu" else self.DEVICE_MASK_BYTES
-        row_bytes = b * nh * w * h * w * q.element_size()
+        budget = self.CPU_MASK_BYTES if on_cpu else self.DEVICE_MASK_BYTES
+        heads = min(self.CPU_HEADS, nh) if on_cpu else nh  # heads per call
+        row_bytes = b * heads * w * h * w * q.element_size()
         fits = [r for r in range(1, h + 1) if h % r == 0 and r * row_bytes <= budget]
         rows = max(fits, default=1)
-        mask = q.new_empty(b, nh, rows, w, h, w)
+        mask = q.new_empty(b, heads, rows, w, h, w)
         out = q.new_empty(b, h * w, nh, c // nh)  # one band when rows == h
-        for r0 in range(0, h, rows):
-            band = slice(r0 * w, (r0 + rows) * w)
-            torch.add(bias_h[:, :, r0 : r0 + rows], bias_w[:, :, r0 : r0 + rows], out=mask)
-            out[:, band] = F.scaled_dot_product_attention(
-                q[:, :, band], k, v, attn_mask=mask.view(b, nh, rows * w, h * w), scale=self.scale
-            ).transpose(1, 2)
+        for h0 in range(0, nh, heads):
+            hs = slice(h0, h0 + heads)
+            for r0 in range(0, h, rows):
+                band = slice(r0 * w, (r0 + rows) * w)
+                torch.add(bias_h[:, hs, r0 : r0 + rows], bias_w[:, hs, r0 : r0 + rows], out=mask)
+                out[:, band, hs] = F.scaled_dot_product_attention(
+                    q[:, hs, band], k[:, hs], v[:, hs],
+                    attn_mask=mask.view(b, heads, rows * w, h * w), scale=self.scale,
+                ).transpose(1, 2)
         return out.view(b, h, w, c)
 
 
