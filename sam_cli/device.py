@@ -36,6 +36,21 @@ def resolve_device(name: str) -> torch.device:
         raise DeviceError(f"--device {name}: unknown device", hint="use auto, cpu, cuda or mps") from None
 
 
+def slow_bf16_note(device: torch.device) -> str | None:
+    """A one-line note when bfloat16 would run slower than float32 on `device`: a CPU without
+    native bfloat16 arithmetic (AVX512-BF16 or AMX on x86) emulates it. None otherwise."""
+    if device.type != "cpu":
+        return None
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    if native:
+        return None
+    return ("note: this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX), so "
+            "--dtype bf16 will be slower than fp32 here")
+
+
 def configure_threads() -> int:
     """Use every core for intra-op work unless the user set OMP_NUM_THREADS / SAM_THREADS."""
     env = os.environ.get("SAM_THREADS")

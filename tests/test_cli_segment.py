@@ -37,6 +37,29 @@ def test_point_to_png(tiny_ckpt, tmp_path, tiny_model, photo):
     assert np.array_equal(lib.masks[0, 0], m > 0)
 
 
+def test_bf16_on_the_cpu(tiny_ckpt, tmp_path, tiny_model, photo):
+    """--dtype bf16 runs on the CPU too; where the CPU emulates bfloat16 it says so in one
+    line, and nothing else reaches stderr."""
+    import torch
+
+    from sam_cli.device import slow_bf16_note
+
+    out = tmp_path / "mask.png"
+    p = run_sam("segment", IMG, "--box", "100,50,350,280", "--dtype", "bf16", "-o", out,
+                "-c", tiny_ckpt)
+    assert p.returncode == 0, p.stderr
+    note = slow_bf16_note(torch.device("cpu"))
+    assert p.stderr.decode() == ("" if note is None else note + "\n")
+    m = cv2.imread(str(out), cv2.IMREAD_UNCHANGED) > 0
+    from sam_cli.predictor import Predictor
+
+    pr = Predictor(tiny_model)
+    pr.set_image(photo)
+    fp32 = pr.predict(boxes=[[100, 50, 350, 280]], multimask=False).masks[0, 0]
+    # bf16 rounding moves only pixels whose logit is near 0 (random weights: many)
+    assert (m == fp32).mean() > 0.97  # 0.995 when written
+
+
 def test_multimask_numbered_files_and_overlay(tiny_ckpt, tmp_path):
     out = tmp_path / "m.png"
     p = run_sam("segment", IMG, "-p", "220,150", "-n", "20,20", "--multimask", "-o", out,

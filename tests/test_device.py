@@ -34,3 +34,16 @@ def test_tunes_glibc_by_default():
 ])
 def test_left_alone_when_the_user_chooses(env):
     assert run(env) == "False"
+
+
+def test_slow_bf16_note_only_for_cpus_that_emulate_it(monkeypatch):
+    import torch
+
+    from sam_cli.device import slow_bf16_note
+
+    assert slow_bf16_note(torch.device("cuda")) is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert slow_bf16_note(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    note = slow_bf16_note(torch.device("cpu"))
+    assert note is not None and "slower than fp32" in note and "\n" not in note

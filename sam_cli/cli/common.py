@@ -42,7 +42,7 @@ def download_progress(quiet: bool):
 
 def load_sam(model: str | None, checkpoint: Path | None, device: str, dtype: str, quiet: bool):
     """Resolve the device, then load (downloading if needed) the model in `dtype`."""
-    from ..device import configure_threads, resolve_device, tune_allocator
+    from ..device import configure_threads, resolve_device, slow_bf16_note, tune_allocator
     from ..errors import CheckpointError, PromptError
     from ..weights import load_model
 
@@ -51,6 +51,8 @@ def load_sam(model: str | None, checkpoint: Path | None, device: str, dtype: str
     if model is not None and model not in ("vit_b", "vit_l", "vit_h"):
         raise CheckpointError(f"--model {model}: unknown model", hint="choose vit_b, vit_l or vit_h")
     dev = resolve_device(device)
+    if dtype == "bf16" and (note := slow_bf16_note(dev)):
+        message(note, quiet)
     configure_threads()
     tune_allocator()
     return load_model(model=model, checkpoint=checkpoint, device=dev, dtype=dtype,
