@@ -106,6 +106,33 @@ def test_many_boxes_are_one_batch_and_match_one_by_one(tiny_pair):
         assert (m1 == p.masks[k]).mean() >= PIXELS
 
 
+@pytest.mark.parametrize("layout", ["accelerator", "one-row bands"])
+def test_other_device_layouts_match_on_the_cpu(tiny_pair, tiny_model, photo, monkeypatch, layout):
+    """The layouts sam picks on GPUs (encoder attention with every head in one call and one
+    band; image → token logits heads-outermost; the upscaling batched), and the smallest mask
+    bands, run here on the CPU and still match the reference."""
+    from sam_cli.modeling import image_encoder, mask_decoder, transformer
+
+    if layout == "accelerator":
+        monkeypatch.setattr(image_encoder.Attention, "CPU_HEADS", 1 << 10)
+        monkeypatch.setattr(image_encoder.Attention, "CPU_MASK_BYTES", 1 << 30)
+        monkeypatch.setattr(transformer.Attention, "HEADS_INNER_ON", ())
+        monkeypatch.setattr(mask_decoder.MaskDecoder, "UPSCALE_ONE_BY_ONE_ON", ())
+    else:
+        monkeypatch.setattr(image_encoder.Attention, "CPU_MASK_BYTES", 1)
+    ref, _ = tiny_pair
+    ours = Predictor(tiny_model)
+    ours.set_image(photo)
+    assert rel_l2(ref.features.numpy(), ours.features.numpy()) <= REL_L2
+    boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300]]
+    p = ours.predict(boxes=boxes, multimask=True)
+    for k, b in enumerate(boxes):
+        m1, i1, l1 = ref.predict(box=np.asarray(b, float), multimask_output=True)
+        assert rel_l2(l1, p.low_res[k]) <= REL_L2
+        assert np.abs(i1 - p.iou[k]).max() <= IOU_TOL
+        assert (m1 == p.masks[k]).mean() >= PIXELS
+
+
 def test_other_tiny_architecture_and_odd_image(tmp_path):
     """A different depth / width / head count / global blocks, on a tall image."""
     from segment_anything import SamPredictor

@@ -28,6 +28,10 @@ from .common import MLPBlock
 class Attention(nn.Module):
     """Attention with projections down to embedding_dim / downsample_rate channels."""
 
+    #: Device types whose image → token logits put heads innermost (see image_to_tokens);
+    #: the others take the accelerators' layout (tests run both on the CPU).
+    HEADS_INNER_ON: tuple[str, ...] = ("cpu",)
+
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
@@ -98,7 +102,7 @@ class Attention(nn.Module):
         # last dim of 7); GPUs take N×(H, T), a last-dim softmax, which their kernels do well
         # (the strided one took 9 % of the decoder's CUDA time on an H200, batch 64, bf16:
         # scripts/gpu_profile.py). `th` names the order of the two.
-        th = "th" if keys_pe.device.type == "cpu" else "ht"
+        th = "th" if keys_pe.device.type in self.HEADS_INNER_ON else "ht"
         wo = self.out_proj.weight.view(c, h, d)
         # Values through Wout, plus bias / H: each head's weights sum to 1 over the T tokens,
         # so the H heads add the output bias exactly once and no separate pass adds it.
