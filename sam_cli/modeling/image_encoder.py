@@ -51,7 +51,7 @@ class Attention(nn.Module):
     #: Most bytes of attention mask built at once (a band of query rows), and heads per call
     #: on the CPU. There the loop takes one head at a time in bands of a few MB, so the mask
     #: and that head's keys and values stay in cache while the fused kernel reads them
-    #: (vit_b global block on 2 cores: 0.39 s, against 0.50 s for all heads in 128 MB
+    #: (vit_b global block on 2 cores: 0.41 s, against 0.49 s for all heads in 128 MB
     #: bands: scripts/cpu_profile.py --attention). On a GPU all heads go in one call and the
     #: budget only bounds memory (a global vit_h block at batch 8 would otherwise build a
     #: 4.3 GB mask).
