@@ -17,7 +17,7 @@ from .transforms import resize_uint8, scale_coords, target_size
 class Prediction:
     masks: np.ndarray  # B×M×H×W bool, full resolution
     iou: np.ndarray  # B×M float32 predicted IoU
-    low_res: np.ndarray  # B×M×256×256 float32 logits (feed back as a mask prompt)
+    low_res: np.ndarray | None  # B×M×256×256 float32 logits (feed back as a mask prompt)
 
 
 @functools.lru_cache(maxsize=64)
@@ -159,11 +159,13 @@ class Predictor:
     def predict(
         self, *, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
         boxes: np.ndarray | None = None, mask_input: np.ndarray | None = None,
-        multimask: bool = True,
+        multimask: bool = True, low_res: bool = True,
     ) -> Prediction:
         """Prompts in original-image pixels: points N×2 XY with labels N (1 fg, 0 bg), boxes
         B×4 XYXY (one object each, decoded as one batch; points, if any, apply to every box),
-        mask_input 1×256×256 or B×1×256×256 low-res logits. Returns B objects × M masks."""
+        mask_input 1×256×256 or B×1×256×256 low-res logits. Returns B objects × M masks.
+        low_res=False skips the low-res logits that cover only padding (a non-square image's
+        masks come out the same, cheaper) and returns no low_res."""
         dev = self.device
         pts = lab = bx = mk = None
         n_obj = 1
@@ -185,11 +187,11 @@ class Predictor:
             mk = mk.reshape(-1, 1, *mk.shape[-2:])
             if mk.shape[0] == 1 and n_obj > 1:
                 mk = mk.expand(n_obj, -1, -1, -1)
-        low, iou = self.decode(pts, lab, bx, mk, multimask)
+        low, iou = self.decode(pts, lab, bx, mk, multimask, image_part_only=not low_res)
         with torch.inference_mode():
             full = upscale_logits(low, self.input_hw, self.orig_hw, self.model.img_size)
             masks = (full > self.model.mask_threshold).contiguous()
         return Prediction(
             masks=masks.cpu().numpy(), iou=iou.float().cpu().numpy(),
-            low_res=low.float().cpu().numpy(),
+            low_res=low.float().cpu().numpy() if low_res else None,
         )

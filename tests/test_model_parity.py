@@ -213,6 +213,13 @@ def test_image_part_only_decode_gives_the_same_masks(tiny_model, photo, hw):
     a = upscale_logits(full, p.input_hw, p.orig_hw, size) > 0
     b = upscale_logits(part, p.input_hw, p.orig_hw, size) > 0
     assert (a == b).float().mean() >= 0.9999
+    # predict(low_res=False), what `sam segment` runs without --save-logits, takes this path
+    boxes = [[10, 20, 200, 150], [0, 0, hw[1], hw[0]]]
+    with_low = p.predict(boxes=boxes, multimask=True)
+    without = p.predict(boxes=boxes, multimask=True, low_res=False)
+    assert without.low_res is None and with_low.low_res.shape[-2:] == (256, 256)
+    np.testing.assert_allclose(without.iou, with_low.iou, atol=1e-6)
+    assert (without.masks == with_low.masks).mean() >= 0.9999
 
 
 def test_decode_with_min_iou_upscales_only_the_prompts_the_filter_keeps(tiny_pair):

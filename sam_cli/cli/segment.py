@@ -103,6 +103,7 @@ def segment(
         boxes=prompts.boxes or None,
         mask_input=mask_prompt,
         multimask=multimask,
+        low_res=bool(logits),  # without --save-logits, skip the logits that cover padding
     )
     records = records_mod.mask_records(pred.masks, pred.iou)
     masks = [m for obj in pred.masks for m in obj]
