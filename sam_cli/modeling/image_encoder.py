@@ -105,10 +105,13 @@ class Attention(nn.Module):
             hs = slice(h0, h0 + heads)
             for r0 in range(0, h, rows):
                 band = slice(r0 * w, (r0 + rows) * w)
-                torch.add(bias_h[:, hs, r0 : r0 + rows], bias_w[:, hs, r0 : r0 + rows], out=mask)
+                if torch.compiler.is_compiling():  # no out=: the compiler owns the buffers
+                    mask = bias_h[:, hs, r0 : r0 + rows] + bias_w[:, hs, r0 : r0 + rows]
+                else:
+                    torch.add(bias_h[:, hs, r0 : r0 + rows], bias_w[:, hs, r0 : r0 + rows], out=mask)
                 out[:, band, hs] = F.scaled_dot_product_attention(
                     q[:, hs, band], k[:, hs], v[:, hs],
-                    attn_mask=mask.view(b, heads, rows * w, h * w), scale=self.scale,
+                    attn_mask=mask.reshape(b, heads, rows * w, h * w), scale=self.scale,
                 ).transpose(1, 2)
         return out.view(b, h, w, c)
 
