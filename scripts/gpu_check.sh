@@ -22,11 +22,11 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 python3 -c "import torch, typer, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'typer', typer.__version__)" | tee -a "$OUTDIR/gpu.txt"
-timeout 120 python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUTDIR/gpu_tests.log" 2>&1
+timeout 150 python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUTDIR/gpu_tests.log" 2>&1
 tail -30 "$OUTDIR/gpu_tests.log"
 if [ "$MODE" = full ]; then
-    timeout 300 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
+    timeout 280 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
         --rows encoder,boxes,auto-nofilter,auto-default,folder,resize-12mp --folder-images 20 --repeat 3 \
         --json "$OUTDIR/bench.json" 2>&1 | tee "$OUTDIR/bench.md"
 fi
-timeout 130 python3 scripts/gpu_profile.py --model vit_h --compile 2>&1 | tee "$OUTDIR/profile.txt"
+timeout 120 python3 scripts/gpu_profile.py --model vit_h --compile 2>&1 | tee "$OUTDIR/profile.txt"

@@ -98,3 +98,76 @@ def test_resize_on_the_gpu_equals_the_cpu():
         cpu = resize_uint8(img, (oh, ow))
         gpu = resize_uint8(torch.from_numpy(img).cuda(), (oh, ow)).cpu().numpy()
         assert np.array_equal(cpu, gpu)
+
+
+@pytest.fixture
+def shifted_tiny(tmp_path):
+    """The tiny reference with its IoU head shifted so that masks pass lowered filters (as in
+    test_amg_parity.py), and its checkpoint."""
+    ref = build_reference(**TINY, seed=0)
+    with torch.no_grad():
+        ref.mask_decoder.iou_prediction_head.layers[2].bias += 0.5
+    ck = tmp_path / "tiny_shifted.pth"
+    torch.save(ref.state_dict(), ck)
+    return ref, ck
+
+
+@pytest.mark.parametrize("crop_layers", [0, 1])
+def test_cuda_automatic_mode_matches_reference(shifted_tiny, crop_layers):
+    """Automatic mode on the GPU (device-side grouping and IoU filter, the GPU layouts, resize
+    on the device) against the reference generator on the same GPU."""
+    from segment_anything import SamAutomaticMaskGenerator
+    from test_amg_parity import match
+
+    from conftest import EXAMPLES
+    from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.io.images import read_image
+    from sam_cli.weights import load_model
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    ref_model, ck = shifted_tiny
+    kw = dict(points_per_side=8, pred_iou_thresh=0.44, stability_score_thresh=0.08,
+              stability_score_offset=0.05, box_nms_thresh=1.0, crop_n_layers=crop_layers,
+              crop_n_points_downscale_factor=2, crop_nms_thresh=1.0)
+    image = read_image(EXAMPLES / "chelsea.jpg")
+    ref = SamAutomaticMaskGenerator(ref_model.cuda(), output_mode="uncompressed_rle", **kw).generate(image)
+    ours = AutomaticMaskGenerator(load_model(checkpoint=ck, device="cuda"), AmgSettings(**kw)).generate(image)
+    assert len(ref) > 20
+    n, pairs = match(ref, ours)
+    assert n >= 0.99 * max(len(ref), len(ours)), (n, len(ref), len(ours))
+    for a, b in pairs:
+        assert abs(a["predicted_iou"] - b.predicted_iou) <= 1e-3
+        assert abs(a["stability_score"] - b.stability_score) <= 1e-3
+
+
+def test_sam_auto_on_cuda_gives_the_cpu_masks(shifted_tiny, tmp_path):
+    """`sam auto` over a folder on the GPU (batched encoder, read-ahead, device-side filters)
+    writes the masks the CPU run writes."""
+    import json
+
+    from cli_helpers import run_sam
+    from conftest import EXAMPLES
+
+    _, ck = shifted_tiny
+    args = ["auto", EXAMPLES, "-c", ck, "--points-per-side", "6", "--pred-iou-thresh", "0.44",
+            "--stability-score-thresh", "0.08", "--stability-score-offset", "0.05",
+            "--box-nms-thresh", "1.0", "-f", "coco-rle", "-q"]
+    outs = {}
+    for dev in ("cuda", "cpu"):
+        p = run_sam(*args, "-o", tmp_path / dev, "--device", dev)
+        assert p.returncode == 0, p.stderr
+        outs[dev] = sorted((tmp_path / dev).glob("*.json"))
+    assert [f.name for f in outs["cuda"]] == [f.name for f in outs["cpu"]] and outs["cpu"]
+    from pycocotools import mask as coco_mask
+
+    for fg, fc in zip(outs["cuda"], outs["cpu"]):
+        ag, ac = (json.loads(f.read_text())["annotations"] for f in (fg, fc))
+        assert len(ag) == len(ac) > 0, fg.name
+        for a, b in zip(ag, ac):
+            ma, mb = (coco_mask.decode({"size": x["segmentation"]["size"],
+                                        "counts": x["segmentation"]["counts"].encode()})
+                      for x in (a, b))
+            union = (ma | mb).sum()
+            assert union == 0 or (ma & mb).sum() / union >= 0.99, fg.name
+            assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-3
