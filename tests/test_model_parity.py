@@ -133,6 +133,24 @@ def test_other_device_layouts_match_on_the_cpu(tiny_pair, tiny_model, photo, mon
         assert (m1 == p.masks[k]).mean() >= PIXELS
 
 
+def test_many_boxes_in_several_decoder_calls_equal_one_call(tiny_pair, monkeypatch):
+    """On the CPU, predict() splits many prompts into decoder calls of CPU_DECODER_BATCH: the
+    masks, IoUs and logits are those of a single call."""
+    from sam_cli import predictor as P
+
+    _, ours = tiny_pair
+    g = np.random.default_rng(3)
+    xy = g.uniform(0, 300, (19, 2))
+    boxes = np.concatenate([xy, xy + g.uniform(20, 150, (19, 2))], 1).clip(0, [450, 299, 450, 299])
+    split = ours.predict(boxes=boxes, multimask=True)
+    monkeypatch.setattr(P, "CPU_DECODER_BATCH", 1000)
+    whole = ours.predict(boxes=boxes, multimask=True)
+    assert split.masks.shape == whole.masks.shape == (19, 3, 300, 451)
+    np.testing.assert_allclose(split.iou, whole.iou, atol=1e-5)
+    np.testing.assert_allclose(split.low_res, whole.low_res, atol=1e-4)
+    assert (split.masks == whole.masks).mean() >= 0.9999
+
+
 def test_other_tiny_architecture_and_odd_image(tmp_path):
     """A different depth / width / head count / global blocks, on a tall image."""
     from segment_anything import SamPredictor

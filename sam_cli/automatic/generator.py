@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from .. import masks as M
 from ..modeling import Sam
-from ..predictor import Predictor, upscale_logits
+from ..predictor import CPU_DECODER_BATCH, Predictor, upscale_logits
 from ..transforms import scale_coords
 from .grids import crop_boxes, layer_point_grids
 
@@ -92,8 +92,8 @@ class AutomaticMaskGenerator:
         # Masks do not depend on it; a GPU decodes 256 prompts per call 1.5x faster than 64
         # (vit_h, bf16, H200: scripts/gpu_profile.py) for about 1.3 GB more memory.
         self.points_per_batch = self.s.points_per_batch or (64 if self.on_cpu else 256)
-        # Prompts per decoder call: the whole point batch on accelerators, 8 on the CPU.
-        self.decoder_batch = decoder_batch or (8 if self.on_cpu else None)
+        # Prompts per decoder call: the whole point batch on accelerators, a few on the CPU.
+        self.decoder_batch = decoder_batch or (CPU_DECODER_BATCH if self.on_cpu else None)
 
     # ------------------------------------------------------------------------- steps
     def prepare_crops(self, image: np.ndarray) -> list[CropInput]:
