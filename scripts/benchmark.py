@@ -28,7 +28,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-ROWS = ("encoder", "boxes", "auto-nofilter", "auto-default", "folder", "memory-12mp", "resize-12mp")
+ROWS = ("encoder", "boxes", "auto-nofilter", "auto-all", "auto-default", "folder", "memory-12mp",
+        "resize-12mp")
 
 
 # ------------------------------------------------------------------------ shared helpers
@@ -165,6 +166,8 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
         else:
             img = photo_12mp() if row == "memory-12mp" else read("chelsea.jpg")
             kw = {} if row == "auto-default" else dict(AMG_NOFILTER)
+            if row == "auto-all":  # NMS off too: every candidate is kept and compared
+                kw["box_nms_thresh"] = 1.0
             kw["points_per_side"] = 8 if row == "memory-12mp" else a.points_per_side
             sync(dev)
             t = time.perf_counter()
@@ -279,18 +282,25 @@ def agreement(row: str, out: Path) -> str:
 
     r = json.loads((out / "ref.json").read_text())
     o = json.loads((out / "ours.json").read_text())
+    by_point: dict[tuple, list[int]] = {}
+    for j, b in enumerate(o):
+        by_point.setdefault(tuple(np.round(b["point"], 3).tolist()), []).append(j)
     used, matched = set(), 0
     for a in r:
-        ma = rle_to_mask(a["rle"])
-        for j, b in enumerate(o):
-            if j in used or np.round(b["point"], 3).tolist() != np.round(a["point"], 3).tolist():
+        ma = None
+        for j in by_point.get(tuple(np.round(a["point"], 3).tolist()), []):
+            b = o[j]
+            if j in used or abs(a["iou"] - b["iou"]) > 1e-3:
                 continue
-            mb = rle_to_mask(b["rle"])
-            u = (ma | mb).sum()
-            if (u == 0 or (ma & mb).sum() / u >= 0.99) and abs(a["iou"] - b["iou"]) <= 1e-3:
-                used.add(j)
-                matched += 1
-                break
+            if a["rle"]["counts"] != b["rle"]["counts"]:  # equal runs: the same mask
+                ma = rle_to_mask(a["rle"]) if ma is None else ma
+                mb = rle_to_mask(b["rle"])
+                u = (ma | mb).sum()
+                if u and (ma & mb).sum() / u < 0.99:
+                    continue
+            used.add(j)
+            matched += 1
+            break
     return f"{matched}/{len(r)} ref masks matched ({len(o)} ours)"
 
 
@@ -396,6 +406,7 @@ LABELS = {
     "encoder": "image encoder, s/image",
     "boxes": "prompted: 64 boxes, one image, s",
     "auto-nofilter": "automatic, {pps}x{pps} grid, filters off, s/image",
+    "auto-all": "automatic, {pps}x{pps} grid, filters and NMS off (every candidate kept), s/image",
     "auto-default": "automatic, {pps}x{pps} grid, default filters, s/image",
     "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}, {ff} filters), s/image, steady state",
     "memory-12mp": "automatic on a 12 MP photo (8x8 grid), s",
