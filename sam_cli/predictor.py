@@ -170,8 +170,9 @@ class Predictor:
         multimask: bool = True, low_res: bool = True,
     ) -> Prediction:
         """Prompts in original-image pixels: points N×2 XY with labels N (1 fg, 0 bg), boxes
-        B×4 XYXY (one object each, decoded as one batch; points, if any, apply to every box),
-        mask_input 1×256×256 or B×1×256×256 low-res logits. Returns B objects × M masks.
+        B×4 XYXY (one object each, decoded together, in calls of CPU_DECODER_BATCH on the CPU;
+        points, if any, apply to every box), mask_input 1×256×256 or B×1×256×256 low-res
+        logits. Returns B objects × M masks.
         low_res=False skips the low-res logits that cover only padding (a non-square image's
         masks come out the same, cheaper) and returns no low_res."""
         dev = self.device
