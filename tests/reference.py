@@ -30,6 +30,16 @@ def build_reference(
     return sam.eval()
 
 
+def build_shifted_tiny(seed: int = 0):
+    """The tiny reference with its IoU head shifted so predicted IoUs sit near 0.45 (a random
+    model predicts about 0, where the reference's `> 0` test would switch the filter off), so
+    that masks pass lowered automatic-mode filters."""
+    sam = build_reference(**TINY, seed=seed)
+    with torch.no_grad():
+        sam.mask_decoder.iou_prediction_head.layers[2].bias += 0.5
+    return sam
+
+
 def save_checkpoint(sam, path: Path) -> Path:
     torch.save(sam.state_dict(), path)
     return path

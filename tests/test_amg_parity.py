@@ -62,19 +62,14 @@ def match(ref: list[dict], ours) -> tuple[int, list[tuple[dict, object]]]:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """The tiny reference with its IoU head shifted so predicted IoUs sit near 0.45 (a random
-    model predicts about 0, where the reference's `> 0` test would switch the filter off)."""
-    import torch
-
-    from reference import TINY, build_reference
+    """The tiny reference with its IoU head shifted (reference.build_shifted_tiny), and sam's
+    model loaded from its checkpoint."""
+    from reference import build_shifted_tiny, save_checkpoint
 
     from sam_cli.weights import load_model
 
-    ref = build_reference(**TINY, seed=0)
-    with torch.no_grad():
-        ref.mask_decoder.iou_prediction_head.layers[2].bias += 0.5
-    path = tmp_path_factory.mktemp("amg") / "tiny_shifted.pth"
-    torch.save(ref.state_dict(), path)
+    ref = build_shifted_tiny()
+    path = save_checkpoint(ref, tmp_path_factory.mktemp("amg") / "tiny_shifted.pth")
     return ref, load_model(checkpoint=path)
 
 

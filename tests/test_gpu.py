@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import TINY, build_reference
+from reference import TINY, build_reference, build_shifted_tiny, save_checkpoint
 
 pytestmark = [
     pytest.mark.gpu,
@@ -102,14 +102,10 @@ def test_resize_on_the_gpu_equals_the_cpu():
 
 @pytest.fixture
 def shifted_tiny(tmp_path):
-    """The tiny reference with its IoU head shifted so that masks pass lowered filters (as in
+    """The tiny reference with its IoU head shifted (reference.build_shifted_tiny, as in
     test_amg_parity.py), and its checkpoint."""
-    ref = build_reference(**TINY, seed=0)
-    with torch.no_grad():
-        ref.mask_decoder.iou_prediction_head.layers[2].bias += 0.5
-    ck = tmp_path / "tiny_shifted.pth"
-    torch.save(ref.state_dict(), ck)
-    return ref, ck
+    ref = build_shifted_tiny()
+    return ref, save_checkpoint(ref, tmp_path / "tiny_shifted.pth")
 
 
 @pytest.mark.parametrize("crop_layers", [0, 1])

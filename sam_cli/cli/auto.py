@@ -122,7 +122,7 @@ def auto(
     net = load_sam(model, checkpoint, device, dtype, quiet)
     gen = AutomaticMaskGenerator(net, settings)
     if batch_size is None:  # a GPU encodes 4 images in 0.63x the time per image of one (vit_h)
-        batch_size = 1 if gen.predictor.device.type == "cpu" else 4
+        batch_size = 1 if gen.on_cpu else 4
     seen: dict[str, str] = {}
     done_rels: list[str] = []
     failures: list[str] = []

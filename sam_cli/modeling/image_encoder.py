@@ -99,16 +99,16 @@ class Attention(nn.Module):
         row_bytes = b * heads * w * h * w * q.element_size()
         fits = [r for r in range(1, h + 1) if h % r == 0 and r * row_bytes <= budget]
         rows = max(fits, default=1)
-        mask = q.new_empty(b, heads, rows, w, h, w)
+        # one reused buffer, except under torch.compile, which owns the buffers (no out=)
+        reuse = not torch.compiler.is_compiling()
+        buf = q.new_empty(b, heads, rows, w, h, w) if reuse else None
         out = q.new_empty(b, h * w, nh, c // nh)  # one band when rows == h
         for h0 in range(0, nh, heads):
             hs = slice(h0, h0 + heads)
             for r0 in range(0, h, rows):
                 band = slice(r0 * w, (r0 + rows) * w)
-                if torch.compiler.is_compiling():  # no out=: the compiler owns the buffers
-                    mask = bias_h[:, hs, r0 : r0 + rows] + bias_w[:, hs, r0 : r0 + rows]
-                else:
-                    torch.add(bias_h[:, hs, r0 : r0 + rows], bias_w[:, hs, r0 : r0 + rows], out=mask)
+                bh, bw = bias_h[:, hs, r0 : r0 + rows], bias_w[:, hs, r0 : r0 + rows]
+                mask = torch.add(bh, bw, out=buf) if reuse else bh + bw
                 out[:, band, hs] = F.scaled_dot_product_attention(
                     q[:, hs, band], k[:, hs], v[:, hs],
                     attn_mask=mask.reshape(b, heads, rows * w, h * w), scale=self.scale,
