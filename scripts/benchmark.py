@@ -5,6 +5,7 @@ agreement beside each timing, so speed never hides drift.
     python scripts/benchmark.py                      # CPU, vit_b, every row
     python scripts/benchmark.py --rows encoder,boxes # a subset
     python scripts/benchmark.py --device cuda --model vit_h --dtype bf16 --folder-images 20
+    python scripts/benchmark.py --model tiny --points-per-side 4 --folder-images 2  # checks the script
 
 Each measurement runs in a fresh subprocess, so its peak memory (resident set on the CPU,
 torch's peak allocation on a GPU) is its own. Needs the test extras (`pip install -e '.[test]'`).
@@ -80,9 +81,14 @@ def folder_images(n: int, dest: Path) -> list[Path]:
 
 def load(impl: str, ckpt: str, model: str, device: str, dtype: str):
     if impl == "ref":
-        from segment_anything import sam_model_registry
+        if model == "tiny":
+            from reference import TINY, build_reference
 
-        net = sam_model_registry[model]()
+            net = build_reference(**TINY)
+        else:
+            from segment_anything import sam_model_registry
+
+            net = sam_model_registry[model]()
         net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
         return net.to(device).eval()
     from sam_cli.weights import load_model
@@ -322,7 +328,8 @@ def matmul_peak(device: str, dtype: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"],
+                    help="tiny: the tests' 4-block model, to check this script in seconds")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -342,6 +349,7 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--folder-dir", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    sys.path.insert(0, str(REPO / "tests"))
 
     if a.worker:
         res = worker(a.worker[0], a.worker[1], a, Path(a.out))
@@ -349,15 +357,17 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="sam-bench-"))
-    sys.path.insert(0, str(REPO / "tests"))
-    from reference import build_reference
+    from reference import TINY, build_reference
 
     from sam_cli.registry import MODELS
 
-    spec = MODELS[a.model]
-    arch = spec.arch
-    ref = build_reference(embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
-                          global_attn_indexes=arch.global_attn_indexes, seed=0)
+    spec = MODELS.get(a.model)  # None for tiny
+    if spec is None:
+        ref = build_reference(**TINY, seed=0)
+    else:
+        arch = spec.arch
+        ref = build_reference(embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
+                              global_attn_indexes=arch.global_attn_indexes, seed=0)
     a.ckpt = str(tmp / f"{a.model}.pth")
     torch.save(ref.state_dict(), a.ckpt)
     del ref
@@ -376,6 +386,7 @@ def main() -> None:
           f"reference {'tuned' if a.ref_allocator == 'tuned' else 'system default'}")
     rows = [r for r in a.rows.split(",") if r]
     results = {}
+    failed = 0
     for row in rows:
         out = tmp / row
         out.mkdir()
@@ -392,6 +403,7 @@ def main() -> None:
             if p.returncode:
                 print(f"{row} {impl} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
                 res[impl] = None
+                failed += 1
                 continue
             res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
         res["agreement"] = agreement(row, out) if res["ref"] and res["ours"] else "-"
@@ -400,6 +412,8 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "matmul_gflops": peak, "rows": results}, indent=1))
     shutil.rmtree(tmp, ignore_errors=True)
+    if failed:
+        raise SystemExit(f"{failed} measurement(s) failed")
 
 
 LABELS = {
@@ -425,7 +439,7 @@ def print_row(row: str, res: dict, a, spec, first: bool) -> None:
     os_ = f"{o['seconds']:.3f}" if o else "failed"
     ratio = f"{r['seconds'] / o['seconds']:.2f}x" if r and o else "-"
     extra = ""
-    if row == "encoder" and r and o:
+    if row == "encoder" and r and o and spec:
         extra = f" ({spec.gflop / r['seconds']:.0f} vs {spec.gflop / o['seconds']:.0f} GFLOP/s)"
     if row == "folder" and r and o:
         extra = f" (with start-up and model loading: {r['wall']:.3f} vs {o['wall']:.3f})"

@@ -26,7 +26,7 @@ timeout 150 python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider
 tail -30 "$OUTDIR/gpu_tests.log"
 if [ "$MODE" = full ]; then
     timeout 280 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
-        --rows encoder,boxes,auto-nofilter,auto-default,folder,resize-12mp --folder-images 20 --repeat 3 \
+        --rows encoder,boxes,auto-nofilter,auto-default,folder,resize-12mp,auto-all --folder-images 20 --repeat 3 \
         --json "$OUTDIR/bench.json" 2>&1 | tee "$OUTDIR/bench.md"
 fi
 timeout 120 python3 scripts/gpu_profile.py --model vit_h --compile 2>&1 | tee "$OUTDIR/profile.txt"

@@ -11,6 +11,8 @@ reference). Prints, for one model:
   sam does not compile).
 
     python scripts/gpu_profile.py --model vit_h
+    python scripts/gpu_profile.py --device cpu --checkpoint tiny.pth --points-per-side 4 \
+        --encoder-batches 1 --decoder-batches 8 --no-profile    # checks the script on a CPU
 """
 
 from __future__ import annotations
@@ -24,14 +26,27 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def sync() -> None:
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def peak_gib() -> str:
+    if not torch.cuda.is_initialized():
+        return "host"
+    gib = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return f"{gib:.1f} GiB"
+
+
 def timed(fn, reps: int = 3) -> float:
     fn()
-    torch.cuda.synchronize()
+    sync()
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         best = min(best, time.perf_counter() - t)
     return best
 
@@ -39,9 +54,11 @@ def timed(fn, reps: int = 3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="vit_h")
+    ap.add_argument("--checkpoint", help="a checkpoint file instead of --model's random weights")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--encoder-batches", default="1,4,8")
     ap.add_argument("--decoder-batches", default="64,256")
+    ap.add_argument("--prompted-batch", type=int, default=8, help="images per encoder batch, prompted row")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--points-per-side", type=int, default=32)
@@ -49,14 +66,18 @@ def main() -> None:
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
     from sam_cli.io.images import read_image
     from sam_cli.registry import MODELS
-    from sam_cli.weights import build_from_arch
+    from sam_cli.weights import build_from_arch, load_model
 
     torch.manual_seed(0)
-    spec = MODELS[a.model]
-    net = build_from_arch(spec.arch, a.device).eval()
+    if a.checkpoint:
+        spec, net = None, load_model(checkpoint=a.checkpoint, device=a.device)
+    else:
+        spec = MODELS[a.model]
+        net = build_from_arch(spec.arch, a.device).eval()
     img = read_image(REPO / "examples" / "chelsea.jpg")
     hw = img.shape[:2]
-    print(f"# {a.model} on {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device
+    print(f"# {a.checkpoint or a.model} on {where}, torch {torch.__version__}", flush=True)
 
     def decoder_rows(tag: str) -> None:
         """The decoder over a 32×32 grid: every prompt upscaled (IoU filter off), and with the
@@ -76,8 +97,7 @@ def main() -> None:
                     torch.cuda.empty_cache()
                     continue
                 print(f"decoder {tag}, {len(pts)} prompts in batches of {db}, {filt}: {sec * 1e3:.1f} ms "
-                      f"(peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB)", flush=True)
-                torch.cuda.reset_peak_memory_stats()
+                      f"(peak {peak_gib()})", flush=True)
 
     with torch.inference_mode():
         decoder_rows("fp32")
@@ -87,11 +107,12 @@ def main() -> None:
         x = gen.prepare_crops(img)[0].pixels
         for b in [int(v) for v in a.encoder_batches.split(",")]:
             sec = timed(lambda: gen.predictor.embed([x] * b)) / b
-            print(f"encoder bf16, batch {b}: {sec * 1e3:.1f} ms/image, "
-                  f"{spec.gflop / sec / 1e3:.0f} TFLOP/s", flush=True)
+            rate = f", {spec.gflop / sec / 1e3:.0f} TFLOP/s" if spec else ""
+            print(f"encoder bf16, batch {b}: {sec * 1e3:.1f} ms/image{rate}", flush=True)
         # Prompted throughput, as segment-anything-fast measures it (images/s through the
-        # encoder and a few box prompts each): 8 images per encoder batch, then 16 boxes per
-        # image through the decoder, masks upscaled to the image and copied to the host.
+        # encoder and a few box prompts each): --prompted-batch images (8) per encoder batch,
+        # then 16 boxes per image through the decoder, masks upscaled to the image and copied
+        # to the host.
         import numpy as np
 
         from sam_cli.predictor import Predictor
@@ -103,14 +124,16 @@ def main() -> None:
 
         ihw = gen.prepare_crops(img)[0].input_hw
 
+        nb = a.prompted_batch
+
         def prompted() -> None:
-            feats = pred.embed([x] * 8)
-            for i in range(8):
+            feats = pred.embed([x] * nb)
+            for i in range(nb):
                 pred.set_features(feats[i : i + 1], hw, ihw)
                 pred.predict(boxes=boxes, multimask=False)
 
-        sec = timed(prompted) / 8
-        print(f"prompted: encoder batch 8 + 16 boxes per image: {1 / sec:.1f} images/s", flush=True)
+        sec = timed(prompted) / nb
+        print(f"prompted: encoder batch {nb} + 16 boxes per image: {1 / sec:.1f} images/s", flush=True)
         n = a.points_per_side
         for name, st in (("default filters", AmgSettings(points_per_side=n)),
                          ("filters off", AmgSettings(points_per_side=n, pred_iou_thresh=0, stability_score_thresh=0))):
@@ -122,7 +145,7 @@ def main() -> None:
         t = time.perf_counter()
         for _ in range(10):
             gen.prepare_crops(img)
-        torch.cuda.synchronize()
+        sync()
         print(f"prepare_crops (read image resized on the GPU): {(time.perf_counter() - t) * 100:.1f} ms", flush=True)
         feats = gen.predictor.embed([crop.pixels])
         # the whole decoder (no prompt skipped by the IoU filter), as in the decoder rows
@@ -133,17 +156,19 @@ def main() -> None:
         if not a.no_profile:
             from torch.profiler import ProfilerActivity, profile
 
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            on_gpu = a.device.startswith("cuda")
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+            with profile(activities=acts) as prof:
                 full._decode_points(pts, labels)
-                torch.cuda.synchronize()
+                sync()
             print(f"decoder bf16, {len(pts)} prompts in batches of {full.points_per_batch}, all upscaled:")
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50), flush=True)
+            print(prof.key_averages().table(sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=15, max_name_column_width=50), flush=True)
         if a.compile:
             dec = net.mask_decoder
             dec.forward = torch.compile(dec.forward, dynamic=False)
             t = time.perf_counter()
             full._decode_points(pts, labels)
-            torch.cuda.synchronize()
+            sync()
             print(f"decoder bf16 under torch.compile: first call {time.perf_counter() - t:.1f} s", flush=True)
             sec = timed(lambda: full._decode_points(pts, labels))
             print(f"decoder bf16 under torch.compile, {len(pts)} prompts in batches of {full.points_per_batch}, "
@@ -153,7 +178,7 @@ def main() -> None:
             net.image_encoder.compile()
             t = time.perf_counter()
             compiled = gen.predictor.embed([x] * 4)
-            torch.cuda.synchronize()
+            sync()
             first = time.perf_counter() - t
             sec = timed(lambda: gen.predictor.embed([x] * 4)) / 4
             rel = float((compiled - eager).norm() / eager.norm())

@@ -1,0 +1,48 @@
+"""The benchmark and GPU-profile scripts, run on the tests' tiny model on the CPU.
+
+They are what the performance figures come from, and the GPU ones otherwise run only when a
+GPU is lent: a broken script found there costs that session's device time."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(*args: str, timeout: int = 600) -> str:
+    p = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+def test_benchmark_table_agrees_with_the_reference(tmp_path):
+    out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,boxes,auto-all,folder",
+                     "--repeat", "1", "--points-per-side", "4", "--folder-images", "2",
+                     "--folder-points-per-side", "4", "--json", str(tmp_path / "b.json"))
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert len(rows) == 4, out
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    for c in cells:
+        assert float(c[1]) > 0 and float(c[2]) > 0 and c[3].endswith("x"), c
+    l2 = float(re.search(r"rel\. L2 ([0-9.e+-]+)", cells[0][4]).group(1))
+    assert l2 < 1e-4, cells[0]
+    assert cells[1][4] == "100.000% pixels equal", cells[1]
+    m = re.fullmatch(r"(\d+)/(\d+) ref masks matched \((\d+) ours\)", cells[2][4])
+    assert m and m.group(1) == m.group(2) == m.group(3) == "48", cells[2]  # 16 points x 3 masks
+    assert (tmp_path / "b.json").stat().st_size > 0
+
+
+def test_gpu_profile_runs_on_the_cpu(tiny_ckpt):
+    out = run_script("scripts/gpu_profile.py", "--device", "cpu", "--checkpoint", str(tiny_ckpt),
+                     "--points-per-side", "4", "--encoder-batches", "1,2", "--decoder-batches", "8",
+                     "--prompted-batch", "2")
+    for what in ("decoder fp32, 16 prompts in batches of 8, all upscaled", "decoder bf16",
+                 "encoder bf16, batch 2", "prompted:", "generate, 4x4, filters off",
+                 "prepare_crops", "16 prompts in batches of"):
+        assert what in out, out
+    n = int(re.search(r"generate, 4x4, filters off: [0-9.]+ s/image, (\d+) masks", out).group(1))
+    assert n >= 1, out
