@@ -42,9 +42,34 @@ def sync(device: str) -> None:
 
 
 def peak_mb(device: str) -> float:
+    """This process's peak: torch's on a GPU; on the CPU the resident set's high-water mark
+    since this program started (VmHWM; ru_maxrss would also count the parent's resident set
+    at the moment it spawned this process, which Linux carries across exec)."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
+    return host_peak_mb()
+
+
+def host_peak_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# `sam` run in a process that writes its own peak resident set to argv[1] as it exits
+SAM_WITH_PEAK = """import atexit, sys
+sys.path.insert(0, {scripts!r})
+from benchmark import host_peak_mb
+dest = sys.argv.pop(1)
+atexit.register(lambda: open(dest, "w").write(str(host_peak_mb())))
+sys.argv[0] = "sam"
+from sam_cli.cli.app import main
+main()
+"""
 
 
 def read(name: str) -> np.ndarray:
@@ -229,8 +254,8 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     t = time.perf_counter()
     stamps = []
     if impl == "ours":
-        sam = Path(sys.executable).parent / "sam"
-        cmd = [str(sam)] if sam.exists() else [sys.executable, "-m", "sam_cli"]
+        peak_file = out / "ours-peak.txt"
+        cmd = [sys.executable, "-c", SAM_WITH_PEAK.format(scripts=str(REPO / "scripts")), str(peak_file)]
         cmd += ["auto", str(src), "-o", str(out / "ours"), "-c", a.ckpt, "--device", a.device,
                 "--dtype", a.dtype, "--points-per-side", str(a.folder_points_per_side),
                 "-q", "-f", "coco-rle"]
@@ -246,7 +271,7 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
         if p.wait():
             raise SystemExit(err)
         # the CLI's host memory; its GPU memory is not visible from here
-        peak = None if a.device.startswith("cuda") else resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        peak = None if a.device.startswith("cuda") else float(peak_file.read_text())
     else:
         # the reference's way: one image at a time, as scripts/amg.py does
         import cv2
@@ -331,6 +356,11 @@ def main() -> None:
     ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"],
                     help="tiny: the tests' 4-block model, to check this script in seconds")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--weights", default="confident", choices=["confident", "random"],
+                    help="confident (default): random weights with mask logits scaled and predicted "
+                         "IoUs raised (tests/reference.make_confident), so that default filters keep "
+                         "masks as a trained model's do; random: plain random weights, whose masks "
+                         "never pass the default filters (the tables before session 5)")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeat", type=int, default=2)
@@ -357,7 +387,7 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="sam-bench-"))
-    from reference import TINY, build_reference
+    from reference import TINY, build_reference, make_confident
 
     from sam_cli.registry import MODELS
 
@@ -368,6 +398,8 @@ def main() -> None:
         arch = spec.arch
         ref = build_reference(embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
                               global_attn_indexes=arch.global_attn_indexes, seed=0)
+    if a.weights == "confident":
+        scale, shift = make_confident(ref, read("chelsea.jpg"), device=a.device)
     a.ckpt = str(tmp / f"{a.model}.pth")
     torch.save(ref.state_dict(), a.ckpt)
     del ref
@@ -379,8 +411,12 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     peak = matmul_peak(a.device, a.dtype)
     dev_name = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
-    print(f"# sam benchmark: {a.model}, {a.dtype} (ours; reference fp32), {dev_name}, torch {torch.__version__}")
+    print(f"# sam benchmark: {a.model}, {a.weights} random weights, {a.dtype} (ours; reference fp32), "
+          f"{dev_name}, torch {torch.__version__}")
     print(f"# matmul peak measured in this run: {peak:.0f} GFLOP/s ({'bf16' if a.dtype == 'bf16' and a.device != 'cpu' else 'fp32'})")
+    if a.weights == "confident":
+        print(f"# confident weights: mask logits x{scale:.0f}, predicted IoUs {shift:+.3f} "
+              "(tests/reference.make_confident)")
     tuned = os.environ.get("SAM_MALLOC", "").lower() != "system"
     print(f"# malloc: sam {'tuned (device.tune_allocator)' if tuned else 'system default'}, "
           f"reference {'tuned' if a.ref_allocator == 'tuned' else 'system default'}")

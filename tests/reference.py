@@ -40,6 +40,52 @@ def build_shifted_tiny(seed: int = 0):
     return sam
 
 
+def make_confident(sam, image, *, iou_pass: float = 0.25, stable: float = 0.75,
+                   points_per_side: int = 16, device: str = "cpu"):
+    """Make a random model's automatic mode keep masks, as a trained model's does, in place.
+
+    A random model's mask logits sit within ±1, so every stability score is 0, and its
+    predicted IoUs sit near 0: the default filters keep nothing and a benchmark would time
+    none of the filter → upscale → NMS work of a real run. This scales the mask logits (the
+    hypernetworks' last layer) and shifts the predicted IoUs (the IoU head's last bias) so
+    that, over a grid of prompts on `image`, about `iou_pass` of the candidates pass the
+    default IoU filter (0.88) and about `stable` of them the default stability filter
+    (0.95, judged on the 256×256 logits). Calibrated on the model itself, since the
+    offsets differ from one random draw to the next. Returns (logit_scale, iou_shift)."""
+    from segment_anything import SamPredictor
+
+    sam.to(device)
+    pred = SamPredictor(sam)
+    pred.set_image(image)
+    h, w = image.shape[:2]
+    c = (torch.arange(points_per_side, dtype=torch.float32) + 0.5) / points_per_side
+    pts = torch.stack(torch.meshgrid(c * w, c * h, indexing="xy"), -1).reshape(-1, 1, 2)
+    coords = pred.transform.apply_coords_torch(pts, (h, w)).to(device)
+    ts = 2.0 ** -torch.arange(25, dtype=torch.float32, device=device)  # thresholds 1/scale
+    ious, need = [], []
+    with torch.no_grad():
+        for i in range(0, len(coords), 64):
+            cb = coords[i : i + 64]
+            _, iou, low = pred.predict_torch(cb, torch.ones(cb.shape[:2], device=device),
+                                             multimask_output=True)
+            ious.append(iou.flatten())
+            low = low.flatten(0, 1).flatten(1)  # masks × 256²
+            inner = torch.stack([(low > t).sum(1) for t in ts], 1)
+            outer = torch.stack([(low > -t).sum(1) for t in ts], 1)
+            ok = inner >= 0.95 * outer  # masks × thresholds, stable once t is small enough
+            first = torch.where(ok.any(1), ok.float().argmax(1), len(ts) - 1)
+            need.append(ts[first])
+        t = torch.quantile(torch.cat(need), 1 - stable).item()
+        shift = 0.88 - torch.quantile(torch.cat(ious), 1 - iou_pass).item()
+        dec = sam.mask_decoder
+        for mlp in dec.output_hypernetworks_mlps:
+            mlp.layers[-1].weight /= t
+            mlp.layers[-1].bias /= t
+        dec.iou_prediction_head.layers[-1].bias += shift
+    sam.cpu()
+    return 1 / t, shift
+
+
 def save_checkpoint(sam, path: Path) -> Path:
     torch.save(sam.state_dict(), path)
     return path

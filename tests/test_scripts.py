@@ -20,11 +20,11 @@ def run_script(*args: str, timeout: int = 600) -> str:
 
 
 def test_benchmark_table_agrees_with_the_reference(tmp_path):
-    out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,boxes,auto-all,folder",
+    out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,boxes,auto-all,auto-default,folder",
                      "--repeat", "1", "--points-per-side", "4", "--folder-images", "2",
                      "--folder-points-per-side", "4", "--json", str(tmp_path / "b.json"))
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| row")]
-    assert len(rows) == 4, out
+    assert len(rows) == 5, out
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     for c in cells:
         assert float(c[1]) > 0 and float(c[2]) > 0 and c[3].endswith("x"), c
@@ -33,6 +33,12 @@ def test_benchmark_table_agrees_with_the_reference(tmp_path):
     assert cells[1][4] == "100.000% pixels equal", cells[1]
     m = re.fullmatch(r"(\d+)/(\d+) ref masks matched \((\d+) ours\)", cells[2][4])
     assert m and m.group(1) == m.group(2) == m.group(3) == "48", cells[2]  # 16 points x 3 masks
+    # the default weights are made confident: masks pass the default filters, as in a real run
+    m = re.fullmatch(r"(\d+)/(\d+) ref masks matched \((\d+) ours\)", cells[3][4])
+    assert m and m.group(1) == m.group(2) == m.group(3) and int(m.group(1)) >= 1, cells[3]
+    assert "confident weights: mask logits x" in out
+    for c in cells:  # each peak is its own process's, not the launcher's
+        assert 0 < float(c[5]) < 4000 and 0 < float(c[6]) < 4000, c
     assert (tmp_path / "b.json").stat().st_size > 0
 
 
