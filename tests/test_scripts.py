@@ -31,11 +31,14 @@ def test_benchmark_table_agrees_with_the_reference(tmp_path):
     l2 = float(re.search(r"rel\. L2 ([0-9.e+-]+)", cells[0][4]).group(1))
     assert l2 < 1e-4, cells[0]
     assert cells[1][4] == "100.000% pixels equal", cells[1]
-    m = re.fullmatch(r"(\d+)/(\d+) ref masks matched \((\d+) ours\)", cells[2][4])
+    pattern = r"(\d+)/(\d+) ref masks matched \((\d+) ours\), mean IoU ([0-9.]+)"
+    m = re.fullmatch(pattern, cells[2][4])
     assert m and m.group(1) == m.group(2) == m.group(3) == "48", cells[2]  # 16 points x 3 masks
+    assert float(m.group(4)) >= 0.999, cells[2]
     # the default weights are made confident: masks pass the default filters, as in a real run
-    m = re.fullmatch(r"(\d+)/(\d+) ref masks matched \((\d+) ours\)", cells[3][4])
+    m = re.fullmatch(pattern, cells[3][4])
     assert m and m.group(1) == m.group(2) == m.group(3) and int(m.group(1)) >= 1, cells[3]
+    assert float(m.group(4)) >= 0.999, cells[3]
     assert "confident weights: mask logits x" in out
     for c in cells:  # each peak is its own process's, not the launcher's
         assert 0 < float(c[5]) < 4000 and 0 < float(c[6]) < 4000, c
