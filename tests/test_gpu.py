@@ -1,9 +1,14 @@
 """GPU checks (marker `gpu`, never in the default run): parity on CUDA and bf16 vs fp32.
 
 Run on a machine with a CUDA device: python -m pytest -m gpu tests/test_gpu.py
+
+SAM_GPU_TESTS_DEVICE=cpu runs the same tests on the CPU, on the tiny model only, so that the
+tests themselves are checked without a GPU (tests/test_scripts.py does that in every run).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -11,17 +16,24 @@ import torch
 
 from reference import TINY, build_reference, build_shifted_tiny, save_checkpoint
 
+DEV = os.environ.get("SAM_GPU_TESTS_DEVICE", "cuda")
+DRY = DEV == "cpu"  # the tests' own dry run: tiny models only
+
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.skipif(DEV == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
+
+
+def archs(*names: str) -> list[str]:
+    return [n for n in names if n == "tiny"] if DRY else list(names)
 
 
 def rel(a, b):
     return float((a - b).norm() / a.norm())
 
 
-@pytest.mark.parametrize("arch", ["tiny", "vit_b"])
+@pytest.mark.parametrize("arch", archs("tiny", "vit_b"))
 def test_cuda_parity_with_reference(arch, tmp_path, photo):
     from segment_anything import SamPredictor
 
@@ -37,8 +49,8 @@ def test_cuda_parity_with_reference(arch, tmp_path, photo):
     ref_model = build_reference(**kw, seed=5)
     ck = tmp_path / "m.pth"
     torch.save(ref_model.state_dict(), ck)
-    ref = SamPredictor(ref_model.cuda())
-    ours = Predictor(load_model(checkpoint=ck, device="cuda"))
+    ref = SamPredictor(ref_model.to(DEV))
+    ours = Predictor(load_model(checkpoint=ck, device=DEV))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     ref.set_image(photo)
@@ -52,7 +64,7 @@ def test_cuda_parity_with_reference(arch, tmp_path, photo):
     assert (m1 == p.masks[0]).mean() >= 0.999
 
 
-@pytest.mark.parametrize("arch", ["tiny", "vit_h"])
+@pytest.mark.parametrize("arch", archs("tiny", "vit_h"))
 def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, photo):
     """--dtype bf16 (encoder and decoder transformer in bfloat16) vs fp32. A random model's
     logits sit near the 0 threshold almost everywhere, so whole-mask IoU measures noise (0.79
@@ -71,8 +83,8 @@ def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, phot
     ck = tmp_path / "m.pth"
     torch.save(build_reference(**kw, seed=5).state_dict(), ck)
     boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300], [100, 50, 300, 250]]
-    fp32 = Predictor(load_model(checkpoint=ck, device="cuda"))
-    bf16 = Predictor(load_model(checkpoint=ck, device="cuda", dtype="bf16"))
+    fp32 = Predictor(load_model(checkpoint=ck, device=DEV))
+    bf16 = Predictor(load_model(checkpoint=ck, device=DEV, dtype="bf16"))
     assert next(bf16.model.mask_decoder.transformer.parameters()).dtype == torch.bfloat16
     fp32.set_image(photo)
     bf16.set_image(photo)
@@ -96,7 +108,7 @@ def test_resize_on_the_gpu_equals_the_cpu():
     for h, w, oh, ow in [(300, 451, 681, 1024), (3000, 4000, 768, 1024), (2000, 123, 1024, 63)]:
         img = g.integers(0, 256, (h, w, 3), dtype=np.uint8)
         cpu = resize_uint8(img, (oh, ow))
-        gpu = resize_uint8(torch.from_numpy(img).cuda(), (oh, ow)).cpu().numpy()
+        gpu = resize_uint8(torch.from_numpy(img).to(DEV), (oh, ow)).cpu().numpy()
         assert np.array_equal(cpu, gpu)
 
 
@@ -127,8 +139,8 @@ def test_cuda_automatic_mode_matches_reference(shifted_tiny, crop_layers):
               stability_score_offset=0.05, box_nms_thresh=1.0, crop_n_layers=crop_layers,
               crop_n_points_downscale_factor=2, crop_nms_thresh=1.0)
     image = read_image(EXAMPLES / "chelsea.jpg")
-    ref = SamAutomaticMaskGenerator(ref_model.cuda(), output_mode="uncompressed_rle", **kw).generate(image)
-    ours = AutomaticMaskGenerator(load_model(checkpoint=ck, device="cuda"), AmgSettings(**kw)).generate(image)
+    ref = SamAutomaticMaskGenerator(ref_model.to(DEV), output_mode="uncompressed_rle", **kw).generate(image)
+    ours = AutomaticMaskGenerator(load_model(checkpoint=ck, device=DEV), AmgSettings(**kw)).generate(image)
     assert len(ref) > 20
     n, pairs = match(ref, ours)
     assert n >= 0.99 * max(len(ref), len(ours)), (n, len(ref), len(ours))
@@ -150,14 +162,14 @@ def test_sam_auto_on_cuda_gives_the_cpu_masks(shifted_tiny, tmp_path):
             "--stability-score-thresh", "0.08", "--stability-score-offset", "0.05",
             "--box-nms-thresh", "1.0", "-f", "coco-rle", "-q"]
     outs = {}
-    for dev in ("cuda", "cpu"):
-        p = run_sam(*args, "-o", tmp_path / dev, "--device", dev)
+    for name, dev in (("gpu", DEV), ("cpu", "cpu")):
+        p = run_sam(*args, "-o", tmp_path / name, "--device", dev)
         assert p.returncode == 0, p.stderr
-        outs[dev] = sorted((tmp_path / dev).glob("*.json"))
-    assert [f.name for f in outs["cuda"]] == [f.name for f in outs["cpu"]] and outs["cpu"]
+        outs[name] = sorted((tmp_path / name).glob("*.json"))
+    assert [f.name for f in outs["gpu"]] == [f.name for f in outs["cpu"]] and outs["cpu"]
     from pycocotools import mask as coco_mask
 
-    for fg, fc in zip(outs["cuda"], outs["cpu"]):
+    for fg, fc in zip(outs["gpu"], outs["cpu"]):
         ag, ac = (json.loads(f.read_text())["annotations"] for f in (fg, fc))
         assert len(ag) == len(ac) > 0, fg.name
         for a, b in zip(ag, ac):

@@ -55,3 +55,16 @@ def test_gpu_profile_runs_on_the_cpu(tiny_ckpt):
         assert what in out, out
     n = int(re.search(r"generate, 4x4, filters off: [0-9.]+ s/image, (\d+) masks", out).group(1))
     assert n >= 1, out
+
+
+def test_gpu_tests_pass_on_the_cpu():
+    """tests/test_gpu.py's own dry run (tiny models, the CPU): the GPU tests run only where a
+    GPU is lent, so a mistake in them would otherwise first show there."""
+    import os
+
+    env = {**os.environ, "SAM_GPU_TESTS_DEVICE": "cpu"}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                        "tests/test_gpu.py"], cwd=REPO, capture_output=True, text=True, env=env,
+                       timeout=900)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert re.search(r"\b6 passed\b", p.stdout) and "skipped" not in p.stdout, p.stdout[-2000:]
