@@ -379,6 +379,8 @@ def main() -> None:
                     help="give the reference sam's malloc setting too (device.tune_allocator), "
                          "to see how much of a ratio it accounts for")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--save-checkpoint", metavar="PATH",
+                    help="keep the benchmark's checkpoint here (scripts/gpu_check.sh profiles it)")
     ap.add_argument("--worker", nargs=2, metavar=("ROW", "IMPL"), help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -454,6 +456,8 @@ def main() -> None:
         print_row(row, res, a, spec, first=row == rows[0])
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "matmul_gflops": peak, "rows": results}, indent=1))
+    if a.save_checkpoint:
+        shutil.move(a.ckpt, a.save_checkpoint)
     shutil.rmtree(tmp, ignore_errors=True)
     if failed:
         raise SystemExit(f"{failed} measurement(s) failed")

@@ -27,6 +27,9 @@ tail -30 "$OUTDIR/gpu_tests.log"
 if [ "$MODE" = full ]; then
     timeout 280 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
         --rows encoder,boxes,auto-nofilter,auto-default,folder,resize-12mp,auto-all --folder-images 20 --repeat 3 \
-        --json "$OUTDIR/bench.json" 2>&1 | tee "$OUTDIR/bench.md"
+        --json "$OUTDIR/bench.json" --save-checkpoint /tmp/sam-bench-vit_h.pth 2>&1 | tee "$OUTDIR/bench.md"
 fi
-timeout 120 python3 scripts/gpu_profile.py --model vit_h --compile 2>&1 | tee "$OUTDIR/profile.txt"
+# the benchmark's confident weights where it ran (default filters then keep masks), else random
+CKPT=()
+[ -f /tmp/sam-bench-vit_h.pth ] && CKPT=(--checkpoint /tmp/sam-bench-vit_h.pth)
+timeout 120 python3 scripts/gpu_profile.py --model vit_h ${CKPT[@]+"${CKPT[@]}"} --compile 2>&1 | tee "$OUTDIR/profile.txt"

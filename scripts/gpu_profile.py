@@ -70,7 +70,10 @@ def main() -> None:
 
     torch.manual_seed(0)
     if a.checkpoint:
-        spec, net = None, load_model(checkpoint=a.checkpoint, device=a.device)
+        net = load_model(checkpoint=a.checkpoint, device=a.device)
+        enc = net.image_encoder  # the model type whose shape it has, if any (for TFLOP/s)
+        spec = next((m for m in MODELS.values() if m.arch.depth == len(enc.blocks)
+                     and m.arch.embed_dim == enc.pos_embed.shape[-1]), None)
     else:
         spec = MODELS[a.model]
         net = build_from_arch(spec.arch, a.device).eval()

@@ -22,7 +22,8 @@ def run_script(*args: str, timeout: int = 600) -> str:
 def test_benchmark_table_agrees_with_the_reference(tmp_path):
     out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,boxes,auto-all,auto-default,folder",
                      "--repeat", "1", "--points-per-side", "4", "--folder-images", "2",
-                     "--folder-points-per-side", "4", "--json", str(tmp_path / "b.json"))
+                     "--folder-points-per-side", "4", "--json", str(tmp_path / "b.json"),
+                     "--save-checkpoint", str(tmp_path / "kept.pth"))
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| row")]
     assert len(rows) == 5, out
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
@@ -43,6 +44,9 @@ def test_benchmark_table_agrees_with_the_reference(tmp_path):
     for c in cells:  # each peak is its own process's, not the launcher's
         assert 0 < float(c[5]) < 4000 and 0 < float(c[6]) < 4000, c
     assert (tmp_path / "b.json").stat().st_size > 0
+    from sam_cli.weights import load_model  # the kept checkpoint loads (gpu_check profiles it)
+
+    assert load_model(checkpoint=tmp_path / "kept.pth") is not None
 
 
 def test_gpu_profile_runs_on_the_cpu(tiny_ckpt):
