@@ -470,7 +470,7 @@ LABELS = {
     "auto-all": "automatic, {pps}x{pps} grid, filters and NMS off (every candidate kept), s/image",
     "auto-default": "automatic, {pps}x{pps} grid, default filters, s/image",
     "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}, {ff} filters), s/image, steady state",
-    "memory-12mp": "automatic on a 12 MP photo (8x8 grid), s",
+    "memory-12mp": "automatic on a 12 MP photo (8x8 grid, filters off), s",
     "resize-12mp": "resize a 12 MP photo to the encoder's input, s",
 }
 
