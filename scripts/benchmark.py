@@ -106,14 +106,9 @@ def folder_images(n: int, dest: Path) -> list[Path]:
 
 def load(impl: str, ckpt: str, model: str, device: str, dtype: str):
     if impl == "ref":
-        if model == "tiny":
-            from reference import TINY, build_reference
+        from reference import arch_kwargs, build_reference
 
-            net = build_reference(**TINY)
-        else:
-            from segment_anything import sam_model_registry
-
-            net = sam_model_registry[model]()
+        net = build_reference(**arch_kwargs(model))
         net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
         return net.to(device).eval()
     from sam_cli.weights import load_model
@@ -394,17 +389,12 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="sam-bench-"))
-    from reference import TINY, build_reference, make_confident
+    from reference import arch_kwargs, build_reference, make_confident
 
     from sam_cli.registry import MODELS
 
     spec = MODELS.get(a.model)  # None for tiny
-    if spec is None:
-        ref = build_reference(**TINY, seed=0)
-    else:
-        arch = spec.arch
-        ref = build_reference(embed_dim=arch.embed_dim, depth=arch.depth, num_heads=arch.num_heads,
-                              global_attn_indexes=arch.global_attn_indexes, seed=0)
+    ref = build_reference(**arch_kwargs(a.model), seed=0)
     if a.weights == "confident":
         scale, shift = make_confident(ref, read("chelsea.jpg"), device=a.device)
         if a.device.startswith("cuda"):

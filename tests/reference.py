@@ -9,6 +9,17 @@ import torch
 TINY = dict(embed_dim=64, depth=4, num_heads=4, global_attn_indexes=(1, 3))
 
 
+def arch_kwargs(name: str) -> dict:
+    """build_reference's architecture arguments for "tiny" or a model type (vit_b, …)."""
+    if name == "tiny":
+        return dict(TINY)
+    from sam_cli.registry import MODELS
+
+    a = MODELS[name].arch
+    return dict(embed_dim=a.embed_dim, depth=a.depth, num_heads=a.num_heads,
+                global_attn_indexes=a.global_attn_indexes)
+
+
 def build_reference(
     *, embed_dim: int, depth: int, num_heads: int, global_attn_indexes: tuple[int, ...],
     seed: int = 0, device: str | None = None,

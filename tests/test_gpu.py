@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import TINY, build_reference, build_shifted_tiny, save_checkpoint
+from reference import arch_kwargs, build_reference, build_shifted_tiny, save_checkpoint
 
 DEV = os.environ.get("SAM_GPU_TESTS_DEVICE", "cuda")
 DRY = DEV == "cpu"  # the tests' own dry run: tiny models only
@@ -38,15 +38,9 @@ def test_cuda_parity_with_reference(arch, tmp_path, photo):
     from segment_anything import SamPredictor
 
     from sam_cli.predictor import Predictor
-    from sam_cli.registry import MODELS
     from sam_cli.weights import load_model
 
-    if arch == "tiny":
-        kw = TINY
-    else:
-        a = MODELS["vit_b"].arch
-        kw = dict(embed_dim=a.embed_dim, depth=a.depth, num_heads=a.num_heads, global_attn_indexes=a.global_attn_indexes)
-    ref_model = build_reference(**kw, seed=5)
+    ref_model = build_reference(**arch_kwargs(arch), seed=5)
     ck = tmp_path / "m.pth"
     torch.save(ref_model.state_dict(), ck)
     ref = SamPredictor(ref_model.to(DEV))
@@ -72,16 +66,10 @@ def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, phot
     the threshold (twice the mean magnitude: a random model's logits are small), and on the
     predicted IoU."""
     from sam_cli.predictor import Predictor
-    from sam_cli.registry import MODELS
     from sam_cli.weights import load_model
 
-    if arch == "tiny":
-        kw = TINY
-    else:
-        a = MODELS[arch].arch
-        kw = dict(embed_dim=a.embed_dim, depth=a.depth, num_heads=a.num_heads, global_attn_indexes=a.global_attn_indexes)
     ck = tmp_path / "m.pth"
-    torch.save(build_reference(**kw, seed=5).state_dict(), ck)
+    torch.save(build_reference(**arch_kwargs(arch), seed=5).state_dict(), ck)
     boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300], [100, 50, 300, 250]]
     fp32 = Predictor(load_model(checkpoint=ck, device=DEV))
     bf16 = Predictor(load_model(checkpoint=ck, device=DEV, dtype="bf16"))

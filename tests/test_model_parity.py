@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference import build_reference
+from reference import arch_kwargs, build_reference
 
 from sam_cli.predictor import Predictor
 from sam_cli.weights import build_from_arch, infer_arch, load_model
@@ -172,7 +172,7 @@ def test_full_size_vit_b_parity(tmp_path, photo):
 
     from sam_cli.registry import MODELS
 
-    ref_model = build_reference(**_arch("vit_b"), seed=11)
+    ref_model = build_reference(**arch_kwargs("vit_b"), seed=11)
     ck = tmp_path / "vit_b.pth"
     torch.save(ref_model.state_dict(), ck)
     net = load_model(checkpoint=ck)
@@ -185,20 +185,12 @@ def test_full_size_vit_b_parity(tmp_path, photo):
         assert_close(*run_both(ref, ours, multimask=True, **CASES[case]))
 
 
-def _arch(name: str) -> dict:
-    from sam_cli.registry import MODELS
-
-    a = MODELS[name].arch
-    return dict(embed_dim=a.embed_dim, depth=a.depth, num_heads=a.num_heads,
-                global_attn_indexes=a.global_attn_indexes)
-
-
 @pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])
 def test_state_dict_keys_and_shapes_match_reference(name):
     """vit_l and vit_h are too big to run here: compare keys and shapes on the meta device."""
     from sam_cli.registry import MODELS
 
-    ref = build_reference(**_arch(name), device="meta").state_dict()
+    ref = build_reference(**arch_kwargs(name), device="meta").state_dict()
     ours_model = build_from_arch(MODELS[name].arch, "meta")
     ours = ours_model.state_dict()
     assert list(ours) == list(ref)
