@@ -82,10 +82,12 @@ def upscale_logits(
 
 #: Prompts per mask-decoder call on the CPU. After the first two-way layer every prompt has its
 #: own 4 MB of image tokens, and the memory-bound steps (LayerNorm, adds, copies) run well only
-#: while a call's share stays near the caches: `scripts/benchmark.py --rows boxes` (vit_b, 2
-#: cores) took 1.33 s and 1.4 GB for 64 boxes in calls of 8, against 1.64 s and 2.7 GB in one
-#: call. GPUs take a whole batch.
-CPU_DECODER_BATCH = 8
+#: while a call's share stays near the caches. `scripts/cpu_profile.py --decoder` (vit_b with
+#: the benchmark's confident weights, 2 cores, session 6) gave, for calls of 8 / 16 / 24
+#: prompts: automatic 32×32 default filters 13.71 / 13.06 / 12.89 s, filters off 18.65 /
+#: 17.85 / 17.47 s, 64 boxes 0.94 / 0.88 / 0.90 s; 16 keeps most of the gain at 2/3 of 24's
+#: memory. GPUs take a whole batch.
+CPU_DECODER_BATCH = 16
 
 
 class Predictor:

@@ -4,6 +4,11 @@ matmul peak measured in the same run.
 
     python scripts/cpu_profile.py --model vit_b --threads 2
     python scripts/cpu_profile.py --attention   # the attention's band settings compared
+    python scripts/cpu_profile.py --decoder --checkpoint vit_b.pth --decoder-batches 8,16,24
+        # the mask decoder per decoder-call size: automatic mode's decode of one photo (default
+        # filters, filters off) and 64 boxes; a checkpoint from
+        # `scripts/benchmark.py --save-checkpoint` has confident weights, so default filters
+        # keep masks as a trained model's do
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--attention", action="store_true",
                     help="time one global and one windowed attention per band setting instead")
+    ap.add_argument("--decoder", action="store_true",
+                    help="time the mask decoder per decoder-call size instead")
+    ap.add_argument("--decoder-batches", default="8,16,24")
+    ap.add_argument("--checkpoint", help="with --decoder: this checkpoint, not random weights")
+    ap.add_argument("--rounds", type=int, default=2, help="with --decoder: best of this many")
     a = ap.parse_args()
     from torch.profiler import ProfilerActivity, profile
 
@@ -33,6 +43,9 @@ def main() -> None:
     spec = MODELS[a.model]
     if a.attention:
         attention_table(spec)
+        return
+    if a.decoder:
+        decoder_table(a, spec)
         return
     enc = build_from_arch(spec.arch).eval().image_encoder
     x = torch.randn(1, 3, 1024, 1024)
@@ -86,6 +99,56 @@ def attention_table(spec) -> None:
             print(f"| {heads} | {budget >> 20} MB | {seconds(glob, qkv, 3):.3f} | "
                   f"{seconds(local, windows, 10):.4f} |")
     Attention.CPU_HEADS, Attention.CPU_MASK_BYTES = settings[0]
+
+
+def decoder_table(a: argparse.Namespace, spec) -> None:
+    """Seconds of the mask decoder per decoder-call size, the sizes interleaved round by
+    round so that a slow spell of the machine hits them alike; the best round is printed."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.io.images import read_image
+    from sam_cli.predictor import Predictor
+    from sam_cli.weights import build_from_arch, load_model
+
+    net = (load_model(checkpoint=a.checkpoint, device="cpu") if a.checkpoint
+           else build_from_arch(spec.arch).eval())
+    img = read_image(Path(__file__).resolve().parents[1] / "examples" / "chelsea.jpg")
+    g = np.random.default_rng(0)
+    xy = g.uniform(0, 300, (64, 2))
+    boxes = np.concatenate([xy, xy + g.uniform(40, 150, (64, 2))], 1)
+    batches = [int(x) for x in a.decoder_batches.split(",")]
+    off = AmgSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    gens = {(n, f): AutomaticMaskGenerator(net, s, decoder_batch=n)
+            for n in batches for f, s in (("default", AmgSettings()), ("off", off))}
+    first = gens[batches[0], "default"]
+    crop = first.prepare_crops(img)[0]
+    feats = first.predictor.embed([crop.pixels])
+    pred = Predictor(net)
+    pred.set_features(feats, img.shape[:2], crop.input_hw)
+    from sam_cli import predictor as P
+
+    def run(n: int, what: str) -> float:
+        t = time.perf_counter()
+        if what == "boxes":
+            P.CPU_DECODER_BATCH = n
+            pred.predict(boxes=boxes, multimask=False, low_res=False)
+        else:
+            gens[n, what].decode_crop(feats, crop, img.shape[:2])
+        return time.perf_counter() - t
+
+    best = {(n, w): float("inf") for n in batches for w in ("default", "off", "boxes")}
+    for _ in range(a.rounds):
+        for key in best:
+            best[key] = min(best[key], run(*key))
+    name = Path(a.checkpoint).name if a.checkpoint else f"random {a.model}"
+    print(f"# mask decoder, {name}, {a.threads} threads, chelsea.jpg: seconds, best of {a.rounds}")
+    print("| prompts per decoder call | automatic 32×32, default filters | filters off | 64 boxes |")
+    print("|---:|---:|---:|---:|")
+    for n in batches:
+        print(f"| {n} | {best[n, 'default']:.2f} | {best[n, 'off']:.2f} | {best[n, 'boxes']:.2f} |")
 
 
 if __name__ == "__main__":

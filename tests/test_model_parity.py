@@ -116,7 +116,7 @@ def test_other_device_layouts_match_on_the_cpu(tiny_pair, tiny_model, photo, mon
     if layout == "accelerator":
         monkeypatch.setattr(image_encoder.Attention, "CPU_HEADS", 1 << 10)
         monkeypatch.setattr(image_encoder.Attention, "CPU_MASK_BYTES", 1 << 30)
-        monkeypatch.setattr(transformer.Attention, "HEADS_INNER_ON", ())
+        monkeypatch.setattr(transformer.Attention, "IMAGE_INNER_ON", ())
         monkeypatch.setattr(mask_decoder.MaskDecoder, "UPSCALE_ONE_BY_ONE_ON", ())
     else:
         monkeypatch.setattr(image_encoder.Attention, "CPU_MASK_BYTES", 1)

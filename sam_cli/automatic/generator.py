@@ -160,9 +160,8 @@ class AutomaticMaskGenerator:
         """P×1×2 points → logits K×3×h×w, IoU K×3 and the indices K of the prompts that have
         a mask above pred_iou_thresh: the decoder does not upscale the others, whose masks the
         filter would drop anyway (K = P when the filter is off). Decoder calls take `decoder_batch`
-        prompts: points_per_batch on accelerators; 8 on the CPU, so the decoder's activations
-        stay near the caches (with device.tune_allocator, 8 measured faster than 4, 16 and 64
-        on a 2-core CPU). Results are the same for any split."""
+        prompts: points_per_batch on accelerators; CPU_DECODER_BATCH on the CPU, so the
+        decoder's activations stay near the caches. Results are the same for any split."""
         step = self.decoder_batch or self.points_per_batch
         thr = self.s.pred_iou_thresh if self.s.pred_iou_thresh > 0.0 else None
         lows, ious, idx = [], [], []

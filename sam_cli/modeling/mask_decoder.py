@@ -84,11 +84,14 @@ class MaskDecoder(nn.Module):
         else:
             src = image_embeddings.expand(b, -1, -1, -1) + dense
         _, c, h, w = src.shape
-        hs, keys = self.transformer(src.to(dt), image_pe.to(dt), tokens.to(dt))  # keys: B×HW×C
+        index = range(self.num_mask_tokens)[outputs]
+        # only the IoU token and the wanted mask tokens leave the transformer: hs B×(1+M)×C
+        hs, keys = self.transformer(
+            src.to(dt), image_pe.to(dt), tokens.to(dt), out_tokens=[0, *(1 + i for i in index)]
+        )  # keys: B×HW×C
         hs = hs.float()
         iou = self.iou_prediction_head(hs[:, 0, :])[:, outputs]
         mlps = list(self.output_hypernetworks_mlps)
-        index = range(self.num_mask_tokens)[outputs]
         gh, gw = grid_hw if grid_hw is not None else (h, w)
         prompts: torch.Tensor | slice = slice(None)
         if min_iou is not None:
@@ -99,7 +102,7 @@ class MaskDecoder(nn.Module):
             hs, iou = hs[prompts], iou[prompts]
         # one copy for the kept prompts and grid cells; none when all of both are kept
         keys = keys.view(b, h, w, c)[prompts, :gh, :gw].reshape(-1, gh * gw, c)
-        hyper = torch.stack([mlps[i](hs[:, 1 + i, :]) for i in index], dim=1)  # K×M×C/8
+        hyper = torch.stack([mlps[i](hs[:, 1 + j, :]) for j, i in enumerate(index)], dim=1)  # K×M×C/8
         masks = self._upscale_masks(keys, hyper.to(dt), gh, gw).float()
         return (masks, iou) if min_iou is None else (masks, iou, prompts)
 

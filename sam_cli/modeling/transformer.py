@@ -28,9 +28,9 @@ from .common import MLPBlock
 class Attention(nn.Module):
     """Attention with projections down to embedding_dim / downsample_rate channels."""
 
-    #: Device types whose image → token logits put heads innermost (see image_to_tokens);
-    #: the others take the accelerators' layout (tests run both on the CPU).
-    HEADS_INNER_ON: tuple[str, ...] = ("cpu",)
+    #: Device types whose image → token logits put the image tokens innermost (see
+    #: image_to_tokens); the others take the accelerators' layout (tests run both on the CPU).
+    IMAGE_INNER_ON: tuple[str, ...] = ("cpu",)
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
         super().__init__()
@@ -87,40 +87,64 @@ class Attention(nn.Module):
 
     def image_to_tokens(
         self, keys_pe: torch.Tensor, tokens_k: torch.Tensor, tokens_v: torch.Tensor,
-        residual: torch.Tensor,
+        residual: torch.Tensor, *, in_place: bool = False,
     ) -> torch.Tensor:
         """Image tokens attend to prompt tokens. keys_pe, residual: B'×N×C (B' = B or 1);
         tokens_k (with PE), tokens_v: B×T×C. Returns residual + attention output, B×N×C, with
-        the residual added by the final matmul itself."""
+        the residual added by the final matmul itself (into `residual`'s own memory when
+        in_place, for a B×N×C residual the caller no longer needs)."""
         h, d, c = self.num_heads, self.head_dim, self.embedding_dim
         k = self.k_proj(tokens_k).view(tokens_k.shape[0], -1, h, d)  # B×T×H×d
         v = self.v_proj(tokens_v).view(tokens_v.shape[0], -1, h, d)
         b, t = k.shape[:2]
-        scale = d**-0.5
-        # Logits are laid out N×(T, H) with heads innermost on the CPU, where the softmax over
-        # the T (≈7) tokens then runs vectorised across the 8 heads (14x faster than over a
-        # last dim of 7); GPUs take N×(H, T), a last-dim softmax, which their kernels do well
-        # (the strided one took 9 % of the decoder's CUDA time on an H200, batch 64, bf16:
-        # scripts/gpu_profile.py). `th` names the order of the two.
-        th = "th" if keys_pe.device.type in self.HEADS_INNER_ON else "ht"
+        n = keys_pe.shape[1]
+        shared = keys_pe.shape[0] == 1 and b > 1
         wo = self.out_proj.weight.view(c, h, d)
         # Values through Wout, plus bias / H: each head's weights sum to 1 over the T tokens,
         # so the H heads add the output bias exactly once and no separate pass adds it.
-        vo = torch.einsum(f"bthe,che->b{th}c", v, wo) + self.out_proj.bias / h
+        vo = torch.einsum("bthe,che->bthc", v, wo) + self.out_proj.bias / h
         vo = vo.reshape(b, t * h, c)
-        n = keys_pe.shape[1]
-        if keys_pe.shape[0] == 1 and b > 1:
-            q = self.q_proj(keys_pe)[0].view(n, h, d)  # once for all prompts
-            logits = torch.einsum(f"nhe,bthe->bn{th}", q, k) * scale
+        k = k * d**-0.5
+        if keys_pe.device.type in self.IMAGE_INNER_ON:
+            # Logits B×(T, H)×N, image tokens innermost: the softmax over the T (≈7) tokens
+            # then runs vectorised along N (5x faster on a CPU than with heads innermost, and
+            # 20x than over a last dim of 7), and the logits come from one matmul per prompt.
+            if shared:
+                q = self.q_proj(keys_pe)[0].view(n, h, d)  # once for all prompts
+                logits = torch.einsum("bthe,nhe->bthn", k, q).reshape(b, t * h, n)
+            else:
+                logits = self._folded_query_logits(keys_pe, k, image_inner=True)
+            p = torch.softmax(logits.view(b, t, h, n), 1).view(b, t * h, n).transpose(1, 2)
         else:
-            keys_pe = keys_pe.expand(b, -1, -1)
-            wq = self.q_proj.weight.view(h, d, c)
-            m = torch.einsum(f"bthe,hec->bc{th}", k, wq).reshape(b, c, t * h) * scale
-            bias = torch.einsum(f"bthe,he->b{th}", k, self.q_proj.bias.view(h, d)) * scale
-            logits = torch.baddbmm(bias.reshape(b, 1, t * h), keys_pe, m)
-        logits = logits.reshape(b, n, t, h) if th == "th" else logits.reshape(b, n, h, t)
-        p = torch.softmax(logits, 2 if th == "th" else 3).reshape(b, n, t * h)
+            # GPUs take N×(H, T) logits and a last-dim softmax, which their kernels do well
+            # (a strided softmax took 9 % of the decoder's CUDA time on an H200, batch 64, bf16:
+            # scripts/gpu_profile.py).
+            if shared:
+                q = self.q_proj(keys_pe)[0].view(n, h, d)
+                logits = torch.einsum("nhe,bthe->bnht", q, k)
+            else:
+                logits = self._folded_query_logits(keys_pe, k, image_inner=False)
+            p = torch.softmax(logits.reshape(b, n, h, t), 3).reshape(b, n, h * t)
+            vo = vo.view(b, t, h, c).transpose(1, 2).reshape(b, h * t, c)
+        if in_place and residual.shape[0] == b:
+            return residual.baddbmm_(p, vo)
         return torch.baddbmm(residual, p, vo)
+
+    def _folded_query_logits(
+        self, keys_pe: torch.Tensor, k: torch.Tensor, *, image_inner: bool
+    ) -> torch.Tensor:
+        """Logits of B×N×C image tokens against the T×H keys k (B×T×H×d), the query
+        projection folded into the keys, so no B×N×internal query is built:
+        B×(T, H)×N when image_inner, else B×N×(H, T)."""
+        b = k.shape[0]
+        order = "bthc" if image_inner else "bhtc"
+        wq = self.q_proj.weight.view(self.num_heads, self.head_dim, self.embedding_dim)
+        m = torch.einsum(f"bthe,hec->{order}", k, wq).flatten(1, 2)  # B×TH×C
+        bias = torch.einsum(f"bthe,he->{order[:3]}", k, self.q_proj.bias.view(self.num_heads, -1))
+        keys_pe = keys_pe.expand(b, -1, -1)
+        if image_inner:
+            return torch.baddbmm(bias.reshape(b, -1, 1), m, keys_pe.transpose(1, 2))
+        return torch.baddbmm(bias.reshape(b, 1, -1), keys_pe, m.transpose(1, 2))
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -145,10 +169,11 @@ class TwoWayAttentionBlock(nn.Module):
 
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
-        key_pe: torch.Tensor,
+        key_pe: torch.Tensor, *, keys_owned: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """queries: B×T×C prompt tokens; keys: B'×N×C image tokens (B' = 1: shared by all
-        prompts, as before the first update). Returns queries B×T×C, keys B×N×C."""
+        prompts, as before the first update). keys_owned: keys is a previous block's output,
+        which this block may overwrite. Returns queries B×T×C, keys B×N×C."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -164,7 +189,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + self.mlp(queries))
 
         keys = self.norm4(self.cross_attn_image_to_token.image_to_tokens(
-            keys_pe, queries + query_pe, queries, residual=keys
+            keys_pe, queries + query_pe, queries, residual=keys, in_place=keys_owned,
         ))
         return queries, keys
 
@@ -189,11 +214,15 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
     def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor,
+        out_tokens: list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embedding, image_pe: B'×C×H×W (B' is B or 1); point_embedding: B×T×C.
 
-        Returns queries B×T×C and keys B×HW×C (row-major over H, W: channels-last).
+        Returns queries B×T'×C and keys B×HW×C (row-major over H, W: channels-last). With
+        out_tokens, T' = len(out_tokens) and the final attention runs for those tokens only
+        (each token's row of it depends on that token alone): a caller that reads the IoU
+        token and three of the mask tokens skips 3 of the 7 rows, 3/7 of its cost.
         """
         # Channels-last and contiguous once (a 4 MB copy at batch 1): as transposed views they
         # would make every broadcast add below produce a transposed B×N×C result that each
@@ -201,10 +230,13 @@ class TwoWayTransformer(nn.Module):
         keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
-        attn = self.final_attn_token_to_image.tokens_to_image(
-            queries + point_embedding, keys + key_pe, keys
-        )
+        for i, layer in enumerate(self.layers):
+            # a later layer may overwrite the keys the one before made (not when autograd needs them)
+            owned = i > 0 and not torch.is_grad_enabled()
+            queries, keys = layer(queries, keys, point_embedding, key_pe, keys_owned=owned)
+        queries_pe = queries + point_embedding
+        if out_tokens is not None and out_tokens != list(range(queries.shape[1])):
+            queries, queries_pe = queries[:, out_tokens], queries_pe[:, out_tokens]
+        attn = self.final_attn_token_to_image.tokens_to_image(queries_pe, keys + key_pe, keys)
         queries = self.norm_final_attn(queries + attn)
         return queries, keys
