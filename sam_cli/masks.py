@@ -89,8 +89,11 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     if masks.numel() == 0:
         return torch.zeros(*masks.shape[:-2], 4, device=masks.device, dtype=torch.long)
     h, w = masks.shape[-2:]
-    rows = masks.any(dim=-1)  # …×H
-    cols = masks.any(dim=-2)  # …×W
+    # max over uint8, not any() over bool: 5-10x faster on a CPU for a column-major 12 MP
+    # mask (tests/test_masks.py checks the two agree), the same on a GPU
+    as_u8 = masks.view(torch.uint8)
+    rows = as_u8.amax(dim=-1).bool()  # …×H
+    cols = as_u8.amax(dim=-2).bool()  # …×W
     ys = torch.arange(h, device=masks.device)
     xs = torch.arange(w, device=masks.device)
     bottom = torch.where(rows, ys, -1).amax(dim=-1)
@@ -135,10 +138,26 @@ def box_near_crop_edge(
 # --------------------------------------------------------------------------- stability
 
 
+def count_true(masks: torch.Tensor) -> torch.Tensor:
+    """…×H×W bool → … int32 number of True pixels.
+
+    Sums the bytes in runs of 255 as uint8 (255 ones fit, so nothing overflows), then the
+    run sums as int32: no int32 copy of the masks, which `.sum(dtype=torch.int32)` makes
+    (10x faster on a CPU for 12 MP masks). Works on row- or column-major masks alike."""
+    lead = masks.shape[:-2]
+    if not masks.is_contiguous() and masks.transpose(-1, -2).is_contiguous():
+        masks = masks.transpose(-1, -2)  # column-major storage: count it in that order
+    n = masks.shape[-1] * masks.shape[-2]
+    flat = masks.reshape(*lead, n).view(torch.uint8)
+    k = n - n % 255
+    runs = flat[..., :k].reshape(*lead, k // 255, 255).sum(-1, dtype=torch.uint8)
+    return runs.sum(-1, dtype=torch.int32) + flat[..., k:].sum(-1, dtype=torch.int32)
+
+
 def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
     """IoU between the masks binarised at threshold ± offset: …×H×W → …"""
-    inter = (logits > threshold + offset).sum(dim=(-1, -2), dtype=torch.int32)
-    union = (logits > threshold - offset).sum(dim=(-1, -2), dtype=torch.int32)
+    inter = count_true(logits > threshold + offset)
+    union = count_true(logits > threshold - offset)
     return inter.float() / union.float()
 
 

@@ -48,6 +48,33 @@ def _low_res_needed(n_low: int, n_mid: int, keep: int) -> int:
     return int(used.max()) + 1
 
 
+@functools.lru_cache(maxsize=64)
+def _bands(
+    n_low: int, n_mid: int, keep: int, n_out: int, rows_per_band: int = 256
+) -> tuple[tuple[int, int, int, int], ...]:
+    """(j0, j1, k0, k1) per band of rows_per_band output rows of `_axis_resize_matrix`'s
+    matrix r: every non-zero of rows j0:j1 lies in columns k0:k1."""
+    r = _axis_resize_matrix(n_low, n_mid, keep, n_out)
+    nz = r != 0
+    out = []
+    for j0 in range(0, r.shape[0], rows_per_band):
+        j1 = min(r.shape[0], j0 + rows_per_band)
+        cols = nz[j0:j1].any(0).nonzero()
+        out.append((j0, j1, int(cols[0]), int(cols[-1]) + 1) if len(cols) else (j0, j1, 0, 1))
+    return tuple(out)
+
+
+def _banded_matmul(r: torch.Tensor, bands, x: torch.Tensor) -> torch.Tensor:
+    """r @ x for a resize matrix r (n_out×n_in, a few non-zeros per row, in `bands`) and
+    x B×n_in×m → B×n_out×m, multiplying only each band's columns: upscaling 256 low-res
+    samples to 4000 pixels reads ~19 of them per band of 256 pixels, 1/13 of a dense matmul's
+    work. The terms left out are exact zeros."""
+    out = x.new_empty(x.shape[0], r.shape[0], x.shape[2])
+    for j0, j1, k0, k1 in bands:
+        torch.matmul(r[j0:j1, k0:k1], x[:, k0:k1], out=out[:, j0:j1])
+    return out
+
+
 def upscale_logits(
     low_res: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int], img_size: int,
     low_size: int | None = None,
@@ -59,7 +86,8 @@ def upscale_logits(
 
     The reference runs this as two bilinear interpolations through a 1024×1024 intermediate.
     Both are linear and separable, so the same map is Rh · logits · Rwᵀ with one small matrix
-    per axis (`_axis_resize_matrix`): two matmuls, no intermediate, and no work on the padding.
+    per axis (`_axis_resize_matrix`): two banded matmuls (`_banded_matmul`), no intermediate,
+    and no work on the padding.
     The result is a transposed view of W×H (column-major) storage: that order makes the second
     matmul 1.7x faster on a CPU, and it is the order COCO RLE reads pixels in, so encoding
     needs no transpose. Call .contiguous() where row-major memory matters.
@@ -69,14 +97,16 @@ def upscale_logits(
     lead = low_res.shape[:-2]
     lh, lw = low_res.shape[-2:]
     low_size = low_size or img_size // 4
-    rh = _axis_resize_matrix(low_size, img_size, input_hw[0], orig_hw[0])
-    rw = _axis_resize_matrix(low_size, img_size, input_hw[1], orig_hw[1])
+    ah = (low_size, img_size, input_hw[0], orig_hw[0])
+    aw = (low_size, img_size, input_hw[1], orig_hw[1])
+    rh, rw = _axis_resize_matrix(*ah), _axis_resize_matrix(*aw)
     if rh[:, lh:].any() or rw[:, lw:].any():
         raise ValueError(f"low-res logits {lh}×{lw} miss rows or columns this image needs")
+    bh, bw = _bands(*ah), _bands(*aw)  # all non-zeros are in the first lh, lw columns
     rh = rh[:, :lh].to(device=low_res.device, dtype=low_res.dtype)
     rw = rw[:, :lw].to(device=low_res.device, dtype=low_res.dtype)
-    rows = torch.matmul(rh, low_res.reshape(-1, lh, lw))  # …×H×lw
-    x = torch.matmul(rw, rows.transpose(-1, -2))  # …×W×H
+    rows = _banded_matmul(rh, bh, low_res.reshape(-1, lh, lw))  # …×H×lw
+    x = _banded_matmul(rw, bw, rows.transpose(-1, -2))  # …×W×H
     return x.reshape(*lead, orig_hw[1], orig_hw[0]).transpose(-1, -2)
 
 

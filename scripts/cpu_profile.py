@@ -150,6 +150,19 @@ def decoder_table(a: argparse.Namespace, spec) -> None:
     for n in batches:
         print(f"| {n} | {best[n, 'default']:.2f} | {best[n, 'off']:.2f} | {best[n, 'boxes']:.2f} |")
 
+    # the image → token softmax over the T = 7 tokens, per layout of the logits (one call of
+    # 16 prompts; transformer.Attention.image_to_tokens takes the first on the CPU)
+    print("\n| image → token softmax layout, 16 prompts | ms |\n|---|---:|")
+    for name, shape, dim in (("B×T×H×N, over T (sam on the CPU)", (16, 7, 8, 4096), 1),
+                             ("B×N×T×H, over T (heads innermost)", (16, 4096, 7, 8), 2),
+                             ("B×N×H×T, over the last dim (sam on GPUs)", (16, 4096, 8, 7), 3)):
+        x = torch.randn(shape)
+        torch.softmax(x, dim)
+        t = time.perf_counter()
+        for _ in range(10):
+            torch.softmax(x, dim)
+        print(f"| {name} | {(time.perf_counter() - t) * 100:.2f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -70,6 +70,35 @@ def test_stability_matches_reference():
     ours = M.stability_score(logits, 0.0, 1.0)
     ref = ref_amg.calculate_stability_score(logits, 0.0, 1.0)
     assert torch.allclose(ours, ref)
+    # column-major logits, as upscale_logits returns them, and more than 255 pixels a mask
+    wide = (torch.randn(5, 301, 47) * 3).transpose(1, 2)
+    assert torch.allclose(M.stability_score(wide, 0.0, 1.0),
+                          ref_amg.calculate_stability_score(wide.contiguous(), 0.0, 1.0))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 51), (4, 17, 15), (2, 37, 53), (3, 1, 1), (0, 9, 9)])
+@pytest.mark.parametrize("layout", ["row-major", "column-major", "strided"])
+def test_count_true_counts_every_layout(shape, layout):
+    """count_true's uint8 runs of 255 against a plain int64 sum: sizes on and off a multiple
+    of 255 (5·51 = 255, 17·15 = 255), all-True masks (a run of 255 ones), empty batches."""
+    g = torch.Generator().manual_seed(3)
+    n, h, w = shape
+    m = torch.rand(n, h * 2, w * 2, generator=g) > 0.5
+    if n:
+        m[0] = True
+    if layout == "row-major":
+        m = m[:, :h, :w].contiguous()
+    elif layout == "column-major":
+        m = m[:, :h, :w].transpose(1, 2).contiguous().transpose(1, 2)
+    else:
+        m = m[:, ::2, ::2]
+    assert torch.equal(M.count_true(m), m.sum(dim=(-1, -2)).to(torch.int32))
+
+
+def test_boxes_of_column_major_masks():
+    masks = random_masks()
+    cm = masks.transpose(1, 2).contiguous().transpose(1, 2)
+    assert torch.equal(M.masks_to_boxes(cm), ref_amg.batched_mask_to_box(masks))
 
 
 @pytest.mark.parametrize("thresh", [0.0, 0.3, 0.7, 1.0])
@@ -156,3 +185,18 @@ def test_upscale_logits_matches_two_pass_interpolation(input_hw, orig_hw):
     assert ours.shape == ref.shape
     assert (ours - ref).abs().max().item() <= 1e-4
     assert torch.equal(ours > 0, ref > 0)
+
+
+def test_resize_bands_hold_every_weight():
+    """The bands of upscale_logits' matmuls (256 output pixels each) hold every non-zero
+    weight, and for a large photo they read a small part of the 256 low-res samples."""
+    from sam_cli.predictor import _axis_resize_matrix, _bands
+
+    for args in [(256, 1024, 1024, 4000), (256, 1024, 681, 300), (256, 1024, 17, 15)]:
+        r = _axis_resize_matrix(*args)
+        bands = _bands(*args)
+        assert [b[0] for b in bands] == list(range(0, r.shape[0], 256))
+        assert bands[-1][1] == r.shape[0]
+        for j0, j1, k0, k1 in bands:
+            assert not r[j0:j1, :k0].any() and not r[j0:j1, k1:].any()
+    assert max(k1 - k0 for _, _, k0, k1 in _bands(256, 1024, 1024, 4000)) < 24

@@ -107,8 +107,9 @@ class Attention(nn.Module):
         k = k * d**-0.5
         if keys_pe.device.type in self.IMAGE_INNER_ON:
             # Logits B×(T, H)×N, image tokens innermost: the softmax over the T (≈7) tokens
-            # then runs vectorised along N (5x faster on a CPU than with heads innermost, and
-            # 20x than over a last dim of 7), and the logits come from one matmul per prompt.
+            # then runs vectorised along N, several times faster on a CPU than with heads
+            # innermost or over a last dim of 7 (`scripts/cpu_profile.py --decoder`), and the
+            # logits come from one matmul per prompt.
             if shared:
                 q = self.q_proj(keys_pe)[0].view(n, h, d)  # once for all prompts
                 logits = torch.einsum("bthe,nhe->bthn", k, q).reshape(b, t * h, n)
