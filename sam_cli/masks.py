@@ -89,8 +89,8 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     if masks.numel() == 0:
         return torch.zeros(*masks.shape[:-2], 4, device=masks.device, dtype=torch.long)
     h, w = masks.shape[-2:]
-    # max over uint8, not any() over bool: 5-10x faster on a CPU for a column-major 12 MP
-    # mask (tests/test_masks.py checks the two agree), the same on a GPU
+    # max over uint8, not any() over bool: several times faster on a CPU for column-major
+    # 12 MP masks (`scripts/cpu_profile.py --masks`); tests/test_masks.py checks they agree
     as_u8 = masks.view(torch.uint8)
     rows = as_u8.amax(dim=-1).bool()  # …×H
     cols = as_u8.amax(dim=-2).bool()  # …×W
@@ -143,7 +143,8 @@ def count_true(masks: torch.Tensor) -> torch.Tensor:
 
     Sums the bytes in runs of 255 as uint8 (255 ones fit, so nothing overflows), then the
     run sums as int32: no int32 copy of the masks, which `.sum(dtype=torch.int32)` makes
-    (10x faster on a CPU for 12 MP masks). Works on row- or column-major masks alike."""
+    (several times faster on a CPU for 12 MP masks: `scripts/cpu_profile.py --masks`). Works
+    on row- or column-major masks alike."""
     lead = masks.shape[:-2]
     if not masks.is_contiguous() and masks.transpose(-1, -2).is_contiguous():
         masks = masks.transpose(-1, -2)  # column-major storage: count it in that order

@@ -72,3 +72,15 @@ def test_gpu_tests_pass_on_the_cpu():
                        timeout=900)
     assert p.returncode == 0, p.stdout[-4000:]
     assert re.search(r"\b6 passed\b", p.stdout) and "skipped" not in p.stdout, p.stdout[-2000:]
+
+
+def test_cpu_profile_decoder_and_masks_tables(tiny_ckpt):
+    out = run_script("scripts/cpu_profile.py", "--decoder", "--checkpoint", str(tiny_ckpt),
+                     "--decoder-batches", "4,16", "--rounds", "1")
+    rows = re.findall(r"^\| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$", out, re.M)
+    assert [r[0] for r in rows] == ["4", "16"], out
+    assert "B×T×H×N, over T (sam on the CPU)" in out
+    out = run_script("scripts/cpu_profile.py", "--masks")
+    steps = re.findall(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|$", out, re.M)
+    assert [s[0] for s in steps] == ["resize 256² logits → 12 MP", "count a mask's pixels (stability)",
+                                     "rows and columns with pixels (boxes)"], out
