@@ -99,34 +99,29 @@ class Attention(nn.Module):
         b, t = k.shape[:2]
         n = keys_pe.shape[1]
         shared = keys_pe.shape[0] == 1 and b > 1
+        image_inner = keys_pe.device.type in self.IMAGE_INNER_ON
+        # Logits B×(T, H)×N on the CPU, image tokens innermost: the softmax over the T (≈7)
+        # tokens then runs vectorised along N, several times faster on a CPU than with heads
+        # innermost or over a last dim of 7 (`scripts/cpu_profile.py --decoder`). GPUs take
+        # B×N×(H, T) and a last-dim softmax, which their kernels do well (a strided softmax
+        # took 9 % of the decoder's CUDA time on an H200, batch 64, bf16:
+        # scripts/gpu_profile.py). `th` is the order of the (T, H) pairs in either layout.
+        th = "th" if image_inner else "ht"
         wo = self.out_proj.weight.view(c, h, d)
         # Values through Wout, plus bias / H: each head's weights sum to 1 over the T tokens,
         # so the H heads add the output bias exactly once and no separate pass adds it.
-        vo = torch.einsum("bthe,che->bthc", v, wo) + self.out_proj.bias / h
+        vo = torch.einsum(f"bthe,che->b{th}c", v, wo) + self.out_proj.bias / h
         vo = vo.reshape(b, t * h, c)
         k = k * d**-0.5
-        if keys_pe.device.type in self.IMAGE_INNER_ON:
-            # Logits B×(T, H)×N, image tokens innermost: the softmax over the T (≈7) tokens
-            # then runs vectorised along N, several times faster on a CPU than with heads
-            # innermost or over a last dim of 7 (`scripts/cpu_profile.py --decoder`), and the
-            # logits come from one matmul per prompt.
-            if shared:
-                q = self.q_proj(keys_pe)[0].view(n, h, d)  # once for all prompts
-                logits = torch.einsum("bthe,nhe->bthn", k, q).reshape(b, t * h, n)
-            else:
-                logits = self._folded_query_logits(keys_pe, k, image_inner=True)
-            p = torch.softmax(logits.view(b, t, h, n), 1).view(b, t * h, n).transpose(1, 2)
+        if shared:
+            q = self.q_proj(keys_pe)[0].view(n, h, d)  # once for all prompts
+            logits = torch.einsum("bthe,nhe->" + ("bthn" if image_inner else "bnht"), k, q)
         else:
-            # GPUs take N×(H, T) logits and a last-dim softmax, which their kernels do well
-            # (a strided softmax took 9 % of the decoder's CUDA time on an H200, batch 64, bf16:
-            # scripts/gpu_profile.py).
-            if shared:
-                q = self.q_proj(keys_pe)[0].view(n, h, d)
-                logits = torch.einsum("nhe,bthe->bnht", q, k)
-            else:
-                logits = self._folded_query_logits(keys_pe, k, image_inner=False)
+            logits = self._folded_query_logits(keys_pe, k, image_inner=image_inner)
+        if image_inner:
+            p = torch.softmax(logits.reshape(b, t, h, n), 1).view(b, t * h, n).transpose(1, 2)
+        else:
             p = torch.softmax(logits.reshape(b, n, h, t), 3).reshape(b, n, h * t)
-            vo = vo.view(b, t, h, c).transpose(1, 2).reshape(b, h * t, c)
         if in_place and residual.shape[0] == b:
             return residual.baddbmm_(p, vo)
         return torch.baddbmm(residual, p, vo)
