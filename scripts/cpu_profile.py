@@ -9,7 +9,8 @@ matmul peak measured in the same run.
         # filters, filters off) and 64 boxes; a checkpoint from
         # `scripts/benchmark.py --save-checkpoint` has confident weights, so default filters
         # keep masks as a trained model's do
-    python scripts/cpu_profile.py --masks   # 12 MP mask post-processing, sam's way and the plain way
+    python scripts/cpu_profile.py --masks   # 12 MP mask post-processing, sam's way and the plain way,
+        # and automatic mode's whole full-resolution step with every pixel against TiledMasks
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="with --decoder: best of this many")
     ap.add_argument("--masks", action="store_true",
                     help="time the full-resolution mask steps on a 12 MP photo instead")
+    ap.add_argument("--tiles", default="32,64,128", help="with --masks: TiledMasks tile sizes")
     a = ap.parse_args()
     from torch.profiler import ProfilerActivity, profile
 
@@ -51,7 +53,7 @@ def main() -> None:
         decoder_table(a, spec)
         return
     if a.masks:
-        masks_table()
+        masks_table([int(t) for t in a.tiles.split(",")])
         return
     enc = build_from_arch(spec.arch).eval().image_encoder
     x = torch.randn(1, 3, 1024, 1024)
@@ -170,7 +172,7 @@ def decoder_table(a: argparse.Namespace, spec) -> None:
         print(f"| {name} | {(time.perf_counter() - t) * 100:.2f} |")
 
 
-def masks_table() -> None:
+def masks_table(tiles: list[int]) -> None:
     """Milliseconds per mask of the full-resolution steps of automatic mode on a 4000×3000
     photo (8 smooth masks at a time), each done sam's way and the plain way."""
     from torch.nn import functional as F
@@ -212,6 +214,66 @@ def masks_table() -> None:
     for name, ours, plain in rows:
         a, b = ms(ours), ms(plain)
         print(f"| {name} | {a:.1f} | {b:.1f} | {b / a:.1f}x |")
+    tiled_table(tiles)
+
+
+def tiled_table(tiles: list[int]) -> None:
+    """Automatic mode's whole full-resolution step (stability, threshold, boxes, RLE) per mask on
+    a 4000×3000 photo: every pixel upscaled (the dense path) against TiledMasks, for smooth
+    masks with more and more boundary, and noise (a random model's masks)."""
+    from torch.nn import functional as F
+
+    from sam_cli import masks as M
+    from sam_cli import predictor as P
+    from sam_cli.automatic.tiled import TiledMasks
+
+    n, frame = 16, ((768, 1024), (3000, 4000), 1024)
+
+    def dense(low: torch.Tensor) -> None:
+        logits = P.upscale_logits(low, *frame)
+        M.stability_score(logits, 0.0, 1.0)
+        binary = logits > 0.0
+        M.masks_to_boxes(binary)
+        M.masks_to_run_edges(binary)
+
+    def tiled(low: torch.Tensor, tile: int) -> float:
+        tm = TiledMasks(low, *frame, 0.0, 1.0, tile=tile)
+        tm.stability, tm.boxes
+        tm.run_edges(torch.arange(n))
+        return tm.undecided
+
+    def ms(fn) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return best * 1e3 / n
+
+    g = torch.Generator().manual_seed(0)
+    # blobs: a smooth field of c×(4c/3) bumps; "crisp" edges rise from −20 to +20 within a few
+    # low-res pixels, as a trained SAM's logits do at object boundaries, "soft" ones over ~100
+    kinds = [(f"{edge}, {c}×{c * 4 // 3} blobs", (c, c * 4 // 3), edge)
+             for edge in ("crisp", "soft") for c in (3, 6, 12, 24)]
+    kinds.append(("noise (a random model's masks)", None, None))
+    print(f"\n# automatic mode's full-resolution step, 12 MP, {n} masks at a time, "
+          f"{torch.get_num_threads()} threads: ms per mask")
+    head = " | ".join(f"tiles of {t}: share upscaled | ms" for t in tiles)
+    print(f"| masks | every pixel, ms | {head} |")
+    print("|---|---:|" + "---:|---:|" * len(tiles))
+    for name, blobs, edge in kinds:
+        if blobs is None:
+            low = torch.randn(n, 193, 256, generator=g) * 30
+        else:
+            base = torch.randn(n, 1, *blobs, generator=g)
+            low = F.interpolate(base, size=(193, 256), mode="bicubic", align_corners=False)[:, 0]
+            low = 20 * torch.tanh(8 * low) if edge == "crisp" else 10 * low
+        cells = [f"{ms(lambda: dense(low)):.1f}"]
+        for t in tiles:
+            share = tiled(low, t)
+            cells += [f"{share:.3f}", f"{ms(lambda: tiled(low, t)):.1f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -73,16 +73,31 @@ def models(tmp_path_factory):
     return ref, load_model(checkpoint=path)
 
 
+_REFERENCE_MASKS: dict[str, list[dict]] = {}
+
+
+@pytest.mark.parametrize("full_res", ["dense", "tiled"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_automatic_mode_matches_reference(case, models):
+def test_automatic_mode_matches_reference(case, full_res, models, monkeypatch):
+    """full_res: how full-resolution masks are made. "dense" upscales every pixel (accelerators;
+    the CPU for noise-like masks), "tiled" only the tiles along boundaries (TiledMasks, the
+    CPU's path), forced here: a random model's noise masks would send the CPU dense."""
     from segment_anything import SamAutomaticMaskGenerator
+
+    from sam_cli.automatic import generator
 
     tiny_reference, tiny_model = models
 
     kw = CASES[case]
     image = read_image(EXAMPLES / IMAGES[case])
-    ref = SamAutomaticMaskGenerator(tiny_reference, output_mode="uncompressed_rle", **kw).generate(image)
-    ours = AutomaticMaskGenerator(tiny_model, AmgSettings(**kw)).generate(image)
+    if case not in _REFERENCE_MASKS:  # computed once for both full_res paths
+        _REFERENCE_MASKS[case] = SamAutomaticMaskGenerator(
+            tiny_reference, output_mode="uncompressed_rle", **kw).generate(image)
+    ref = _REFERENCE_MASKS[case]
+    monkeypatch.setattr(generator, "TILED_UNDECIDED_MAX", 1.0)
+    gen = AutomaticMaskGenerator(tiny_model, AmgSettings(**kw))
+    gen.tiled = full_res == "tiled"
+    ours = gen.generate(image)
     assert len(ref) > 20, "the case must leave enough masks to compare"
     n, pairs = match(ref, ours)
     assert n >= 0.99 * max(len(ref), len(ours)), (n, len(ref), len(ours))

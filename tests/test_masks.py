@@ -200,3 +200,91 @@ def test_resize_bands_hold_every_weight():
         for j0, j1, k0, k1 in bands:
             assert not r[j0:j1, :k0].any() and not r[j0:j1, k1:].any()
     assert max(k1 - k0 for _, _, k0, k1 in _bands(256, 1024, 1024, 4000)) < 24
+
+
+def _test_logits(kind: str, n: int, seed: int) -> torch.Tensor:
+    """n×256×256 low-res logits: "crisp" blobs (a trained model's sharp object edges),
+    "soft" blobs (wide ramps across the thresholds) or "noise" (a random model's masks);
+    mask 0 is all ones, mask 1 empty."""
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    if kind == "noise":
+        low = torch.randn(n, 256, 256, generator=g) * 10
+    else:
+        base = torch.randn(n, 1, 4, 5, generator=g)
+        low = F.interpolate(base, size=(256, 256), mode="bicubic", align_corners=False)[:, 0]
+        low = 20 * torch.tanh(8 * low) if kind == "crisp" else 10 * low
+    low[0], low[1] = 7.0, -7.0
+    return low
+
+
+@pytest.mark.parametrize("kind", ["crisp", "soft", "noise"])
+@pytest.mark.parametrize(
+    "input_hw, crop_hw, crop_box, image_hw",
+    [((681, 1024), (300, 451), None, None),
+     ((768, 1024), (1500, 2000), None, None),
+     ((1024, 17), (900, 15), None, None),
+     ((1024, 768), (1333, 1000), [200, 100, 1200, 1433], (1600, 1300)),  # inside a larger image
+     ((768, 1024), (600, 800), [0, 0, 800, 600], (900, 800)),  # at the top, full width
+     ((768, 1024), (600, 800), [0, 300, 800, 900], (900, 800))],  # at the bottom, full width
+)
+def test_tiled_masks_match_reference_upscaling(kind, input_hw, crop_hw, crop_box, image_hw):
+    """TiledMasks (full-resolution outputs upscaling only the tiles near a threshold) against the
+    reference's two bilinear passes over every pixel: the same RLE, box and stability score,
+    except at pixels whose reference logit lies within float32 rounding (1e-4) of a threshold,
+    where the two sums may round to different sides."""
+    from torch.nn import functional as F
+
+    from sam_cli.automatic.tiled import TiledMasks
+
+    n, thr, off = 6, 0.0, 1.0
+    low = _test_logits(kind, n, seed=len(kind) + crop_hw[0])
+    mid = F.interpolate(low[:, None], (1024, 1024), mode="bilinear", align_corners=False)
+    ref = F.interpolate(mid[..., : input_hw[0], : input_hw[1]], crop_hw, mode="bilinear",
+                        align_corners=False)[:, 0]
+    tm = TiledMasks(low, input_hw, crop_hw, 1024, thr, off)
+    x0, y0 = (crop_box or [0, 0])[:2]
+    edges = tm.run_edges(torch.arange(n), (x0, y0), image_hw)
+    ch, cw = crop_hw
+    for i in range(n):
+        full = M.rle_to_mask(edges[i].to_rle())
+        assert full.shape == (image_hw or crop_hw)
+        ours = full[y0 : y0 + ch, x0 : x0 + cw]
+        outside = full.copy()
+        outside[y0 : y0 + ch, x0 : x0 + cw] = False
+        assert not outside.any()
+        near = (ref[i] - thr).abs() <= 1e-4
+        assert not ((torch.from_numpy(ours) != (ref[i] > thr)) & ~near).any()
+        assert tm.boxes[i].tolist() == M.masks_to_boxes(torch.from_numpy(ours)[None])[0].tolist()
+        inter, union = int((ref[i] > thr + off).sum()), int((ref[i] > thr - off).sum())
+        slack = int(((ref[i] - thr - off).abs() <= 1e-4).sum() + ((ref[i] - thr + off).abs() <= 1e-4).sum())
+        if union == 0:
+            assert torch.isnan(tm.stability[i])
+        else:
+            assert abs(float(tm.stability[i]) - inter / union) <= slack / union + 1e-6
+    assert tm.boxes[0].tolist() == [0, 0, cw - 1, ch - 1] and tm.boxes[1].tolist() == [0, 0, 0, 0]
+    assert edges[1].edges.size == 0 and not edges[1].starts_with_one
+    if kind == "noise":
+        # boundaries everywhere: every tile of the noise masks is upscaled, none of masks 0, 1
+        assert tm.undecided == pytest.approx((n - 2) / n, abs=0.02)
+    elif kind == "crisp" and ch * cw > 10**6:
+        assert tm.undecided < 0.25  # most of a large photo's tiles are never upscaled
+
+
+def test_tiled_masks_subsets_and_margin():
+    """run_edges of a subset gives those masks' RLEs; a logit just past a threshold (by less
+    than the margin) sends its tiles to the exact path instead of deciding them."""
+    from sam_cli.automatic.tiled import TiledMasks
+
+    low = _test_logits("crisp", 5, seed=3)
+    frame = ((768, 1024), (600, 800), 1024)
+    tm = TiledMasks(low, *frame, 0.0, 1.0)
+    all_edges = tm.run_edges(torch.arange(5))
+    some = tm.run_edges(torch.tensor([4, 2]))
+    assert [e.to_rle() for e in some] == [all_edges[4].to_rle(), all_edges[2].to_rle()]
+    assert tm.run_edges(torch.tensor([], dtype=torch.long)) == []
+    flat = torch.full((1, 256, 256), 1.0 + 1e-7)  # above t + offset by less than the margin
+    edge = TiledMasks(flat, *frame, 0.0, 1.0)
+    assert edge.undecided == 1.0
+    assert float(edge.stability[0]) == 1.0 and edge.boxes[0].tolist() == [0, 0, 799, 599]

@@ -80,7 +80,12 @@ def test_cpu_profile_decoder_and_masks_tables(tiny_ckpt):
     rows = re.findall(r"^\| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$", out, re.M)
     assert [r[0] for r in rows] == ["4", "16"], out
     assert "B×T×H×N, over T (sam on the CPU)" in out
-    out = run_script("scripts/cpu_profile.py", "--masks")
+    out = run_script("scripts/cpu_profile.py", "--masks", "--tiles", "64")
     steps = re.findall(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|$", out, re.M)
     assert [s[0] for s in steps] == ["resize 256² logits → 12 MP", "count a mask's pixels (stability)",
                                      "rows and columns with pixels (boxes)"], out
+    tiled = re.findall(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$", out, re.M)
+    assert [t[0] for t in tiled][-1] == "noise (a random model's masks)" and len(tiled) == 9, out
+    shares = {t[0]: float(t[2]) for t in tiled}
+    assert shares["noise (a random model's masks)"] == 1.0
+    assert shares["crisp, 3×4 blobs"] < shares["crisp, 24×32 blobs"] < 1.0

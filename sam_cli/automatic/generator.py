@@ -23,6 +23,14 @@ from ..modeling import Sam
 from ..predictor import CPU_DECODER_BATCH, Predictor, upscale_logits
 from ..transforms import scale_coords
 from .grids import crop_boxes, layer_point_grids
+from .tiled import TiledMasks
+
+#: Masks per TiledMasks call: at 12 MP its working memory is ~2 MB per mask plus 4 KB per
+#: upscaled tile (6 MB per mask at TILED_UNDECIDED_MAX).
+TILED_MASKS_PER_CALL = 16
+#: Above this share of tiles to upscale, upscaling whole masks is cheaper (noise-like masks
+#: of random weights: `scripts/cpu_profile.py --masks`).
+TILED_UNDECIDED_MAX = 0.5
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,9 @@ class AutomaticMaskGenerator:
         self.budget = upscale_budget_bytes
         self.logits_budget = logits_budget_bytes
         self.on_cpu = self.predictor.device.type == "cpu"
+        # Full-resolution outputs: upscaled along mask boundaries only on the CPU (TiledMasks),
+        # dense on accelerators, where upscaling every pixel costs little.
+        self.tiled = self.on_cpu
         # Masks do not depend on it; a GPU decodes 256 prompts per call 1.5x faster than 64
         # (vit_h, bf16, H200: scripts/gpu_profile.py) for about 1.3 GB more memory.
         self.points_per_batch = self.s.points_per_batch or (64 if self.on_cpu else 256)
@@ -182,6 +193,27 @@ class AutomaticMaskGenerator:
         self, low: torch.Tensor, iou: torch.Tensor, pts: np.ndarray, crop: CropInput,
         orig_hw: tuple[int, int], out: CropMasks,
     ) -> None:
+        """Full-resolution stability, boxes and RLEs of IoU-passing low-res masks K×h×w;
+        the masks that pass the stability and crop-edge filters go to `out`."""
+        if not self.tiled:
+            return self._filter_dense(low, iou, pts, crop, orig_hw, out)
+        step = TILED_MASKS_PER_CALL
+        for a in range(0, low.shape[0], step):
+            c = slice(a, a + step)
+            tm = TiledMasks(
+                low[c], crop.input_hw, crop.crop_hw, self.model.img_size,
+                self.model.mask_threshold, self.s.stability_score_offset,
+            )
+            if tm.undecided > TILED_UNDECIDED_MAX:  # boundaries everywhere: dense is cheaper
+                self._filter_dense(low[c], iou[c], pts[c], crop, orig_hw, out)
+            else:
+                self._filter_tiled(tm, iou[c], pts[c], crop, orig_hw, out)
+
+    def _filter_dense(
+        self, low: torch.Tensor, iou: torch.Tensor, pts: np.ndarray, crop: CropInput,
+        orig_hw: tuple[int, int], out: CropMasks,
+    ) -> None:
+        """`_upscale_and_filter` with every mask upscaled whole, in chunks within the budget."""
         s = self.s
         ch, cw = crop.crop_hw
         h, w = orig_hw
@@ -217,6 +249,25 @@ class AutomaticMaskGenerator:
             out.iou.extend(ciou.cpu().tolist())
             out.stability.extend(stab.cpu().tolist())
             out.points.extend(cpts + np.array([x0, y0]))
+
+    def _filter_tiled(
+        self, tm: TiledMasks, iou: torch.Tensor, pts: np.ndarray, crop: CropInput,
+        orig_hw: tuple[int, int], out: CropMasks,
+    ) -> None:
+        """`_upscale_and_filter` for the masks of `tm`, upscaled only along their boundaries."""
+        s = self.s
+        h, w = orig_hw
+        keep = ~M.box_near_crop_edge(tm.boxes, crop.box, [0, 0, w, h])
+        if s.stability_score_thresh > 0.0:
+            keep &= tm.stability >= s.stability_score_thresh
+        idx = keep.nonzero(as_tuple=True)[0]
+        if len(idx) == 0:
+            return
+        out.rles.extend(tm.run_edges(idx, (crop.box[0], crop.box[1]), orig_hw))
+        out.boxes.extend(tm.boxes[idx].numpy())
+        out.iou.extend(iou[idx].tolist())
+        out.stability.extend(tm.stability[idx].tolist())
+        out.points.extend(pts[idx.numpy()] + np.array(crop.box[:2]))
 
     def _nms_in_crop(self, c: CropMasks) -> None:
         if not c.rles:
