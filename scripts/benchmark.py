@@ -192,7 +192,7 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
         else:
             img = photo_12mp() if row == "memory-12mp" else read("chelsea.jpg")
             kw = {} if row == "auto-default" else dict(AMG_NOFILTER)
-            if row == "auto-all":  # NMS off too: every candidate is kept and compared
+            if row in ("auto-all", "memory-12mp"):  # NMS off too: every candidate is kept and compared
                 kw["box_nms_thresh"] = 1.0
             kw["points_per_side"] = 8 if row == "memory-12mp" else a.points_per_side
             sync(dev)
@@ -356,11 +356,14 @@ def main() -> None:
     ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"],
                     help="tiny: the tests' 4-block model, to check this script in seconds")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    ap.add_argument("--weights", default="confident", choices=["confident", "random"],
+    ap.add_argument("--weights", default="confident", choices=["confident", "coherent", "random"],
                     help="confident (default): random weights with mask logits scaled and predicted "
                          "IoUs raised (tests/reference.make_confident), so that default filters keep "
-                         "masks as a trained model's do; random: plain random weights, whose masks "
-                         "never pass the default filters (the tables before session 5)")
+                         "masks as a trained model's do; coherent: the same, with masks made regions "
+                         "instead of pixel noise (tests/reference.make_coherent), as a trained model's "
+                         "are, which is what the CPU's full-resolution step (TiledMasks) depends on; "
+                         "random: plain random weights, whose masks never pass the default filters "
+                         "(the tables before session 5)")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeat", type=int, default=2)
@@ -389,13 +392,15 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="sam-bench-"))
-    from reference import arch_kwargs, build_reference, make_confident
+    from reference import arch_kwargs, build_reference, make_coherent, make_confident
 
     from sam_cli.registry import MODELS
 
     spec = MODELS.get(a.model)  # None for tiny
     ref = build_reference(**arch_kwargs(a.model), seed=0)
-    if a.weights == "confident":
+    if a.weights == "coherent":
+        make_coherent(ref)
+    if a.weights in ("confident", "coherent"):
         scale, shift = make_confident(ref, read("chelsea.jpg"), device=a.device)
         if a.device.startswith("cuda"):
             torch.cuda.empty_cache()  # the workers need the memory, not this process
@@ -413,9 +418,12 @@ def main() -> None:
     print(f"# sam benchmark: {a.model}, {a.weights} random weights, {a.dtype} (ours; reference fp32), "
           f"{dev_name}, torch {torch.__version__}")
     print(f"# matmul peak measured in this run: {peak:.0f} GFLOP/s ({'bf16' if a.dtype == 'bf16' and a.device != 'cpu' else 'fp32'})")
-    if a.weights == "confident":
+    if a.weights in ("confident", "coherent"):
         print(f"# confident weights: mask logits x{scale:.0f}, predicted IoUs {shift:+.3f} "
               "(tests/reference.make_confident)")
+    if a.weights == "coherent":
+        print("# coherent masks: the decoder's upscaling kernels shared across their 2×2 positions "
+              "(tests/reference.make_coherent)")
     tuned = os.environ.get("SAM_MALLOC", "").lower() != "system"
     print(f"# malloc: sam {'tuned (device.tune_allocator)' if tuned else 'system default'}, "
           f"reference {'tuned' if a.ref_allocator == 'tuned' else 'system default'}")
@@ -460,7 +468,7 @@ LABELS = {
     "auto-all": "automatic, {pps}x{pps} grid, filters and NMS off (every candidate kept), s/image",
     "auto-default": "automatic, {pps}x{pps} grid, default filters, s/image",
     "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}, {ff} filters), s/image, steady state",
-    "memory-12mp": "automatic on a 12 MP photo (8x8 grid, filters off), s",
+    "memory-12mp": "automatic on a 12 MP photo (8x8 grid, filters and NMS off), s",
     "resize-12mp": "resize a 12 MP photo to the encoder's input, s",
 }
 

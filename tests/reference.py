@@ -97,6 +97,23 @@ def make_confident(sam, image, *, iou_pass: float = 0.25, stable: float = 0.75,
     return 1 / t, shift
 
 
+def make_coherent(sam):
+    """Make a random model's masks coherent regions, as a trained model's are, in place.
+
+    A random model's low-res masks are noise at the pixel level: each of the 2×2 positions
+    of the decoder's two transposed convolutions (output_upscaling) has its own random
+    kernel, so neighbouring low-res pixels take unrelated values and a mask's boundary runs
+    everywhere (a third of neighbouring pixels differ in sign). Giving the four positions
+    one shared kernel (their mean) makes each 64² embedding token one 4×4 block of the
+    256² logits, so masks become regions that follow the photo's embedding, with
+    boundaries between them. What runs is unchanged: same layers, same shapes, same cost."""
+    with torch.no_grad():
+        for layer in sam.mask_decoder.output_upscaling:
+            if isinstance(layer, torch.nn.ConvTranspose2d):
+                layer.weight.copy_(layer.weight.mean((2, 3), keepdim=True).expand_as(layer.weight))
+    return sam
+
+
 def save_checkpoint(sam, path: Path) -> Path:
     torch.save(sam.state_dict(), path)
     return path

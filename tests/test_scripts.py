@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -89,3 +91,34 @@ def test_cpu_profile_decoder_and_masks_tables(tiny_ckpt):
     shares = {t[0]: float(t[2]) for t in tiled}
     assert shares["noise (a random model's masks)"] == 1.0
     assert shares["crisp, 3×4 blobs"] < shares["crisp, 24×32 blobs"] < 1.0
+
+
+def test_coherent_weights_make_region_masks(photo):
+    """benchmark.py --weights coherent (tests/reference.make_coherent) turns a random model's
+    pixel-noise masks into regions, so that the CPU's full-resolution step takes the path a
+    trained model's masks take (TiledMasks upscales a minority of tiles) instead of the dense
+    fallback that noise sends it to."""
+    from segment_anything import SamPredictor
+
+    from reference import TINY, build_reference, make_coherent
+    from sam_cli.automatic.tiled import TiledMasks
+
+    def logits(sam):
+        pred = SamPredictor(sam)
+        pred.set_image(photo)
+        pts = torch.tensor([[[60.0, 80.0]], [[200.0, 150.0]], [[400.0, 250.0]]])
+        coords = pred.transform.apply_coords_torch(pts, photo.shape[:2])
+        with torch.no_grad():
+            _, _, low = pred.predict_torch(coords, torch.ones(3, 1), multimask_output=True)
+        return low.flatten(0, 1)  # 9×256×256
+
+    def sign_changes(low):
+        return float(((low[..., 1:] > 0) != (low[..., :-1] > 0)).float().mean())
+
+    noise = logits(build_reference(**TINY, seed=0))
+    regions = logits(make_coherent(build_reference(**TINY, seed=0)))
+    assert sign_changes(noise) > 0.2 and sign_changes(regions) < 0.05
+    # on a 12 MP photo, with the logits scaled as the benchmark's confident weights scale them
+    frame = ((768, 1024), (3000, 4000), 1024)
+    assert TiledMasks(noise[:, :193] * 512, *frame, 0.0, 1.0).undecided > 0.9
+    assert TiledMasks(regions[:, :193] * 512, *frame, 0.0, 1.0).undecided < 0.5

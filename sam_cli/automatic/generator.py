@@ -5,9 +5,11 @@
     decode_crop(features, crop) → CropMasks: filtered masks of one crop as RLE
     finalize(crops, hw)         → MaskRecord list (NMS across crops, small-region cleanup)
 
-Low-res logits are filtered by predicted IoU before anything is upscaled, and upscaling runs
-in chunks sized by a memory budget, so memory never scales with the number of candidates
-at full resolution. Results equal the reference algorithm's.
+Low-res logits are filtered by predicted IoU before anything is upscaled. On the CPU the
+full-resolution stability, boxes and RLEs then come from TiledMasks, which upscales only the
+tiles along each mask's boundaries (noise-like masks, a random model's, go dense); elsewhere
+whole masks are upscaled in chunks sized by a memory budget. Either way memory never scales
+with the number of candidates at full resolution. Results equal the reference algorithm's.
 """
 
 from __future__ import annotations
