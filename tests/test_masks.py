@@ -288,3 +288,17 @@ def test_tiled_masks_subsets_and_margin():
     edge = TiledMasks(flat, *frame, 0.0, 1.0)
     assert edge.undecided == 1.0
     assert float(edge.stability[0]) == 1.0 and edge.boxes[0].tolist() == [0, 0, 799, 599]
+
+
+@pytest.mark.parametrize("side", [1, 15, 300, 451, 1000, 1024, 3000, 4000, 12000])
+def test_resize_weights_are_a_weighted_mean(side):
+    """What TiledMasks' decided tiles rest on: each upscaled pixel is a weighted mean of at most
+    three low-res logits per axis, weights ≥ 0 summing to 1 within float32 rounding."""
+    from sam_cli.predictor import _axis_resize_matrix
+    from sam_cli.transforms import target_size
+
+    for other in (side, 17, 3000):
+        for keep, out in zip(target_size(side, other, 1024), (side, other)):
+            r = _axis_resize_matrix(256, 1024, keep, out)
+            assert (r >= 0).all() and (r != 0).sum(1).max() <= 3
+            assert (r.double().sum(1) - 1).abs().max() < 1e-6

@@ -11,10 +11,11 @@ is a ratio of pixel counts, a box the extent of the pixels, and an uncompressed 
 positions where the column-major pixel sequence changes value, which inside a uniform tile it
 never does.
 
-On a 12 MP photo a 256² mask upscales to ~200 tiles of 64² pixels across the photo's ~3000,
-so this skips most of the work of `upscale_logits` + threshold + count + boxes + RLE, and
-never holds a full-resolution float mask (`scripts/cpu_profile.py --masks`). The outputs are
-those of the dense path (tests/test_masks.py compares them).
+On a 12 MP photo a mask of a few regions with crisp edges needs ~200 of the photo's ~3000
+tiles of 64² pixels upscaled, so this skips most of the work of `upscale_logits` + threshold
++ count + boxes + RLE (9x less time in `scripts/cpu_profile.py --masks`), and never holds a
+full-resolution float mask. The outputs are the reference's two-pass upscaling's, to float32
+rounding at pixels within ~1e-4 of a threshold (tests/test_masks.py).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from ..predictor import _axis_resize_matrix
 TILE = 64
 
 #: A tile is decided without upscaling when its low-res logits clear the threshold by this
-#: fraction of their largest magnitude. The upscaled value is a weighted mean of ≤ 4 logits per
-#: axis computed in float32: rounding moves it by less than ~1e-6 of that magnitude, and the
-#: weights' sum differs from 1 by less than 1e-6, so 1e-4 leaves a wide safety factor.
+#: fraction of their largest magnitude. The upscaled value is a weighted mean of ≤ 3 logits per
+#: axis (weights ≥ 0 whose sum is within 3e-8 of 1, for photos from 1 to 12000 pixels a side)
+#: computed in float32: rounding moves it by less than ~1e-6 of that magnitude, so 1e-4 leaves
+#: a wide safety factor.
 MARGIN = 1e-4
 
 
@@ -113,8 +115,8 @@ class TiledMasks:
         decided = (above[0] | below[0]) & (above[1] | below[1]) & (above[2] | below[2])
         self.ones = above[1] & decided  # n×nA×nB: uniform tiles of ones at the threshold
         self.km, self.ka, self.kb = (~decided).nonzero(as_tuple=True)  # the K other tiles
-        #: the share of tiles that must be upscaled: ~0.05 for a trained model's masks on a
-        #: 12 MP photo, 1.0 for the noise a random model gives (callers then go dense)
+        #: the share of tiles that must be upscaled: 0.05–0.2 for masks of a few crisp regions
+        #: on a 12 MP photo, 1.0 for the noise a random model gives (callers then go dense)
         self.undecided = len(self.km) / max(1, decided.numel())
         self._low, self._taus, self._uniform = low, taus, [a & decided for a in above]
 
