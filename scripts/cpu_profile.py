@@ -172,6 +172,17 @@ def decoder_table(a: argparse.Namespace, spec) -> None:
         print(f"| {name} | {(time.perf_counter() - t) * 100:.2f} |")
 
 
+def ms_per_item(fn, n: int) -> float:
+    """Milliseconds per item of fn() over n items: a warm-up call, then the best of 3."""
+    fn()
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3 / n
+
+
 def masks_table(tiles: list[int]) -> None:
     """Milliseconds per mask of the full-resolution steps of automatic mode on a 4000×3000
     photo (8 smooth masks at a time), each done sam's way and the plain way."""
@@ -200,19 +211,10 @@ def masks_table(tiles: list[int]) -> None:
          lambda: (binary.any(-1), binary.any(-2))),
     ]
 
-    def ms(fn) -> float:
-        fn()
-        best = float("inf")
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        return best * 1e3 / n
-
     print(f"# 12 MP masks, {torch.get_num_threads()} threads: ms per mask")
     print("| step | sam | plain | |\n|---|---:|---:|---:|")
     for name, ours, plain in rows:
-        a, b = ms(ours), ms(plain)
+        a, b = ms_per_item(ours, n), ms_per_item(plain, n)
         print(f"| {name} | {a:.1f} | {b:.1f} | {b / a:.1f}x |")
     tiled_table(tiles)
 
@@ -242,15 +244,6 @@ def tiled_table(tiles: list[int]) -> None:
         tm.run_edges(torch.arange(n))
         return tm.undecided
 
-    def ms(fn) -> float:
-        fn()
-        best = float("inf")
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        return best * 1e3 / n
-
     g = torch.Generator().manual_seed(0)
     # blobs: a smooth field of c×(4c/3) bumps; "crisp" edges rise from −20 to +20 within a few
     # low-res pixels, as a trained SAM's logits do at object boundaries, "soft" ones over ~100
@@ -269,10 +262,10 @@ def tiled_table(tiles: list[int]) -> None:
             base = torch.randn(n, 1, *blobs, generator=g)
             low = F.interpolate(base, size=(193, 256), mode="bicubic", align_corners=False)[:, 0]
             low = 20 * torch.tanh(8 * low) if edge == "crisp" else 10 * low
-        cells = [f"{ms(lambda: dense(low)):.1f}"]
+        cells = [f"{ms_per_item(lambda: dense(low), n):.1f}"]
         for t in tiles:
             share = tiled(low, t)
-            cells += [f"{share:.3f}", f"{ms(lambda: tiled(low, t)):.1f}"]
+            cells += [f"{share:.3f}", f"{ms_per_item(lambda: tiled(low, t), n):.1f}"]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
