@@ -36,6 +36,18 @@ def test_rle_matches_reference_and_roundtrips():
         assert M.rle_area(r) == int(m.sum())
 
 
+def test_rle_to_mask_edge_cases():
+    """Masks that start with ones (a leading 0-run), all ones, all zeros, and
+    counts that do not add up to the image (refused, not reshaped into garbage)."""
+    for m in (np.ones((3, 4), bool), np.zeros((3, 4), bool),
+              np.eye(4, dtype=bool), ~np.eye(4, dtype=bool)):
+        r = M.masks_to_rle(torch.from_numpy(m)[None])[0]
+        assert np.array_equal(M.rle_to_mask(r), m) and M.rle_area(r) == int(m.sum())
+    assert M.masks_to_rle(torch.ones(1, 2, 2, dtype=torch.bool))[0]["counts"] == [0, 4]
+    with pytest.raises(ValueError, match="sum to 5, not 2×3 = 6"):
+        M.rle_to_mask({"size": [2, 3], "counts": [2, 3]})
+
+
 def test_coco_rle_decodes_with_pycocotools():
     masks = random_masks()
     for m, r in zip(masks, M.masks_to_rle(masks)):
