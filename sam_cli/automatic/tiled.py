@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..masks import RunEdges, count_true
-from ..predictor import _axis_resize_matrix
+from ..predictor import _axis_resize_matrix, _bands
 
 #: Output pixels per tile side. Smaller tiles hug a boundary closer (fewer pixels upscaled) but
 #: cost more bookkeeping per pixel; 64 was the fastest of 32 / 64 / 128 for 12 MP masks
@@ -51,7 +51,6 @@ class _Axis:
     origin: torch.Tensor  # nT int64: the tile's first output pixel
     size: torch.Tensor  # nT int64: output pixels in the tile (the last one may be short)
     span: int  # low-res samples read per tile (padded to the widest tile)
-    n_out: int
 
 
 @functools.lru_cache(maxsize=32)
@@ -61,23 +60,16 @@ def _axis(n_low: int, img_size: int, keep: int, n_out: int, n_avail: int, tile: 
     r = _axis_resize_matrix(n_low, img_size, keep, n_out)
     if r[:, n_avail:].any():
         raise ValueError(f"{n_avail} low-res samples miss some that {n_out} pixels read")
-    r = r[:, :n_avail]
-    nz = r != 0
-    bands = []
-    for j0 in range(0, n_out, tile):
-        cols = nz[j0 : j0 + tile].any(0).nonzero()
-        bands.append((int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 1))
-    span = min(n_avail, max(k1 - k0 for k0, k1 in bands))
+    bands = _bands(n_low, img_size, keep, n_out, rows_per_band=tile)  # (j0, j1, k0, k1)
+    span = min(n_avail, max(k1 - k0 for _, _, k0, k1 in bands))
     n_t = len(bands)
-    start = torch.tensor([min(k0, n_avail - span) for k0, _ in bands], dtype=torch.long)
+    start = torch.tensor([min(k0, n_avail - span) for _, _, k0, _ in bands], dtype=torch.long)
     weights = torch.zeros(n_t, tile, span)
-    size = torch.zeros(n_t, dtype=torch.long)
-    for t in range(n_t):
-        j0, j1 = t * tile, min(n_out, (t + 1) * tile)
+    for t, (j0, j1, _, _) in enumerate(bands):
         k0 = int(start[t])
         weights[t, : j1 - j0] = r[j0:j1, k0 : k0 + span]
-        size[t] = j1 - j0
-    return _Axis(start, weights, torch.arange(n_t) * tile, size, span, n_out)
+    size = torch.tensor([j1 - j0 for j0, j1, _, _ in bands], dtype=torch.long)
+    return _Axis(start, weights, torch.arange(n_t) * tile, size, span)
 
 
 class TiledMasks:
@@ -101,7 +93,6 @@ class TiledMasks:
         self.ah = ah = _axis(low_size, img_size, input_hw[0], out_hw[0], lh, tile)
         self.aw = aw = _axis(low_size, img_size, input_hw[1], out_hw[1], lw, tile)
         self.out_hw, self.tile, self.n = out_hw, tile, n
-        self.threshold = threshold
         taus = (threshold - offset, threshold, threshold + offset)
 
         # each tile's low-res block: min, max and the margin that decides it
@@ -174,9 +165,6 @@ class TiledMasks:
     @functools.cached_property
     def boxes(self) -> torch.Tensor:
         """n×4 XYXY inclusive of the pixels above the threshold."""
-        return self._boxes()
-
-    def _boxes(self) -> torch.Tensor:
         ah, aw, n = self.ah, self.aw, self.n
         h, w = self.out_hw
         # uniform tiles of ones: their extents
