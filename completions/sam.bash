@@ -37,7 +37,7 @@ _sam() {
     esac
     case "$cmd" in
         "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto info segment models" -- "$cur")); fi ;;
-        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --overwrite --no-progress --progress --model --checkpoint --device --dtype --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --no-progress --progress --model --checkpoint --device --dtype --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
         "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --point --neg-point --box --mask-input --multimask --overlay --save-logits --model --checkpoint --device --dtype --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=($(compgen -W "download verify" -- "$cur")); fi ;;

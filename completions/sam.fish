@@ -20,6 +20,7 @@ complete -c sam -n '__fish_seen_subcommand_from auto' -l crop-n-points-downscale
 complete -c sam -n '__fish_seen_subcommand_from auto' -l min-mask-region-area -x -d 'Fill holes and remove islands smaller than this many pixels (0: off).'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l batch-size -x -d 'Images (crops) per image-encoder batch. [default: 1 on the CPU, 4 on a GPU]'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l workers -x -d 'Threads decoding images ahead.'
+complete -c sam -n '__fish_seen_subcommand_from auto' -l compile -d 'torch.compile the encoder and decoder: the first batches take a few minutes long'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l overwrite -d 'Redo images whose outputs exist.'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l no-progress -l progress -d 'Progress bar on stderr (default: only on a terminal).'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l model -s m -x -a 'vit_b vit_l vit_h' -d 'Model type: vit_b (default: 375 MB, usable on a laptop CPU), vit_l or vit_h (bes'

@@ -258,6 +258,8 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
             cmd += ["--batch-size", str(a.batch_size)]
         if a.folder_filters == "off":
             cmd += ["--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+        if a.compile:
+            cmd += ["--compile"]
         env = {**os.environ, "SAM_THREADS": str(a.threads)}
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
         for line in p.stdout:  # one JSON line per image, written as each image finishes
@@ -376,6 +378,8 @@ def main() -> None:
     ap.add_argument("--ref-allocator", default="system", choices=["system", "tuned"],
                     help="give the reference sam's malloc setting too (device.tune_allocator), "
                          "to see how much of a ratio it accounts for")
+    ap.add_argument("--compile", action="store_true",
+                    help="the folder row runs `sam auto --compile` (the other rows are not compiled)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--save-checkpoint", metavar="PATH",
                     help="keep the benchmark's checkpoint here (scripts/gpu_check.sh profiles it)")
@@ -427,6 +431,8 @@ def main() -> None:
     tuned = os.environ.get("SAM_MALLOC", "").lower() != "system"
     print(f"# malloc: sam {'tuned (device.tune_allocator)' if tuned else 'system default'}, "
           f"reference {'tuned' if a.ref_allocator == 'tuned' else 'system default'}")
+    if a.compile:
+        print("# folder row: `sam auto --compile` (torch.compile; compiling is in the start-up figure)")
     rows = [r for r in a.rows.split(",") if r]
     results = {}
     failed = 0
@@ -441,7 +447,7 @@ def main() -> None:
                    "--points-per-side", str(a.points_per_side), "--folder-dir", a.folder_dir,
                    "--folder-points-per-side", str(a.folder_points_per_side),
                    "--batch-size", str(a.batch_size), "--folder-filters", a.folder_filters,
-                   "--ref-allocator", a.ref_allocator]
+                   "--ref-allocator", a.ref_allocator] + (["--compile"] if a.compile else [])
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode:
                 print(f"{row} {impl} failed:\n{p.stderr[-3000:]}", file=sys.stderr)

@@ -3,14 +3,22 @@
 # H100/H200). Needs the wheels the GPU image lacks in .whl/ (pycocotools, segment-anything):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl pycocotools==2.0.11 segment-anything==1.0
-# With the device tool: carry .whl, timeout_s 580 (the stages below stop themselves by 550 s).
+# With the device tool: carry .whl, timeout_s 580 (the stages below share 560 s and stop themselves).
 # Usage: bash scripts/gpu_check.sh [quick|full] [OUTDIR]
 #   quick: GPU tests + scripts/gpu_profile.py (about 3 minutes)
-#   full:  the same, with scripts/benchmark.py against the reference between them (9 minutes at most)
-# Results in OUTDIR: gpu.txt, gpu_tests.log, profile.txt, bench.md, bench.json
+#   full:  GPU tests, then scripts/benchmark.py against the reference (vit_h, bf16):
+#          bench.md   confident weights: encoder, 64 boxes, default filters, folder, resize
+#          bench_coherent.md  region masks: every candidate kept (the bf16 vs fp32 agreement
+#                     over 3072 masks), and the folder under `sam auto --compile`
+#          bench_fp32.md  (if time is left) ours in fp32 against the reference, every candidate
+#                     kept: how far fp32 on this GPU alone moves the masks
+#          then the profile, if time is left.
+# Results in OUTDIR (8 files): gpu.txt, gpu_tests.log, bench.md/.json, bench_coherent.md/.json,
+# bench_fp32.md, profile.txt
 set -uo pipefail
 MODE=${1:-full}
 OUTDIR=${2:-${OUT:-/tmp/sam-gpu}}
+BUDGET=560
 mkdir -p "$OUTDIR"
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -20,16 +28,29 @@ else
     export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1
+# seconds a stage may take: at most $1, and never past the budget
+left() { local l=$((BUDGET - SECONDS)); [ "$l" -gt "$1" ] && l=$1; echo "$l"; }
+stage() {  # stage CAP NAME COMMAND...: runs it if at least 30 s are left
+    local cap=$1 name=$2; shift 2
+    local t; t=$(left "$cap")
+    if [ "$t" -lt 30 ]; then echo "# $name: not run, ${t} s left"; return; fi
+    echo "# $name (at most ${t} s, started at ${SECONDS} s)"
+    timeout "$t" "$@"
+}
+BENCH=(python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 --folder-images 20 --repeat 2)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 python3 -c "import torch, typer, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'typer', typer.__version__)" | tee -a "$OUTDIR/gpu.txt"
-timeout 150 python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUTDIR/gpu_tests.log" 2>&1
+stage 170 tests python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUTDIR/gpu_tests.log" 2>&1
 tail -30 "$OUTDIR/gpu_tests.log"
 if [ "$MODE" = full ]; then
-    timeout 280 python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 \
-        --rows encoder,boxes,auto-nofilter,auto-default,folder,resize-12mp,auto-all --folder-images 20 --repeat 3 \
+    stage 140 "benchmark, confident weights" "${BENCH[@]}" --rows encoder,boxes,auto-default,folder,resize-12mp \
         --json "$OUTDIR/bench.json" --save-checkpoint /tmp/sam-bench-vit_h.pth 2>&1 | tee "$OUTDIR/bench.md"
+    stage 200 "benchmark, coherent weights, folder compiled" "${BENCH[@]}" --weights coherent --compile \
+        --rows auto-all,folder --json "$OUTDIR/bench_coherent.json" 2>&1 | tee "$OUTDIR/bench_coherent.md"
+    stage 90 "benchmark, coherent weights, ours in fp32" python3 scripts/benchmark.py --device cuda --model vit_h \
+        --dtype fp32 --weights coherent --rows auto-all --repeat 1 2>&1 | tee "$OUTDIR/bench_fp32.md"
 fi
 # the benchmark's confident weights where it ran (default filters then keep masks), else random
 CKPT=()
 [ -f /tmp/sam-bench-vit_h.pth ] && CKPT=(--checkpoint /tmp/sam-bench-vit_h.pth)
-timeout 120 python3 scripts/gpu_profile.py --model vit_h ${CKPT[@]+"${CKPT[@]}"} --compile 2>&1 | tee "$OUTDIR/profile.txt"
+stage 120 profile python3 scripts/gpu_profile.py --model vit_h ${CKPT[@]+"${CKPT[@]}"} 2>&1 | tee "$OUTDIR/profile.txt"

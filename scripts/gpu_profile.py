@@ -7,8 +7,8 @@ reference). Prints, for one model:
 * prompted throughput in images/s (encoder batches of 8, 16 boxes per image);
 * automatic mode end to end per image (default filters, filters off);
 * the top CUDA operators of the decoder over the grid, every prompt upscaled;
-* with --compile, the same decoder and the image encoder under torch.compile (an experiment:
-  sam does not compile).
+* with --compile, the same decoder and the image encoder under torch.compile, as
+  `sam auto --compile` runs them (Sam.compile_parts).
 
     python scripts/gpu_profile.py --model vit_h
     python scripts/gpu_profile.py --device cpu --checkpoint tiny.pth --points-per-side 4 \
@@ -167,8 +167,9 @@ def main() -> None:
             print(f"decoder bf16, {len(pts)} prompts in batches of {full.points_per_batch}, all upscaled:")
             print(prof.key_averages().table(sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=15, max_name_column_width=50), flush=True)
         if a.compile:
-            dec = net.mask_decoder
-            dec.forward = torch.compile(dec.forward, dynamic=False)
+            # Sam.compile_parts, as `sam auto --compile` does: encoder, transformer, upscaling
+            eager = gen.predictor.embed([x] * 4)
+            net.compile_parts()
             t = time.perf_counter()
             full._decode_points(pts, labels)
             sync()
@@ -176,9 +177,7 @@ def main() -> None:
             sec = timed(lambda: full._decode_points(pts, labels))
             print(f"decoder bf16 under torch.compile, {len(pts)} prompts in batches of {full.points_per_batch}, "
                   f"all upscaled: {sec * 1e3:.1f} ms", flush=True)
-            # the image encoder, compiled in place, against its eager self at batch 4
-            eager = gen.predictor.embed([x] * 4)
-            net.image_encoder.compile()
+            # the image encoder against its eager self at batch 4
             t = time.perf_counter()
             compiled = gen.predictor.embed([x] * 4)
             sync()

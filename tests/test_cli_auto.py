@@ -237,3 +237,33 @@ def test_no_images_found_says_so_without_loading_the_model(tmp_path):
     p = run_sam("auto", empty, "-o", tmp_path / "out", "-c", tmp_path / "missing.pth")
     assert p.returncode == 0 and p.stdout == b""
     assert p.stderr.decode().startswith(f"no images found in {empty} (extensions: .bmp, ")
+
+
+def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, folder, tmp_path, monkeypatch):
+    """--compile calls Sam.compile_parts (here with a backend that runs the traced graphs as
+    they are, not Inductor's generated code; see test_model_parity) and changes no output."""
+    import torch
+
+    from sam_cli.cli import app
+    from sam_cli.modeling.sam import Sam
+
+    traced = []
+    original = Sam.compile_parts
+
+    def compile_parts(self, backend="inductor"):
+        assert backend == "inductor"
+        torch._dynamo.reset()
+        return original(self, backend=lambda gm, inputs: traced.append(gm) or gm.forward)
+
+    monkeypatch.setattr(Sam, "compile_parts", compile_parts)
+    outs = {}
+    for flag in ([], ["--compile"]):
+        out = tmp_path / ("compiled" if flag else "eager")
+        with pytest.raises(SystemExit) as e:
+            app.main(["auto", str(folder), "-o", str(out), "-c", str(tiny_ckpt), "--device", "cpu",
+                      "-q", "-f", "coco-rle", *FAST, *flag])
+        assert e.value.code == 0
+        outs[out.name] = {p.relative_to(out): p.read_text() for p in sorted(out.rglob("*.json"))}
+    torch._dynamo.reset()
+    assert len(traced) >= 3  # encoder, transformer, upscaling
+    assert len(outs["eager"]) == 3 and outs["compiled"] == outs["eager"]

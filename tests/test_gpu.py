@@ -167,3 +167,34 @@ def test_sam_auto_on_cuda_gives_the_cpu_masks(shifted_tiny, tmp_path):
             union = (ma | mb).sum()
             assert union == 0 or (ma & mb).sum() / union >= 0.99, fg.name
             assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-3
+
+
+def test_compiled_model_gives_the_eager_masks(shifted_tiny):
+    """Sam.compile_parts (`sam auto --compile`) with Inductor on the GPU: automatic mode gives
+    the masks of the eager model. (The CPU dry run uses the aot_eager backend: Inductor's code
+    generation takes minutes on a small CPU; test_model_parity checks the traced graphs there.)"""
+    import copy
+
+    from conftest import EXAMPLES
+    from test_amg_parity import match
+    from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.io.images import read_image
+    from sam_cli.weights import load_model
+
+    _, ck = shifted_tiny
+    eager = load_model(checkpoint=ck, device=DEV)
+    torch._dynamo.reset()
+    compiled = copy.deepcopy(eager).compile_parts(backend="aot_eager" if DRY else "inductor")
+    kw = dict(points_per_side=8, pred_iou_thresh=0.44, stability_score_thresh=0.08,
+              stability_score_offset=0.05, box_nms_thresh=1.0)
+    image = read_image(EXAMPLES / "chelsea.jpg")
+    a = AutomaticMaskGenerator(eager, AmgSettings(**kw)).generate(image)
+    b = AutomaticMaskGenerator(compiled, AmgSettings(**kw)).generate(image)
+    torch._dynamo.reset()
+    assert len(a) > 20
+    as_ref = [{"segmentation": r.rle, "point_coords": [r.point], "predicted_iou": r.predicted_iou}
+              for r in a]
+    n, pairs = match(as_ref, b)
+    assert n >= 0.99 * max(len(a), len(b)), (n, len(a), len(b))
+    for x, y in pairs:
+        assert abs(x["predicted_iou"] - y.predicted_iou) <= 1e-3

@@ -133,6 +133,45 @@ def test_other_device_layouts_match_on_the_cpu(tiny_pair, tiny_model, photo, mon
         assert (m1 == p.masks[k]).mean() >= PIXELS
 
 
+@pytest.mark.parametrize("layout", ["cpu", "accelerator"])
+def test_compiled_parts_are_traced_whole_and_match(tiny_pair, tiny_model, photo, monkeypatch, layout):
+    """Sam.compile_parts (`sam auto --compile`): TorchDynamo traces the encoder, the decoder's
+    transformer and the upscaling into graphs, and those graphs still match the reference.
+    The backend here runs each traced graph as it is (no code generation, which needs a C
+    compiler and minutes on this CPU); tests/test_gpu.py runs Inductor itself."""
+    import copy
+
+    from sam_cli.modeling import mask_decoder
+
+    if layout == "accelerator":
+        monkeypatch.setattr(mask_decoder.MaskDecoder, "UPSCALE_ONE_BY_ONE_ON", ())
+    torch._dynamo.reset()
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    net = copy.deepcopy(tiny_model).compile_parts(backend=record)
+    ours = Predictor(net)
+    ours.set_image(photo)
+    n_encoder = len(graphs)
+    ref, _ = tiny_pair
+    assert n_encoder == 1  # the whole encoder, one graph
+    assert rel_l2(ref.features.numpy(), ours.features.numpy()) <= REL_L2
+    boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300]]
+    p = ours.predict(boxes=boxes, multimask=True)
+    # one graph each for the transformer and the upscaling: a graph break would make more
+    assert len(graphs) == 3
+    for k, b in enumerate(boxes):
+        m1, i1, l1 = ref.predict(box=np.asarray(b, float), multimask_output=True)
+        assert rel_l2(l1, p.low_res[k]) <= REL_L2
+        assert np.abs(i1 - p.iou[k]).max() <= IOU_TOL
+        assert (m1 == p.masks[k]).mean() >= PIXELS
+    assert all(sum(n.op == "call_function" for n in g.graph.nodes) >= 6 for g in graphs)
+    torch._dynamo.reset()
+
+
 def test_many_boxes_in_several_decoder_calls_equal_one_call(tiny_pair, monkeypatch):
     """On the CPU, predict() splits many prompts into decoder calls of CPU_DECODER_BATCH: the
     masks, IoUs and logits are those of a single call."""

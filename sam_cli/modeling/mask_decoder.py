@@ -118,9 +118,13 @@ class MaskDecoder(nn.Module):
         """
         if keys.device.type in self.UPSCALE_ONE_BY_ONE_ON and keys.shape[0] > 1:
             return torch.cat([
-                self._upscale_masks(keys[i : i + 1], hyper[i : i + 1], h, w)
+                self._upscale_batch(keys[i : i + 1], hyper[i : i + 1], h, w)
                 for i in range(keys.shape[0])
             ])
+        return self._upscale_batch(keys, hyper, h, w)
+
+    def _upscale_batch(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """_upscale_masks for one batch (Sam.compile_parts compiles this, not the loop)."""
         conv1, ln, act1, conv2, act2 = self.output_upscaling
         b = keys.shape[0]
         c1, c2 = conv1.out_channels, conv2.out_channels

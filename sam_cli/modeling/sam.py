@@ -48,6 +48,21 @@ class Sam(nn.Module):
         self.mask_decoder.output_upscaling.to(dtype)
         return self
 
+    def compile_parts(self, backend: str = "inductor") -> "Sam":
+        """torch.compile the heavy parts: the image encoder, the decoder's two-way transformer
+        and its upscaling (weights, their names and the outputs' meaning unchanged). The
+        first call compiles (about a minute for vit_h on a GPU), so it pays off over a folder,
+        not for one image; a later batch of another size (the last, smaller one) compiles
+        once more, after which that size is dynamic."""
+        dec = self.mask_decoder
+        self.image_encoder.compile(backend=backend)
+        dec.transformer.compile(backend=backend)
+        # An instance attribute, called in place of the method (the CPU's per-prompt loop stays
+        # in Python). Dynamic from the start: the prompts the IoU filter keeps and the grid
+        # cells an image covers change from call to call.
+        dec._upscale_batch = torch.compile(dec._upscale_batch, backend=backend, dynamic=True)
+        return self
+
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w RGB 0–255 (long side already resized to img_size) → normalised, padded
         bottom/right to B×3×img_size×img_size."""
