@@ -144,6 +144,8 @@ def main() -> None:
             recs = []
             sec = timed(lambda: recs.append(g.generate(img)), reps=2)
             print(f"generate, {n}x{n}, {name}: {sec:.3f} s/image, {len(recs[-1])} masks", flush=True)
+            if not a.no_profile:
+                step_table(g, img, a.device)
         crop = gen.prepare_crops(img)[0]
         t = time.perf_counter()
         for _ in range(10):
@@ -186,6 +188,24 @@ def main() -> None:
             rel = float((compiled - eager).norm() / eager.norm())
             print(f"encoder bf16 under torch.compile, batch 4: first call {first:.1f} s, then "
                   f"{sec * 1e3:.1f} ms/image (rel. L2 to eager {rel:.1e})", flush=True)
+
+
+def step_table(gen, img, device: str) -> None:
+    """One generate() under torch.profiler: host time of each step (the generator's
+    record_function labels; a step that waits for the device includes the wait), then the
+    operators with the most host time of their own."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.startswith("cuda")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=acts) as prof:
+        gen.generate(img)
+        if on_gpu:
+            torch.cuda.synchronize()
+    ev = prof.key_averages()
+    for e in sorted((e for e in ev if e.key.startswith("sam.")), key=lambda e: -e.cpu_time_total):
+        print(f"  {e.key:<14} {e.count:>5} calls, host {e.cpu_time_total / 1e3:9.1f} ms", flush=True)
+    print(ev.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50), flush=True)
 
 
 def grid_prompts(crop, device: str) -> tuple[torch.Tensor, torch.Tensor]:

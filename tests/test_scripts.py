@@ -59,6 +59,9 @@ def test_gpu_profile_runs_on_the_cpu(tiny_ckpt):
                  "encoder bf16, batch 2", "prompted:", "generate, 4x4, filters off",
                  "prepare_crops", "16 prompts in batches of"):
         assert what in out, out
+    # the per-step host times of generate(), from the generator's profiler labels
+    for step in ("sam.prepare", "sam.encode", "sam.decode", "sam.full_res", "sam.nms", "sam.finalize"):
+        assert re.search(rf"  {re.escape(step)} +\d+ calls, host +[0-9.]+ ms", out), (step, out)
     n = int(re.search(r"generate, 4x4, filters off: [0-9.]+ s/image, (\d+) masks", out).group(1))
     assert n >= 1, out
 

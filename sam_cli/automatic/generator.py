@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.profiler import record_function
 
 from .. import masks as M
 from ..modeling import Sam
@@ -148,14 +149,19 @@ class AutomaticMaskGenerator:
                 scale_coords(pts, crop.crop_hw, crop.input_hw), dtype=torch.float32, device=dev
             )[:, None, :]
             labels = torch.ones(in_pts.shape[:2], dtype=torch.int64, device=dev)
-            low, iou, prompt_idx = self._decode_points(in_pts, labels)  # K×3×h×w, K×3, K
-            point_idx = prompt_idx.repeat_interleave(iou.shape[1])
-            low, iou = low.flatten(0, 1), iou.flatten(0, 1).float()
-            if s.pred_iou_thresh > 0.0:
-                keep = iou > s.pred_iou_thresh
-                low, iou, point_idx = low[keep], iou[keep], point_idx[keep]
-            self._upscale_and_filter(low, iou, pts[point_idx.cpu().numpy()], crop, orig_hw, result)
-        self._nms_in_crop(result)
+            # the labels name the steps in torch.profiler tables (scripts/gpu_profile.py)
+            with record_function("sam.decode"):
+                low, iou, prompt_idx = self._decode_points(in_pts, labels)  # K×3×h×w, K×3, K
+                point_idx = prompt_idx.repeat_interleave(iou.shape[1])
+                low, iou = low.flatten(0, 1), iou.flatten(0, 1).float()
+                if s.pred_iou_thresh > 0.0:
+                    keep = iou > s.pred_iou_thresh
+                    low, iou, point_idx = low[keep], iou[keep], point_idx[keep]
+                pts_kept = pts[point_idx.cpu().numpy()]
+            with record_function("sam.full_res"):
+                self._upscale_and_filter(low, iou, pts_kept, crop, orig_hw, result)
+        with record_function("sam.nms"):
+            self._nms_in_crop(result)
         return result
 
     def _batches_per_group(self) -> int:
@@ -245,7 +251,8 @@ class AutomaticMaskGenerator:
                 continue
             if (ch, cw) != (h, w):
                 binary = F.pad(binary, (x0, w - cw - x0, y0, h - ch - y0))
-            out.rles.extend(M.masks_to_run_edges(binary))  # counts built after NMS
+            with record_function("sam.run_edges"):
+                out.rles.extend(M.masks_to_run_edges(binary))  # counts built after NMS
             # boxes stay in crop coordinates until in-crop NMS has run (as the reference does)
             out.boxes.extend(boxes.cpu().numpy())
             out.iou.extend(ciou.cpu().tolist())
@@ -332,8 +339,12 @@ class AutomaticMaskGenerator:
         """H×W×3 uint8 RGB → mask records, crop by crop (the pipeline batches instead)."""
         hw = (image.shape[0], image.shape[1])
         results = []
-        for crop in self.prepare_crops(image):
-            feats = self.predictor.embed([crop.pixels])
+        with record_function("sam.prepare"):
+            crops = self.prepare_crops(image)
+        for crop in crops:
+            with record_function("sam.encode"):
+                feats = self.predictor.embed([crop.pixels])
             results.append(self.decode_crop(feats, crop, hw))
-        return self.finalize(results, hw)
+        with record_function("sam.finalize"):
+            return self.finalize(results, hw)
 
