@@ -124,6 +124,33 @@ def test_nms_path_matches_reference(models):
     assert match(ref, ours)[0] == len(ref)
 
 
+@pytest.mark.parametrize("crop_n_layers", [0, 1])
+def test_dense_path_encodes_only_the_masks_nms_keeps(models, monkeypatch, crop_n_layers):
+    """On the dense path run edges wait for in-crop NMS: the masks NMS drops are never
+    encoded, and the survivors, upscaled again from their low-res logits, are the reference's."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    tiny_reference, tiny_model = models
+    kw = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+              crop_n_layers=crop_n_layers, crop_n_points_downscale_factor=2)
+    image = read_image(EXAMPLES / "coffee.jpg")
+    ref = SamAutomaticMaskGenerator(tiny_reference, output_mode="uncompressed_rle", **kw).generate(image)
+    encoded = []
+    real = M.masks_to_run_edges
+    monkeypatch.setattr(M, "masks_to_run_edges", lambda m: encoded.append(m.shape[0]) or real(m))
+    gen = AutomaticMaskGenerator(tiny_model, AmgSettings(**kw))
+    gen.tiled = False
+    kept_in_crops = []
+    decode_crop = gen.decode_crop
+    gen.decode_crop = lambda *a: kept_in_crops.append(decode_crop(*a)) or kept_in_crops[-1]
+    ours = gen.generate(image)
+    # 3 masks per point: 6×6 points on the image, and 3×3 on each of layer 1's 4 crops
+    candidates = 3 * (36 + crop_n_layers * 4 * 9)
+    assert sum(encoded) == sum(len(c.rles) for c in kept_in_crops) < candidates / 5
+    assert len(ref) == len(ours) >= 1
+    assert match(ref, ours)[0] == len(ref)
+
+
 def test_grouping_and_decoder_batches_do_not_change_the_masks(models):
     """How point batches are grouped on the device and split into decoder calls changes only
     the order of work: the same masks in the same order, with predicted IoUs equal to float32

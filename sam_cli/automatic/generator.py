@@ -8,8 +8,10 @@
 Low-res logits are filtered by predicted IoU before anything is upscaled. On the CPU the
 full-resolution stability, boxes and RLEs then come from TiledMasks, which upscales only the
 tiles along each mask's boundaries (noise-like masks, a random model's, go dense); elsewhere
-whole masks are upscaled in chunks sized by a memory budget. Either way memory never scales
-with the number of candidates at full resolution. Results equal the reference algorithm's.
+whole masks are upscaled in chunks sized by a memory budget, and the run edges of those wait
+for in-crop NMS: only the survivors' low-res logits are upscaled again and encoded. Either way
+memory never scales with the number of candidates at full resolution. Results equal the
+reference algorithm's.
 """
 
 from __future__ import annotations
@@ -75,10 +77,21 @@ class CropInput:
     points: np.ndarray  # P×2 XY in crop pixels
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    """A mask whose run edges are built only if it survives in-crop NMS: row `row` of the
+    low-res logits CropMasks.low[chunk] (the dense path; its masks are upscaled again then)."""
+
+    chunk: int
+    row: int
+
+
 @dataclass
 class CropMasks:
     box: list[int]
-    rles: list = field(default_factory=list)  # M.RunEdges until in-crop NMS, then RLE dicts
+    # M.RunEdges or _Deferred until in-crop NMS, then RLE dicts
+    rles: list = field(default_factory=list)
+    low: list[torch.Tensor] = field(default_factory=list)  # logits of _Deferred masks
     boxes: list[np.ndarray] = field(default_factory=list)  # XYXY in the image frame
     iou: list[float] = field(default_factory=list)
     stability: list[float] = field(default_factory=list)
@@ -161,7 +174,7 @@ class AutomaticMaskGenerator:
             with record_function("sam.full_res"):
                 self._upscale_and_filter(low, iou, pts_kept, crop, orig_hw, result)
         with record_function("sam.nms"):
-            self._nms_in_crop(result)
+            self._nms_in_crop(result, crop, orig_hw)
         return result
 
     def _batches_per_group(self) -> int:
@@ -223,41 +236,68 @@ class AutomaticMaskGenerator:
     ) -> None:
         """`_upscale_and_filter` with every mask upscaled whole, in chunks within the budget."""
         s = self.s
-        ch, cw = crop.crop_hw
         h, w = orig_hw
         x0, y0 = crop.box[0], crop.box[1]
         img = self.model.img_size
-        per_mask = 4 * (ch * low.shape[-1] + ch * cw) + h * w  # row pass, logits, binary
-        chunk = max(1, self.budget // per_mask)
+        chunk = self._dense_chunk(low, crop, orig_hw)
         thr = self.model.mask_threshold
         for a in range(0, low.shape[0], chunk):
-            logits = upscale_logits(low[a : a + chunk], crop.input_hw, crop.crop_hw, img)
+            clow = low[a : a + chunk]
+            logits = upscale_logits(clow, crop.input_hw, crop.crop_hw, img)
             ciou = iou[a : a + chunk]
             cpts = pts[a : a + chunk]
+            rows = torch.arange(clow.shape[0], device=clow.device)
             stab = M.stability_score(logits, thr, s.stability_score_offset)
             if s.stability_score_thresh > 0.0:
                 keep = stab >= s.stability_score_thresh
-                logits, ciou, stab = logits[keep], ciou[keep], stab[keep]
+                logits, ciou, stab, rows = logits[keep], ciou[keep], stab[keep], rows[keep]
                 cpts = cpts[keep.cpu().numpy()]
             binary = logits > thr
             del logits
             boxes = M.masks_to_boxes(binary)
+            del binary
             near = M.box_near_crop_edge(boxes, crop.box, [0, 0, w, h])
             if bool(near.any()):
                 keep = ~near
-                binary, boxes, ciou, stab = binary[keep], boxes[keep], ciou[keep], stab[keep]
+                boxes, ciou, stab, rows = boxes[keep], ciou[keep], stab[keep], rows[keep]
                 cpts = cpts[keep.cpu().numpy()]
-            if binary.shape[0] == 0:
+            if rows.shape[0] == 0:
                 continue
-            if (ch, cw) != (h, w):
-                binary = F.pad(binary, (x0, w - cw - x0, y0, h - ch - y0))
-            with record_function("sam.run_edges"):
-                out.rles.extend(M.masks_to_run_edges(binary))  # counts built after NMS
+            # The run edges wait for NMS, which usually drops most masks: only the low-res
+            # logits of these are kept (64 K floats each), to be upscaled again if they stay.
+            out.rles.extend(_Deferred(len(out.low), i) for i in range(rows.shape[0]))
+            out.low.append(clow[rows])
             # boxes stay in crop coordinates until in-crop NMS has run (as the reference does)
             out.boxes.extend(boxes.cpu().numpy())
             out.iou.extend(ciou.cpu().tolist())
             out.stability.extend(stab.cpu().tolist())
             out.points.extend(cpts + np.array([x0, y0]))
+
+    def _dense_chunk(self, low: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]) -> int:
+        """Masks per whole-mask upscale within the budget: its row pass, logits and binary
+        (padded to the image for a crop)."""
+        ch, cw = crop.crop_hw
+        return max(1, self.budget // (4 * (ch * low.shape[-1] + ch * cw) + orig_hw[0] * orig_hw[1]))
+
+    def _dense_run_edges(
+        self, low: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]
+    ) -> list[M.RunEdges]:
+        """Run edges of low-res logits K×h×w in the image frame, upscaled whole (the same
+        upscale_logits and threshold as _filter_dense's first pass), in chunks within the budget."""
+        ch, cw = crop.crop_hw
+        h, w = orig_hw
+        x0, y0 = crop.box[0], crop.box[1]
+        chunk = self._dense_chunk(low, crop, orig_hw)
+        out: list[M.RunEdges] = []
+        for a in range(0, low.shape[0], chunk):
+            binary = upscale_logits(
+                low[a : a + chunk], crop.input_hw, crop.crop_hw, self.model.img_size
+            ) > self.model.mask_threshold
+            if (ch, cw) != (h, w):
+                binary = F.pad(binary, (x0, w - cw - x0, y0, h - ch - y0))
+            with record_function("sam.run_edges"):
+                out.extend(M.masks_to_run_edges(binary))
+        return out
 
     def _filter_tiled(
         self, tm: TiledMasks, iou: torch.Tensor, pts: np.ndarray, crop: CropInput,
@@ -278,12 +318,19 @@ class AutomaticMaskGenerator:
         out.stability.extend(tm.stability[idx].tolist())
         out.points.extend(pts[idx.numpy()] + np.array(crop.box[:2]))
 
-    def _nms_in_crop(self, c: CropMasks) -> None:
+    def _nms_in_crop(self, c: CropMasks, crop: CropInput, orig_hw: tuple[int, int]) -> None:
         if not c.rles:
             return
         boxes = torch.as_tensor(np.stack(c.boxes)).float()
         keep = M.box_nms(boxes, torch.as_tensor(c.iou), self.s.box_nms_thresh).tolist()
         off = np.array([c.box[0], c.box[1], c.box[0], c.box[1]])
+        late = [j for j, i in enumerate(keep) if isinstance(c.rles[i], _Deferred)]
+        if late:
+            d = [c.rles[keep[j]] for j in late]
+            low = torch.stack([c.low[x.chunk][x.row] for x in d])
+            for j, edges in zip(late, self._dense_run_edges(low, crop, orig_hw)):
+                c.rles[keep[j]] = edges
+        c.low = []
         c.rles = [c.rles[i].to_rle() for i in keep]
         c.boxes = [c.boxes[i] + off for i in keep]
         c.iou = [c.iou[i] for i in keep]
