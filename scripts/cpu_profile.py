@@ -11,6 +11,9 @@ matmul peak measured in the same run.
         # keep masks as a trained model's do
     python scripts/cpu_profile.py --masks   # 12 MP mask post-processing, sam's way and the plain way,
         # and automatic mode's whole full-resolution step with every pixel against TiledMasks
+    python scripts/cpu_profile.py --steps --checkpoint vit_b.pth [--full-res dense]
+        # automatic mode on one photo (32×32, filters off) under the profiler: the host time of
+        # each of its steps (the generator's record_function labels), then the top operators
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ def main() -> None:
     ap.add_argument("--masks", action="store_true",
                     help="time the full-resolution mask steps on a 12 MP photo instead")
     ap.add_argument("--tiles", default="32,64,128", help="with --masks: TiledMasks tile sizes")
+    ap.add_argument("--steps", action="store_true",
+                    help="time automatic mode's steps on one photo instead (filters off)")
+    ap.add_argument("--full-res", default="auto", choices=["auto", "dense", "tiled"],
+                    help="with --steps: how full-resolution masks are made (auto: sam's choice)")
+    ap.add_argument("--points-per-side", type=int, default=32, help="with --steps")
     a = ap.parse_args()
     from torch.profiler import ProfilerActivity, profile
 
@@ -55,6 +63,9 @@ def main() -> None:
     if a.masks:
         masks_table([int(t) for t in a.tiles.split(",")])
         return
+    if a.steps:
+        steps_table(a, spec)
+        return
     enc = build_from_arch(spec.arch).eval().image_encoder
     x = torch.randn(1, 3, 1024, 1024)
     with torch.inference_mode():
@@ -73,6 +84,33 @@ def main() -> None:
     print(f"# {a.model} encoder, {a.threads} threads: {sec:.2f} s ({spec.gflop / sec:.0f} GFLOP/s); "
           f"matmul peak in this run {peak:.0f} GFLOP/s")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
+def steps_table(a: argparse.Namespace, spec) -> None:
+    """generate() on the example photo, --points-per-side, IoU and stability filters off, once to
+    warm up, then once under the profiler (gpu_profile.step_table)."""
+    from pathlib import Path
+
+    from gpu_profile import step_table
+
+    from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.io.images import read_image
+    from sam_cli.weights import build_from_arch, load_model
+
+    net = (load_model(checkpoint=a.checkpoint, device="cpu") if a.checkpoint
+           else build_from_arch(spec.arch).eval())
+    img = read_image(Path(__file__).resolve().parents[1] / "examples" / "chelsea.jpg")
+    n = a.points_per_side
+    gen = AutomaticMaskGenerator(net, AmgSettings(points_per_side=n, pred_iou_thresh=0.0,
+                                                  stability_score_thresh=0.0))
+    if a.full_res != "auto":
+        gen.tiled = a.full_res == "tiled"
+    with torch.inference_mode():
+        t = time.perf_counter()
+        k = len(gen.generate(img))
+        print(f"# automatic mode, {n}x{n}, filters off, full resolution: {a.full_res}: "
+              f"{time.perf_counter() - t:.2f} s, {k} masks (warm-up run); the profiled run:")
+        step_table(gen, img, "cpu")
 
 
 def attention_table(spec) -> None:

@@ -94,6 +94,11 @@ def test_cpu_profile_decoder_and_masks_tables(tiny_ckpt):
     shares = {t[0]: float(t[2]) for t in tiled}
     assert shares["noise (a random model's masks)"] == 1.0
     assert shares["crisp, 3×4 blobs"] < shares["crisp, 24×32 blobs"] < 1.0
+    out = run_script("scripts/cpu_profile.py", "--steps", "--checkpoint", str(tiny_ckpt), "--full-res", "dense",
+                     "--points-per-side", "8")
+    assert re.search(r"# automatic mode, 8x8, filters off, full resolution: dense: [0-9.]+ s, \d+ masks", out), out
+    for step in ("sam.encode", "sam.decode", "sam.full_res", "sam.nms", "sam.run_edges"):
+        assert re.search(rf"  {re.escape(step)} +\d+ calls, host +[0-9.]+ ms", out), (step, out)
 
 
 def test_coherent_weights_make_region_masks(photo):
