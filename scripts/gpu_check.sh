@@ -10,11 +10,12 @@
 #          bench.md   confident weights: encoder, 64 boxes, default filters, folder, resize
 #          bench_coherent.md  region masks: every candidate kept (the bf16 vs fp32 agreement
 #                     over 3072 masks), and the folder under `sam auto --compile`
-#          bench_fp32.md  (if time is left) ours in fp32 against the reference, every candidate
-#                     kept: how far fp32 on this GPU alone moves the masks
+#          precision.md  (if time is left) ours in fp32 against the reference, every candidate
+#                     kept: how far fp32 on this GPU alone moves the masks; then
+#                     scripts/bf16_drift.py: which part in bf16 moves them
 #          then the profile, if time is left.
 # Results in OUTDIR (8 files): gpu.txt, gpu_tests.log, bench.md/.json, bench_coherent.md/.json,
-# bench_fp32.md, profile.txt
+# precision.md, profile.txt
 set -uo pipefail
 MODE=${1:-full}
 OUTDIR=${2:-${OUT:-/tmp/sam-gpu}}
@@ -46,9 +47,12 @@ if [ "$MODE" = full ]; then
     stage 140 "benchmark, confident weights" "${BENCH[@]}" --rows encoder,boxes,auto-default,folder,resize-12mp \
         --json "$OUTDIR/bench.json" --save-checkpoint /tmp/sam-bench-vit_h.pth 2>&1 | tee "$OUTDIR/bench.md"
     stage 200 "benchmark, coherent weights, folder compiled" "${BENCH[@]}" --weights coherent --compile \
-        --rows auto-all,folder --json "$OUTDIR/bench_coherent.json" 2>&1 | tee "$OUTDIR/bench_coherent.md"
+        --rows auto-all,folder --json "$OUTDIR/bench_coherent.json" \
+        --save-checkpoint /tmp/sam-coherent-vit_h.pth 2>&1 | tee "$OUTDIR/bench_coherent.md"
     stage 90 "benchmark, coherent weights, ours in fp32" python3 scripts/benchmark.py --device cuda --model vit_h \
-        --dtype fp32 --weights coherent --rows auto-all --repeat 1 2>&1 | tee "$OUTDIR/bench_fp32.md"
+        --dtype fp32 --weights coherent --rows auto-all --repeat 1 2>&1 | tee "$OUTDIR/precision.md"
+    [ -f /tmp/sam-coherent-vit_h.pth ] && stage 60 "bf16 drift by part" python3 scripts/bf16_drift.py \
+        --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth 2>&1 | tee -a "$OUTDIR/precision.md"
 fi
 # the benchmark's confident weights where it ran (default filters then keep masks), else random
 CKPT=()

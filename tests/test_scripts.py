@@ -130,3 +130,11 @@ def test_coherent_weights_make_region_masks(photo):
     frame = ((768, 1024), (3000, 4000), 1024)
     assert TiledMasks(noise[:, :193] * 512, *frame, 0.0, 1.0).undecided > 0.9
     assert TiledMasks(regions[:, :193] * 512, *frame, 0.0, 1.0).undecided < 0.5
+
+
+def test_bf16_drift_table(tiny_ckpt):
+    out = run_script("scripts/bf16_drift.py", "--checkpoint", str(tiny_ckpt), "--points-per-side", "4")
+    rows = re.findall(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$", out, re.M)
+    assert [r[0] for r in rows] == ["encoder", "transformer", "upscaling", "all three (--dtype bf16)"], out
+    assert all(0.0 <= float(r[1]) <= 1.0 and float(r[3]) <= float(r[1]) for r in rows), out
+    assert "48 masks in fp32" in out, out  # 4×4 points, 3 masks each, none dropped

@@ -1,0 +1,98 @@
+"""Which part of the model moves the masks under --dtype bf16: automatic mode on one photo with
+every candidate kept (filters and NMS off), run in fp32 and with each part in bfloat16 alone,
+then all of them, each run's masks compared with the fp32 run's (same prompt point, best mask
+IoU). Parts: the image encoder, the decoder's two-way transformer, its upscaling.
+
+    python scripts/bf16_drift.py --checkpoint vit_b.pth --points-per-side 16
+    python scripts/bf16_drift.py --device cuda --checkpoint vit_h.pth
+
+A checkpoint from `scripts/benchmark.py --weights coherent --save-checkpoint PATH` gives region
+masks, whose boundaries are where precision shows; plain random weights give noise masks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PARTS = {
+    "encoder": lambda net: net.image_encoder,
+    "transformer": lambda net: net.mask_decoder.transformer,
+    "upscaling": lambda net: net.mask_decoder.output_upscaling,
+}
+
+
+def masks_by_point(net, img, n: int) -> dict[tuple, list[np.ndarray]]:
+    from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.masks import rle_to_mask
+
+    st = AmgSettings(points_per_side=n, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                     box_nms_thresh=1.0)
+    with torch.inference_mode():
+        recs = AutomaticMaskGenerator(net, st).generate(img)
+    out: dict[tuple, list[np.ndarray]] = {}
+    for r in recs:
+        out.setdefault(tuple(np.round(r.point, 3)), []).append(rle_to_mask(r.rle))
+    return out
+
+
+def compare(ref: dict, other: dict) -> np.ndarray:
+    """Each reference mask's best IoU among the other run's masks at the same point."""
+    best = []
+    for point, masks in ref.items():
+        for ma in masks:
+            top = 0.0
+            for mb in other.get(point, []):
+                u = (ma | mb).sum()
+                top = max(top, float((ma & mb).sum() / u) if u else 1.0)
+            best.append(top)
+    return np.array(best)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--points-per-side", type=int, default=16)
+    ap.add_argument("--image", default=str(REPO / "examples" / "chelsea.jpg"))
+    a = ap.parse_args()
+    from sam_cli.io.images import read_image
+    from sam_cli.modeling.mask_decoder import MaskDecoder
+    from sam_cli.weights import load_model
+
+    # A bfloat16 upscaling after a float32 transformer (or the reverse) is not a mix sam runs:
+    # the upscaling reads the transformer's output in its own weights' dtype here.
+    upscale = MaskDecoder._upscale_masks
+
+    def upscale_in_own_dtype(self, keys, hyper, h, w):
+        dt = self.output_upscaling[0].weight.dtype
+        return upscale(self, keys.to(dt), hyper.to(dt), h, w)
+
+    MaskDecoder._upscale_masks = upscale_in_own_dtype
+    img = read_image(a.image)
+    base = load_model(checkpoint=a.checkpoint, device=a.device)
+    n = a.points_per_side
+    t = time.perf_counter()
+    ref = masks_by_point(base, img, n)
+    count = sum(len(v) for v in ref.values())
+    print(f"# {Path(a.checkpoint).name} on {a.device}, {n}x{n} points, every candidate kept: "
+          f"{count} masks in fp32 ({time.perf_counter() - t:.1f} s); each run against fp32")
+    print("| in bfloat16 | mean mask IoU | share at IoU ≥ 0.99 | lowest |")
+    print("|---|---:|---:|---:|")
+    for parts in (["encoder"], ["transformer"], ["upscaling"], list(PARTS)):
+        net = copy.deepcopy(base)
+        for p in parts:
+            PARTS[p](net).to(torch.bfloat16)
+        iou = compare(ref, masks_by_point(net, img, n))
+        name = "all three (--dtype bf16)" if len(parts) == 3 else parts[0]
+        print(f"| {name} | {iou.mean():.4f} | {(iou >= 0.99).mean():.3f} | {iou.min():.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
