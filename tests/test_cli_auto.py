@@ -250,10 +250,11 @@ def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, f
     traced = []
     original = Sam.compile_parts
 
-    def compile_parts(self, backend="inductor"):
-        assert backend == "inductor"
+    def compile_parts(self, backend="inductor", on_failure=None):
+        assert backend == "inductor" and on_failure is not None
         torch._dynamo.reset()
-        return original(self, backend=lambda gm, inputs: traced.append(gm) or gm.forward)
+        return original(self, backend=lambda gm, inputs: traced.append(gm) or gm.forward,
+                        on_failure=on_failure)
 
     monkeypatch.setattr(Sam, "compile_parts", compile_parts)
     outs = {}
@@ -267,3 +268,28 @@ def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, f
     torch._dynamo.reset()
     assert len(traced) >= 3  # encoder, transformer, upscaling
     assert len(outs["eager"]) == 3 and outs["compiled"] == outs["eager"]
+
+
+def test_compile_that_fails_says_so_once_and_runs_uncompiled(tiny_ckpt, folder, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from sam_cli.cli import app
+    from sam_cli.modeling.sam import Sam
+
+    original = Sam.compile_parts
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("InvalidCxxCompiler: No working C compiler found\nmore detail")
+
+    monkeypatch.setattr(Sam, "compile_parts", lambda self, **kw: original(self, backend=broken, **kw))
+    torch._dynamo.reset()
+    with pytest.raises(SystemExit) as e:
+        app.main(["auto", str(folder), "-o", str(tmp_path / "out"), "-c", str(tiny_ckpt),
+                  "--device", "cpu", "-f", "coco-rle", "--no-progress", "--compile", *FAST])
+    torch._dynamo.reset()
+    assert e.value.code == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [x for x in err if "compil" in x] == [
+        "--compile: compiling the image encoder failed (InvalidCxxCompiler: No working C compiler "
+        "found); it runs uncompiled, as does any other part that fails"]
+    assert len(list((tmp_path / "out").rglob("*.json"))) == 3

@@ -172,6 +172,32 @@ def test_compiled_parts_are_traced_whole_and_match(tiny_pair, tiny_model, photo,
     torch._dynamo.reset()
 
 
+def test_a_part_whose_compilation_fails_runs_uncompiled(tiny_pair, tiny_model, photo):
+    """compile_parts: when the compiler fails (Inductor without a C compiler, say), each part
+    says so once through on_failure and runs eagerly: the same outputs, no exception."""
+    import copy
+
+    torch._dynamo.reset()
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("no C compiler")
+
+    failures = []
+    net = copy.deepcopy(tiny_model).compile_parts(
+        backend=broken, on_failure=lambda part, err: failures.append((part, str(err))))
+    ours = Predictor(net)
+    ours.set_image(photo)
+    ref, _ = tiny_pair
+    assert rel_l2(ref.features.numpy(), ours.features.numpy()) <= REL_L2
+    for _ in range(2):  # the second call goes straight to the eager parts
+        p = ours.predict(boxes=[[10, 10, 200, 150]], multimask=True)
+    m1, i1, l1 = ref.predict(box=np.asarray([10, 10, 200, 150], float), multimask_output=True)
+    assert rel_l2(l1, p.low_res[0]) <= REL_L2 and np.abs(i1 - p.iou[0]).max() <= IOU_TOL
+    assert failures == [(part, "no C compiler") for part in
+                        ("image encoder", "decoder transformer", "decoder upscaling")]
+    torch._dynamo.reset()
+
+
 def test_many_boxes_in_several_decoder_calls_equal_one_call(tiny_pair, monkeypatch):
     """On the CPU, predict() splits many prompts into decoder calls of CPU_DECODER_BATCH: the
     masks, IoUs and logits are those of a single call."""

@@ -8,8 +8,8 @@
 Low-res logits are filtered by predicted IoU before anything is upscaled. On the CPU the
 full-resolution stability, boxes and RLEs then come from TiledMasks, which upscales only the
 tiles along each mask's boundaries (noise-like masks, a random model's, go dense); elsewhere
-whole masks are upscaled in chunks sized by a memory budget, and the run edges of those wait
-for in-crop NMS: only the survivors' low-res logits are upscaled again and encoded. Either way
+whole masks are upscaled in chunks sized by a memory budget, and (with NMS on) the run edges
+of those wait for in-crop NMS: only the survivors' low-res logits are upscaled again and encoded. Either way
 memory never scales with the number of candidates at full resolution. Results equal the
 reference algorithm's.
 """
@@ -241,6 +241,10 @@ class AutomaticMaskGenerator:
         img = self.model.img_size
         chunk = self._dense_chunk(low, crop, orig_hw)
         thr = self.model.mask_threshold
+        # With NMS on, run edges wait for it (it usually drops most masks): only the low-res
+        # logits of the masks that pass here are kept (64 K floats each), and the survivors
+        # are upscaled again. With NMS off every mask stays, so they are encoded at once.
+        defer = s.box_nms_thresh < 1.0
         for a in range(0, low.shape[0], chunk):
             clow = low[a : a + chunk]
             logits = upscale_logits(clow, crop.input_hw, crop.crop_hw, img)
@@ -255,18 +259,20 @@ class AutomaticMaskGenerator:
             binary = logits > thr
             del logits
             boxes = M.masks_to_boxes(binary)
-            del binary
             near = M.box_near_crop_edge(boxes, crop.box, [0, 0, w, h])
             if bool(near.any()):
                 keep = ~near
-                boxes, ciou, stab, rows = boxes[keep], ciou[keep], stab[keep], rows[keep]
+                binary, boxes, rows = binary[keep], boxes[keep], rows[keep]
+                ciou, stab = ciou[keep], stab[keep]
                 cpts = cpts[keep.cpu().numpy()]
             if rows.shape[0] == 0:
                 continue
-            # The run edges wait for NMS, which usually drops most masks: only the low-res
-            # logits of these are kept (64 K floats each), to be upscaled again if they stay.
-            out.rles.extend(_Deferred(len(out.low), i) for i in range(rows.shape[0]))
-            out.low.append(clow[rows])
+            if defer:
+                del binary
+                out.rles.extend(_Deferred(len(out.low), i) for i in range(rows.shape[0]))
+                out.low.append(clow[rows])
+            else:
+                out.rles.extend(self._run_edges_in_image(binary, crop, orig_hw))
             # boxes stay in crop coordinates until in-crop NMS has run (as the reference does)
             out.boxes.extend(boxes.cpu().numpy())
             out.iou.extend(ciou.cpu().tolist())
@@ -284,20 +290,25 @@ class AutomaticMaskGenerator:
     ) -> list[M.RunEdges]:
         """Run edges of low-res logits K×h×w in the image frame, upscaled whole (the same
         upscale_logits and threshold as _filter_dense's first pass), in chunks within the budget."""
-        ch, cw = crop.crop_hw
-        h, w = orig_hw
-        x0, y0 = crop.box[0], crop.box[1]
         chunk = self._dense_chunk(low, crop, orig_hw)
         out: list[M.RunEdges] = []
         for a in range(0, low.shape[0], chunk):
             binary = upscale_logits(
                 low[a : a + chunk], crop.input_hw, crop.crop_hw, self.model.img_size
             ) > self.model.mask_threshold
-            if (ch, cw) != (h, w):
-                binary = F.pad(binary, (x0, w - cw - x0, y0, h - ch - y0))
-            with record_function("sam.run_edges"):
-                out.extend(M.masks_to_run_edges(binary))
+            out.extend(self._run_edges_in_image(binary, crop, orig_hw))
         return out
+
+    def _run_edges_in_image(
+        self, binary: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]
+    ) -> list[M.RunEdges]:
+        """K×ch×cw masks of a crop → their run edges in the image frame."""
+        (ch, cw), (h, w) = crop.crop_hw, orig_hw
+        if (ch, cw) != (h, w):
+            x0, y0 = crop.box[0], crop.box[1]
+            binary = F.pad(binary, (x0, w - cw - x0, y0, h - ch - y0))
+        with record_function("sam.run_edges"):
+            return M.masks_to_run_edges(binary)
 
     def _filter_tiled(
         self, tm: TiledMasks, iou: torch.Tensor, pts: np.ndarray, crop: CropInput,

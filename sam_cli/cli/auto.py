@@ -125,7 +125,15 @@ def auto(
             return
     net = load_sam(model, checkpoint, device, dtype, quiet)
     if compile_model:
-        net.compile_parts()
+        failed: list[str] = []
+
+        def compile_failed(part: str, err: BaseException) -> None:
+            if not failed:  # one line, not one per part
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                message(f"--compile: compiling the {part} failed ({first}); it runs uncompiled, as does any other part that fails", quiet)
+            failed.append(part)
+
+        net.compile_parts(on_failure=compile_failed)
     gen = AutomaticMaskGenerator(net, settings)
     if batch_size is None:  # a GPU encodes 4 images in 0.63x the time per image of one (vit_h)
         batch_size = 1 if gen.on_cpu else 4

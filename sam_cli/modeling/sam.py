@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -12,6 +14,25 @@ from .transformer import TwoWayTransformer
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class _CompiledOrEager:
+    """A compiled function that falls back to its eager self for good when the compiler
+    fails (TorchDynamo's own errors); errors of the computation itself pass through."""
+
+    def __init__(self, name: str, compiled: Callable, eager: Callable,
+                 on_failure: Callable[[str, BaseException], None] | None) -> None:
+        self.name, self.compiled, self.eager, self.on_failure = name, compiled, eager, on_failure
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as e:  # imported by torch.compile
+                self.compiled = None
+                if self.on_failure is not None:
+                    self.on_failure(self.name, getattr(e, "inner_exception", None) or e)
+        return self.eager(*args, **kwargs)
 
 
 class Sam(nn.Module):
@@ -48,19 +69,31 @@ class Sam(nn.Module):
         self.mask_decoder.output_upscaling.to(dtype)
         return self
 
-    def compile_parts(self, backend: str = "inductor") -> "Sam":
+    def compile_parts(
+        self, backend: str | Callable = "inductor",
+        on_failure: Callable[[str, BaseException], None] | None = None,
+    ) -> "Sam":
         """torch.compile the heavy parts: the image encoder, the decoder's two-way transformer
         and its upscaling (weights, their names and the outputs' meaning unchanged). The
         first call compiles (about a minute for vit_h on a GPU), so it pays off over a folder,
         not for one image; a later batch of another size (the last, smaller one) compiles
-        once more, after which that size is dynamic."""
-        dec = self.mask_decoder
-        self.image_encoder.compile(backend=backend)
-        dec.transformer.compile(backend=backend)
-        # An instance attribute, called in place of the method (the CPU's per-prompt loop stays
-        # in Python). Dynamic from the start: the prompts the IoU filter keeps and the grid
-        # cells an image covers change from call to call.
-        dec._upscale_batch = torch.compile(dec._upscale_batch, backend=backend, dynamic=True)
+        once more, after which that size is dynamic.
+
+        A part whose compilation fails (no C compiler for Inductor on a CPU, say) runs
+        uncompiled from then on, after on_failure(part name, error)."""
+        enc, dec = self.image_encoder, self.mask_decoder
+        parts = (
+            ("image encoder", enc, "forward", {}),
+            ("decoder transformer", dec.transformer, "forward", {}),
+            # The CPU's per-prompt loop stays in Python. Dynamic from the start: the prompts
+            # the IoU filter keeps and the grid cells an image covers change per call.
+            ("decoder upscaling", dec, "_upscale_batch", {"dynamic": True}),
+        )
+        for name, owner, attr, kw in parts:
+            eager = getattr(owner, attr)
+            compiled = torch.compile(eager, backend=backend, **kw)
+            # an instance attribute, called in place of the method
+            setattr(owner, attr, _CompiledOrEager(name, compiled, eager, on_failure))
         return self
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
