@@ -76,7 +76,7 @@ def test_gpu_tests_pass_on_the_cpu():
                         "tests/test_gpu.py"], cwd=REPO, capture_output=True, text=True, env=env,
                        timeout=900)
     assert p.returncode == 0, p.stdout[-4000:]
-    assert re.search(r"\b6 passed\b", p.stdout) and "skipped" not in p.stdout, p.stdout[-2000:]
+    assert re.search(r"\b7 passed\b", p.stdout) and "skipped" not in p.stdout, p.stdout[-2000:]
 
 
 def test_cpu_profile_decoder_and_masks_tables(tiny_ckpt):
