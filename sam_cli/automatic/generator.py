@@ -8,10 +8,10 @@
 Low-res logits are filtered by predicted IoU before anything is upscaled. On the CPU the
 full-resolution stability, boxes and RLEs then come from TiledMasks, which upscales only the
 tiles along each mask's boundaries (noise-like masks, a random model's, go dense); elsewhere
-whole masks are upscaled in chunks sized by a memory budget, and (with NMS on) the run edges
-of those wait for in-crop NMS: only the survivors' low-res logits are upscaled again and encoded. Either way
-memory never scales with the number of candidates at full resolution. Results equal the
-reference algorithm's.
+whole masks are upscaled in chunks sized by a memory budget, and (with NMS on) their run
+edges wait for in-crop NMS: only the survivors' low-res logits are upscaled again and encoded.
+Either way memory never scales with the number of candidates at full resolution. Results
+equal the reference algorithm's.
 """
 
 from __future__ import annotations
