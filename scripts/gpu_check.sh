@@ -10,10 +10,10 @@
 #          bench.md   confident weights: encoder, 64 boxes, default filters, folder, resize
 #          bench_coherent.md  region masks: every candidate kept (the bf16 vs fp32 agreement
 #                     over 3072 masks), and the folder under `sam auto --compile`
-#          precision.md  (if time is left) ours in fp32 against the reference, every candidate
-#                     kept: how far fp32 on this GPU alone moves the masks; then
-#                     scripts/bf16_drift.py: which part in bf16 moves them
-#          then the profile, if time is left.
+#          then the profile (quick mode: only this after the tests), and if time is left
+#          precision.md  ours in fp32 against the reference, every candidate kept: how far
+#                     fp32 on this GPU alone moves the masks; then scripts/bf16_drift.py:
+#                     which part in bf16 moves them
 # Results in OUTDIR (8 files): gpu.txt, gpu_tests.log, bench.md/.json, bench_coherent.md/.json,
 # precision.md, profile.txt
 set -uo pipefail
@@ -41,20 +41,24 @@ stage() {  # stage CAP NAME COMMAND...: runs it if at least 30 s are left
 BENCH=(python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 --folder-images 20 --repeat 2)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
 python3 -c "import torch, typer, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'typer', typer.__version__)" | tee -a "$OUTDIR/gpu.txt"
-stage 170 tests python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUTDIR/gpu_tests.log" 2>&1
+stage 150 tests python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUTDIR/gpu_tests.log" 2>&1
 tail -30 "$OUTDIR/gpu_tests.log"
+# the benchmark's confident weights where it ran (default filters then keep masks), else random
+CKPT=()
 if [ "$MODE" = full ]; then
-    stage 140 "benchmark, confident weights" "${BENCH[@]}" --rows encoder,boxes,auto-default,folder,resize-12mp \
+    stage 170 "benchmark, confident weights" "${BENCH[@]}" --rows encoder,boxes,auto-default,folder,resize-12mp \
         --json "$OUTDIR/bench.json" --save-checkpoint /tmp/sam-bench-vit_h.pth 2>&1 | tee "$OUTDIR/bench.md"
     stage 200 "benchmark, coherent weights, folder compiled" "${BENCH[@]}" --weights coherent --compile \
         --rows auto-all,folder --json "$OUTDIR/bench_coherent.json" \
         --save-checkpoint /tmp/sam-coherent-vit_h.pth 2>&1 | tee "$OUTDIR/bench_coherent.md"
+    [ -f /tmp/sam-bench-vit_h.pth ] && CKPT=(--checkpoint /tmp/sam-bench-vit_h.pth)
+fi
+# the profile (with each generate() step's host time) before the precision checks: it says
+# where one image's time goes
+stage 100 profile python3 scripts/gpu_profile.py --model vit_h ${CKPT[@]+"${CKPT[@]}"} 2>&1 | tee "$OUTDIR/profile.txt"
+if [ "$MODE" = full ]; then
     stage 90 "benchmark, coherent weights, ours in fp32" python3 scripts/benchmark.py --device cuda --model vit_h \
         --dtype fp32 --weights coherent --rows auto-all --repeat 1 2>&1 | tee "$OUTDIR/precision.md"
     [ -f /tmp/sam-coherent-vit_h.pth ] && stage 60 "bf16 drift by part" python3 scripts/bf16_drift.py \
         --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth 2>&1 | tee -a "$OUTDIR/precision.md"
 fi
-# the benchmark's confident weights where it ran (default filters then keep masks), else random
-CKPT=()
-[ -f /tmp/sam-bench-vit_h.pth ] && CKPT=(--checkpoint /tmp/sam-bench-vit_h.pth)
-stage 120 profile python3 scripts/gpu_profile.py --model vit_h ${CKPT[@]+"${CKPT[@]}"} 2>&1 | tee "$OUTDIR/profile.txt"
