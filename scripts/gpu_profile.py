@@ -31,6 +31,13 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def activities(device: str) -> list:
+    """torch.profiler activities for a device: the host, and CUDA on a GPU."""
+    from torch.profiler import ProfilerActivity
+
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+
+
 def peak_gib() -> str:
     if not torch.cuda.is_initialized():
         return "host"
@@ -159,11 +166,10 @@ def main() -> None:
         full.predictor.set_features(feats, crop.crop_hw, crop.input_hw)
         pts, labels = grid_prompts(crop, a.device)
         if not a.no_profile:
-            from torch.profiler import ProfilerActivity, profile
+            from torch.profiler import profile
 
             on_gpu = a.device.startswith("cuda")
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-            with profile(activities=acts) as prof:
+            with profile(activities=activities(a.device)) as prof:
                 full._decode_points(pts, labels)
                 sync()
             print(f"decoder bf16, {len(pts)} prompts in batches of {full.points_per_batch}, all upscaled:")
@@ -194,14 +200,11 @@ def step_table(gen, img, device: str) -> None:
     """One generate() under torch.profiler: host time of each step (the generator's
     record_function labels; a step that waits for the device includes the wait), then the
     operators with the most host time of their own."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import profile
 
-    on_gpu = device.startswith("cuda")
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-    with profile(activities=acts) as prof:
+    with profile(activities=activities(device)) as prof:
         gen.generate(img)
-        if on_gpu:
-            torch.cuda.synchronize()
+        sync()
     ev = prof.key_averages()
     for e in sorted((e for e in ev if e.key.startswith("sam.")), key=lambda e: -e.cpu_time_total):
         print(f"  {e.key:<14} {e.count:>5} calls, host {e.cpu_time_total / 1e3:9.1f} ms", flush=True)
