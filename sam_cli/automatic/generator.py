@@ -77,13 +77,12 @@ class CropInput:
     points: np.ndarray  # P×2 XY in crop pixels
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Deferred:
-    """A mask whose run edges are built only if it survives in-crop NMS: row `row` of the
-    low-res logits CropMasks.low[chunk] (the dense path; its masks are upscaled again then)."""
+    """A mask whose run edges are built only if it survives in-crop NMS, from its low-res
+    logits h×w (the dense path; the mask is upscaled again then)."""
 
-    chunk: int
-    row: int
+    logits: torch.Tensor
 
 
 @dataclass
@@ -91,7 +90,6 @@ class CropMasks:
     box: list[int]
     # M.RunEdges or _Deferred until in-crop NMS, then RLE dicts
     rles: list = field(default_factory=list)
-    low: list[torch.Tensor] = field(default_factory=list)  # logits of _Deferred masks
     boxes: list[np.ndarray] = field(default_factory=list)  # XYXY in the image frame
     iou: list[float] = field(default_factory=list)
     stability: list[float] = field(default_factory=list)
@@ -269,8 +267,7 @@ class AutomaticMaskGenerator:
                 continue
             if defer:
                 del binary
-                out.rles.extend(_Deferred(len(out.low), i) for i in range(rows.shape[0]))
-                out.low.append(clow[rows])
+                out.rles.extend(_Deferred(x) for x in clow[rows])  # views of one copy
             else:
                 out.rles.extend(self._run_edges_in_image(binary, crop, orig_hw))
             # boxes stay in crop coordinates until in-crop NMS has run (as the reference does)
@@ -335,13 +332,11 @@ class AutomaticMaskGenerator:
         boxes = torch.as_tensor(np.stack(c.boxes)).float()
         keep = M.box_nms(boxes, torch.as_tensor(c.iou), self.s.box_nms_thresh).tolist()
         off = np.array([c.box[0], c.box[1], c.box[0], c.box[1]])
-        late = [j for j, i in enumerate(keep) if isinstance(c.rles[i], _Deferred)]
+        late = [i for i in keep if isinstance(c.rles[i], _Deferred)]
         if late:
-            d = [c.rles[keep[j]] for j in late]
-            low = torch.stack([c.low[x.chunk][x.row] for x in d])
-            for j, edges in zip(late, self._dense_run_edges(low, crop, orig_hw)):
-                c.rles[keep[j]] = edges
-        c.low = []
+            low = torch.stack([c.rles[i].logits for i in late])
+            for i, edges in zip(late, self._dense_run_edges(low, crop, orig_hw)):
+                c.rles[i] = edges
         c.rles = [c.rles[i].to_rle() for i in keep]
         c.boxes = [c.boxes[i] + off for i in keep]
         c.iou = [c.iou[i] for i in keep]
