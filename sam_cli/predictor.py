@@ -146,8 +146,7 @@ class Predictor:
     def embed(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Resized 1×3×h×w tensors → B×256×64×64 embeddings, one encoder batch."""
         x = torch.cat([self.model.preprocess(t) for t in images], dim=0)
-        dtype = next(self.model.image_encoder.parameters()).dtype
-        return self.model.image_encoder(x.to(dtype)).float()
+        return self.model.image_encoder(x).float()  # the encoder casts to its own dtype
 
     def set_image(self, image: np.ndarray) -> None:
         x, self.input_hw = self.prepare(image)

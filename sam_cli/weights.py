@@ -316,8 +316,8 @@ def load_model(
     dtype: str = "fp32",
 ):
     """Load a SAM from a local checkpoint, or from the cache (downloading on first use).
-    dtype "bf16" runs the image encoder and the decoder's transformer in bfloat16
-    (Sam.set_precision); prompts, IoU head and output logits stay float32."""
+    dtype "bf16" runs the heavy parts in bfloat16 (Sam.set_precision says which); prompts,
+    IoU head and output logits stay float32."""
     if dtype not in ("fp32", "bf16"):
         raise ValueError(f"dtype must be fp32 or bf16, not {dtype!r}")
     if checkpoint is None:

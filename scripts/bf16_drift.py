@@ -1,7 +1,8 @@
 """Which part of the model moves the masks under --dtype bf16: automatic mode on one photo with
 every candidate kept (filters and NMS off), run in fp32 and with each part in bfloat16 alone,
 then all of them, each run's masks compared with the fp32 run's (same prompt point, best mask
-IoU). Parts: the image encoder, the decoder's two-way transformer, its upscaling.
+IoU). Parts: the image encoder, the image side of the decoder's two-way transformer (and, for
+comparison, the whole transformer with its prompt tokens), its upscaling.
 
     python scripts/bf16_drift.py --checkpoint vit_b.pth --points-per-side 16
     python scripts/bf16_drift.py --device cuda --checkpoint vit_h.pth
@@ -21,11 +22,27 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = {
-    "encoder": lambda net: net.image_encoder,
-    "transformer": lambda net: net.mask_decoder.transformer,
-    "upscaling": lambda net: net.mask_decoder.output_upscaling,
+PARTS = {  # each sets one part of the model to a dtype as Sam.set_precision does
+    "encoder": lambda net, dt: net.image_encoder.set_precision(dt),
+    # the whole encoder, its residual stream and neck too (what --dtype bf16 ran before they
+    # stayed float32)
+    "encoder+stream": lambda net, dt: net.image_encoder.to(dt),
+    "transformer": lambda net, dt: net.mask_decoder.transformer.set_precision(dt),
+    "upscaling": lambda net, dt: net.mask_decoder.output_upscaling.to(dt),
+    # the whole transformer, its prompt tokens too (what --dtype bf16 ran before they stayed
+    # float32)
+    "transformer+tokens": lambda net, dt: net.mask_decoder.transformer.to(dt),
 }
+RUNS = (  # (row name, parts in bfloat16)
+    ("encoder (attention and MLPs)", ["encoder"]),
+    ("encoder, all of it", ["encoder+stream"]),
+    ("transformer (image side)", ["transformer"]),
+    ("transformer, tokens too", ["transformer+tokens"]),
+    ("upscaling", ["upscaling"]),
+    ("all three (--dtype bf16)", ["encoder", "transformer", "upscaling"]),
+    ("all three, all of them (--dtype bf16 before)",
+     ["encoder+stream", "transformer+tokens", "upscaling"]),
+)
 
 
 def masks_by_point(net, img, n: int) -> dict[tuple, list[np.ndarray]]:
@@ -55,12 +72,37 @@ def compare(ref: dict, other: dict) -> np.ndarray:
     return np.array(best)
 
 
+def encoder_table(base, img) -> None:
+    """The image embedding's relative L2 distance from fp32's, per encoder precision."""
+    from sam_cli.predictor import Predictor
+
+    def embed(net) -> tuple[torch.Tensor, float]:
+        p = Predictor(net)
+        p.set_image(img)  # once to warm up, then timed
+        t = time.perf_counter()
+        p.set_image(img)
+        return p.features.float(), time.perf_counter() - t
+
+    ref, sec = embed(base)
+    print(f"# image embedding against fp32 ({sec:.2f} s)")
+    print("| encoder in bfloat16 | embedding rel. L2 | s |")
+    print("|---|---:|---:|")
+    for name, part in (("attention and MLPs (--dtype bf16)", "encoder"),
+                       ("all of it (--dtype bf16 before)", "encoder+stream")):
+        net = copy.deepcopy(base)
+        PARTS[part](net, torch.bfloat16)
+        f, sec = embed(net)
+        print(f"| {name} | {float((f - ref).norm() / ref.norm()):.2e} | {sec:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--points-per-side", type=int, default=16)
     ap.add_argument("--image", default=str(REPO / "examples" / "chelsea.jpg"))
+    ap.add_argument("--encoder-only", action="store_true",
+                    help="only the image embedding's drift, with and without the float32 stream")
     a = ap.parse_args()
     from sam_cli.io.images import read_image
     from sam_cli.modeling.mask_decoder import MaskDecoder
@@ -77,21 +119,24 @@ def main() -> None:
     MaskDecoder._upscale_masks = upscale_in_own_dtype
     img = read_image(a.image)
     base = load_model(checkpoint=a.checkpoint, device=a.device)
+    if a.encoder_only:
+        return encoder_table(base, img)
     n = a.points_per_side
     t = time.perf_counter()
     ref = masks_by_point(base, img, n)
     count = sum(len(v) for v in ref.values())
     print(f"# {Path(a.checkpoint).name} on {a.device}, {n}x{n} points, every candidate kept: "
           f"{count} masks in fp32 ({time.perf_counter() - t:.1f} s); each run against fp32")
-    print("| in bfloat16 | mean mask IoU | share at IoU ≥ 0.99 | lowest |")
-    print("|---|---:|---:|---:|")
-    for parts in (["encoder"], ["transformer"], ["upscaling"], list(PARTS)):
+    print("| in bfloat16 | mean mask IoU | share at IoU ≥ 0.99 | lowest | s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, parts in RUNS:
         net = copy.deepcopy(base)
         for p in parts:
-            PARTS[p](net).to(torch.bfloat16)
+            PARTS[p](net, torch.bfloat16)
+        t = time.perf_counter()
         iou = compare(ref, masks_by_point(net, img, n))
-        name = "all three (--dtype bf16)" if len(parts) == 3 else parts[0]
-        print(f"| {name} | {iou.mean():.4f} | {(iou >= 0.99).mean():.3f} | {iou.min():.3f} |", flush=True)
+        print(f"| {name} | {iou.mean():.4f} | {(iou >= 0.99).mean():.3f} | {iou.min():.3f} "
+              f"| {time.perf_counter() - t:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

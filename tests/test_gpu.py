@@ -60,11 +60,11 @@ def test_cuda_parity_with_reference(arch, tmp_path, photo):
 
 @pytest.mark.parametrize("arch", archs("tiny", "vit_h"))
 def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, photo):
-    """--dtype bf16 (encoder and decoder transformer in bfloat16) vs fp32. A random model's
-    logits sit near the 0 threshold almost everywhere, so whole-mask IoU measures noise (0.79
-    mean on an H200, 2026-11-27); the check is on pixels whose fp32 logit is clearly away from
-    the threshold (twice the mean magnitude: a random model's logits are small), and on the
-    predicted IoU."""
+    """--dtype bf16 (encoder, the decoder transformer's image side and upscaling in bfloat16)
+    vs fp32. A random model's logits sit near the 0 threshold almost everywhere, so
+    whole-mask IoU measures noise (0.79 mean on an H200, 2026-11-27); the check is on pixels
+    whose fp32 logit is clearly away from the threshold (twice the mean magnitude: a random
+    model's logits are small), and on the predicted IoU."""
     from sam_cli.predictor import Predictor
     from sam_cli.weights import load_model
 
@@ -73,7 +73,7 @@ def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, phot
     boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300], [100, 50, 300, 250]]
     fp32 = Predictor(load_model(checkpoint=ck, device=DEV))
     bf16 = Predictor(load_model(checkpoint=ck, device=DEV, dtype="bf16"))
-    assert next(bf16.model.mask_decoder.transformer.parameters()).dtype == torch.bfloat16
+    assert bf16.model.mask_decoder.transformer.image_dtype == torch.bfloat16
     fp32.set_image(photo)
     bf16.set_image(photo)
     assert rel(fp32.features, bf16.features) <= 3e-2

@@ -319,15 +319,31 @@ def test_decode_with_min_iou_upscales_only_the_prompts_the_filter_keeps(tiny_pai
 
 
 def test_bf16_precision_runs_the_heavy_parts_in_bfloat16(tiny_ckpt, tiny_pair, photo):
-    """--dtype bf16 on the CPU path (GPUs: tests/test_gpu.py): encoder and decoder transformer
-    in bfloat16, prompts and heads in float32, float32 logits and IoU out, and the masks agree
-    with float32 wherever the float32 logit is clearly away from the threshold (this random
-    model's logits are small: "clearly" is twice their mean magnitude)."""
+    """--dtype bf16 on the CPU path (GPUs: tests/test_gpu.py): the encoder's attention and
+    MLPs, the image side of the decoder transformer and the upscaling in bfloat16; the
+    encoder's residual stream and neck, prompts, prompt tokens and heads in float32; float32
+    logits and IoU out, and the masks agree with float32 wherever the float32 logit is clearly
+    away from the threshold (this random model's logits are small: "clearly" is twice their
+    mean magnitude)."""
     _, f32 = tiny_pair
     net = load_model(checkpoint=tiny_ckpt, dtype="bf16")
     dec = net.mask_decoder
-    assert next(net.image_encoder.parameters()).dtype == torch.bfloat16
-    assert next(dec.transformer.parameters()).dtype == torch.bfloat16
+    enc = net.image_encoder  # attention and MLPs bfloat16; residual stream, norms, neck float32
+    assert enc.patch_embed.proj.weight.dtype == torch.bfloat16
+    for block in enc.blocks:
+        assert {p.dtype for p in [*block.attn.parameters(), *block.mlp.parameters()]} == {torch.bfloat16}
+        assert {p.dtype for p in [*block.norm1.parameters(), *block.norm2.parameters()]} == {torch.float32}
+    assert enc.pos_embed.dtype == torch.float32
+    assert {p.dtype for p in enc.neck.parameters()} == {torch.float32}
+    tr = dec.transformer
+    assert tr.image_dtype == torch.bfloat16 and tr.token_dtype == torch.float32
+    for layer in tr.layers:  # image side bfloat16, prompt tokens float32
+        assert next(layer.cross_attn_image_to_token.parameters()).dtype == torch.bfloat16
+        assert next(layer.cross_attn_token_to_image.parameters()).dtype == torch.bfloat16
+        assert layer.norm4.weight.dtype == torch.bfloat16
+        for m in (layer.self_attn, layer.mlp, layer.norm1, layer.norm2, layer.norm3):
+            assert all(p.dtype == torch.float32 for p in m.parameters())
+    assert next(dec.output_upscaling.parameters()).dtype == torch.bfloat16
     assert dec.iou_prediction_head.layers[0].weight.dtype == torch.float32
     assert next(net.prompt_encoder.parameters()).dtype == torch.float32
     ours = Predictor(net)

@@ -47,10 +47,10 @@ DtypeOpt = Annotated[
     str,
     typer.Option(
         "--dtype", metavar="DTYPE",
-        help="Precision of the image encoder and the mask decoder's transformer: fp32 "
-        "(default) or bf16: faster on GPUs and on CPUs with native bfloat16 (AVX512-BF16, "
-        "AMX), at a small cost in precision; prompts, IoU and mask logits stay fp32. fp16 is "
-        "not offered: it breaks vit_h.",
+        help="Precision of the heavy parts (the image encoder's attention and MLPs, the mask "
+        "decoder's image side): fp32 (default) or bf16: faster on GPUs and on CPUs with native "
+        "bfloat16 (AVX512-BF16, AMX), at a small cost in precision; the encoder's residual "
+        "stream, prompts, IoU and mask logits stay fp32. fp16 is not offered: it breaks vit_h.",
         autocompletion=lambda: list(DTYPES),
     ),
 ]

@@ -72,10 +72,11 @@ class MaskDecoder(nn.Module):
         """Masks and IoU of the mask tokens in `outputs` (all four by default); with min_iou,
         of the prompts that have a mask above it, and their indices (see forward).
 
-        The transformer and the upscaling run in their weights' dtype (bfloat16 after
-        Sam.set_precision); the heads, the returned logits and IoU are float32."""
+        The transformer's image side and the upscaling run in their weights' dtype (bfloat16
+        after Sam.set_precision); the prompt tokens, the heads, the returned logits and IoU
+        are float32."""
         b = sparse.shape[0]
-        dt = self.transformer.final_attn_token_to_image.q_proj.weight.dtype
+        dt = self.transformer.image_dtype
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         # A dense embedding shared by all prompts (no mask prompt) keeps src at batch 1.
@@ -87,8 +88,9 @@ class MaskDecoder(nn.Module):
         index = range(self.num_mask_tokens)[outputs]
         # only the IoU token and the wanted mask tokens leave the transformer: hs B×(1+M)×C
         hs, keys = self.transformer(
-            src.to(dt), image_pe.to(dt), tokens.to(dt), out_tokens=[0, *(1 + i for i in index)]
-        )  # keys: B×HW×C
+            src.to(dt), image_pe.to(dt), tokens.to(self.transformer.token_dtype),
+            out_tokens=[0, *(1 + i for i in index)],
+        )  # keys: B×HW×C in dt
         hs = hs.float()
         iou = self.iou_prediction_head(hs[:, 0, :])[:, outputs]
         mlps = list(self.output_hypernetworks_mlps)

@@ -59,13 +59,14 @@ class Sam(nn.Module):
         return self.image_encoder.img_size
 
     def set_precision(self, dtype: torch.dtype) -> "Sam":
-        """Run the heavy parts in `dtype` (bfloat16 on GPUs): the image encoder, the decoder's
-        two-way transformer and its upscaling convs. The prompt encoder (Fourier features of
-        pixel coordinates), the IoU head and the hypernetwork MLPs stay float32, and masks and
-        IoU come out float32, so thresholds (IoU 0.88, stability, 0 logits) compare full
-        precision numbers."""
-        self.image_encoder.to(dtype)
-        self.mask_decoder.transformer.to(dtype)
+        """Run the heavy parts in `dtype` (bfloat16 on GPUs): the image encoder's attention
+        and MLPs, the image side of the decoder's two-way transformer and its upscaling
+        convs. The encoder's residual stream and neck, the prompt encoder (Fourier features
+        of pixel coordinates), the transformer's prompt tokens, the IoU head and the
+        hypernetwork MLPs stay float32, and masks and IoU come out float32, so thresholds
+        (IoU 0.88, stability, 0 logits) compare full precision numbers."""
+        self.image_encoder.set_precision(dtype)
+        self.mask_decoder.transformer.set_precision(dtype)
         self.mask_decoder.output_upscaling.to(dtype)
         return self
 

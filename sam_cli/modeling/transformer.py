@@ -14,6 +14,12 @@ computed in an algebraically equal but cheaper order than the textbook one:
   input of that last matmul (baddbmm).
 
 Each fold changes only the order of floating-point sums; the result is the same function.
+
+Precision (set_precision): the image side, the N-token tensors and the cross attentions that
+read them, can run in bfloat16, while the prompt tokens stay float32 throughout: the token
+self-attention, MLP and norms cost nothing next to the image side (T ≈ 7 rows against 4096),
+and the tokens are what the IoU head and the mask hypernetworks read. Each cross attention
+takes the tokens in the image side's dtype and hands its T-row result back in float32.
 """
 
 from __future__ import annotations
@@ -177,17 +183,24 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
+        dt = keys.dtype  # the image side's; the tokens keep their own (see the module doc)
         keys_pe = keys + key_pe
         queries = queries + self.cross_attn_token_to_image.tokens_to_image(
-            queries + query_pe, keys_pe, keys
-        )
+            (queries + query_pe).to(dt), keys_pe, keys
+        ).to(queries.dtype)
         queries = self.norm2(queries)
         queries = self.norm3(queries + self.mlp(queries))
 
         keys = self.norm4(self.cross_attn_image_to_token.image_to_tokens(
-            keys_pe, queries + query_pe, queries, residual=keys, in_place=keys_owned,
+            keys_pe, (queries + query_pe).to(dt), queries.to(dt), residual=keys,
+            in_place=keys_owned,
         ))
         return queries, keys
+
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """The image side (cross attentions, norm4) in dtype; the token side stays float32."""
+        for m in (self.cross_attn_token_to_image, self.norm4, self.cross_attn_image_to_token):
+            m.to(dtype)
 
 
 class TwoWayTransformer(nn.Module):
@@ -209,11 +222,29 @@ class TwoWayTransformer(nn.Module):
         )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
+    @property
+    def image_dtype(self) -> torch.dtype:
+        """The dtype of the image side, which image_embedding and image_pe should be in."""
+        return self.final_attn_token_to_image.q_proj.weight.dtype
+
+    @property
+    def token_dtype(self) -> torch.dtype:
+        """The dtype of the token side (float32 unless the whole module was cast)."""
+        return self.norm_final_attn.weight.dtype
+
+    def set_precision(self, dtype: torch.dtype) -> "TwoWayTransformer":
+        """Run the image side in dtype (bfloat16); the prompt tokens stay float32."""
+        for layer in self.layers:
+            layer.set_precision(dtype)
+        self.final_attn_token_to_image.to(dtype)
+        return self
+
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor,
         out_tokens: list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding, image_pe: B'×C×H×W (B' is B or 1); point_embedding: B×T×C.
+        """image_embedding, image_pe: B'×C×H×W (B' is B or 1), in image_dtype;
+        point_embedding: B×T×C, in token_dtype.
 
         Returns queries B×T'×C and keys B×HW×C (row-major over H, W: channels-last). With
         out_tokens, T' = len(out_tokens) and the final attention runs for those tokens only
@@ -233,6 +264,8 @@ class TwoWayTransformer(nn.Module):
         queries_pe = queries + point_embedding
         if out_tokens is not None and out_tokens != list(range(queries.shape[1])):
             queries, queries_pe = queries[:, out_tokens], queries_pe[:, out_tokens]
-        attn = self.final_attn_token_to_image.tokens_to_image(queries_pe, keys + key_pe, keys)
-        queries = self.norm_final_attn(queries + attn)
+        attn = self.final_attn_token_to_image.tokens_to_image(
+            queries_pe.to(keys.dtype), keys + key_pe, keys
+        )
+        queries = self.norm_final_attn(queries + attn.to(queries.dtype))
         return queries, keys
