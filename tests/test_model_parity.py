@@ -172,6 +172,34 @@ def test_compiled_parts_are_traced_whole_and_match(tiny_pair, tiny_model, photo,
     torch._dynamo.reset()
 
 
+def test_compiled_bf16_parts_are_traced_whole_and_match_eager(tiny_ckpt, photo):
+    """`sam auto --compile --dtype bf16`: with float32 and bfloat16 mixed inside each part
+    (the encoder's residual stream, the decoder's prompt tokens), TorchDynamo still traces
+    the three parts whole, and the graphs give the eager bf16 model's outputs."""
+    import copy
+
+    torch._dynamo.reset()
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    eager = load_model(checkpoint=tiny_ckpt, dtype="bf16")
+    boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300]]
+    outs = []
+    for net in (eager, copy.deepcopy(eager).compile_parts(backend=record)):
+        p = Predictor(net)
+        p.set_image(photo)
+        outs.append((p.features, p.predict(boxes=boxes, multimask=True)))
+    torch._dynamo.reset()
+    assert len(graphs) == 3  # encoder, transformer, upscaling: no graph breaks
+    (fa, a), (fb, b) = outs
+    torch.testing.assert_close(fa, fb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.low_res, b.low_res, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(a.iou, b.iou, rtol=1e-5, atol=1e-5)
+
+
 def test_a_part_whose_compilation_fails_runs_uncompiled(tiny_pair, tiny_model, photo):
     """compile_parts: when the compiler fails (Inductor without a C compiler, say), each part
     says so once through on_failure and runs eagerly: the same outputs, no exception."""
