@@ -13,7 +13,8 @@
 #          then the profile (quick mode: only this after the tests), and if time is left
 #          precision.md  ours in fp32 against the reference, every candidate kept: how far
 #                     fp32 on this GPU alone moves the masks; then scripts/bf16_drift.py:
-#                     which part in bf16 moves them, and (--encoder-only) the embedding
+#                     which part in bf16 moves them, and (--encoder-only) the embedding and
+#                     what the fp32 residual stream costs the encoder
 # Results in OUTDIR (8 files): gpu.txt, gpu_tests.log, bench.md/.json, bench_coherent.md/.json,
 # precision.md, profile.txt
 set -uo pipefail
@@ -62,5 +63,5 @@ if [ "$MODE" = full ]; then
     [ -f /tmp/sam-coherent-vit_h.pth ] && stage 60 "bf16 drift by part" python3 scripts/bf16_drift.py \
         --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth 2>&1 | tee -a "$OUTDIR/precision.md"
     [ -f /tmp/sam-coherent-vit_h.pth ] && stage 30 "bf16 drift of the embedding" python3 scripts/bf16_drift.py \
-        --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth --encoder-only 2>&1 | tee -a "$OUTDIR/precision.md"
+        --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth --encoder-only --repeat 5 2>&1 | tee -a "$OUTDIR/precision.md"
 fi

@@ -141,7 +141,8 @@ def test_bf16_drift_table(tiny_ckpt):
         "all three, all of them (--dtype bf16 before)"], out
     assert all(0.0 <= float(r[1]) <= 1.0 and float(r[3]) <= float(r[1]) for r in rows), out
     assert "48 masks in fp32" in out, out  # 4×4 points, 3 masks each, none dropped
-    out = run_script("scripts/bf16_drift.py", "--checkpoint", str(tiny_ckpt), "--encoder-only")
+    out = run_script("scripts/bf16_drift.py", "--checkpoint", str(tiny_ckpt), "--encoder-only",
+                     "--repeat", "2")
     rows = re.findall(r"^\| (.+?) \| ([0-9.e+-]+) \| [0-9.]+ \|$", out, re.M)
     assert [r[0] for r in rows] == ["attention and MLPs (--dtype bf16)",
                                     "all of it (--dtype bf16 before)"], out

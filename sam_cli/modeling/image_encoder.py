@@ -213,9 +213,9 @@ class ImageEncoderViT(nn.Module):
         the position embedding and the neck stay float32, so rounding does not pile up over
         the blocks and the embedding is not rounded on its way out: on vit_h (random weights,
         a 2-core AVX512-BF16 CPU) bfloat16 everywhere moved the embedding by 1.4e-2 (relative
-        L2) and this mix by 0.65e-2, at the same speed (`scripts/bf16_drift.py
-        --encoder-only`). Casting
-        the whole module instead (`.to(dtype)`) runs it all in dtype."""
+        L2) and this mix by 0.65e-2, for 3 % more time (`scripts/bf16_drift.py
+        --encoder-only`). Casting the whole module instead (`.to(dtype)`) runs it all in
+        dtype."""
         self.patch_embed.to(dtype)
         for block in self.blocks:
             block.attn.to(dtype)
