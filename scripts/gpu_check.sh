@@ -62,6 +62,6 @@ if [ "$MODE" = full ]; then
         --dtype fp32 --weights coherent --rows auto-all --repeat 1 2>&1 | tee "$OUTDIR/precision.md"
     [ -f /tmp/sam-coherent-vit_h.pth ] && stage 60 "bf16 drift by part" python3 scripts/bf16_drift.py \
         --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth 2>&1 | tee -a "$OUTDIR/precision.md"
-    [ -f /tmp/sam-coherent-vit_h.pth ] && stage 30 "bf16 drift of the embedding" python3 scripts/bf16_drift.py \
+    [ -f /tmp/sam-coherent-vit_h.pth ] && stage 45 "bf16 drift of the embedding" python3 scripts/bf16_drift.py \
         --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth --encoder-only --repeat 5 2>&1 | tee -a "$OUTDIR/precision.md"
 fi
