@@ -78,14 +78,14 @@ def encoder_table(base, img, repeat: int) -> None:
     turns `repeat` times (so a slow spell of the machine hits them alike), best time of each."""
     from sam_cli.predictor import Predictor
 
-    preds = {}
-    for name, part in (("fp32", None), ("attention and MLPs (--dtype bf16)", "encoder"),
+    preds = {"fp32": Predictor(base)}
+    for name, part in (("attention and MLPs (--dtype bf16)", "encoder"),
                        ("all of it (--dtype bf16 before)", "encoder+stream")):
-        net = base if part is None else copy.deepcopy(base)
-        if part is not None:
-            PARTS[part](net, torch.bfloat16)
+        net = copy.deepcopy(base)
+        PARTS[part](net, torch.bfloat16)
         preds[name] = Predictor(net)
-        preds[name].set_image(img)  # warm-up
+    for p in preds.values():
+        p.set_image(img)  # warm-up
     best = dict.fromkeys(preds, float("inf"))
     for _ in range(repeat):
         for name, p in preds.items():
