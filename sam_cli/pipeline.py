@@ -1,7 +1,9 @@
 """Stream many images through the automatic mask generator.
 
-    read + decode + resize   worker threads, a bounded number of images ahead
-    image encoder            crops of several images per batch (--batch-size)
+    read + decode + resize   worker threads, a bounded number of images ahead (with an
+                             embedding cache they look each crop up, and skip its resize)
+    image encoder            crops of several images per batch (--batch-size), except those
+                             the cache had; new embeddings are written to it behind
     decoder, filters, NMS    point batches per crop
     write                    one writer thread behind, bounded queue
 
@@ -88,10 +90,7 @@ def generate_masks(
     def flush(batch: list[_Loaded]) -> Iterator[ImageResult]:
         t0 = time.perf_counter()
         crops = [c for ld in batch for c in ld.crops]
-        feats: list[torch.Tensor | None] = []
-        for a in range(0, len(crops), batch_size):
-            emb = gen.predictor.embed([c.pixels for c in crops[a : a + batch_size]])
-            feats.extend(emb.split(1))
+        feats: list[torch.Tensor | None] = list(gen.embed_crops(crops, batch_size))
         k = 0
         for ld in batch:
             hw = (ld.image.shape[0], ld.image.shape[1])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .embedding_cache import EmbeddingCache
 from .modeling import Sam
 from .transforms import resize_uint8, scale_coords, target_size
 
@@ -121,8 +122,9 @@ CPU_DECODER_BATCH = 16
 
 
 class Predictor:
-    def __init__(self, model: Sam) -> None:
+    def __init__(self, model: Sam, cache: EmbeddingCache | None = None) -> None:
         self.model = model
+        self.cache = cache  # embeddings kept on disk (set_image, AutomaticMaskGenerator)
         self.features: torch.Tensor | None = None  # 1×256×64×64
         self.orig_hw: tuple[int, int] = (0, 0)
         self.input_hw: tuple[int, int] = (0, 0)
@@ -149,9 +151,25 @@ class Predictor:
         return self.model.image_encoder(x).float()  # the encoder casts to its own dtype
 
     def set_image(self, image: np.ndarray) -> None:
-        x, self.input_hw = self.prepare(image)
+        """Embed an H×W×3 uint8 RGB image (or take its embedding from the cache)."""
+        key = self.cache_key(image)
         self.orig_hw = (image.shape[0], image.shape[1])
+        cached = self.cache.load(key) if self.cache is not None else None
+        if cached is not None:
+            self.input_hw = target_size(*self.orig_hw, self.model.img_size)
+            self.features = cached.to(self.device)
+            return
+        x, self.input_hw = self.prepare(image)
         self.features = self.embed([x])
+        if self.cache is not None:
+            self.cache.save_now(key, self.features)
+
+    def cache_key(self, image: np.ndarray) -> str:
+        """The embedding cache's key of an H×W×3 image or crop ("" without a cache)."""
+        if self.cache is None:
+            return ""
+        h, w = image.shape[:2]
+        return self.cache.key(image, target_size(h, w, self.model.img_size))
 
     def set_features(
         self, features: torch.Tensor, orig_hw: tuple[int, int], input_hw: tuple[int, int]

@@ -327,6 +327,7 @@ def load_model(
                 f"unknown model {name!r}", hint=f"choose one of {', '.join(MODELS)}"
             )
         checkpoint = download(MODELS[name], progress=progress)
+    identity = _file_identity(checkpoint)
     sd = read_state_dict(checkpoint)
     arch = infer_arch(sd, str(checkpoint))
     net = build_from_arch(arch, "meta")
@@ -340,4 +341,16 @@ def load_model(
     net = net.to(device).eval()
     if dtype == "bf16":
         net.set_precision(torch.bfloat16)
+    net.checkpoint_identity = identity  # names the weights for the embedding cache
     return net
+
+
+def _file_identity(path: str | Path) -> tuple[str, int, int] | None:
+    """(real path, size, modification time in ns) of a checkpoint, taken before it is read:
+    another file put in its place changes it. None if it cannot be read (loading then fails
+    with its own error)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)

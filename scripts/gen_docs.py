@@ -24,6 +24,8 @@ ENVIRONMENT = [
     ("SAM_BASE_URL", "Base URL checkpoints are downloaded from (a mirror; default Meta's)."),
     ("SAM_SHA256_VIT_B, SAM_SHA256_VIT_L, SAM_SHA256_VIT_H",
      "Expected sha256 of a mirror's file, where it serves other weights than Meta's."),
+    ("SAM_EMBEDDING_CACHE", "Folder of image embeddings that sam segment and sam auto reuse "
+     "(the same as --embedding-cache)."),
     ("SAM_THREADS", "CPU threads for inference (default: all cores)."),
     ("SAM_MALLOC", "system: leave glibc's malloc thresholds alone (by default sam raises them "
      "so that large freed blocks are reused; skipped when MALLOC_*, GLIBC_TUNABLES or "
@@ -37,6 +39,8 @@ EXAMPLES = [
     ("Every object's mask for a folder of photos:", "sam auto photos/ -o masks/"),
     ("A COCO dataset from paths on stdin:", "find photos -name '*.jpg' | sam auto - -o out --format coco"),
     ("Fetch the best model before a job:", "sam models download vit_h"),
+    ("Click again on the same photo without running the image encoder again:",
+     "sam segment photo.jpg --point 100,80 -o mask2.png --embedding-cache ~/.cache/sam/embeddings"),
 ]
 
 

@@ -22,12 +22,12 @@ def run_script(*args: str, timeout: int = 600) -> str:
 
 
 def test_benchmark_table_agrees_with_the_reference(tmp_path):
-    out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,boxes,auto-all,auto-default,folder",
+    out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,boxes,auto-all,auto-default,folder,point-again",
                      "--repeat", "1", "--points-per-side", "4", "--folder-images", "2",
                      "--folder-points-per-side", "4", "--json", str(tmp_path / "b.json"),
                      "--save-checkpoint", str(tmp_path / "kept.pth"))
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| row")]
-    assert len(rows) == 5, out
+    assert len(rows) == 6, out
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     for c in cells:
         assert float(c[1]) > 0 and float(c[2]) > 0 and c[3].endswith("x"), c
@@ -43,6 +43,9 @@ def test_benchmark_table_agrees_with_the_reference(tmp_path):
     assert m and m.group(1) == m.group(2) == m.group(3) and int(m.group(1)) >= 1, cells[3]
     assert float(m.group(4)) >= 0.999, cells[3]
     assert "confident weights: mask logits x" in out
+    # another point in a new process: sam from its embedding cache, the same mask
+    assert cells[5][4] == "100.000% pixels equal", cells[5]
+    assert "--embedding-cache`, warm; " in cells[5][0], cells[5]
     for c in cells:  # each peak is its own process's, not the launcher's
         assert 0 < float(c[5]) < 4000 and 0 < float(c[6]) < 4000, c
     assert (tmp_path / "b.json").stat().st_size > 0

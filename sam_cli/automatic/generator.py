@@ -24,9 +24,10 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from .. import masks as M
+from ..embedding_cache import EmbeddingCache
 from ..modeling import Sam
 from ..predictor import CPU_DECODER_BATCH, Predictor, upscale_logits
-from ..transforms import scale_coords
+from ..transforms import scale_coords, target_size
 from .grids import crop_boxes, layer_point_grids
 from .tiled import TiledMasks
 
@@ -71,10 +72,12 @@ class MaskRecord:
 class CropInput:
     box: list[int]  # XYXY half-open, in the image
     layer: int
-    pixels: torch.Tensor  # 1×3×h×w resized crop, 0–255
+    pixels: torch.Tensor | None  # 1×3×h×w resized crop, 0–255; None when `features` is set
     input_hw: tuple[int, int]
     crop_hw: tuple[int, int]
     points: np.ndarray  # P×2 XY in crop pixels
+    cache_key: str = ""  # in the predictor's embedding cache ("" without one)
+    features: torch.Tensor | None = None  # 1×256×64×64 from the cache (on the CPU)
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,11 +103,11 @@ class AutomaticMaskGenerator:
     def __init__(
         self, model: Sam, settings: AmgSettings | None = None, *,
         upscale_budget_bytes: int = 512 << 20, logits_budget_bytes: int = 1 << 30,
-        decoder_batch: int | None = None,
+        decoder_batch: int | None = None, embedding_cache: EmbeddingCache | None = None,
     ) -> None:
         self.model = model
         self.s = settings or AmgSettings()
-        self.predictor = Predictor(model)
+        self.predictor = Predictor(model, embedding_cache)
         self.grids = layer_point_grids(
             self.s.points_per_side, self.s.crop_n_layers, self.s.crop_n_points_downscale_factor
         )
@@ -125,16 +128,43 @@ class AutomaticMaskGenerator:
         """H×W×3 uint8 RGB → one CropInput per crop box, in the reference's order. Crop boxes
         of no pixels (crop layers on an image a few pixels wide) are left out."""
         out = []
+        cache = self.predictor.cache
         for box, layer in crop_boxes(image.shape[:2], self.s.crop_n_layers, self.s.crop_overlap_ratio):
             x0, y0, x1, y1 = box
             if x1 <= x0 or y1 <= y0:
                 continue
             crop = image[y0:y1, x0:x1]
-            pixels, input_hw = self.predictor.prepare(crop)
             crop_hw = (y1 - y0, x1 - x0)
             points = self.grids[layer] * np.array(crop_hw)[None, ::-1]
-            out.append(CropInput(box, layer, pixels, input_hw, crop_hw, points))
+            # With an embedding cache, a crop already embedded is neither resized nor encoded.
+            key = self.predictor.cache_key(crop)
+            cached = cache.load(key) if cache is not None else None
+            if cached is not None:
+                input_hw = target_size(*crop_hw, self.model.img_size)
+                out.append(CropInput(box, layer, None, input_hw, crop_hw, points, key, cached))
+                continue
+            pixels, input_hw = self.predictor.prepare(crop)
+            out.append(CropInput(box, layer, pixels, input_hw, crop_hw, points, key))
         return out
+
+    def embed_crops(self, crops: list[CropInput], batch_size: int = 1) -> list[torch.Tensor]:
+        """1×256×64×64 embeddings of crops (of one or several images), in order: those the
+        cache had, and the others from the encoder in batches of batch_size crops (then put
+        in the cache)."""
+        dev = self.predictor.device
+        feats: list[torch.Tensor | None] = [
+            None if c.features is None else c.features.to(dev) for c in crops
+        ]
+        todo = [i for i, c in enumerate(crops) if c.features is None]
+        cache = self.predictor.cache
+        for a in range(0, len(todo), batch_size):
+            idx = todo[a : a + batch_size]
+            emb = self.predictor.embed([crops[i].pixels for i in idx])
+            for i, e in zip(idx, emb.split(1)):
+                feats[i] = e
+                if cache is not None and crops[i].cache_key:
+                    cache.save(crops[i].cache_key, e)
+        return feats  # type: ignore[return-value]
 
     @torch.inference_mode()
     def decode_crop(
@@ -396,7 +426,7 @@ class AutomaticMaskGenerator:
             crops = self.prepare_crops(image)
         for crop in crops:
             with record_function("sam.encode"):
-                feats = self.predictor.embed([crop.pixels])
+                feats = self.embed_crops([crop])[0]
             results.append(self.decode_crop(feats, crop, hw))
         with record_function("sam.finalize"):
             return self.finalize(results, hw)

@@ -57,3 +57,13 @@ DtypeOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr; errors still.")
 ]
+EmbeddingCacheOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--embedding-cache", metavar="DIR", envvar="SAM_EMBEDDING_CACHE",
+        help="Keep image embeddings in DIR and reuse them: on an image already seen, another "
+        "prompt or other automatic settings skip the image encoder (most of a sam segment "
+        "call's time on a CPU). 4 MB per image; keyed by the pixels, the checkpoint, --dtype "
+        "and the device type; never cleaned up by sam.",
+    ),
+]

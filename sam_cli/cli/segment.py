@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app
-from .options import CheckpointOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt
+from .options import CheckpointOpt, DeviceOpt, DtypeOpt, EmbeddingCacheOpt, ModelOpt, QuietOpt
 
 EPILOG = """Examples:
 
@@ -20,6 +20,8 @@ EPILOG = """Examples:
   sam segment photo.jpg --box 10,20,300,400 --box 320,40,600,380 -o masks.json --overlay look.png
 
   sam segment photo.jpg --point 320,240 --multimask -o mask.png   # mask_0.png … mask_2.png
+
+  sam segment photo.jpg --point 80,60 -o m2.png --embedding-cache emb/   # again: no encoder
 
 Outputs: OUT ending in .png writes 0/255 single-channel masks: OUT itself for one mask, else
 OUT's stem with _0, _1, … appended, in the order of the records printed on stdout (objects in
@@ -72,6 +74,7 @@ def segment(
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
+    embedding_cache: EmbeddingCacheOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Segment objects in one image from points, boxes or a mask prompt."""
@@ -92,10 +95,17 @@ def segment(
     if not prompts.points and not prompts.boxes and mask_prompt is None:
         raise PromptError("no prompt: give --point, --neg-point, --box or --mask-input")
 
+    from ..embedding_cache import EmbeddingCache, check_folder
     from ..predictor import Predictor
+    from .common import message
 
+    if embedding_cache is not None:
+        check_folder(embedding_cache)
     net = load_sam(model, checkpoint, device, dtype, quiet)
-    predictor = Predictor(net)
+    cache = None
+    if embedding_cache is not None:
+        cache = EmbeddingCache(embedding_cache, net, warn=lambda text: message(text, quiet))
+    predictor = Predictor(net, cache)
     predictor.set_image(rgb)
     pred = predictor.predict(
         point_coords=prompts.points or None,
