@@ -203,6 +203,19 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def _torch_load(path: Path):
+    """torch.load, tensors mapped from the file (mmap) where its format allows: nothing is read
+    until a tensor is used, and a model can use the mapped tensors as its weights
+    (`load_state_dict_into(..., assign=True)`) instead of copying them. Files in the old
+    (pre-zip) format are read whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint's tensors without ever executing code from the file."""
     path = Path(path)
@@ -214,7 +227,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         sd = _read_safetensors(path)
     else:
         try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = _torch_load(path)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds here
             text = str(e)
             if "Weights only load failed" in text or "weights_only" in text:
@@ -284,8 +297,12 @@ def build_from_arch(arch: ArchSpec, device: str | torch.device = "cpu"):
         )
 
 
-def load_state_dict_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load: missing, unexpected and mis-shaped keys are named in the error."""
+def load_state_dict_into(
+    model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, *, assign: bool = False,
+) -> None:
+    """Strict load: missing, unexpected and mis-shaped keys are named in the error.
+    assign: the model takes sd's tensors as its own (a model built on the meta device), as
+    float32 where they are floating point in another dtype (a half-precision fine-tune)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -307,7 +324,9 @@ def load_state_dict_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], so
                 + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")
             )
         raise CheckpointError(f"{source}: checkpoint does not fit the SAM model: " + "; ".join(parts))
-    model.load_state_dict(sd, strict=True)
+    if assign:
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=assign)
 
 
 def load_model(
@@ -330,14 +349,19 @@ def load_model(
     identity = _file_identity(checkpoint)
     sd = read_state_dict(checkpoint)
     arch = infer_arch(sd, str(checkpoint))
+    # Built on the meta device, the model takes the file's tensors as its weights: no second
+    # copy of them in memory, and with a mapped file (most .pth files) a weight is read from
+    # disk only when first used; an embedding-cache hit never reads the image encoder's.
     net = build_from_arch(arch, "meta")
-    net = net.to_empty(device="cpu")
-    load_state_dict_into(net, sd, str(checkpoint))
-    # pixel_mean/std are not in checkpoints: to_empty left them as garbage, so reset them.
+    load_state_dict_into(net, sd, str(checkpoint), assign=True)
+    # pixel_mean/std are not in checkpoints
     from .modeling.sam import PIXEL_MEAN, PIXEL_STD
 
-    net.pixel_mean.copy_(torch.tensor(PIXEL_MEAN).view(-1, 1, 1))
-    net.pixel_std.copy_(torch.tensor(PIXEL_STD).view(-1, 1, 1))
+    net.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), False)
+    net.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), False)
+    left = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"not loaded from the checkpoint: {', '.join(left[:3])}")
     net = net.to(device).eval()
     if dtype == "bf16":
         net.set_precision(torch.bfloat16)

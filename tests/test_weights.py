@@ -24,6 +24,55 @@ def test_loads_reference_checkpoint_and_infers_architecture(tiny_ckpt):
     assert all(torch.equal(ours[k], v) for k, v in sd.items())
 
 
+def test_weights_are_the_files_tensors_in_every_format(tiny_ckpt, photo, tmp_path):
+    """load_model takes the mapped file's tensors as the model's weights (no copy); files in
+    torch's old format, which cannot be mapped, and half-precision files load the same way,
+    as float32, and give the same embedding."""
+    from sam_cli.modeling.sam import PIXEL_MEAN
+    from sam_cli.predictor import Predictor
+
+    sd = torch.load(tiny_ckpt, weights_only=True)
+    legacy, half = tmp_path / "legacy.pth", tmp_path / "half.pth"
+    torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, half)
+    feats = {}
+    for name, path in (("zip", tiny_ckpt), ("legacy", legacy), ("half", half)):
+        net = load_model(checkpoint=path)
+        tensors = [*net.parameters(), *net.buffers()]
+        assert not any(t.is_meta for t in tensors)
+        assert all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
+        assert torch.equal(net.pixel_mean.flatten(), torch.tensor(PIXEL_MEAN))
+        p = Predictor(net)
+        p.set_image(photo)
+        feats[name] = p.features
+    assert torch.equal(feats["zip"], feats["legacy"])
+    assert (feats["half"] - feats["zip"]).norm() / feats["zip"].norm() < 1e-2  # weights rounded
+
+
+def test_the_model_maps_the_file_and_takes_its_tensors(tiny_ckpt, tmp_path, monkeypatch):
+    """The weights are not copied: the model's parameters are the tensors read from the file,
+    and a zip-format file is mapped (so on an embedding-cache hit the image encoder's weights
+    are never read from disk)."""
+    import sam_cli.weights as W
+
+    mine = tmp_path / "mapped-here.pth"
+    mine.write_bytes(tiny_ckpt.read_bytes())
+    got = {}
+    read = W.read_state_dict
+
+    def keep(path):
+        got.update(read(path))
+        return dict(got)
+
+    monkeypatch.setattr(W, "read_state_dict", keep)
+    net = W.load_model(checkpoint=mine)
+    for name, t in net.state_dict().items():
+        assert t.data_ptr() == got[name].data_ptr(), name
+    maps = "/proc/self/maps"
+    if os.path.exists(maps):  # Linux: the file is mapped into this process
+        assert str(mine) in open(maps).read()
+
+
 def test_wrapped_state_dict_is_unwrapped(tiny_ckpt, tmp_path):
     sd = torch.load(tiny_ckpt, weights_only=True)
     p = tmp_path / "wrapped.pth"
