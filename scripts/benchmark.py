@@ -341,12 +341,13 @@ def point_again_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
                 "--embedding-cache", str(cache), "-q"]
 
     cold = call(sam(first))
+    cold_peak = None if a.device.startswith("cuda") else float(peak_file.read_text())
     secs = min(call(sam(point)) for _ in range(a.repeat))
     import cv2
 
     np.save(out / "ours.npy", cv2.imread(str(png), cv2.IMREAD_GRAYSCALE) > 0)
     peak = None if a.device.startswith("cuda") else float(peak_file.read_text())
-    return {"seconds": secs, "cold": cold, "peak_mb": peak}
+    return {"seconds": secs, "cold": cold, "cold_peak_mb": cold_peak, "peak_mb": peak}
 
 
 # ------------------------------------------------------------------------- agreement
@@ -552,7 +553,9 @@ def print_row(row: str, res: dict, a, spec, first: bool) -> None:
     if row == "encoder" and r and o and spec:
         extra = f" ({spec.gflop / r['seconds']:.0f} vs {spec.gflop / o['seconds']:.0f} GFLOP/s)"
     if row == "point-again" and o:
-        extra = f" (sam: `sam segment --embedding-cache`, warm; {o['cold']:.3f} for the call that filled it)"
+        cold_mb = "" if o.get("cold_peak_mb") is None else f" and {o['cold_peak_mb']:.0f} MB"
+        extra = (f" (sam: `sam segment --embedding-cache`, warm; {o['cold']:.3f} s{cold_mb} "
+                 "for the call that filled it)")
     if row == "folder" and r and o:
         extra = f" (with start-up and model loading: {r['wall']:.3f} vs {o['wall']:.3f})"
     print(f"| {label}{extra} | {rs} | {os_} | {ratio} | {res['agreement']} | "
