@@ -73,6 +73,26 @@ def test_the_model_maps_the_file_and_takes_its_tensors(tiny_ckpt, tmp_path, monk
         assert str(mine) in open(maps).read()
 
 
+def test_loading_draws_no_random_values(tiny_ckpt):
+    """The model is built on the meta device without random initial values: torch's meta
+    versions of normal_ and randn import torch._dynamo and more on first use, 1.4 s of every
+    `sam` call. Built on the CPU, as scripts do for random weights, it is still initialised."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sam_cli.weights import load_model; "
+            f"load_model(checkpoint={str(tiny_ckpt)!r}); print('torch._dynamo' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "False"
+    from sam_cli.weights import build_from_arch
+
+    net = build_from_arch(infer_arch(read_state_dict(tiny_ckpt)))
+    for t in (net.mask_decoder.iou_token.weight, net.prompt_encoder.no_mask_embed.weight,
+              net.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix):
+        assert t.std() > 0.1
+
+
 def test_wrapped_state_dict_is_unwrapped(tiny_ckpt, tmp_path):
     sd = torch.load(tiny_ckpt, weights_only=True)
     p = tmp_path / "wrapped.pth"

@@ -7,6 +7,22 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def on_meta_device() -> bool:
+    """Whether modules are being built on the meta device (weights.load_model builds there and
+    then takes the checkpoint's tensors). Random initial values are skipped there: torch's
+    meta versions of its random draws (normal_, randn) import half of torch on first use,
+    1.4 s of every `sam` call that loads a model."""
+    return torch.empty(0).is_meta
+
+
+class Embedding(nn.Embedding):
+    """nn.Embedding (same state-dict keys) that draws no initial values on the meta device."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of a B×C×H×W tensor."""
 

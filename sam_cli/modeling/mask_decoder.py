@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import MLP, LayerNorm2d
+from .common import MLP, Embedding, LayerNorm2d
 from .transformer import TwoWayTransformer
 
 
@@ -23,8 +23,8 @@ class MaskDecoder(nn.Module):
         super().__init__()
         self.transformer = transformer
         self.num_mask_tokens = num_multimask_outputs + 1
-        self.iou_token = nn.Embedding(1, transformer_dim)
-        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+        self.iou_token = Embedding(1, transformer_dim)
+        self.mask_tokens = Embedding(self.num_mask_tokens, transformer_dim)
         self.output_upscaling = nn.Sequential(
             nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
             LayerNorm2d(transformer_dim // 4),

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import Embedding, LayerNorm2d, on_meta_device
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -15,8 +15,10 @@ class PositionEmbeddingRandom(nn.Module):
 
     def __init__(self, num_pos_feats: int = 128) -> None:
         super().__init__()
+        shape = (2, num_pos_feats)
         self.register_buffer(
-            "positional_encoding_gaussian_matrix", torch.randn(2, num_pos_feats)
+            "positional_encoding_gaussian_matrix",
+            torch.empty(shape) if on_meta_device() else torch.randn(shape),
         )
 
     def _encode(self, coords: torch.Tensor) -> torch.Tensor:
@@ -56,8 +58,8 @@ class PromptEncoder(nn.Module):
         self.input_image_size = input_image_size
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
         # 0: background point, 1: foreground point, 2: box top-left, 3: box bottom-right
-        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
-        self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        self.point_embeddings = nn.ModuleList(Embedding(1, embed_dim) for _ in range(4))
+        self.not_a_point_embed = Embedding(1, embed_dim)
         self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
         self.mask_downscaling = nn.Sequential(
             nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
@@ -68,7 +70,7 @@ class PromptEncoder(nn.Module):
             nn.GELU(),
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
-        self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self.no_mask_embed = Embedding(1, embed_dim)
 
     def get_dense_pe(self) -> torch.Tensor:
         """1×C×64×64 positional encoding of the image embedding grid."""
