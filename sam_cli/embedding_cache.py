@@ -1,7 +1,7 @@
 """Image embeddings kept on disk, so that another prompt or other automatic-mode settings on
 an image already seen skip the image encoder, most of a `sam segment` call on a CPU (on a
-2-core machine, vit_b: 9.4 s for a call that fills the cache, 3.5 s for one that reads it;
-vit_h: 36.1 and 3.3 s: `scripts/benchmark.py --rows point-again`, benchmarks/cpu.md).
+2-core machine, vit_b: 7.9 s for a call that fills the cache, 1.7 s for one that reads it;
+vit_h: 34.9 and 1.9 s: `scripts/benchmark.py --rows point-again`, benchmarks/cpu.md).
 
 An entry is one .npy file, 1×256×64×64 float32 (4 MB), named by a SHA-256 over everything
 the embedding depends on: the pixels of the image (or crop) before the resize, the size it is
