@@ -104,7 +104,7 @@ class EmbeddingCache:
             arr = np.load(p, allow_pickle=False)
         except (FileNotFoundError, NotADirectoryError):  # no such entry (yet)
             arr = None
-        except (OSError, ValueError, EOFError) as e:
+        except Exception as e:  # noqa: BLE001 - any bad entry (np.load raises many kinds) is recomputed
             self.warn(f"embedding cache: {p}: unreadable ({_reason(e)}); computing it again")
             arr = None
         if arr is not None and (arr.shape != self.shape or arr.dtype != np.float32):

@@ -90,7 +90,7 @@ def test_bad_entries_are_reported_and_computed_again(tiny_model, photo, tmp_path
     good = Predictor(tiny_model, cache)
     good.set_image(photo)
     path = entries(root)[0]
-    for bad in (b"not numpy", None):
+    for bad in (b"not numpy", b"PK\x03\x04 not a zip either", None):
         if bad is None:  # a valid .npy of the wrong shape
             np.save(path, np.zeros((1, 3, 4, 4), np.float32))
         else:
@@ -169,9 +169,15 @@ def test_auto_reuses_embeddings_of_every_crop(tiny_ckpt, tmp_path):
     p = run_sam("auto", src, "-o", tmp_path / "second", *args, "--embedding-cache", root)
     assert p.returncode == 0, p.stderr
     assert "embedding cache: 10 of 10 embeddings read" in p.stderr.decode()
+    # a damaged entry costs that crop its encoder run, never the image
+    entries(root)[3].write_bytes(b"PK\x03\x04 damaged")
+    p = run_sam("auto", src, "-o", tmp_path / "third", *args, "--embedding-cache", root)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "unreadable" in err and "embedding cache: 9 of 10 embeddings read" in err
     for name in ("x.jpg.json", "y.jpg.json"):
         want = json.loads((tmp_path / "plain" / name).read_text())
-        for run in ("first", "second"):
+        for run in ("first", "second", "third"):
             assert json.loads((tmp_path / run / name).read_text()) == want
 
 
