@@ -145,13 +145,17 @@ class EmbeddingCache:
                 np.save(f, arr, allow_pickle=False)
             os.replace(tmp, p)
         except OSError as e:
-            self._write_failed = True
             try:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
-            self.warn(f"embedding cache: {self.root}: cannot write ({_reason(e)}); "
-                      "embeddings of this run are not kept")
+            self._stop_writing(e)
+
+    def _stop_writing(self, e: BaseException) -> None:
+        """Say once that the folder cannot be written, and write nothing more."""
+        self._write_failed = True
+        self.warn(f"embedding cache: {self.root}: cannot write ({_reason(e)}); "
+                  "embeddings of this run are not kept")
 
     def _run(self) -> None:
         assert self._queue is not None
@@ -162,9 +166,7 @@ class EmbeddingCache:
             try:
                 self.save_now(*job)
             except Exception as e:  # noqa: BLE001 - a cache write never stops the run
-                self._write_failed = True
-                self.warn(f"embedding cache: {self.root}: cannot write ({_reason(e)}); "
-                          "embeddings of this run are not kept")
+                self._stop_writing(e)
 
     def close(self) -> None:
         """Wait for the queued writes."""

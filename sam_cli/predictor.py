@@ -152,24 +152,24 @@ class Predictor:
 
     def set_image(self, image: np.ndarray) -> None:
         """Embed an H×W×3 uint8 RGB image (or take its embedding from the cache)."""
-        key = self.cache_key(image)
         self.orig_hw = (image.shape[0], image.shape[1])
-        cached = self.cache.load(key) if self.cache is not None else None
+        key, input_hw, cached = self.lookup(image)
         if cached is not None:
-            self.input_hw = target_size(*self.orig_hw, self.model.img_size)
-            self.features = cached.to(self.device)
+            self.input_hw, self.features = input_hw, cached.to(self.device)
             return
         x, self.input_hw = self.prepare(image)
         self.features = self.embed([x])
         if self.cache is not None:
             self.cache.save_now(key, self.features)
 
-    def cache_key(self, image: np.ndarray) -> str:
-        """The embedding cache's key of an H×W×3 image or crop ("" without a cache)."""
+    def lookup(self, image: np.ndarray) -> tuple[str, tuple[int, int], torch.Tensor | None]:
+        """An H×W×3 image or crop in the embedding cache: (its key, "" without a cache; its
+        size after the resize; the cached 1×C×h×w embedding on the CPU, or None)."""
+        input_hw = target_size(image.shape[0], image.shape[1], self.model.img_size)
         if self.cache is None:
-            return ""
-        h, w = image.shape[:2]
-        return self.cache.key(image, target_size(h, w, self.model.img_size))
+            return "", input_hw, None
+        key = self.cache.key(image, input_hw)
+        return key, input_hw, self.cache.load(key)
 
     def set_features(
         self, features: torch.Tensor, orig_hw: tuple[int, int], input_hw: tuple[int, int]

@@ -27,7 +27,7 @@ from .. import masks as M
 from ..embedding_cache import EmbeddingCache
 from ..modeling import Sam
 from ..predictor import CPU_DECODER_BATCH, Predictor, upscale_logits
-from ..transforms import scale_coords, target_size
+from ..transforms import scale_coords
 from .grids import crop_boxes, layer_point_grids
 from .tiled import TiledMasks
 
@@ -128,7 +128,6 @@ class AutomaticMaskGenerator:
         """H×W×3 uint8 RGB → one CropInput per crop box, in the reference's order. Crop boxes
         of no pixels (crop layers on an image a few pixels wide) are left out."""
         out = []
-        cache = self.predictor.cache
         for box, layer in crop_boxes(image.shape[:2], self.s.crop_n_layers, self.s.crop_overlap_ratio):
             x0, y0, x1, y1 = box
             if x1 <= x0 or y1 <= y0:
@@ -137,10 +136,8 @@ class AutomaticMaskGenerator:
             crop_hw = (y1 - y0, x1 - x0)
             points = self.grids[layer] * np.array(crop_hw)[None, ::-1]
             # With an embedding cache, a crop already embedded is neither resized nor encoded.
-            key = self.predictor.cache_key(crop)
-            cached = cache.load(key) if cache is not None else None
+            key, input_hw, cached = self.predictor.lookup(crop)
             if cached is not None:
-                input_hw = target_size(*crop_hw, self.model.img_size)
                 out.append(CropInput(box, layer, None, input_hw, crop_hw, points, key, cached))
                 continue
             pixels, input_hw = self.predictor.prepare(crop)
