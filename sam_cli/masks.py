@@ -68,6 +68,47 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     return np.repeat(values, counts).reshape(w, h).T
 
 
+@dataclass(frozen=True)
+class MaskCrop:
+    """A mask as the pixels of its tight bounding box: `mask` (h'×w' bool) has its top-left
+    pixel at (y0, x0) of the image; 0×0 for an empty mask."""
+
+    y0: int
+    x0: int
+    mask: np.ndarray
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        """The crop's rows and columns in the image: image[crop.window] is crop-sized."""
+        h, w = self.mask.shape
+        return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
+
+
+def rle_to_crop(rle: dict) -> MaskCrop:
+    """Uncompressed RLE → MaskCrop, decoding only the columns from the mask's first pixel to
+    its last (the RLE is column-major): for an object that covers a small part of a 12 MP
+    photo, a small fraction of rle_to_mask's work and memory."""
+    h, w = rle["size"]
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    if total != h * w:
+        raise ValueError(f"RLE counts sum to {total}, not {h}×{w} = {h * w} pixels")
+    starts = ends - counts
+    ones = np.flatnonzero(counts[1::2]) * 2 + 1  # the runs of ones that hold a pixel
+    if ones.size == 0:
+        return MaskCrop(0, 0, np.zeros((0, 0), dtype=bool))
+    c0, c1 = int(starts[ones[0]]) // h, int(ends[ones[-1]] - 1) // h
+    lo, hi = c0 * h, (c1 + 1) * h
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    cols = np.repeat(values, np.clip(ends, lo, hi) - np.clip(starts, lo, hi)).reshape(-1, h)
+    rows = np.flatnonzero(cols.any(axis=0))
+    r0, r1 = int(rows[0]), int(rows[-1])
+    # OpenCV's transpose: several times faster than numpy's copy of a transposed bool view
+    return MaskCrop(r0, c0, cv2.transpose(cols[:, r0 : r1 + 1].view(np.uint8)).view(bool))
+
+
 def rle_area(rle: dict) -> int:
     return int(sum(rle["counts"][1::2]))
 

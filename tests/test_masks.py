@@ -48,6 +48,31 @@ def test_rle_to_mask_edge_cases():
         M.rle_to_mask({"size": [2, 3], "counts": [2, 3]})
 
 
+def test_rle_to_crop_is_the_mask_in_its_bounding_box():
+    """rle_to_crop decodes only the mask's columns: pasted into an empty image it is the
+    whole mask, and its window is the mask's tight box (an empty mask: 0×0)."""
+    masks = list(random_masks().numpy())
+    for m in (np.ones((3, 4), bool), np.eye(4, dtype=bool), ~np.eye(4, dtype=bool)):
+        masks.append(m)
+    edge = np.zeros((40, 30), bool)
+    edge[39, 0] = edge[0, 29] = True  # first and last pixel of two columns far apart
+    masks.append(edge)
+    for m in masks:
+        crop = M.rle_to_crop(M.masks_to_rle(torch.from_numpy(m)[None])[0])
+        if not m.any():
+            assert crop.mask.shape == (0, 0)
+            continue
+        ys, xs = np.nonzero(m)
+        assert (crop.y0, crop.x0) == (ys.min(), xs.min())
+        assert crop.mask.shape == (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+        assert crop.mask.flags.c_contiguous
+        pasted = np.zeros_like(m)
+        pasted[crop.window] = crop.mask
+        assert np.array_equal(pasted, m)
+    with pytest.raises(ValueError, match="sum to 5, not 2×3 = 6"):
+        M.rle_to_crop({"size": [2, 3], "counts": [2, 3]})
+
+
 def test_coco_rle_decodes_with_pycocotools():
     masks = random_masks()
     for m, r in zip(masks, M.masks_to_rle(masks)):
