@@ -30,7 +30,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 ROWS = ("encoder", "boxes", "point-again", "auto-nofilter", "auto-all", "auto-default", "folder",
-        "memory-12mp", "resize-12mp")
+        "memory-12mp", "resize-12mp", "write-12mp")
+#: Masks in the write-12mp row: the 12 MP photo's largest colour regions.
+WRITE_MASKS = 60
 
 
 # ------------------------------------------------------------------------ shared helpers
@@ -100,6 +102,30 @@ def photo_12mp() -> np.ndarray:
     return cv2.resize(read("coffee.jpg"), (4000, 3000), interpolation=cv2.INTER_CUBIC)
 
 
+def photo_regions(img: np.ndarray, n: int) -> list[dict]:
+    """The n largest connected regions of similar colour in img (k-means on Lab colours at a
+    quarter of the size), as uncompressed RLEs: object-like masks of many sizes, to write."""
+    import cv2
+
+    from sam_cli.masks import masks_to_rle
+
+    h, w = img.shape[:2]
+    small = cv2.GaussianBlur(cv2.resize(img, (w // 4, h // 4), interpolation=cv2.INTER_AREA), (5, 5), 0)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    _, labels, _ = cv2.kmeans(lab, 8, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    labels = cv2.resize(labels.reshape(h // 4, w // 4).astype(np.uint8), (w, h),
+                        interpolation=cv2.INTER_NEAREST)
+    regions, components = [], {}
+    for k in range(8):
+        _, components[k], stats, _ = cv2.connectedComponentsWithStats(
+            (labels == k).astype(np.uint8), connectivity=4)
+        regions += [(int(stats[j, cv2.CC_STAT_AREA]), k, j) for j in range(1, len(stats))]
+    return [masks_to_rle(torch.from_numpy(components[k] == j)[None])[0]
+            for _, k, j in sorted(regions, reverse=True)[:n]]
+
+
 def folder_images(n: int, dest: Path) -> list[Path]:
     """n distinct photographs: the examples, flipped and cropped in turn."""
     import cv2
@@ -165,6 +191,8 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
         return folder_worker(impl, a, out)
     if row == "point-again":
         return point_again_worker(impl, a, out)
+    if row == "write-12mp":
+        return write_worker(impl, a, out)
     net = None if row == "resize-12mp" else load(impl, a.ckpt, a.model, dev, a.dtype if impl == "ours" else "fp32")
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -309,6 +337,48 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     return {"seconds": steady, "wall": wall, "peak_mb": peak}
 
 
+def write_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
+    """A 12 MP photo's masks, from the generator's RLEs to a folder of PNGs and metadata.csv:
+    the reference's way is scripts/amg.py's (each mask decoded whole, as the generator's
+    binary-mask output does, then cv2.imwrite of mask * 255); sam's is `sam auto -f png`'s
+    writer. Best of `repeat`, each into a new folder."""
+    import cv2
+
+    rles = json.loads((out.parent / "regions-12mp.json").read_text())
+    img = photo_12mp()
+    h, w = img.shape[:2]
+    times = []
+    for k in range(a.repeat):
+        dest = out / impl / str(k)
+        t = time.perf_counter()
+        if impl == "ref":
+            from segment_anything.utils.amg import rle_to_mask
+
+            dest.mkdir(parents=True)
+            lines = ["id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
+                     "predicted_iou,stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"]
+            for i, rle in enumerate(rles):
+                mask = rle_to_mask(rle)
+                cv2.imwrite(str(dest / f"{i}.png"), mask * 255)
+                lines.append(f"{i},{int(mask.sum())},0,0,1,1,1.0,2.0,0.9,0.95,0,0,{w},{h}")
+            (dest / "metadata.csv").write_text("\n".join(lines) + "\n")
+        else:
+            from sam_cli.automatic.generator import MaskRecord
+            from sam_cli.io.amg_outputs import OutputLayout, write_image_outputs
+
+            recs = [MaskRecord(r, [0, 0, 1, 1], 0.9, [1.0, 2.0], 0.95, [0, 0, w, h]) for r in rles]
+            write_image_outputs(OutputLayout(dest, ("png",)), "photo.jpg", img, recs, "photo.jpg")
+            dest = dest / "photo.jpg.masks"
+        times.append(time.perf_counter() - t)
+    peak = peak_mb("cpu")  # before the check below reads the files back
+    bits = []
+    for i in range(len(rles)):  # each mask as bits, where it is 255; anything else spoils it
+        png = cv2.imread(str(dest / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        bits.append(np.packbits(png == 255) if set(np.unique(png)) <= {0, 255} else np.zeros(0, np.uint8))
+    np.save(out / f"{impl}.npy", np.concatenate(bits))
+    return {"seconds": min(times), "peak_mb": peak}
+
+
 def point_again_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     """A new process per prompt on an image already seen, start to finish (imports, model
     loading, the image, the mask): the reference's way is a script around SamPredictor, which
@@ -362,9 +432,9 @@ def agreement(row: str, out: Path) -> str:
     if row == "encoder":
         r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
         return f"embedding rel. L2 {np.linalg.norm(r - o) / np.linalg.norm(r):.1e}"
-    if row in ("boxes", "point-again"):
+    if row in ("boxes", "point-again", "write-12mp"):
         r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
-        return f"{(r == o).mean() * 100:.3f}% pixels equal"
+        return f"{(r == o).mean() * 100:.3f}% pixels equal" if r.shape == o.shape else "shapes differ"
     from sam_cli.masks import rle_to_mask
 
     r = json.loads((out / "ref.json").read_text())
@@ -493,6 +563,8 @@ def main() -> None:
     if a.compile:
         print("# folder row: `sam auto --compile` (torch.compile; compiling is in the start-up figure)")
     rows = [r for r in a.rows.split(",") if r]
+    if "write-12mp" in rows:
+        (tmp / "regions-12mp.json").write_text(json.dumps(photo_regions(photo_12mp(), WRITE_MASKS)))
     results = {}
     failed = 0
     for row in rows:
@@ -536,6 +608,9 @@ LABELS = {
     "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}, {ff} filters), s/image, steady state",
     "memory-12mp": "automatic on a 12 MP photo (8x8 grid, filters and NMS off), s",
     "resize-12mp": "resize a 12 MP photo to the encoder's input, s",
+    "write-12mp": "write a 12 MP photo's {wm} masks (its largest colour regions) as PNGs and "
+                  "metadata.csv, from the generator's RLEs, s (reference: scripts/amg.py's way; "
+                  "sam: `sam auto -f png`'s writer, {pt} threads)",
 }
 
 
@@ -543,8 +618,10 @@ def print_row(row: str, res: dict, a, spec, first: bool) -> None:
     if first:
         print("| row | reference | sam | speed-up | agreement | peak MB ref | peak MB sam |")
         print("|---|---:|---:|---:|---|---:|---:|")
+    from sam_cli.io.amg_outputs import PNG_THREADS
+
     label = LABELS[row].format(pps=a.points_per_side, n=a.folder_images, fpps=a.folder_points_per_side,
-                               ff=a.folder_filters)
+                               ff=a.folder_filters, wm=WRITE_MASKS, pt=PNG_THREADS)
     r, o = res["ref"], res["ours"]
     rs = f"{r['seconds']:.3f}" if r else "failed"
     os_ = f"{o['seconds']:.3f}" if o else "failed"
