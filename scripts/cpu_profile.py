@@ -14,6 +14,10 @@ matmul peak measured in the same run.
     python scripts/cpu_profile.py --steps --checkpoint vit_b.pth [--full-res dense]
         # automatic mode on one photo (32×32, filters off) under the profiler: the host time of
         # each of its steps (the generator's record_function labels), then the top operators
+    python scripts/cpu_profile.py --writes   # `sam auto`'s outputs of 60 masks (a photo's
+        # largest colour regions) per format, on the photo and on it at 12 MP: sam's writer
+        # against the whole-image way (every mask decoded to the whole image), and one mask's
+        # PNG with OpenCV's default row filter against none
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ def main() -> None:
     ap.add_argument("--masks", action="store_true",
                     help="time the full-resolution mask steps on a 12 MP photo instead")
     ap.add_argument("--tiles", default="32,64,128", help="with --masks: TiledMasks tile sizes")
+    ap.add_argument("--writes", action="store_true",
+                    help="time sam auto's output formats for 60 masks instead")
     ap.add_argument("--steps", action="store_true",
                     help="time automatic mode's steps on one photo instead (filters off)")
     ap.add_argument("--full-res", default="auto", choices=["auto", "dense", "tiled"],
@@ -65,6 +71,9 @@ def main() -> None:
         return
     if a.steps:
         steps_table(a, spec)
+        return
+    if a.writes:
+        writes_table()
         return
     enc = build_from_arch(spec.arch).eval().image_encoder
     x = torch.randn(1, 3, 1024, 1024)
@@ -219,6 +228,88 @@ def ms_per_item(fn, n: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best * 1e3 / n
+
+
+def writes_table() -> None:
+    """Seconds per image for each output format, best of 3, each into a new folder."""
+    import tempfile
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    from benchmark import photo_12mp, photo_regions, read
+
+    from sam_cli import masks as M
+    from sam_cli.automatic.generator import MaskRecord
+    from sam_cli.io import amg_outputs as O
+    from sam_cli.io import writers
+
+    def plain_png(folder: Path, recs) -> None:
+        folder.mkdir()
+        for i, r in enumerate(recs):
+            mask = M.rle_to_mask(r.rle)
+            (folder / f"{i}.png").write_bytes(writers.encode_png(mask.astype(np.uint8) * 255))
+
+    def plain_label_map(folder: Path, recs, image) -> None:
+        out = np.zeros(image.shape[:2], np.uint16)
+        for i in sorted(range(len(recs)), key=lambda i: -recs[i].area):
+            out[M.rle_to_mask(recs[i].rle)] = i + 1
+        writers.atomic_write_bytes(folder / "x.labels.png", writers.encode_png(out))
+
+    def plain_overlay(folder: Path, recs, image) -> None:
+        masks = [M.rle_to_mask(r.rle) for r in recs]
+        out = image.astype(np.float32)
+        colours = writers.palette(len(masks))
+        order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))
+        for i in order:
+            out[masks[i]] = out[masks[i]] * 0.5 + colours[i] * 0.5
+        out = out.astype(np.uint8)
+        for i in order:
+            contours, _ = cv2.findContours(masks[i].astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(out, contours, -1, tuple(int(c) for c in colours[i]), 1)
+        writers.write_image(folder / "x.overlay.jpg", out)
+
+    plain = {"png": lambda d, recs, img: plain_png(d / "masks", recs),
+             "label-map": plain_label_map, "overlay": plain_overlay}
+    print(f"# `sam auto` outputs of 60 masks per image, seconds, best of 3 "
+          f"(sam encodes PNGs on {O.PNG_THREADS} threads)")
+    print("| photo | format | whole-image way | sam | speed-up |")
+    print("|---|---|---:|---:|---:|")
+    for name, image in (("coffee.jpg", read("coffee.jpg")), ("coffee.jpg at 12 MP", photo_12mp())):
+        h, w = image.shape[:2]
+        recs = [MaskRecord(r, [0, 0, 1, 1], 0.9, [1.0, 2.0], 0.95, [0, 0, w, h])
+                for r in photo_regions(image, 60)]
+        with tempfile.TemporaryDirectory() as tmp:
+            def best(fn) -> float:
+                times = []
+                for _ in range(3):
+                    d = Path(tempfile.mkdtemp(dir=tmp))
+                    t = time.perf_counter()
+                    fn(d)
+                    times.append(time.perf_counter() - t)
+                return min(times)
+
+            for fmt in ("png", "coco-rle", "label-map", "overlay"):
+                ours = best(lambda d: O.write_image_outputs(O.OutputLayout(d, (fmt,)), "x.jpg",
+                                                            image, recs, "x.jpg"))
+                if fmt in plain:
+                    base = best(lambda d: plain[fmt](d, recs, image))
+                    print(f"| {name} ({w}×{h}) | {fmt} | {base:.3f} | {ours:.3f} | {base / ours:.1f}x |")
+                else:
+                    print(f"| {name} ({w}×{h}) | {fmt} | - | {ours:.3f} | - |")
+    big = max((M.rle_to_mask(r.rle) for r in recs[:1]), key=np.sum).astype(np.uint8) * 255
+    print("\n# one 12 MP mask (the largest region) as PNG, best of 5")
+    print("| PNG row filter | ms | bytes |")
+    print("|---|---:|---:|")
+    for label, params in (("OpenCV's default", []), ("none (sam)", writers._MASK_PNG_PARAMS)):
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            data = writers.encode_png(big, params)
+            times.append(time.perf_counter() - t)
+        print(f"| {label} | {min(times) * 1e3:.1f} | {len(data)} |")
 
 
 def masks_table(tiles: list[int]) -> None:
