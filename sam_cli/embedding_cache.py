@@ -34,13 +34,16 @@ FORMAT = "sam-embedding-1"
 
 def model_identity(net: Sam) -> str:
     """What, besides the pixels, decides an embedding: the weights, the encoder's precision,
-    the device type (a GPU's kernels round differently from a CPU's) and the sam and torch
+    the device type (a GPU's kernels round differently from a CPU's), whether the encoder is
+    compiled (`sam auto --compile`: its kernels round differently too) and the sam and torch
     versions. The weights are named by their checkpoint file (path, size, modification time:
     `load_model` records them before reading it), or, for a model built in memory, by a hash
     of the encoder's weights."""
     enc = net.image_encoder
     parts = [FORMAT, __version__, torch.__version__, net.device.type,
              str(enc.blocks[0].attn.qkv.weight.dtype), str(enc.img_size)]
+    if net.encoder_compiled:
+        parts.append("compiled")
     source = net.checkpoint_identity
     if source is not None:
         parts.append(repr(source))

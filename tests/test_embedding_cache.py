@@ -64,8 +64,10 @@ def test_keys_follow_pixels_size_and_model(tiny_model, tiny_ckpt, photo, tmp_pat
     copy = tmp_path / "copy.pth"
     shutil.copy(tiny_ckpt, copy)
     ids = {cache.model_id, model_identity(load_model(checkpoint=copy)),
-           model_identity(load_model(checkpoint=tiny_ckpt, dtype="bf16"))}
-    assert len(ids) == 3
+           model_identity(load_model(checkpoint=tiny_ckpt, dtype="bf16")),
+           # `sam auto --compile`: a compiled encoder rounds differently from the eager one
+           model_identity(load_model(checkpoint=tiny_ckpt).compile_parts(backend="eager"))}
+    assert len(ids) == 4
 
 
 def test_models_built_in_memory_are_named_by_their_weights(tiny_reference):

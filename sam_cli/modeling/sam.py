@@ -100,6 +100,12 @@ class Sam(nn.Module):
             setattr(owner, attr, _CompiledOrEager(name, compiled, eager, on_failure))
         return self
 
+    @property
+    def encoder_compiled(self) -> bool:
+        """Whether compile_parts has replaced the image encoder's forward: its embeddings
+        then differ from eager ones at rounding level."""
+        return isinstance(self.image_encoder.__dict__.get("forward"), _CompiledOrEager)
+
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w RGB 0–255 (long side already resized to img_size) → normalised, padded
         bottom/right to B×3×img_size×img_size."""
