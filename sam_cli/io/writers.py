@@ -37,7 +37,7 @@ def _discard(tmp: Path) -> None:
 
 
 #: PNG row filter for masks: none. A 0/255 mask has nothing for a filter to predict, and
-#: without one a 12 MP mask encoded in 28 ms into 47 KB, against 33 ms and 60 KB with
+#: without one a 12 MP mask encoded in 28 ms into 47 KB, against 32 ms and 60 KB with
 #: OpenCV's default (`python scripts/cpu_profile.py --writes`). The pixels are the same
 #: either way; an older OpenCV without the setting uses its default.
 _MASK_PNG_PARAMS = (
