@@ -89,7 +89,7 @@ def _write_png_folder(path: Path, records, anns: list[dict]) -> None:
             (tmp / f"{i}.png").write_bytes(writers.crop_png(M.rle_to_crop(rle), rle["size"]))
 
         # PNG encoding is most of this and OpenCV releases the GIL in it: the masks are
-        # encoded on several threads (a 12 MP mask takes ~16 ms on one core)
+        # encoded on several threads (a 12 MP mask takes 15–30 ms on one core)
         pool = ThreadPoolExecutor(PNG_THREADS, thread_name_prefix="sam-png")
         try:
             for _ in pool.map(write_mask, range(len(records))):

@@ -54,7 +54,7 @@ def encode_png(img: np.ndarray, params: list[int] | None = None) -> bytes:
 
 def mask_png(mask: np.ndarray) -> bytes:
     """H×W bool → single-channel 0/255 PNG bytes."""
-    return encode_png(mask.view(np.uint8) * np.uint8(255), _MASK_PNG_PARAMS)
+    return encode_png(mask.astype(bool, copy=False).view(np.uint8) * np.uint8(255), _MASK_PNG_PARAMS)
 
 
 def crop_png(crop: MaskCrop, hw: tuple[int, int]) -> bytes:
