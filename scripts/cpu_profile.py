@@ -14,6 +14,9 @@ matmul peak measured in the same run.
     python scripts/cpu_profile.py --steps --checkpoint vit_b.pth [--full-res dense]
         # automatic mode on one photo (32×32, filters off) under the profiler: the host time of
         # each of its steps (the generator's record_function labels), then the top operators
+    python scripts/cpu_profile.py --compile  # torch.compile (Inductor, as `sam auto --compile`)
+        # against eager on this CPU: the encoder on one image and the decoder on 16 prompts,
+        # with the seconds spent compiling (about 10 minutes on a 2-core machine)
     python scripts/cpu_profile.py --writes   # `sam auto`'s outputs of 60 masks (a photo's
         # largest colour regions) per format, on the photo and on it at 12 MP: sam's writer
         # against the whole-image way (every mask decoded to the whole image), and one mask's
@@ -42,6 +45,8 @@ def main() -> None:
     ap.add_argument("--masks", action="store_true",
                     help="time the full-resolution mask steps on a 12 MP photo instead")
     ap.add_argument("--tiles", default="32,64,128", help="with --masks: TiledMasks tile sizes")
+    ap.add_argument("--compile", action="store_true",
+                    help="time torch.compile against eager for the encoder and decoder instead")
     ap.add_argument("--writes", action="store_true",
                     help="time sam auto's output formats for 60 masks instead")
     ap.add_argument("--steps", action="store_true",
@@ -74,6 +79,9 @@ def main() -> None:
         return
     if a.writes:
         writes_table()
+        return
+    if a.compile:
+        compile_table(spec)
         return
     enc = build_from_arch(spec.arch).eval().image_encoder
     x = torch.randn(1, 3, 1024, 1024)
@@ -228,6 +236,53 @@ def ms_per_item(fn, n: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best * 1e3 / n
+
+
+def compile_table(spec) -> None:
+    """Seconds per call eager and compiled (best of 3 after the first call, which compiles),
+    for the parts `Sam.compile_parts` compiles: the image encoder on one image, and the mask
+    decoder (its transformer and upscaling) on 16 point prompts, as automatic mode calls it."""
+    import os
+    import tempfile
+
+    from sam_cli.weights import build_from_arch
+
+    # Inductor keeps what it compiled on disk and a later run reuses it: time a first
+    # compile, as on a new machine, unless told otherwise
+    cache = os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))
+    torch.manual_seed(0)
+    net = build_from_arch(spec.arch).eval()
+    pe = net.prompt_encoder
+    x = torch.randn(1, 3, 1024, 1024)
+    with torch.inference_mode():
+        emb = net.image_encoder(x)
+        sparse, dense = pe(points=(torch.rand(16, 1, 2) * 1024, torch.ones(16, 1, dtype=torch.long)),
+                           boxes=None, masks=None)
+        dense_pe = pe.get_dense_pe()
+        calls = {"image encoder, 1 image": lambda: net.image_encoder(x),
+                 "mask decoder, 16 prompts": lambda: net.mask_decoder(emb, dense_pe, sparse, dense, True)}
+
+        def best(fn) -> float:
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return min(times)
+
+        eager = {name: best(fn) for name, fn in calls.items()}
+        net.compile_parts()
+        rows = []
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            rows.append((name, eager[name], time.perf_counter() - t, best(fn)))
+    print(f"# {spec.name}, {torch.get_num_threads()} threads: torch.compile (Inductor) against "
+          f"eager, seconds; Inductor's cache: {cache}")
+    print("| part | eager | compiling (first call) | compiled | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for name, e, first, c in rows:
+        print(f"| {name} | {e:.3f} | {first:.1f} | {c:.3f} | {e / c:.2f}x |")
 
 
 def writes_table() -> None:

@@ -100,6 +100,10 @@ def test_cpu_profile_decoder_and_masks_tables(tiny_ckpt):
     shares = {t[0]: float(t[2]) for t in tiled}
     assert shares["noise (a random model's masks)"] == 1.0
     assert shares["crisp, 3×4 blobs"] < shares["crisp, 24×32 blobs"] < 1.0
+    out = run_script("scripts/cpu_profile.py", "--writes")
+    writes = re.findall(r"^\| (coffee.jpg.*?) \| ([a-z-]+) \| ([0-9.]+|-) \| ([0-9.]+) \| ([0-9.]+x|-) \|$", out, re.M)
+    assert [w[1] for w in writes] == ["png", "coco-rle", "label-map", "overlay"] * 2, out
+    assert re.search(r"^\| none \(sam\) \| [0-9.]+ \| \d+ \|$", out, re.M), out
     out = run_script("scripts/cpu_profile.py", "--steps", "--checkpoint", str(tiny_ckpt), "--full-res", "dense",
                      "--points-per-side", "8")
     assert re.search(r"# automatic mode, 8x8, filters off, full resolution: dense: [0-9.]+ s, \d+ masks", out), out

@@ -33,6 +33,12 @@ A rerun skips images whose outputs are all there (--overwrite redoes them). One 
 image goes to stdout.
 """
 
+#: Said when --compile is asked for on a CPU (measured with scripts/cpu_profile.py --compile).
+COMPILE_ON_CPU_NOTE = (
+    "note: --compile is for GPUs; on a CPU compiling takes minutes and has not made sam "
+    "measurably faster"
+)
+
 FormatOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -71,7 +77,7 @@ def auto(
     workers: Annotated[int, typer.Option(help="Threads decoding images ahead.")] = 2,
     compile_model: Annotated[
         bool,
-        typer.Option("--compile", help="torch.compile the encoder and decoder: the first batches take a few minutes longer, later ones less time (on a GPU). For long runs.", show_default=False),
+        typer.Option("--compile", help="torch.compile the encoder and decoder: the first batches take a few minutes longer, later ones less time (on a GPU; not on a CPU). For long runs.", show_default=False),
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images whose outputs exist.")] = False,
     progress: Annotated[
@@ -129,6 +135,8 @@ def auto(
             return
     net = load_sam(model, checkpoint, device, dtype, quiet)
     if compile_model:
+        if net.device.type == "cpu":
+            message(COMPILE_ON_CPU_NOTE, quiet)
         failed: list[str] = []
 
         def compile_failed(part: str, err: BaseException) -> None:
