@@ -15,8 +15,9 @@
 #                     fp32 on this GPU alone moves the masks; then scripts/bf16_drift.py:
 #                     which part in bf16 moves them, and (--encoder-only) the embedding and
 #                     what the fp32 residual stream costs the encoder
-# Results in OUTDIR (8 files): gpu.txt, gpu_tests.log, bench.md/.json, bench_coherent.md/.json,
-# precision.md, profile.txt
+#          writes.md  the host writing 60 masks per image in each output format
+# Results in OUTDIR (9 files): gpu.txt, gpu_tests.log, bench.md/.json, bench_coherent.md/.json,
+# precision.md, profile.txt, writes.md
 set -uo pipefail
 MODE=${1:-full}
 OUTDIR=${2:-${OUT:-/tmp/sam-gpu}}
@@ -64,4 +65,7 @@ if [ "$MODE" = full ]; then
         --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth 2>&1 | tee -a "$OUTDIR/precision.md"
     [ -f /tmp/sam-coherent-vit_h.pth ] && stage 45 "bf16 drift of the embedding" python3 scripts/bf16_drift.py \
         --device cuda --checkpoint /tmp/sam-coherent-vit_h.pth --encoder-only --repeat 5 2>&1 | tee -a "$OUTDIR/precision.md"
+    # the host's side of a folder run: how fast this machine writes 60 masks per image, per
+    # format (PNGs on up to 8 threads), against the GPU's time per image above
+    stage 45 "output writing on this host" python3 scripts/cpu_profile.py --writes 2>&1 | tee "$OUTDIR/writes.md"
 fi
