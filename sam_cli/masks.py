@@ -84,6 +84,15 @@ class MaskCrop:
         return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
 
 
+def mask_crop(mask: np.ndarray) -> MaskCrop:
+    """H×W bool → its MaskCrop (the tight box of its pixels)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return MaskCrop(0, 0, np.zeros((0, 0), dtype=bool))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    return MaskCrop(y0, x0, np.ascontiguousarray(mask[y0 : y1 + 1, x0 : x1 + 1]))
+
+
 def rle_to_crop(rle: dict) -> MaskCrop:
     """Uncompressed RLE → MaskCrop, decoding only the columns from the mask's first pixel to
     its last (the RLE is column-major): for an object that covers a small part of a 12 MP
@@ -107,6 +116,33 @@ def rle_to_crop(rle: dict) -> MaskCrop:
     r0, r1 = int(rows[0]), int(rows[-1])
     # OpenCV's transpose: several times faster than numpy's copy of a transposed bool view
     return MaskCrop(r0, c0, cv2.transpose(cols[:, r0 : r1 + 1].view(np.uint8)).view(bool))
+
+
+def crop_to_rle(crop: MaskCrop, hw: tuple[int, int]) -> dict:
+    """MaskCrop → the whole H×W mask's uncompressed RLE, as masks_to_rle gives it, from the
+    crop's pixels alone: each column's changes, with zeros above and below the crop, placed
+    in the image's column-major order. Where a column's run of ones ends at the image's last
+    row and the next column's starts at its first, the two changes fall on one position and
+    cancel."""
+    h, w = (int(v) for v in hw)
+    m = crop.mask
+    pad = np.zeros((m.shape[0] + 2, m.shape[1]), dtype=np.int8)
+    pad[1:-1] = m
+    rows, cols = np.nonzero(np.diff(pad, axis=0))  # a change just before crop row `rows`
+    pos = (crop.x0 + cols.astype(np.int64)) * h + crop.y0 + rows
+    pos, n = np.unique(pos, return_counts=True)
+    pos = pos[(n % 2 == 1) & (pos < h * w)]  # h·w: the end of the last pixel, not a change
+    first = bool(pos.size and pos[0] == 0)
+    return RunEdges((h, w), first, pos[1:] if first else pos).to_rle()
+
+
+def crop_box(crop: MaskCrop) -> list[int]:
+    """Inclusive XYXY box of a MaskCrop's pixels (as masks_to_boxes; [0, 0, 0, 0] if empty)."""
+    tight = mask_crop(crop.mask)
+    if tight.mask.size == 0:
+        return [0, 0, 0, 0]
+    x0, y0 = crop.x0 + tight.x0, crop.y0 + tight.y0
+    return [x0, y0, x0 + tight.mask.shape[1] - 1, y0 + tight.mask.shape[0] - 1]
 
 
 def rle_area(rle: dict) -> int:
@@ -238,6 +274,76 @@ def box_nms(
 
 
 # ------------------------------------------------------------------ small-region cleanup
+
+
+def remove_small_regions_crop(
+    crop: MaskCrop, hw: tuple[int, int], area_thresh: float, mode: str
+) -> tuple[MaskCrop, bool] | None:
+    """remove_small_regions on a MaskCrop, touching only the mask's box: the same result as on
+    the whole H×W mask, or None where only the whole mask gives it, for the caller to do that:
+    where the result reaches outside the box (a small stretch of background between the box
+    and the image's edge), or where every island is small and several tie for the largest.
+
+    Islands lie inside the box. Background inside the box that touches a side of it with image
+    beyond joins the background outside: the box is padded by one background pixel on those
+    sides, and each component that reaches the padding is given the outside's true area (the
+    outside is one region when it has room both beside and above or below the box, otherwise
+    one region per side), not the padding's."""
+    holes = mode == "holes"
+    m = crop.mask
+    if m.size == 0:  # all background: one region, filled if small
+        return None if holes and hw[0] * hw[1] < area_thresh else (crop, False)
+    if not holes:
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8)
+        sizes = stats[1:, cv2.CC_STAT_AREA]
+        small = sizes < area_thresh
+        if not small.any():
+            return crop, False
+        keep = np.flatnonzero(~small) + 1
+        if keep.size == 0:  # all small: the largest stays
+            if np.count_nonzero(sizes == sizes.max()) > 1:
+                # a tie goes to OpenCV's first label, whose order depends on where the
+                # labelling starts: only the whole mask gives the same one
+                return None
+            keep = np.array([int(np.argmax(sizes)) + 1])
+        return MaskCrop(crop.y0, crop.x0, np.isin(labels, keep)), True
+    h, w = (int(v) for v in hw)
+    bh, bw = m.shape
+    top, left = int(crop.y0 > 0), int(crop.x0 > 0)
+    bottom, right = int(crop.y0 + bh < h), int(crop.x0 + bw < w)
+    work = np.ones((bh + top + bottom, bw + left + right), dtype=np.uint8)
+    work[top : top + bh, left : left + bw] = ~m
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    # the padding's sides and the true area of the outside region each one stands for
+    sides = {"top": (top, labels[0, :], w * crop.y0),
+             "bottom": (bottom, labels[-1, :], w * (h - crop.y0 - bh)),
+             "left": (left, labels[:, 0], h * crop.x0),
+             "right": (right, labels[:, -1], h * (w - crop.x0 - bw))}
+    one_region = (top or bottom) and (left or right)
+    outside = h * w - bh * bw
+    ring = np.zeros(work.shape, dtype=bool)
+    ring[:top], ring[work.shape[0] - bottom :], ring[:, :left], ring[:, work.shape[1] - right :] = (
+        True, True, True, True)
+    area -= np.bincount(labels[ring], minlength=n)  # the padding is not image
+    counted: set[int] = set()
+    for present, line, side_area in sides.values():
+        if not present:
+            continue
+        label = int(line[line > 0][0])  # a side's padding is one component
+        if one_region:
+            if label not in counted:
+                area[label] += outside
+                counted.add(label)
+        else:
+            area[label] += side_area
+    small = np.flatnonzero(area[1:] < area_thresh) + 1
+    if small.size == 0:
+        return crop, False
+    if np.isin(labels[ring], small).any():
+        return None  # background outside the box would be filled
+    inner = labels[top : top + bh, left : left + bw]
+    return MaskCrop(crop.y0, crop.x0, m | np.isin(inner, small)), True
 
 
 def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:

@@ -3,6 +3,7 @@ exercise them (overlapping boxes, ties, masks at crop edges, holes and islands).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -175,6 +176,88 @@ def test_small_regions_match_reference(mode, area):
     ref, ch2 = ref_amg.remove_small_regions(m.copy(), area, mode)
     assert ch1 == ch2
     assert np.array_equal(ours, ref)
+
+
+def blobby_masks(seed: int, n: int = 40):
+    """Masks of blobs with holes and islands of many sizes, some boxes at the image's edges,
+    some leaving a thin strip of background between the box and an edge."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        h, w = int(rng.integers(8, 70)), int(rng.integers(8, 70))
+        m = rng.random((h, w)) < rng.uniform(0.2, 0.8)
+        m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)).astype(bool)
+        if rng.random() < 0.5:  # a thin margin on some sides
+            t, b, l, r = rng.integers(0, 3, 4)
+            m[:t] = False
+            m[h - b :] = False
+            m[:, :l] = False
+            m[:, w - r :] = False
+        yield m
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_regions_in_the_box_match_the_whole_mask(seed):
+    """remove_small_regions_crop gives what the reference gives on the whole mask, or None
+    (then the caller does the whole mask) exactly where the result leaves the box or islands
+    tie; islands after holes as the generator runs them; crop_to_rle and crop_box as on the
+    whole mask."""
+    rng = np.random.default_rng(100 + seed)
+    nones = 0
+    for m in blobby_masks(seed):
+        hw = m.shape
+        for area in (1, 3, 10, 40, int(rng.integers(1, 300))):
+            crop = M.mask_crop(m)
+            ref, ch = ref_amg.remove_small_regions(m.copy(), area, "holes")
+            got = M.remove_small_regions_crop(crop, hw, area, "holes")
+            outside = ref[~box_of(m)].any()
+            if got is None:
+                assert outside, (area, m.shape)
+                nones += 1
+                continue
+            assert not outside
+            c, ch_ours = got
+            assert ch_ours == ch and np.array_equal(paste(c, hw), ref), (area, m.shape)
+            ref2, ch2 = ref_amg.remove_small_regions(ref.copy(), area, "islands")
+            got = M.remove_small_regions_crop(c, hw, area, "islands")
+            if got is None:  # every island small, several the largest: a tie for OpenCV
+                n, _, stats, _ = cv2.connectedComponentsWithStats(ref.astype(np.uint8), connectivity=8)
+                sizes = stats[1:, cv2.CC_STAT_AREA]
+                assert (sizes < area).all() and (sizes == sizes.max()).sum() > 1
+                nones += 1
+                continue
+            c2, ch2_ours = got
+            assert ch2_ours == ch2 and np.array_equal(paste(c2, hw), ref2), (area, m.shape)
+            assert M.crop_to_rle(c2, hw) == M.masks_to_rle(torch.from_numpy(ref2)[None])[0]
+            assert M.crop_box(c2) == M.masks_to_boxes(torch.from_numpy(ref2)[None])[0].tolist()
+    assert nones < 50  # the fallback is the exception
+
+
+def box_of(m: np.ndarray) -> np.ndarray:
+    c = M.mask_crop(m)
+    inside = np.zeros_like(m)
+    inside[c.window] = True
+    return inside
+
+
+def paste(crop, hw) -> np.ndarray:
+    out = np.zeros(hw, bool)
+    out[crop.window] = crop.mask
+    return out
+
+
+def test_crop_to_rle_joins_runs_across_columns():
+    """A run of ones down the last row of one column and on at the top of the next is one
+    run in the column-major RLE (the crop spans every row)."""
+    m = np.zeros((4, 5), bool)
+    m[2:, 1] = True
+    m[:3, 2] = True
+    m[:, 3] = True
+    for crop in (M.mask_crop(m), M.MaskCrop(0, 0, m)):
+        assert M.crop_to_rle(crop, m.shape) == M.masks_to_rle(torch.from_numpy(m)[None])[0]
+    full = np.ones((3, 3), bool)
+    assert M.crop_to_rle(M.mask_crop(full), (3, 3)) == {"size": [3, 3], "counts": [0, 9]}
+    empty = M.mask_crop(np.zeros((3, 3), bool))
+    assert M.crop_to_rle(empty, (3, 3)) == {"size": [3, 3], "counts": [9]}
 
 
 def test_all_islands_small_keeps_largest():

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..errors import OutputError
-from ..masks import MaskCrop
+from ..masks import MaskCrop, mask_crop
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -65,15 +65,6 @@ def crop_png(crop: MaskCrop, hw: tuple[int, int]) -> bytes:
     return encode_png(full, _MASK_PNG_PARAMS)
 
 
-def crop_of(mask: np.ndarray) -> MaskCrop:
-    """H×W bool → its MaskCrop (the tight box of its pixels)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return MaskCrop(0, 0, np.zeros((0, 0), dtype=bool))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-    return MaskCrop(y0, x0, np.ascontiguousarray(mask[y0 : y1 + 1, x0 : x1 + 1]))
-
-
 def write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode("utf-8"))
 
@@ -98,7 +89,7 @@ def palette(n: int, seed: int = 0) -> np.ndarray:
 def overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5) -> np.ndarray:
     """Colour each H×W bool mask over the H×W×3 RGB image (largest first, so small masks stay
     visible) and outline it."""
-    return overlay_crops(image, [crop_of(m) for m in masks], alpha)
+    return overlay_crops(image, [mask_crop(m) for m in masks], alpha)
 
 
 def overlay_crops(
