@@ -30,7 +30,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 ROWS = ("encoder", "boxes", "point-again", "auto-nofilter", "auto-all", "auto-default", "folder",
-        "memory-12mp", "resize-12mp", "write-12mp")
+        "memory-12mp", "resize-12mp", "write-12mp", "regions-12mp")
+#: --min-mask-region-area in the regions-12mp row.
+REGION_AREA = 500
 #: Masks in the write-12mp row: the 12 MP photo's largest colour regions.
 WRITE_MASKS = 60
 
@@ -193,6 +195,8 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
         return point_again_worker(impl, a, out)
     if row == "write-12mp":
         return write_worker(impl, a, out)
+    if row == "regions-12mp":
+        return regions_worker(impl, a, out)
     net = None if row == "resize-12mp" else load(impl, a.ckpt, a.model, dev, a.dtype if impl == "ours" else "fp32")
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -379,6 +383,40 @@ def write_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     return {"seconds": min(times), "peak_mb": peak}
 
 
+def regions_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
+    """Automatic mode's last step with --min-mask-region-area (holes and islands below it
+    removed from every mask, then NMS again), on a 12 MP photo's masks: the reference's
+    `SamAutomaticMaskGenerator.postprocess_small_regions` against sam's generator. Best of
+    `repeat`; the records of the last run are kept for the agreement."""
+    rles = json.loads((out.parent / "regions-12mp.json").read_text())
+    h, w = rles[0]["size"]
+    points = [[float(i), float(i)] for i in range(len(rles))]  # pairs ref and ours up
+    times = []
+    for _ in range(a.repeat):
+        if impl == "ref":
+            from segment_anything import SamAutomaticMaskGenerator
+            from segment_anything.utils.amg import MaskData
+
+            data = MaskData(rles=[dict(r) for r in rles], boxes=torch.zeros(len(rles), 4),
+                            iou_preds=torch.full((len(rles),), 0.9), points=np.array(points))
+            t = time.perf_counter()
+            data = SamAutomaticMaskGenerator.postprocess_small_regions(data, REGION_AREA, 0.7)
+            times.append(time.perf_counter() - t)
+            recs = [{"rle": r, "iou": 0.9, "stab": 0.0, "point": list(map(float, p))}
+                    for r, p in zip(data["rles"], data["points"])]
+        else:
+            from sam_cli.automatic.generator import MaskRecord, remove_small_regions
+
+            records = [MaskRecord(dict(r), [0, 0, 0, 0], 0.9, p, 0.0, [0, 0, w, h])
+                       for r, p in zip(rles, points)]
+            t = time.perf_counter()
+            records = remove_small_regions(records, REGION_AREA, 0.7)
+            times.append(time.perf_counter() - t)
+            recs = [{"rle": r.rle, "iou": 0.9, "stab": 0.0, "point": r.point} for r in records]
+    (out / f"{impl}.json").write_text(json.dumps(recs))
+    return {"seconds": min(times), "peak_mb": peak_mb("cpu")}
+
+
 def point_again_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     """A new process per prompt on an image already seen, start to finish (imports, model
     loading, the image, the mask): the reference's way is a script around SamPredictor, which
@@ -439,6 +477,10 @@ def agreement(row: str, out: Path) -> str:
 
     r = json.loads((out / "ref.json").read_text())
     o = json.loads((out / "ours.json").read_text())
+    if row == "regions-12mp":  # each record's point is its index: the same mask, run for run
+        ours = {tuple(b["point"]): b["rle"] for b in o}
+        same = sum(ours.get(tuple(a["point"])) == a["rle"] for a in r)
+        return f"{same}/{len(r)} ref masks identical ({len(o)} ours)"
     by_point: dict[tuple, list[int]] = {}
     for j, b in enumerate(o):
         by_point.setdefault(tuple(np.round(b["point"], 3).tolist()), []).append(j)
@@ -563,7 +605,7 @@ def main() -> None:
     if a.compile:
         print("# folder row: `sam auto --compile` (torch.compile; compiling is in the start-up figure)")
     rows = [r for r in a.rows.split(",") if r]
-    if "write-12mp" in rows:
+    if {"write-12mp", "regions-12mp"} & set(rows):
         (tmp / "regions-12mp.json").write_text(json.dumps(photo_regions(photo_12mp(), WRITE_MASKS)))
     results = {}
     failed = 0
@@ -608,6 +650,8 @@ LABELS = {
     "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}, {ff} filters), s/image, steady state",
     "memory-12mp": "automatic on a 12 MP photo (8x8 grid, filters and NMS off), s",
     "resize-12mp": "resize a 12 MP photo to the encoder's input, s",
+    "regions-12mp": "remove holes and islands under {ra} pixels from a 12 MP photo's {wm} masks "
+                    "(`--min-mask-region-area {ra}`), then NMS, s",
     "write-12mp": "write a 12 MP photo's {wm} masks (its largest colour regions) as PNGs and "
                   "metadata.csv, from the generator's RLEs, s (reference: scripts/amg.py's way; "
                   "sam: `sam auto -f png`'s writer, {pt} threads)",
@@ -621,7 +665,8 @@ def print_row(row: str, res: dict, a, spec, first: bool) -> None:
     from sam_cli.io.amg_outputs import PNG_THREADS
 
     label = LABELS[row].format(pps=a.points_per_side, n=a.folder_images, fpps=a.folder_points_per_side,
-                               ff=a.folder_filters, wm=WRITE_MASKS, pt=PNG_THREADS)
+                               ff=a.folder_filters, wm=WRITE_MASKS, pt=PNG_THREADS,
+                               ra=REGION_AREA)
     r, o = res["ref"], res["ours"]
     rs = f"{r['seconds']:.3f}" if r else "failed"
     os_ = f"{o['seconds']:.3f}" if o else "failed"

@@ -22,12 +22,12 @@ def run_script(*args: str, timeout: int = 600) -> str:
 
 
 def test_benchmark_table_agrees_with_the_reference(tmp_path):
-    out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,boxes,auto-all,auto-default,folder,point-again,write-12mp",
+    out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,boxes,auto-all,auto-default,folder,point-again,write-12mp,regions-12mp",
                      "--repeat", "1", "--points-per-side", "4", "--folder-images", "2",
                      "--folder-points-per-side", "4", "--json", str(tmp_path / "b.json"),
                      "--save-checkpoint", str(tmp_path / "kept.pth"))
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| row")]
-    assert len(rows) == 7, out
+    assert len(rows) == 8, out
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     for c in cells:
         assert float(c[1]) > 0 and float(c[2]) > 0 and c[3].endswith("x"), c
@@ -49,6 +49,9 @@ def test_benchmark_table_agrees_with_the_reference(tmp_path):
     # a 12 MP photo's masks written as PNGs: the same pixels as the reference's way
     assert cells[6][4] == "100.000% pixels equal", cells[6]
     assert "60 masks" in cells[6][0] and "threads)" in cells[6][0], cells[6]
+    # --min-mask-region-area on them: every mask the same as the reference's, run for run
+    m = re.fullmatch(r"(\d+)/(\d+) ref masks identical \((\d+) ours\)", cells[7][4])
+    assert m and m.group(1) == m.group(2) == m.group(3) and int(m.group(1)) > 40, cells[7]
     for c in cells:  # each peak is its own process's, not the launcher's
         assert 0 < float(c[5]) < 4000 and 0 < float(c[6]) < 4000, c
     assert (tmp_path / "b.json").stat().st_size > 0

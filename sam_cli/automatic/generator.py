@@ -385,46 +385,8 @@ class AutomaticMaskGenerator:
             keep = M.box_nms(boxes, 1.0 / areas, self.s.crop_nms_thresh).tolist()
             recs = [recs[i] for i in keep]
         if self.s.min_mask_region_area > 0 and recs:
-            recs = self._remove_small_regions(recs)
+            recs = remove_small_regions(recs, self.s.min_mask_region_area, self.s.box_nms_thresh)
         return recs
-
-    def _small_regions(self, crop: M.MaskCrop, hw, mode: str) -> tuple[M.MaskCrop, bool]:
-        """M.remove_small_regions_crop, or the whole mask where only that gives the result."""
-        area = self.s.min_mask_region_area
-        done = M.remove_small_regions_crop(crop, hw, area, mode)
-        if done is None:
-            full = np.zeros(hw, dtype=bool)
-            full[crop.window] = crop.mask
-            mask, changed = M.remove_small_regions(full, area, mode)
-            done = M.mask_crop(mask), changed
-        return done
-
-    def _remove_small_regions(self, recs: list[MaskRecord]) -> list[MaskRecord]:
-        new_masks: dict[int, M.MaskCrop] = {}
-        boxes, scores = [], []
-        for i, r in enumerate(recs):
-            # in the mask's box only (MaskCrop): the same result as on the whole image, at a
-            # fraction of the cost for an object that covers a small part of a large photo
-            crop, hw = M.rle_to_crop(r.rle), r.rle["size"]
-            crop, changed_h = self._small_regions(crop, hw, "holes")
-            crop, changed_i = self._small_regions(crop, hw, "islands")
-            changed = changed_h or changed_i
-            scores.append(0.0 if changed else 1.0)
-            boxes.append(M.crop_box(crop))
-            if changed:
-                new_masks[i] = crop
-        keep = M.box_nms(
-            torch.as_tensor(boxes, dtype=torch.float), torch.as_tensor(scores),
-            self.s.box_nms_thresh,
-        ).tolist()
-        out = []
-        for i in keep:
-            r = recs[i]
-            if i in new_masks:
-                r.rle = M.crop_to_rle(new_masks[i], r.rle["size"])
-                r.box = boxes[i]
-            out.append(r)
-        return out
 
     # ---------------------------------------------------------------------- one image
     def generate(self, image: np.ndarray) -> list[MaskRecord]:
@@ -440,3 +402,42 @@ class AutomaticMaskGenerator:
         with record_function("sam.finalize"):
             return self.finalize(results, hw)
 
+
+def remove_small_regions(recs: list[MaskRecord], area: int, nms_thresh: float) -> list[MaskRecord]:
+    """--min-mask-region-area: fill holes and drop islands under `area` pixels in each mask,
+    then NMS again with the changed masks scored lower, as the reference does. Each mask is
+    worked on in its box (MaskCrop), with the same result as on the whole image at a fraction
+    of the cost for an object that covers a small part of a large photo."""
+    new_masks: dict[int, M.MaskCrop] = {}
+    boxes, scores = [], []
+    for i, r in enumerate(recs):
+        crop, hw = M.rle_to_crop(r.rle), r.rle["size"]
+        crop, changed_h = _small_regions(crop, hw, area, "holes")
+        crop, changed_i = _small_regions(crop, hw, area, "islands")
+        changed = changed_h or changed_i
+        scores.append(0.0 if changed else 1.0)
+        boxes.append(M.crop_box(crop))
+        if changed:
+            new_masks[i] = crop
+    keep = M.box_nms(
+        torch.as_tensor(boxes, dtype=torch.float), torch.as_tensor(scores), nms_thresh,
+    ).tolist()
+    out = []
+    for i in keep:
+        r = recs[i]
+        if i in new_masks:
+            r.rle = M.crop_to_rle(new_masks[i], r.rle["size"])
+            r.box = boxes[i]
+        out.append(r)
+    return out
+
+
+def _small_regions(crop: M.MaskCrop, hw, area: int, mode: str) -> tuple[M.MaskCrop, bool]:
+    """M.remove_small_regions_crop, or the whole mask where only that gives the result."""
+    done = M.remove_small_regions_crop(crop, hw, area, mode)
+    if done is None:
+        full = np.zeros(hw, dtype=bool)
+        full[crop.window] = crop.mask
+        mask, changed = M.remove_small_regions(full, area, mode)
+        done = M.mask_crop(mask), changed
+    return done
