@@ -386,8 +386,9 @@ def write_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
 def regions_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     """Automatic mode's last step with --min-mask-region-area (holes and islands below it
     removed from every mask, then NMS again), on a 12 MP photo's masks: the reference's
-    `SamAutomaticMaskGenerator.postprocess_small_regions` against sam's generator. Best of
-    `repeat`; the records of the last run are kept for the agreement."""
+    `SamAutomaticMaskGenerator.postprocess_small_regions` against sam's
+    `generator.postprocess_small_regions`. Best of `repeat`; the records of the last run are
+    kept for the agreement."""
     rles = json.loads((out.parent / "regions-12mp.json").read_text())
     h, w = rles[0]["size"]
     points = [[float(i), float(i)] for i in range(len(rles))]  # pairs ref and ours up
@@ -405,12 +406,12 @@ def regions_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
             recs = [{"rle": r, "iou": 0.9, "stab": 0.0, "point": list(map(float, p))}
                     for r, p in zip(data["rles"], data["points"])]
         else:
-            from sam_cli.automatic.generator import MaskRecord, remove_small_regions
+            from sam_cli.automatic.generator import MaskRecord, postprocess_small_regions
 
             records = [MaskRecord(dict(r), [0, 0, 0, 0], 0.9, p, 0.0, [0, 0, w, h])
                        for r, p in zip(rles, points)]
             t = time.perf_counter()
-            records = remove_small_regions(records, REGION_AREA, 0.7)
+            records = postprocess_small_regions(records, REGION_AREA, 0.7)
             times.append(time.perf_counter() - t)
             recs = [{"rle": r.rle, "iou": 0.9, "stab": 0.0, "point": r.point} for r in records]
     (out / f"{impl}.json").write_text(json.dumps(recs))

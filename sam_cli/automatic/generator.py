@@ -385,7 +385,7 @@ class AutomaticMaskGenerator:
             keep = M.box_nms(boxes, 1.0 / areas, self.s.crop_nms_thresh).tolist()
             recs = [recs[i] for i in keep]
         if self.s.min_mask_region_area > 0 and recs:
-            recs = remove_small_regions(recs, self.s.min_mask_region_area, self.s.box_nms_thresh)
+            recs = postprocess_small_regions(recs, self.s.min_mask_region_area, self.s.box_nms_thresh)
         return recs
 
     # ---------------------------------------------------------------------- one image
@@ -403,7 +403,7 @@ class AutomaticMaskGenerator:
             return self.finalize(results, hw)
 
 
-def remove_small_regions(recs: list[MaskRecord], area: int, nms_thresh: float) -> list[MaskRecord]:
+def postprocess_small_regions(recs: list[MaskRecord], area: int, nms_thresh: float) -> list[MaskRecord]:
     """--min-mask-region-area: fill holes and drop islands under `area` pixels in each mask,
     then NMS again with the changed masks scored lower, as the reference does. Each mask is
     worked on in its box (MaskCrop), with the same result as on the whole image at a fraction
