@@ -4,6 +4,7 @@ image's edges, one empty, overlapping one another."""
 
 from __future__ import annotations
 
+import json
 import cv2
 import numpy as np
 import pytest
@@ -112,3 +113,35 @@ def test_overlay_colours_each_mask_and_outlines_it(records):
         assert np.abs(out[alone] - want).max() <= 0.5 + 1e-9  # rounded to nearest
         line = outlines[j] & ~others
         assert line.any() and (out[line] == colours[j]).all()
+
+
+def test_coco_dataset_is_streamed_from_the_per_image_files(tmp_path, records):
+    """coco.json: every image's annotations, numbered across the run, with the images and the
+    category, as one JSON document pycocotools reads; a per-image file that cannot be read
+    back is an error naming it, and leaves no coco.json or temporary file."""
+    from pycocotools.coco import COCO
+
+    _, recs = records
+    layout = O.OutputLayout(tmp_path, ("coco",))
+    for rel, n in (("a/x.jpg", 5), ("y.png", 0), ("b/z.jpg", 12)):
+        O.write_image_outputs(layout, rel, np.zeros((H, W, 3), np.uint8), recs[:n], rel)
+    path = O.write_coco_dataset(layout, ["a/x.jpg", "y.png", "b/z.jpg"])
+    doc = json.loads(path.read_text())
+    assert set(doc) == {"info", "annotations", "images", "categories"}
+    assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in doc["images"]] == [
+        (1, "a/x.jpg", W, H), (2, "y.png", W, H), (3, "b/z.jpg", W, H)]
+    anns = doc["annotations"]
+    assert [a["id"] for a in anns] == list(range(1, 18))
+    assert [a["image_id"] for a in anns] == [1] * 5 + [3] * 12
+    per_image = json.loads((tmp_path / "b/z.jpg.json").read_text())["annotations"]
+    assert [a["segmentation"] for a in anns[5:]] == [a["segmentation"] for a in per_image]
+    coco = COCO(str(path))
+    assert len(coco.getAnnIds(imgIds=[3])) == 12
+    ann = coco.loadAnns(coco.getAnnIds(imgIds=[1]))[0]
+    assert coco.annToMask(ann).sum() == ann["area"]
+
+    (tmp_path / "y.png.json").write_text("{not json")
+    path.unlink()
+    with pytest.raises(OutputError, match=r"y.png.json: cannot read it back for coco.json"):
+        O.write_coco_dataset(layout, ["a/x.jpg", "y.png", "b/z.jpg"])
+    assert not path.exists() and not list(tmp_path.glob(".coco.json*"))

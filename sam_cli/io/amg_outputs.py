@@ -150,29 +150,36 @@ def write_image_outputs(layout: OutputLayout, rel: str, image: np.ndarray, recor
 
 
 def write_coco_dataset(layout: OutputLayout, rels: list[str]) -> Path:
-    """Assemble one COCO dataset file from the per-image JSON files of this run's images."""
-    images, annotations = [], []
-    ann_id = 1
-    for image_id, rel in enumerate(rels, start=1):
-        p = layout.paths(rel)["json"]
-        doc = json.loads(p.read_text())
-        im = doc["image"]
-        images.append({"id": image_id, "file_name": im["file_name"], "width": im["width"],
-                       "height": im["height"]})
-        for a in doc["annotations"]:
-            annotations.append({
-                "id": ann_id, "image_id": image_id, "category_id": 1,
-                "segmentation": a["segmentation"], "area": a["area"], "bbox": a["bbox"],
-                "iscrowd": 0, "score": a["predicted_iou"],
-                "predicted_iou": a["predicted_iou"], "stability_score": a["stability_score"],
-                "point_coords": a["point_coords"], "crop_box": a["crop_box"],
-            })
-            ann_id += 1
-    dataset = {
-        "info": {"description": "Segment Anything masks made by sam"},
-        "images": images, "annotations": annotations,
-        "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
-    }
+    """Assemble one COCO dataset file from the per-image JSON files of this run's images.
+
+    Streamed: each image's annotations are read from its file and written out before the next
+    is read, so memory holds one image's masks and a short record per image, however large
+    the run. The keys come in the order info, annotations, images, categories."""
     path = layout.root / COCO_FILE
-    writers.write_json(path, dataset)
+    dump = lambda obj: json.dumps(obj, separators=(",", ":")).encode("utf-8")  # noqa: E731
+    images = []
+    ann_id = 1
+    with writers.atomic_open(path) as f:
+        f.write(b'{"info":' + dump({"description": "Segment Anything masks made by sam"})
+                + b',"annotations":[')
+        for image_id, rel in enumerate(rels, start=1):
+            src = layout.paths(rel)["json"]
+            try:
+                doc = json.loads(src.read_text())
+            except (OSError, ValueError) as e:
+                raise OutputError(f"{src}: cannot read it back for {COCO_FILE} ({e})") from None
+            im = doc["image"]
+            images.append({"id": image_id, "file_name": im["file_name"], "width": im["width"],
+                           "height": im["height"]})
+            for a in doc["annotations"]:
+                f.write((b"," if ann_id > 1 else b"") + dump({
+                    "id": ann_id, "image_id": image_id, "category_id": 1,
+                    "segmentation": a["segmentation"], "area": a["area"], "bbox": a["bbox"],
+                    "iscrowd": 0, "score": a["predicted_iou"],
+                    "predicted_iou": a["predicted_iou"], "stability_score": a["stability_score"],
+                    "point_coords": a["point_coords"], "crop_box": a["crop_box"],
+                }))
+                ann_id += 1
+        f.write(b'],"images":' + dump(images) + b',"categories":'
+                + dump([{"id": 1, "name": "object", "supercategory": "object"}]) + b"}")
     return path

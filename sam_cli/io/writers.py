@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -14,12 +17,21 @@ from ..masks import MaskCrop, mask_crop
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+@contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: written under a temporary name in its folder and
+    renamed when the block ends; on an error or Ctrl-C the temporary file is removed and
+    nothing appears under `path` (an OSError becomes an OutputError naming it)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     except OSError as e:
         _discard(tmp)
