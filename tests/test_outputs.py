@@ -87,6 +87,19 @@ def test_label_map_is_the_smallest_covering_mask(records):
     assert np.array_equal(O.label_map(recs, (H, W)), plain)
 
 
+def test_an_image_without_masks_gets_every_output(tmp_path):
+    """A photo where nothing passes the filters (a random model's, often): an empty folder of
+    PNGs with the CSV header, an all-zero label map, the photo itself as its overlay."""
+    image = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    layout = O.OutputLayout(tmp_path, ("png", "coco-rle", "label-map", "overlay"))
+    O.write_image_outputs(layout, "x.jpg", image, [], "x.jpg")
+    assert (tmp_path / "x.jpg.masks/metadata.csv").read_text() == O.METADATA_HEADER + "\n"
+    assert not (cv2.imread(str(tmp_path / "x.jpg.labels.png"), cv2.IMREAD_UNCHANGED)).any()
+    assert json.loads((tmp_path / "x.jpg.json").read_text())["annotations"] == []
+    assert np.array_equal(writers.overlay_crops(image, []), image)
+    assert cv2.imread(str(tmp_path / "x.jpg.overlay.jpg")).shape == (H, W, 3)
+
+
 def test_overlay_colours_each_mask_and_outlines_it(records):
     """Against the plain way: each mask's pixels alone under it are blended half and half
     with its colour (rounded), its outline is what OpenCV draws for the whole mask, and every

@@ -93,6 +93,8 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
 
 def palette(n: int, seed: int = 0) -> np.ndarray:
     """n distinct-looking RGB colours, n×3 uint8 (golden-angle hues)."""
+    if n == 0:  # OpenCV refuses an empty image
+        return np.zeros((0, 3), dtype=np.uint8)
     hues = (np.arange(n) * 137.508 + seed) % 360
     hsv = np.stack([hues / 2, np.full(n, 200), np.full(n, 255)], axis=1).astype(np.uint8)
     return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
