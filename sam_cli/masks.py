@@ -315,19 +315,18 @@ def remove_small_regions_crop(
     work[top : top + bh, left : left + bw] = ~m
     n, labels, stats, _ = cv2.connectedComponentsWithStats(work, connectivity=8)
     area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
-    # the padding's sides and the true area of the outside region each one stands for
-    sides = {"top": (top, labels[0, :], w * crop.y0),
-             "bottom": (bottom, labels[-1, :], w * (h - crop.y0 - bh)),
-             "left": (left, labels[:, 0], h * crop.x0),
-             "right": (right, labels[:, -1], h * (w - crop.x0 - bw))}
+    # each side of the padding: its pixels' labels and the true area of the outside beyond it
+    sides = [(top, labels[0, :], w * crop.y0),
+             (bottom, labels[-1, :], w * (h - crop.y0 - bh)),
+             (left, labels[:, 0], h * crop.x0),
+             (right, labels[:, -1], h * (w - crop.x0 - bw))]
     one_region = (top or bottom) and (left or right)
     outside = h * w - bh * bw
-    ring = np.zeros(work.shape, dtype=bool)
-    ring[:top], ring[work.shape[0] - bottom :], ring[:, :left], ring[:, work.shape[1] - right :] = (
-        True, True, True, True)
+    ring = np.ones(work.shape, dtype=bool)  # the padding: all but the box
+    ring[top : top + bh, left : left + bw] = False
     area -= np.bincount(labels[ring], minlength=n)  # the padding is not image
     counted: set[int] = set()
-    for present, line, side_area in sides.values():
+    for present, line, side_area in sides:
         if not present:
             continue
         label = int(line[line > 0][0])  # a side's padding is one component

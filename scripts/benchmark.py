@@ -128,6 +128,16 @@ def photo_regions(img: np.ndarray, n: int) -> list[dict]:
             for _, k, j in sorted(regions, reverse=True)[:n]]
 
 
+def region_records(rles: list[dict], points: list[list[float]] | None = None) -> list:
+    """sam's mask records for the RLEs photo_regions gives (each RLE copied: sam may replace a
+    record's), with the same made-up scores and, unless given, the same prompt point."""
+    from sam_cli.automatic.generator import MaskRecord
+
+    h, w = rles[0]["size"]
+    points = points or [[1.0, 2.0]] * len(rles)
+    return [MaskRecord(dict(r), [0, 0, 1, 1], 0.9, p, 0.95, [0, 0, w, h]) for r, p in zip(rles, points)]
+
+
 def folder_images(n: int, dest: Path) -> list[Path]:
     """n distinct photographs: the examples, flipped and cropped in turn."""
     import cv2
@@ -367,10 +377,9 @@ def write_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
                 lines.append(f"{i},{int(mask.sum())},0,0,1,1,1.0,2.0,0.9,0.95,0,0,{w},{h}")
             (dest / "metadata.csv").write_text("\n".join(lines) + "\n")
         else:
-            from sam_cli.automatic.generator import MaskRecord
             from sam_cli.io.amg_outputs import OutputLayout, write_image_outputs
 
-            recs = [MaskRecord(r, [0, 0, 1, 1], 0.9, [1.0, 2.0], 0.95, [0, 0, w, h]) for r in rles]
+            recs = region_records(rles)
             write_image_outputs(OutputLayout(dest, ("png",)), "photo.jpg", img, recs, "photo.jpg")
             dest = dest / "photo.jpg.masks"
         times.append(time.perf_counter() - t)
@@ -390,7 +399,6 @@ def regions_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     `generator.postprocess_small_regions`. Best of `repeat`; the records of the last run are
     kept for the agreement."""
     rles = json.loads((out.parent / "regions-12mp.json").read_text())
-    h, w = rles[0]["size"]
     points = [[float(i), float(i)] for i in range(len(rles))]  # pairs ref and ours up
     times = []
     for _ in range(a.repeat):
@@ -406,10 +414,9 @@ def regions_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
             recs = [{"rle": r, "iou": 0.9, "stab": 0.0, "point": list(map(float, p))}
                     for r, p in zip(data["rles"], data["points"])]
         else:
-            from sam_cli.automatic.generator import MaskRecord, postprocess_small_regions
+            from sam_cli.automatic.generator import postprocess_small_regions
 
-            records = [MaskRecord(dict(r), [0, 0, 0, 0], 0.9, p, 0.0, [0, 0, w, h])
-                       for r, p in zip(rles, points)]
+            records = region_records(rles, points)
             t = time.perf_counter()
             records = postprocess_small_regions(records, REGION_AREA, 0.7)
             times.append(time.perf_counter() - t)

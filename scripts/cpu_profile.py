@@ -293,10 +293,9 @@ def writes_table() -> None:
     import cv2
     import numpy as np
 
-    from benchmark import photo_12mp, photo_regions, read
+    from benchmark import photo_12mp, photo_regions, read, region_records
 
     from sam_cli import masks as M
-    from sam_cli.automatic.generator import MaskRecord
     from sam_cli.io import amg_outputs as O
     from sam_cli.io import writers
 
@@ -334,8 +333,7 @@ def writes_table() -> None:
     print("|---|---|---:|---:|---:|")
     for name, image in (("coffee.jpg", read("coffee.jpg")), ("coffee.jpg at 12 MP", photo_12mp())):
         h, w = image.shape[:2]
-        recs = [MaskRecord(r, [0, 0, 1, 1], 0.9, [1.0, 2.0], 0.95, [0, 0, w, h])
-                for r in photo_regions(image, 60)]
+        recs = region_records(photo_regions(image, 60))
         with tempfile.TemporaryDirectory() as tmp:
             def best(fn) -> float:
                 times = []

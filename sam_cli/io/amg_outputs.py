@@ -156,12 +156,11 @@ def write_coco_dataset(layout: OutputLayout, rels: list[str]) -> Path:
     is read, so memory holds one image's masks and a short record per image, however large
     the run. The keys come in the order info, annotations, images, categories."""
     path = layout.root / COCO_FILE
-    dump = lambda obj: json.dumps(obj, separators=(",", ":")).encode("utf-8")  # noqa: E731
     images = []
     ann_id = 1
     with writers.atomic_open(path) as f:
-        f.write(b'{"info":' + dump({"description": "Segment Anything masks made by sam"})
-                + b',"annotations":[')
+        info = {"description": "Segment Anything masks made by sam"}
+        f.write(b'{"info":' + writers.json_bytes(info) + b',"annotations":[')
         for image_id, rel in enumerate(rels, start=1):
             src = layout.paths(rel)["json"]
             try:
@@ -172,7 +171,7 @@ def write_coco_dataset(layout: OutputLayout, rels: list[str]) -> Path:
             images.append({"id": image_id, "file_name": im["file_name"], "width": im["width"],
                            "height": im["height"]})
             for a in doc["annotations"]:
-                f.write((b"," if ann_id > 1 else b"") + dump({
+                f.write((b"," if ann_id > 1 else b"") + writers.json_bytes({
                     "id": ann_id, "image_id": image_id, "category_id": 1,
                     "segmentation": a["segmentation"], "area": a["area"], "bbox": a["bbox"],
                     "iscrowd": 0, "score": a["predicted_iou"],
@@ -180,6 +179,6 @@ def write_coco_dataset(layout: OutputLayout, rels: list[str]) -> Path:
                     "point_coords": a["point_coords"], "crop_box": a["crop_box"],
                 }))
                 ann_id += 1
-        f.write(b'],"images":' + dump(images) + b',"categories":'
-                + dump([{"id": 1, "name": "object", "supercategory": "object"}]) + b"}")
+        f.write(b'],"images":' + writers.json_bytes(images) + b',"categories":'
+                + writers.json_bytes([{"id": 1, "name": "object", "supercategory": "object"}]) + b"}")
     return path

@@ -77,8 +77,13 @@ def crop_png(crop: MaskCrop, hw: tuple[int, int]) -> bytes:
     return encode_png(full, _MASK_PNG_PARAMS)
 
 
+def json_bytes(obj) -> bytes:
+    """Compact UTF-8 JSON, as every JSON file sam writes is."""
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
 def write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode("utf-8"))
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
