@@ -3,18 +3,24 @@
 The reference resizes with Pillow's antialiased bilinear filter on uint8. `resize_uint8`
 reproduces that filter bit for bit (same coefficients, same 22-bit fixed point, same choice of
 pass order), so `sam` needs no Pillow and still feeds the encoder exactly the same pixels.
-The sums run in int32 torch arithmetic, exact on every device: on a GPU the image is resized
-where the encoder reads it, and on the CPU torch's threads share the work.
+The sums run in int32 arithmetic, exact on every device. On a GPU the image is resized where
+the encoder reads it (torch). On the CPU numpy resizes it in bands of rows (or columns) on
+torch's thread count: each band's int32 sums stay in cache, where the torch way's whole-image
+int32 tensors made a 12 MP photo's resize 2.3x slower than the reference's Pillow
+(`scripts/benchmark.py --rows resize-12mp`, README).
 """
 
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 _PRECISION_BITS = 32 - 8 - 2
+#: rows (or columns) per band of the CPU resize: ~3 MB of int32 sums for a 1024-wide output
+_BAND = 128
 
 
 def target_size(h: int, w: int, long_side: int) -> tuple[int, int]:
@@ -51,7 +57,8 @@ def _coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resample_axis(img: torch.Tensor, out_size: int, axis: int) -> torch.Tensor:
-    """One pass over H×W×C uint8 along `axis` (0: rows, 1: columns) → uint8."""
+    """One pass over an H×W×C uint8 tensor along `axis` (0: rows, 1: columns) → uint8, on its
+    device."""
     in_size = img.shape[axis]
     starts, fixed = _coefficients(in_size, out_size)
     dev = img.device
@@ -69,23 +76,89 @@ def _resample_axis(img: torch.Tensor, out_size: int, axis: int) -> torch.Tensor:
     return acc.bitwise_right_shift_(_PRECISION_BITS).clamp_(0, 255).to(torch.uint8)
 
 
+def _resample_band(src: np.ndarray, out: np.ndarray, axis: int) -> None:
+    """One pass of one band: src H×W×C uint8 → out (the same band resized along axis; for
+    axis 1 both are whole rows, so contiguous)."""
+    in_size, out_size = src.shape[axis], out.shape[axis]
+    starts, fixed = _coefficients(in_size, out_size)
+    if axis == 1:  # gather single bytes of the rows (W·C): faster than C-byte pixels
+        c = src.shape[2]
+        src, out = src.reshape(src.shape[0], -1), out.reshape(out.shape[0], -1)
+        starts = (starts[:, None] * c + np.arange(c)).ravel()
+        fixed, step, wshape = np.repeat(fixed, c, axis=0), c, (1, -1)
+    else:
+        step, wshape = 1, (-1, 1, 1)
+    acc = np.full(out.shape, 1 << (_PRECISION_BITS - 1), dtype=np.int32)
+    term = np.empty(out.shape, dtype=np.int32)
+    last = src.shape[axis] - 1
+    for j in range(fixed.shape[1]):
+        if not fixed[:, j].any():  # a trailing tap no output reaches
+            continue
+        idx = np.minimum(starts + j * step, last)  # a clamped tap has weight 0
+        np.multiply(np.take(src, idx, axis), fixed[:, j].reshape(wshape), out=term)
+        acc += term
+    acc >>= _PRECISION_BITS
+    np.clip(acc, 0, 255, out=out, casting="unsafe")
+
+
+@functools.lru_cache(maxsize=4)
+def _band_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sam-resize")
+
+
+def _resample_axis_numpy(img: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """One pass over H×W×C uint8 along `axis`, in bands across the other axis, on as many
+    threads as torch uses (numpy's loops release the GIL)."""
+    across = 1 - axis
+    shape = list(img.shape)
+    shape[axis] = out_size
+    out = np.empty(shape, dtype=np.uint8)
+
+    def band(start: int) -> None:
+        sl = [slice(None)] * img.ndim
+        sl[across] = slice(start, start + _BAND)
+        _resample_band(img[tuple(sl)], out[tuple(sl)], axis)
+
+    starts = range(0, img.shape[across], _BAND)
+    threads = min(torch.get_num_threads(), len(starts))
+    if threads > 1:
+        list(_band_pool(threads).map(band, starts))
+    else:
+        for start in starts:
+            band(start)
+    return out
+
+
+def _pass_order(hw: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """Pillow runs the vertical pass first when it shrinks height much more than width."""
+    dy, dx = hw[0] - size[0], hw[1] - size[1]
+    return (0, 1) if dy > 0 and dy > 2 * dx else (1, 0)
+
+
+def resize_uint8_torch(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """resize_uint8 in torch, on the tensor's device (the way for accelerators)."""
+    out = img
+    for axis in _pass_order(img.shape[:2], size):
+        if out.shape[axis] != size[axis]:
+            out = _resample_axis(out, size[axis], axis)
+    return out.contiguous()
+
+
 def resize_uint8(
     img: np.ndarray | torch.Tensor, size: tuple[int, int],
 ) -> np.ndarray | torch.Tensor:
     """H×W×C uint8 → size (h, w), Pillow-identical antialiased bilinear. A numpy array gives
-    a numpy array (resized on the CPU); a tensor is resized on its device and stays there."""
+    a numpy array; a tensor gives a tensor on its own device (an accelerator's resized there,
+    a CPU tensor's by the numpy bands)."""
+    if isinstance(img, torch.Tensor) and img.device.type != "cpu":
+        return resize_uint8_torch(img, size)
     as_numpy = isinstance(img, np.ndarray)
-    t = torch.from_numpy(np.ascontiguousarray(img)) if as_numpy else img
-    h, w = size
-    dy, dx = t.shape[0] - h, t.shape[1] - w
-    # Pillow runs the vertical pass first when it shrinks height much more than width.
-    order = (0, 1) if dy > 0 and dy > 2 * dx else (1, 0)
-    out = t
-    for axis in order:
+    out = np.ascontiguousarray(img if as_numpy else img.numpy())
+    for axis in _pass_order(out.shape[:2], size):
         if out.shape[axis] != size[axis]:
-            out = _resample_axis(out, size[axis], axis)
-    out = out.contiguous()
-    return out.numpy() if as_numpy else out
+            out = _resample_axis_numpy(out, size[axis], axis)
+    out = np.ascontiguousarray(out)
+    return out if as_numpy else torch.from_numpy(out)
 
 
 def scale_coords(coords: np.ndarray, orig_hw: tuple[int, int], new_hw: tuple[int, int]) -> np.ndarray:

@@ -6,11 +6,12 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sam_cli.errors import InputError
 from sam_cli.io.images import decode_image, read_image
-from sam_cli.transforms import resize_uint8, target_size
+from sam_cli.transforms import resize_uint8, resize_uint8_torch, target_size
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -90,7 +91,18 @@ def test_unreadable_and_missing(tmp_path):
 @pytest.mark.parametrize("hw", [(300, 451), (1200, 1600), (2000, 123), (37, 50), (1024, 700), (5000, 200),
                                 (1, 1), (1, 7), (2, 3000), (20000, 10), (1023, 1025), (1024, 1024)])
 def test_resize_is_pillow_exact(hw):
+    """The CPU's numpy bands (from an array or a CPU tensor, on one thread and on several) and
+    the torch way accelerators take (run here on the CPU) all give Pillow's pixels."""
     img = np.random.default_rng(hw[0]).integers(0, 256, (*hw, 3), dtype=np.uint8)
     nh, nw = target_size(*hw, 1024)  # at least 1 pixel a side
     ref = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
-    assert np.array_equal(resize_uint8(img, (nh, nw)), ref)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            assert np.array_equal(resize_uint8(img, (nh, nw)), ref)
+            out = resize_uint8(torch.from_numpy(img), (nh, nw))
+            assert isinstance(out, torch.Tensor) and np.array_equal(out.numpy(), ref)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(resize_uint8_torch(torch.from_numpy(img), (nh, nw)).numpy(), ref)
