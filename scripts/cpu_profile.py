@@ -9,6 +9,9 @@ matmul peak measured in the same run.
         # filters, filters off) and 64 boxes; a checkpoint from
         # `scripts/benchmark.py --save-checkpoint` has confident weights, so default filters
         # keep masks as a trained model's do
+    python scripts/cpu_profile.py --decoder-ops  # one decoder call as automatic mode makes it
+        # (16 prompts, the example photo's grid, all upscaled) under the profiler: each
+        # operator's share, and the matmuls' GFLOP/s against the run's matmul peak
     python scripts/cpu_profile.py --masks   # 12 MP mask post-processing, sam's way and the plain way,
         # and automatic mode's whole full-resolution step with every pixel against TiledMasks
     python scripts/cpu_profile.py --steps --checkpoint vit_b.pth [--full-res dense]
@@ -40,6 +43,8 @@ def main() -> None:
     ap.add_argument("--decoder", action="store_true",
                     help="time the mask decoder per decoder-call size instead")
     ap.add_argument("--decoder-batches", default="8,16,24")
+    ap.add_argument("--decoder-ops", action="store_true",
+                    help="profile one decoder call (16 prompts) by operator instead")
     ap.add_argument("--checkpoint", help="with --decoder: this checkpoint, not random weights")
     ap.add_argument("--rounds", type=int, default=2, help="with --decoder: best of this many")
     ap.add_argument("--masks", action="store_true",
@@ -71,6 +76,9 @@ def main() -> None:
     if a.decoder:
         decoder_table(a, spec)
         return
+    if a.decoder_ops:
+        decoder_ops_table(a, spec)
+        return
     if a.masks:
         masks_table([int(t) for t in a.tiles.split(",")])
         return
@@ -92,15 +100,100 @@ def main() -> None:
         sec = time.perf_counter() - t
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             enc(x)
-    m = torch.randn(2048, 2048)
-    m @ m
-    t = time.perf_counter()
-    for _ in range(3):
-        m @ m
-    peak = 3 * 2 * 2048**3 / (time.perf_counter() - t) / 1e9
+    peak = matmul_peak()
     print(f"# {a.model} encoder, {a.threads} threads: {sec:.2f} s ({spec.gflop / sec:.0f} GFLOP/s); "
           f"matmul peak in this run {peak:.0f} GFLOP/s")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+
+def matmul_peak() -> float:
+    """GFLOP/s of a 2048² fp32 matmul on this process's threads, best of 3."""
+    m = torch.randn(2048, 2048)
+    m @ m
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        m @ m
+        best = min(best, time.perf_counter() - t)
+    return 2 * 2048**3 / best / 1e9
+
+
+def _matmul_flop(op: str, shapes: list) -> float:
+    """FLOPs of one call of a matmul operator, from the profiler's input shapes (0 for others)."""
+    if op == "aten::addmm":
+        (m, k), (_, n) = shapes[1], shapes[2]
+        return 2.0 * m * k * n
+    if op == "aten::mm":
+        (m, k), (_, n) = shapes[0], shapes[1]
+        return 2.0 * m * k * n
+    if op in ("aten::bmm", "aten::baddbmm", "aten::baddbmm_"):
+        a_, b_ = shapes[-2:] if op == "aten::bmm" else shapes[1:3]
+        return 2.0 * max(a_[0], b_[0]) * a_[1] * a_[2] * b_[2]
+    return 0.0
+
+
+def decoder_ops_table(a: argparse.Namespace, spec, prompts: int = 16, rounds: int = 3) -> None:
+    """One mask-decoder call as automatic mode makes it on the CPU: `prompts` point prompts on
+    the example photo's grid of embedding cells, every prompt upscaled (filters off). Profiled
+    `rounds` times; per operator and input shapes: milliseconds per call, share of the
+    decoder's time, and for matmuls the GFLOP/s against a matmul peak measured in this run."""
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from sam_cli.io.images import read_image
+    from sam_cli.transforms import target_size
+    from sam_cli.weights import build_from_arch, load_model
+
+    net = (load_model(checkpoint=a.checkpoint, device="cpu") if a.checkpoint
+           else build_from_arch(spec.arch).eval())
+    img = read_image(Path(__file__).resolve().parents[1] / "examples" / "chelsea.jpg")
+    h, w = target_size(*img.shape[:2], 1024)
+    grid = (-(-h // 16), -(-w // 16))
+    pe = net.prompt_encoder
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        emb = torch.randn(1, 256, 64, 64, generator=gen)
+        points = torch.rand(prompts, 1, 2, generator=gen) * torch.tensor([w, h])
+        sparse, dense = pe(points=(points, torch.ones(prompts, 1, dtype=torch.long)),
+                           boxes=None, masks=None)
+        dense_pe = pe.get_dense_pe()
+
+        def call():
+            return net.mask_decoder(emb, dense_pe, sparse, dense, True, grid_hw=grid)
+
+        for _ in range(2):
+            call()
+        t = time.perf_counter()
+        for _ in range(rounds):
+            call()
+        sec = (time.perf_counter() - t) / rounds
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(rounds):
+                call()
+    peak = matmul_peak()
+    events = [e for e in prof.key_averages(group_by_input_shape=True) if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    mm_time = mm_flop = 0.0
+    rows = []
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total):
+        flop = _matmul_flop(e.key, e.input_shapes) * e.count
+        ms = e.self_cpu_time_total / 1e3 / rounds
+        if flop:
+            mm_time, mm_flop = mm_time + e.self_cpu_time_total, mm_flop + flop  # µs, FLOP
+        rows.append((e.key, e.input_shapes, e.count // rounds, ms,
+                     e.self_cpu_time_total / total, flop / (e.self_cpu_time_total / 1e6) / 1e9))
+    print(f"# mask decoder (vit_b's, vit_l's and vit_h's are alike), one call of {prompts} point prompts, grid {grid[0]}×{grid[1]} "
+          f"(chelsea.jpg), all upscaled, {torch.get_num_threads()} threads: {sec * 1e3:.0f} ms per call; "
+          f"matmul peak in this run {peak:.0f} GFLOP/s")
+    print(f"# matmuls: {mm_time / total * 100:.0f} % of the profiled time at "
+          f"{mm_flop / (mm_time / 1e6) / 1e9:.0f} GFLOP/s ({mm_flop / rounds / 1e9:.1f} GFLOP per call); "
+          f"the rest: {100 - mm_time / total * 100:.0f} %")
+    print("| operator | input shapes | calls | ms per decoder call | share | GFLOP/s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for key, shapes, n, ms, share, rate in rows[:20]:
+        shown = ", ".join("×".join(map(str, s)) for s in shapes if s)
+        print(f"| {key} | {shown} | {n} | {ms:.1f} | {share * 100:.1f} % | {f'{rate:.0f}' if rate else ''} |")
 
 
 def steps_table(a: argparse.Namespace, spec) -> None:

@@ -94,6 +94,12 @@ def test_cpu_profile_decoder_and_masks_tables(tiny_ckpt):
     rows = re.findall(r"^\| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$", out, re.M)
     assert [r[0] for r in rows] == ["4", "16"], out
     assert "B×T×H×N, over T (sam on the CPU)" in out
+    out = run_script("scripts/cpu_profile.py", "--decoder-ops", "--checkpoint", str(tiny_ckpt))
+    assert re.search(r"^# mask decoder .*, one call of 16 point prompts, grid 43×64 \(chelsea.jpg\), all "
+                     r"upscaled, \d+ threads: \d+ ms per call; matmul peak in this run \d+ GFLOP/s$", out, re.M), out
+    share = re.search(r"^# matmuls: (\d+) % of the profiled time at \d+ GFLOP/s \(([0-9.]+) GFLOP per call\)", out, re.M)
+    assert share and 0 < int(share[1]) < 100 and float(share[2]) > 10, out  # ~1.3 GFLOP per prompt
+    assert re.search(r"^\| aten::addmm \| 256, 2752×256, 256×256 \| 16 \| [0-9.]+ \| [0-9.]+ % \| \d+ \|$", out, re.M), out
     out = run_script("scripts/cpu_profile.py", "--masks", "--tiles", "64")
     steps = re.findall(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|$", out, re.M)
     assert [s[0] for s in steps] == ["resize 256² logits → 12 MP", "count a mask's pixels (stability)",
