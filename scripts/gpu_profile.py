@@ -169,11 +169,15 @@ def main() -> None:
             from torch.profiler import profile
 
             on_gpu = a.device.startswith("cuda")
-            with profile(activities=activities(a.device)) as prof:
+            with profile(activities=activities(a.device), record_shapes=True) as prof:
                 full._decode_points(pts, labels)
                 sync()
+            # by input shape too: which of the decoder's LayerNorms (the image side's B×4096×256,
+            # the upscaling's rows×64, the tokens') takes the time
             print(f"decoder bf16, {len(pts)} prompts in batches of {full.points_per_batch}, all upscaled:")
-            print(prof.key_averages().table(sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=15, max_name_column_width=50), flush=True)
+            print(prof.key_averages(group_by_input_shape=True).table(
+                sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=20,
+                max_name_column_width=40, max_shapes_column_width=60), flush=True)
         if a.compile:
             # Sam.compile_parts, as `sam auto --compile` does: encoder, transformer, upscaling
             eager = gen.predictor.embed([x] * 4)
