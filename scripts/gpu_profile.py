@@ -178,6 +178,8 @@ def main() -> None:
             print(prof.key_averages(group_by_input_shape=True).table(
                 sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=20,
                 max_name_column_width=40, max_shapes_column_width=60), flush=True)
+        h, w = crop.input_hw  # the embedding cells the upscaling covers: about h/16 × w/16
+        layer_norm_rows(full.points_per_batch, -(-h // 16) * -(-w // 16), a.device)
         if a.compile:
             # Sam.compile_parts, as `sam auto --compile` does: encoder, transformer, upscaling
             eager = gen.predictor.embed([x] * 4)
@@ -198,6 +200,28 @@ def main() -> None:
             rel = float((compiled - eager).norm() / eager.norm())
             print(f"encoder bf16 under torch.compile, batch 4: first call {first:.1f} s, then "
                   f"{sec * 1e3:.1f} ms/image (rel. L2 to eager {rel:.1e})", flush=True)
+
+
+def layer_norm_rows(prompts: int, cells: int, device: str) -> None:
+    """The decoder's two large LayerNorms in bfloat16 for one decoder call of `prompts`: the
+    image side's (prompts·4096 rows of 256) and the upscaling's (prompts·cells·4 rows of 64),
+    by torch's fused kernel and by a var_mean reduction then one elementwise expression. A
+    fused LayerNorm gives each row its own block, which leaves most of a GPU's threads idle on
+    rows of 64; if the second way wins there, the upscaling should take it."""
+    def by_var_mean(x, w, b):
+        var, mean = torch.var_mean(x.float(), dim=-1, keepdim=True, correction=0)
+        return ((x - mean) * torch.rsqrt(var + 1e-6) * w + b).to(x.dtype)
+
+    g = torch.Generator(device=device).manual_seed(0)
+    for rows, ch, what in ((prompts * 4096, 256, "image side"), (prompts * cells * 4, 64, "upscaling")):
+        x = torch.randn(rows, ch, device=device, generator=g).to(torch.bfloat16)
+        w = torch.randn(ch, device=device, generator=g).to(torch.bfloat16)
+        b = torch.randn(ch, device=device, generator=g).to(torch.bfloat16)
+        fused = lambda: torch.nn.functional.layer_norm(x, (ch,), w, b, 1e-6)  # noqa: E731
+        diff = float((fused().float() - by_var_mean(x, w, b).float()).abs().max())
+        print(f"layer norm bf16, {what}, {rows}×{ch}: fused {timed(fused) * 1e3:.2f} ms, "
+              f"var_mean {timed(lambda: by_var_mean(x, w, b)) * 1e3:.2f} ms (max diff {diff:.3f})",
+              flush=True)
 
 
 def step_table(gen, img, device: str) -> None:

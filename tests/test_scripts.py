@@ -66,7 +66,8 @@ def test_gpu_profile_runs_on_the_cpu(tiny_ckpt):
                      "--prompted-batch", "2")
     for what in ("decoder fp32, 16 prompts in batches of 8, all upscaled", "decoder bf16",
                  "encoder bf16, batch 2", "prompted:", "generate, 4x4, filters off",
-                 "prepare_crops", "16 prompts in batches of"):
+                 "prepare_crops", "16 prompts in batches of", "layer norm bf16, image side",
+                 "layer norm bf16, upscaling"):
         assert what in out, out
     # the per-step host times of generate(), from the generator's profiler labels
     for step in ("sam.prepare", "sam.encode", "sam.decode", "sam.full_res", "sam.nms", "sam.finalize"):
