@@ -205,9 +205,9 @@ def main() -> None:
 def layer_norm_rows(prompts: int, cells: int, device: str) -> None:
     """The decoder's two large LayerNorms in bfloat16 for one decoder call of `prompts`: the
     image side's (prompts·4096 rows of 256) and the upscaling's (prompts·cells·4 rows of 64),
-    by torch's fused kernel and by a var_mean reduction then one elementwise expression. A
-    fused LayerNorm gives each row its own block, which leaves most of a GPU's threads idle on
-    rows of 64; if the second way wins there, the upscaling should take it."""
+    by torch's fused kernel and by a var_mean reduction then one elementwise expression.
+    PyTorch's CUDA LayerNorm gives each row a block of threads, most of which may idle on rows
+    of 64; if the second way wins there, the upscaling should take it."""
     def by_var_mean(x, w, b):
         var, mean = torch.var_mean(x.float(), dim=-1, keepdim=True, correction=0)
         return ((x - mean) * torch.rsqrt(var + 1e-6) * w + b).to(x.dtype)
