@@ -76,26 +76,36 @@ def _resample_axis(img: torch.Tensor, out_size: int, axis: int) -> torch.Tensor:
     return acc.bitwise_right_shift_(_PRECISION_BITS).clamp_(0, 255).to(torch.uint8)
 
 
-def _resample_band(src: np.ndarray, out: np.ndarray, axis: int) -> None:
-    """One pass of one band: src H×W×C uint8 → out (the same band resized along axis; for
-    axis 1 both are whole rows, so contiguous)."""
-    in_size, out_size = src.shape[axis], out.shape[axis]
+@functools.lru_cache(maxsize=32)
+def _band_taps(
+    in_size: int, out_size: int, axis: int, channels: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The CPU pass's taps, once per pass rather than per band: (source indices, weights) for
+    each tap some output reaches (the trailing ones may reach none; an index clamped at the
+    edge has weight 0). Along axis 1 they index the bytes of a row (W·C), gathered singly,
+    which is faster than C-byte pixels."""
     starts, fixed = _coefficients(in_size, out_size)
-    if axis == 1:  # gather single bytes of the rows (W·C): faster than C-byte pixels
-        c = src.shape[2]
-        src, out = src.reshape(src.shape[0], -1), out.reshape(out.shape[0], -1)
-        starts = (starts[:, None] * c + np.arange(c)).ravel()
-        fixed, step, wshape = np.repeat(fixed, c, axis=0), c, (1, -1)
+    if axis == 1:
+        starts = (starts[:, None] * channels + np.arange(channels)).ravel()
+        fixed, step, wshape = np.repeat(fixed, channels, axis=0), channels, (1, -1)
     else:
         step, wshape = 1, (-1, 1, 1)
+    last = in_size * step - 1
+    return tuple(
+        (np.minimum(starts + j * step, last), fixed[:, j].reshape(wshape))
+        for j in range(fixed.shape[1]) if fixed[:, j].any()
+    )
+
+
+def _resample_band(src: np.ndarray, out: np.ndarray, axis: int, taps) -> None:
+    """One pass of one band: src H×W×C uint8 → out (the same band resized along axis; for
+    axis 1 both are whole rows, so contiguous) with _band_taps' taps."""
+    if axis == 1:
+        src, out = src.reshape(src.shape[0], -1), out.reshape(out.shape[0], -1)
     acc = np.full(out.shape, 1 << (_PRECISION_BITS - 1), dtype=np.int32)
     term = np.empty(out.shape, dtype=np.int32)
-    last = src.shape[axis] - 1
-    for j in range(fixed.shape[1]):
-        if not fixed[:, j].any():  # a trailing tap no output reaches
-            continue
-        idx = np.minimum(starts + j * step, last)  # a clamped tap has weight 0
-        np.multiply(np.take(src, idx, axis), fixed[:, j].reshape(wshape), out=term)
+    for idx, weights in taps:
+        np.multiply(np.take(src, idx, axis), weights, out=term)
         acc += term
     acc >>= _PRECISION_BITS
     np.clip(acc, 0, 255, out=out, casting="unsafe")
@@ -113,11 +123,12 @@ def _resample_axis_numpy(img: np.ndarray, out_size: int, axis: int) -> np.ndarra
     shape = list(img.shape)
     shape[axis] = out_size
     out = np.empty(shape, dtype=np.uint8)
+    taps = _band_taps(img.shape[axis], out_size, axis, img.shape[2])
 
     def band(start: int) -> None:
         sl = [slice(None)] * img.ndim
         sl[across] = slice(start, start + _BAND)
-        _resample_band(img[tuple(sl)], out[tuple(sl)], axis)
+        _resample_band(img[tuple(sl)], out[tuple(sl)], axis, taps)
 
     starts = range(0, img.shape[across], _BAND)
     threads = min(torch.get_num_threads(), len(starts))
@@ -129,19 +140,21 @@ def _resample_axis_numpy(img: np.ndarray, out_size: int, axis: int) -> np.ndarra
     return out
 
 
-def _pass_order(hw: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
-    """Pillow runs the vertical pass first when it shrinks height much more than width."""
-    dy, dx = hw[0] - size[0], hw[1] - size[1]
-    return (0, 1) if dy > 0 and dy > 2 * dx else (1, 0)
+def _two_passes(img, size: tuple[int, int], resample):
+    """Both passes of the resize, in Pillow's order (the vertical one first when it shrinks
+    height much more than width), each by resample(img, out_size, axis); a side already at
+    its size is not resampled."""
+    dy, dx = img.shape[0] - size[0], img.shape[1] - size[1]
+    out = img
+    for axis in (0, 1) if dy > 0 and dy > 2 * dx else (1, 0):
+        if out.shape[axis] != size[axis]:
+            out = resample(out, size[axis], axis)
+    return out
 
 
 def resize_uint8_torch(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """resize_uint8 in torch, on the tensor's device (the way for accelerators)."""
-    out = img
-    for axis in _pass_order(img.shape[:2], size):
-        if out.shape[axis] != size[axis]:
-            out = _resample_axis(out, size[axis], axis)
-    return out.contiguous()
+    return _two_passes(img, size, _resample_axis).contiguous()
 
 
 def resize_uint8(
@@ -153,11 +166,8 @@ def resize_uint8(
     if isinstance(img, torch.Tensor) and img.device.type != "cpu":
         return resize_uint8_torch(img, size)
     as_numpy = isinstance(img, np.ndarray)
-    out = np.ascontiguousarray(img if as_numpy else img.numpy())
-    for axis in _pass_order(out.shape[:2], size):
-        if out.shape[axis] != size[axis]:
-            out = _resample_axis_numpy(out, size[axis], axis)
-    out = np.ascontiguousarray(out)
+    src = np.ascontiguousarray(img if as_numpy else img.numpy())
+    out = np.ascontiguousarray(_two_passes(src, size, _resample_axis_numpy))
     return out if as_numpy else torch.from_numpy(out)
 
 
