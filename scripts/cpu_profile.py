@@ -100,22 +100,12 @@ def main() -> None:
         sec = time.perf_counter() - t
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             enc(x)
-    peak = matmul_peak()
+    from benchmark import matmul_peak
+
+    peak = matmul_peak("cpu", "fp32")
     print(f"# {a.model} encoder, {a.threads} threads: {sec:.2f} s ({spec.gflop / sec:.0f} GFLOP/s); "
           f"matmul peak in this run {peak:.0f} GFLOP/s")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
-
-
-def matmul_peak() -> float:
-    """GFLOP/s of a 2048² fp32 matmul on this process's threads, best of 3."""
-    m = torch.randn(2048, 2048)
-    m @ m
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        m @ m
-        best = min(best, time.perf_counter() - t)
-    return 2 * 2048**3 / best / 1e9
 
 
 def _matmul_flop(op: str, shapes: list) -> float:
@@ -171,7 +161,9 @@ def decoder_ops_table(a: argparse.Namespace, spec, prompts: int = 16, rounds: in
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             for _ in range(rounds):
                 call()
-    peak = matmul_peak()
+    from benchmark import matmul_peak
+
+    peak = matmul_peak("cpu", "fp32")
     events = [e for e in prof.key_averages(group_by_input_shape=True) if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     mm_time = mm_flop = 0.0
