@@ -6,7 +6,7 @@ complete -c sam -n '__fish_use_subcommand' -l help -s h -d 'Show the help and ex
 complete -c sam -n __fish_use_subcommand -a auto -d 'Generate every object\'s mask for many images, streamed through a batched pipeli'
 complete -c sam -n '__fish_seen_subcommand_from auto' -F
 complete -c sam -n '__fish_seen_subcommand_from auto' -l output -s o -r -F -d 'Output folder.'
-complete -c sam -n '__fish_seen_subcommand_from auto' -l format -s f -x -a 'png coco-rle coco label-map overlay' -d 'png (default), coco-rle, coco, label-map, overlay; repeat for several.'
+complete -c sam -n '__fish_seen_subcommand_from auto' -l format -s f -x -a 'png coco-rle coco label-map overlay' -d 'png (x.jpg.masks/0.png … and metadata.csv, the default), coco-rle (x.jpg.json, C'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l points-per-side -x -d 'Grid points per side of the image.'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l points-per-batch -x -d 'Points decoded together (memory vs speed; masks are the same). [default: 64 on t'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l pred-iou-thresh -x -d 'Keep masks whose predicted IoU is above this (0 turns the filter off).'

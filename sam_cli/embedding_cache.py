@@ -15,8 +15,6 @@ clear.
 from __future__ import annotations
 
 import hashlib
-import os
-import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,27 +24,27 @@ import torch
 
 from . import __version__
 from .errors import OutputError
+from .io.writers import WriteBehind, atomic_open
 from .modeling import Sam
 
 #: Bumped when what an entry holds changes meaning, so old entries are never read.
 FORMAT = "sam-embedding-1"
 
 
-def model_identity(net: Sam) -> str:
+def model_identity(net: Sam, weights_id: str | None = None) -> str:
     """What, besides the pixels, decides an embedding: the weights, the encoder's precision,
     the device type (a GPU's kernels round differently from a CPU's), whether the encoder is
     compiled (`sam auto --compile`: its kernels round differently too) and the sam and torch
-    versions. The weights are named by their checkpoint file (path, size, modification time:
-    `load_model` records them before reading it), or, for a model built in memory, by a hash
-    of the encoder's weights."""
+    versions. The weights are named by `weights_id` (weights.LoadedModel.weights_id: the
+    checkpoint file's path, size and modification time), or, for a model built in memory,
+    by a hash of the encoder's weights."""
     enc = net.image_encoder
     parts = [FORMAT, __version__, torch.__version__, net.device.type,
              str(enc.blocks[0].attn.qkv.weight.dtype), str(enc.img_size)]
     if net.encoder_compiled:
         parts.append("compiled")
-    source = net.checkpoint_identity
-    if source is not None:
-        parts.append(repr(source))
+    if weights_id is not None:
+        parts.append(weights_id)
     else:
         h = hashlib.sha256()
         for name, t in enc.state_dict().items():
@@ -72,10 +70,13 @@ class EmbeddingCache:
     `close` waits for the writes still queued. A folder that cannot be written is reported
     once through `warn`, and the run goes on without saving."""
 
-    def __init__(self, root: Path, net: Sam, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, root: Path, net: Sam, warn: Callable[[str], None] | None = None,
+        weights_id: str | None = None,
+    ) -> None:
         self.root = Path(root)
         check_folder(self.root)
-        self.model_id = model_identity(net)
+        self.model_id = model_identity(net, weights_id)
         pe = net.prompt_encoder
         self.shape = (1, pe.embed_dim, *pe.image_embedding_size)
         self.warn = warn or (lambda text: None)
@@ -83,8 +84,7 @@ class EmbeddingCache:
         self.misses = 0
         self._lock = threading.Lock()
         self._write_failed = False
-        self._queue: queue.Queue | None = None
-        self._thread: threading.Thread | None = None
+        self._writer: WriteBehind | None = None
 
     # ---------------------------------------------------------------------------- keys
     def key(self, pixels: np.ndarray, input_hw: tuple[int, int]) -> str:
@@ -126,33 +126,22 @@ class EmbeddingCache:
         """Queue features (1×C×h×w, any device) to be written under key."""
         if self._write_failed:
             return
-        if self._thread is None:
-            self._queue = queue.Queue(maxsize=8)
-            self._thread = threading.Thread(target=self._run, name="sam-embed-cache", daemon=True)
-            self._thread.start()
-        assert self._queue is not None
-        self._queue.put((key, features.detach()))
+        if self._writer is None:
+            self._writer = WriteBehind(self._save_queued, depth=8, name="sam-embed-cache")
+        self._writer.submit((key, features.detach()))
 
     def save_now(self, key: str, features: torch.Tensor) -> None:
         """Write one entry on this thread."""
         if self._write_failed:
             return
-        p = self.path(key)
         arr = features.to("cpu", torch.float32).contiguous().numpy()
         if arr.shape != self.shape:
             raise ValueError(f"embedding of shape {arr.shape}, expected {self.shape}")
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            with atomic_open(self.path(key)) as f:
                 np.save(f, arr, allow_pickle=False)
-            os.replace(tmp, p)
-        except OSError as e:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-            self._stop_writing(e)
+        except OutputError as e:
+            self._stop_writing(e.__context__ or e)  # the OSError, for its one-word reason
 
     def _stop_writing(self, e: BaseException) -> None:
         """Say once that the folder cannot be written, and write nothing more."""
@@ -160,24 +149,17 @@ class EmbeddingCache:
         self.warn(f"embedding cache: {self.root}: cannot write ({_reason(e)}); "
                   "embeddings of this run are not kept")
 
-    def _run(self) -> None:
-        assert self._queue is not None
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            try:
-                self.save_now(*job)
-            except Exception as e:  # noqa: BLE001 - a cache write never stops the run
-                self._stop_writing(e)
+    def _save_queued(self, job: tuple[str, torch.Tensor]) -> None:
+        try:
+            self.save_now(*job)
+        except Exception as e:  # noqa: BLE001 - a cache write never stops the run
+            self._stop_writing(e)
 
     def close(self) -> None:
         """Wait for the queued writes."""
-        if self._thread is not None:
-            assert self._queue is not None
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def __enter__(self) -> "EmbeddingCache":
         return self

@@ -149,11 +149,39 @@ def rle_area(rle: dict) -> int:
     return int(sum(rle["counts"][1::2]))
 
 
+@dataclass
+class MaskRecord:
+    """One mask of automatic mode, as the writers take it."""
+
+    rle: dict  # uncompressed RLE in the full image frame
+    box: list[int]  # XYXY inclusive
+    predicted_iou: float
+    point: list[float]  # XY the mask was prompted with
+    stability_score: float
+    crop_box: list[int]  # XYXY half-open
+
+    @property
+    def area(self) -> int:
+        return rle_area(self.rle)
+
+
 def rle_to_coco(rle: dict) -> dict:
     """Uncompressed RLE → COCO compressed RLE with str counts (JSON-ready)."""
     h, w = rle["size"]
     enc = coco_mask.frPyObjects(rle, h, w)
     return {"size": [int(h), int(w)], "counts": enc["counts"].decode("utf-8")}
+
+
+def mask_to_coco(mask: np.ndarray) -> dict:
+    """H×W bool → COCO compressed RLE with str counts (JSON-ready), as rle_to_coco gives it."""
+    enc = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in enc["size"]], "counts": enc["counts"].decode("utf-8")}
+
+
+def mask_xywh_coco(mask: np.ndarray) -> list[int]:
+    """H×W bool → its COCO XYWH box (width and height count pixels); [0, 0, 0, 0] if empty."""
+    crop = mask_crop(mask)
+    return xyxy_to_xywh_coco(crop_box(crop), int(crop.mask.sum()))
 
 
 # ------------------------------------------------------------------------------- boxes

@@ -5,29 +5,28 @@
     image encoder            crops of several images per batch (--batch-size), except those
                              the cache had; new embeddings are written to it behind
     decoder, filters, NMS    point batches per crop
-    write                    one writer thread behind, bounded queue
 
 Every stage is a generator; memory is bounded by the look-ahead and the batch, not by the
 number of images. A worker's error surfaces in the consumer with the file name attached.
+What to send here, and writing the results behind, are the run engine's (run.py).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .automatic.generator import AutomaticMaskGenerator, CropInput, MaskRecord
+from .automatic.generator import AutomaticMaskGenerator, CropInput
 from .errors import InputError, SamError
 from .inputs import InputItem
 from .io.images import read_image
+from .masks import MaskRecord
 
 
 @dataclass
@@ -46,7 +45,6 @@ class _Loaded:
     crops: list[CropInput]
     error: SamError | None
     started: float
-    skipped: bool = False
 
 
 def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
@@ -61,20 +59,19 @@ def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
 
 
 def _read_ahead(
-    gen: AutomaticMaskGenerator, items: Iterable[InputItem], workers: int, ahead: int,
-    skip: Callable[[InputItem], bool] | None,
-) -> Iterator[_Loaded]:
-    """Decode in threads, in input order, at most `ahead` images in flight. Items that `skip`
-    names are passed through in their place, unread."""
+    gen: AutomaticMaskGenerator, jobs: Iterable[InputItem | object], workers: int, ahead: int,
+) -> Iterator[_Loaded | object]:
+    """Decode InputItems in threads, in input order, at most `ahead` images in flight; any
+    other object is passed through in its place."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sam-read") as pool:
         inflight: deque[Future] = deque()
-        for item in items:
-            if skip is not None and skip(item):
-                done: Future = Future()
-                done.set_result(_Loaded(item, None, [], None, time.perf_counter(), skipped=True))
-                inflight.append(done)
+        for job in jobs:
+            if isinstance(job, InputItem):
+                inflight.append(pool.submit(_load, gen, job))
             else:
-                inflight.append(pool.submit(_load, gen, item))
+                done: Future = Future()
+                done.set_result(job)
+                inflight.append(done)
             if len(inflight) >= ahead:
                 yield inflight.popleft().result()
         while inflight:
@@ -82,11 +79,11 @@ def _read_ahead(
 
 
 def generate_masks(
-    gen: AutomaticMaskGenerator, items: Iterable[InputItem], *, batch_size: int = 1,
-    workers: int = 2, ahead: int = 4, skip: Callable[[InputItem], bool] | None = None,
-) -> Iterator[ImageResult | InputItem]:
-    """Yield an ImageResult per image in input order, or the InputItem itself for an image
-    that `skip` says is already done (it is never read)."""
+    gen: AutomaticMaskGenerator, jobs: Iterable[InputItem | object], *, batch_size: int = 1,
+    workers: int = 2, ahead: int = 4,
+) -> Iterator[ImageResult | object]:
+    """An ImageResult per InputItem of `jobs`, in order; any other object in `jobs` (the run
+    engine's decisions about images it does not send here) comes back unread in its place."""
     def flush(batch: list[_Loaded]) -> Iterator[ImageResult]:
         t0 = time.perf_counter()
         crops = [c for ld in batch for c in ld.crops]
@@ -107,11 +104,11 @@ def generate_masks(
 
     batch: list[_Loaded] = []
     # While a batch is on the device, the next one is being read: look ahead a batch at least.
-    for ld in _read_ahead(gen, items, workers, max(ahead, 2 * batch_size), skip):
-        if ld.skipped or ld.error is not None:
+    for ld in _read_ahead(gen, jobs, workers, max(ahead, 2 * batch_size)):
+        if not isinstance(ld, _Loaded) or ld.error is not None:
             yield from flush(batch)  # keep results in input order
             batch = []
-            yield ld.item if ld.skipped else ImageResult(
+            yield ld if not isinstance(ld, _Loaded) else ImageResult(
                 ld.item, None, [], ld.error, time.perf_counter() - ld.started
             )
             continue
@@ -120,37 +117,3 @@ def generate_masks(
             yield from flush(batch)
             batch = []
     yield from flush(batch)
-
-
-class WriteBehind:
-    """Run `fn(result)` on one background thread; at most `depth` results wait. An exception
-    in fn is raised again in the caller at the next submit() or at close()."""
-
-    def __init__(self, fn: Callable[[object], None], depth: int = 4) -> None:
-        self.fn = fn
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="sam-write", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            job = self.q.get()
-            if job is None:
-                return
-            if self.error is None:
-                try:
-                    self.fn(job)
-                except BaseException as e:  # noqa: BLE001 - handed to the caller
-                    self.error = e
-
-    def submit(self, job: object) -> None:
-        if self.error is not None:
-            raise self.error
-        self.q.put(job)
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error

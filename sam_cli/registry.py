@@ -38,6 +38,11 @@ class ModelType:
 DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 DEFAULT_MODEL = "vit_b"
 
+#: Precisions of the heavy parts (fp16 is not offered: it breaks vit_h).
+DTYPES = ("fp32", "bf16")
+#: Device kinds `--device` takes; `cuda` may carry an index (cuda:1).
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
 MODELS: dict[str, ModelType] = {
     m.name: m
     for m in (

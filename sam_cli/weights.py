@@ -10,12 +10,14 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError, DownloadError
-from .registry import DEFAULT_BASE_URL, MODELS, ArchSpec, ModelType
+from .modeling.sam import Sam
+from .registry import DEFAULT_BASE_URL, DEFAULT_MODEL, DTYPES, MODELS, ArchSpec, ModelType
 
 ENV_CACHE = "SAM_CACHE_DIR"
 ENV_BASE_URL = "SAM_BASE_URL"
@@ -329,24 +331,34 @@ def load_state_dict_into(
     model.load_state_dict(sd, strict=True, assign=assign)
 
 
-def load_model(
+@dataclass(frozen=True)
+class LoadedModel:
+    net: Sam
+    #: Names the weights for the embedding cache (and a run's record of what made its
+    #: outputs): the checkpoint file's real path, size and modification time, taken before
+    #: it was read, so another file put in its place has another id.
+    weights_id: str | None
+    checkpoint: Path
+
+
+def load(
     *, model: str | None = None, checkpoint: str | Path | None = None,
     device: str | torch.device = "cpu", progress: ProgressFactory | None = None,
     dtype: str = "fp32",
-):
+) -> LoadedModel:
     """Load a SAM from a local checkpoint, or from the cache (downloading on first use).
     dtype "bf16" runs the heavy parts in bfloat16 (Sam.set_precision says which); prompts,
     IoU head and output logits stay float32."""
-    if dtype not in ("fp32", "bf16"):
-        raise ValueError(f"dtype must be fp32 or bf16, not {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if checkpoint is None:
-        name = model or "vit_b"
+        name = model or DEFAULT_MODEL
         if name not in MODELS:
             raise CheckpointError(
                 f"unknown model {name!r}", hint=f"choose one of {', '.join(MODELS)}"
             )
         checkpoint = download(MODELS[name], progress=progress)
-    identity = _file_identity(checkpoint)
+    weights_id = _file_identity(checkpoint)
     sd = read_state_dict(checkpoint)
     arch = infer_arch(sd, str(checkpoint))
     # Built on the meta device, the model takes the file's tensors as its weights: no second
@@ -365,11 +377,15 @@ def load_model(
     net = net.to(device).eval()
     if dtype == "bf16":
         net.set_precision(torch.bfloat16)
-    net.checkpoint_identity = identity  # names the weights for the embedding cache
-    return net
+    return LoadedModel(net, weights_id, Path(checkpoint))
 
 
-def _file_identity(path: str | Path) -> tuple[str, int, int] | None:
+def load_model(**kwargs) -> Sam:
+    """load(...)'s model alone (same arguments)."""
+    return load(**kwargs).net
+
+
+def _file_identity(path: str | Path) -> str | None:
     """(real path, size, modification time in ns) of a checkpoint, taken before it is read:
     another file put in its place changes it. None if it cannot be read (loading then fails
     with its own error)."""
@@ -377,4 +393,4 @@ def _file_identity(path: str | Path) -> tuple[str, int, int] | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    return repr((os.path.realpath(path), st.st_size, st.st_mtime_ns))

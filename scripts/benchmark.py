@@ -131,7 +131,7 @@ def photo_regions(img: np.ndarray, n: int) -> list[dict]:
 def region_records(rles: list[dict], points: list[list[float]] | None = None) -> list:
     """sam's mask records for the RLEs photo_regions gives (each RLE copied: sam may replace a
     record's), with the same made-up scores and, unless given, the same prompt point."""
-    from sam_cli.automatic.generator import MaskRecord
+    from sam_cli.masks import MaskRecord
 
     h, w = rles[0]["size"]
     points = points or [[1.0, 2.0]] * len(rles)
@@ -377,10 +377,10 @@ def write_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
                 lines.append(f"{i},{int(mask.sum())},0,0,1,1,1.0,2.0,0.9,0.95,0,0,{w},{h}")
             (dest / "metadata.csv").write_text("\n".join(lines) + "\n")
         else:
-            from sam_cli.io.amg_outputs import OutputLayout, write_image_outputs
+            from sam_cli.io.outputs import OutputLayout
 
             recs = region_records(rles)
-            write_image_outputs(OutputLayout(dest, ("png",)), "photo.jpg", img, recs, "photo.jpg")
+            OutputLayout(dest, ("png",)).write("photo.jpg", img, recs)
             dest = dest / "photo.jpg.masks"
         times.append(time.perf_counter() - t)
     peak = peak_mb("cpu")  # before the check below reads the files back
@@ -670,7 +670,7 @@ def print_row(row: str, res: dict, a, spec, first: bool) -> None:
     if first:
         print("| row | reference | sam | speed-up | agreement | peak MB ref | peak MB sam |")
         print("|---|---:|---:|---:|---|---:|---:|")
-    from sam_cli.io.amg_outputs import PNG_THREADS
+    from sam_cli.io.formats.png import PNG_THREADS
 
     label = LABELS[row].format(pps=a.points_per_side, n=a.folder_images, fpps=a.folder_points_per_side,
                                ff=a.folder_filters, wm=WRITE_MASKS, pt=PNG_THREADS,

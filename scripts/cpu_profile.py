@@ -381,7 +381,8 @@ def writes_table() -> None:
     from benchmark import photo_12mp, photo_regions, read, region_records
 
     from sam_cli import masks as M
-    from sam_cli.io import amg_outputs as O
+    from sam_cli.io.formats.png import PNG_THREADS
+    from sam_cli.io.outputs import OutputLayout
     from sam_cli.io import writers
 
     def plain_png(folder: Path, recs) -> None:
@@ -413,7 +414,7 @@ def writes_table() -> None:
     plain = {"png": lambda d, recs, img: plain_png(d / "masks", recs),
              "label-map": plain_label_map, "overlay": plain_overlay}
     print(f"# `sam auto` outputs of 60 masks per image, seconds, best of 3 "
-          f"(sam encodes PNGs on {O.PNG_THREADS} threads)")
+          f"(sam encodes PNGs on {PNG_THREADS} threads)")
     print("| photo | format | whole-image way | sam | speed-up |")
     print("|---|---|---:|---:|---:|")
     for name, image in (("coffee.jpg", read("coffee.jpg")), ("coffee.jpg at 12 MP", photo_12mp())):
@@ -430,8 +431,7 @@ def writes_table() -> None:
                 return min(times)
 
             for fmt in ("png", "coco-rle", "label-map", "overlay"):
-                ours = best(lambda d: O.write_image_outputs(O.OutputLayout(d, (fmt,)), "x.jpg",
-                                                            image, recs, "x.jpg"))
+                ours = best(lambda d: OutputLayout(d, (fmt,)).write("x.jpg", image, recs))
                 if fmt in plain:
                     base = best(lambda d: plain[fmt](d, recs, image))
                     print(f"| {name} ({w}×{h}) | {fmt} | {base:.3f} | {ours:.3f} | {base / ours:.1f}x |")
@@ -456,7 +456,7 @@ def masks_table(tiles: list[int]) -> None:
     from torch.nn import functional as F
 
     from sam_cli import masks as M
-    from sam_cli import predictor as P
+    from sam_cli import upscale as U
 
     n = 8
     torch.manual_seed(0)
@@ -464,14 +464,14 @@ def masks_table(tiles: list[int]) -> None:
     frame = ((768, 1024), (3000, 4000), 1024)
 
     def dense(x: torch.Tensor) -> torch.Tensor:  # the same resize as one dense matmul per axis
-        rh = P._axis_resize_matrix(256, 1024, 768, 3000)[:, :193]
-        rw = P._axis_resize_matrix(256, 1024, 1024, 4000)
+        rh = U.axis_resize_matrix(256, 1024, 768, 3000)[:, :193]
+        rw = U.axis_resize_matrix(256, 1024, 1024, 4000)
         return torch.matmul(rw, torch.matmul(rh, x).transpose(-1, -2)).transpose(-1, -2)
 
-    logits = P.upscale_logits(low, *frame)
+    logits = U.upscale_logits(low, *frame)
     binary = logits > 0
     rows = [
-        ("resize 256² logits → 12 MP", lambda: P.upscale_logits(low, *frame), lambda: dense(low)),
+        ("resize 256² logits → 12 MP", lambda: U.upscale_logits(low, *frame), lambda: dense(low)),
         ("count a mask's pixels (stability)", lambda: M.count_true(binary),
          lambda: binary.sum(dim=(-1, -2), dtype=torch.int32)),
         ("rows and columns with pixels (boxes)", lambda: M.masks_to_boxes(binary),
@@ -493,13 +493,13 @@ def tiled_table(tiles: list[int]) -> None:
     from torch.nn import functional as F
 
     from sam_cli import masks as M
-    from sam_cli import predictor as P
+    from sam_cli import upscale as U
     from sam_cli.automatic.tiled import TiledMasks
 
     n, frame = 16, ((768, 1024), (3000, 4000), 1024)
 
     def dense(low: torch.Tensor) -> None:
-        logits = P.upscale_logits(low, *frame)
+        logits = U.upscale_logits(low, *frame)
         M.stability_score(logits, 0.0, 1.0)
         binary = logits > 0.0
         M.masks_to_boxes(binary)

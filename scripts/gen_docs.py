@@ -68,7 +68,7 @@ def _choices(param) -> list[str]:
     """The values offered for an option's argument (model names, devices, formats)."""
     from sam_cli.cli.options import CHOICES
 
-    return list(CHOICES.get(param.name, ()))
+    return list(CHOICES[param.name]()) if param.name in CHOICES else []
 
 
 PATH_PARAMS = {"checkpoint", "mask_input", "overlay", "logits", "image", "output", "inputs"}

@@ -154,7 +154,23 @@ def test_no_network_download_error(tmp_path):
     assert "--checkpoint PATH" in err and err.count("\n") == 1
 
 
-def test_unknown_model(tmp_path):
-    p = run_sam("segment", IMG, "-p", "1,1", "-o", tmp_path / "o.png", "--model", "vit_x")
-    assert p.returncode == 4
-    assert p.stderr.decode() == "Error: --model vit_x: unknown model (choose vit_b, vit_l or vit_h)\n"
+@pytest.mark.parametrize("args", [
+    ["segment", IMG, "-p", "1,1", "-o", "o.png", "--model", "vit_x"],
+    ["auto", IMG, "-o", "out", "--model", "vit_x"],
+    ["models", "download", "vit_x"],
+    ["models", "verify", "vit_x"],
+])
+def test_unknown_model_is_a_usage_error_everywhere(tmp_path, args):
+    p = run_sam(*args, cwd=tmp_path)
+    assert p.returncode == 2
+    assert "'vit_x': choose from vit_b, vit_l, vit_h" in p.stderr.decode()
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("option, value, allowed", [
+    ("--dtype", "fp16", "fp32, bf16"), ("--device", "tpu", "auto, cpu, cuda, mps")])
+def test_bad_dtype_or_device_is_a_usage_error(tmp_path, option, value, allowed):
+    for cmd in (["segment", IMG, "-p", "1,1", "-o", "o.png"], ["auto", IMG, "-o", "out"]):
+        p = run_sam(*cmd, option, value, cwd=tmp_path)
+        assert p.returncode == 2
+        assert f"'{value}': choose from {allowed}" in p.stderr.decode()

@@ -47,11 +47,12 @@ def test_second_image_embedding_comes_from_the_cache_unchanged(tiny_model, photo
     assert np.array_equal(a.masks, b.masks) and np.array_equal(a.iou, b.iou)
 
 
-def test_keys_follow_pixels_size_and_model(tiny_model, tiny_ckpt, photo, tmp_path):
-    from sam_cli.weights import load_model
+def test_keys_follow_pixels_size_and_model(tiny_ckpt, photo, tmp_path):
+    from sam_cli.weights import load
 
-    cache = EmbeddingCache(tmp_path / "emb", tiny_model)
-    hw = target_size(*photo.shape[:2], tiny_model.img_size)
+    loaded = load(checkpoint=tiny_ckpt)
+    cache = EmbeddingCache(tmp_path / "emb", loaded.net, weights_id=loaded.weights_id)
+    hw = target_size(*photo.shape[:2], loaded.net.img_size)
     key = cache.key(photo, hw)
     assert cache.key(photo.copy(), hw) == key
     changed = photo.copy()
@@ -59,14 +60,20 @@ def test_keys_follow_pixels_size_and_model(tiny_model, tiny_ckpt, photo, tmp_pat
     assert cache.key(changed, hw) != key
     assert cache.key(photo, (hw[0] - 1, hw[1])) != key
     assert cache.key(np.ascontiguousarray(photo[:, ::-1]), hw) != key
+
+    def identity(**kw) -> str:
+        m = load(**kw)
+        return model_identity(m.net, m.weights_id)
+
     # the same file loaded again is the same model; a copy of it elsewhere or bf16 is not
-    assert model_identity(load_model(checkpoint=tiny_ckpt)) == cache.model_id
+    assert identity(checkpoint=tiny_ckpt) == cache.model_id
     copy = tmp_path / "copy.pth"
     shutil.copy(tiny_ckpt, copy)
-    ids = {cache.model_id, model_identity(load_model(checkpoint=copy)),
-           model_identity(load_model(checkpoint=tiny_ckpt, dtype="bf16")),
+    compiled = load(checkpoint=tiny_ckpt)
+    compiled.net.compile_parts(backend="eager")
+    ids = {cache.model_id, identity(checkpoint=copy), identity(checkpoint=tiny_ckpt, dtype="bf16"),
            # `sam auto --compile`: a compiled encoder rounds differently from the eager one
-           model_identity(load_model(checkpoint=tiny_ckpt).compile_parts(backend="eager"))}
+           model_identity(compiled.net, compiled.weights_id)}
     assert len(ids) == 4
 
 

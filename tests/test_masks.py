@@ -294,7 +294,7 @@ def test_upscale_logits_matches_two_pass_interpolation(input_hw, orig_hw):
     crop, to the original size) up to float32 rounding, and no pixel changes side of 0."""
     from torch.nn import functional as F
 
-    from sam_cli.predictor import upscale_logits
+    from sam_cli.upscale import upscale_logits
 
     torch.manual_seed(0)
     low = torch.randn(6, 256, 256) * 10
@@ -310,7 +310,7 @@ def test_upscale_logits_matches_two_pass_interpolation(input_hw, orig_hw):
 def test_resize_bands_hold_every_weight():
     """The bands of upscale_logits' matmuls (256 output pixels each) hold every non-zero
     weight, and for a large photo they read a small part of the 256 low-res samples."""
-    from sam_cli.predictor import _axis_resize_matrix, _bands
+    from sam_cli.upscale import axis_resize_matrix as _axis_resize_matrix, resize_bands as _bands
 
     for args in [(256, 1024, 1024, 4000), (256, 1024, 681, 300), (256, 1024, 17, 15)]:
         r = _axis_resize_matrix(*args)
@@ -414,7 +414,7 @@ def test_tiled_masks_subsets_and_margin():
 def test_resize_weights_are_a_weighted_mean(side):
     """What TiledMasks' decided tiles rest on: each upscaled pixel is a weighted mean of at most
     three low-res logits per axis, weights ≥ 0 summing to 1 within float32 rounding."""
-    from sam_cli.predictor import _axis_resize_matrix
+    from sam_cli.upscale import axis_resize_matrix as _axis_resize_matrix
     from sam_cli.transforms import target_size
 
     for other in (side, 17, 3000):

@@ -300,7 +300,7 @@ def test_image_part_only_decode_gives_the_same_masks(tiny_model, photo, hw):
     import cv2
     import torch
 
-    from sam_cli.predictor import upscale_logits
+    from sam_cli.upscale import upscale_logits
 
     img = cv2.resize(photo, hw[::-1])
     p = Predictor(tiny_model)

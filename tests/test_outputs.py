@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from sam_cli import masks as M
-from sam_cli.automatic.generator import MaskRecord
+from sam_cli.masks import MaskRecord
 from sam_cli.errors import OutputError
-from sam_cli.io import amg_outputs as O
+from sam_cli.io.formats.label_map import label_map
+from sam_cli.io.formats.png import METADATA_HEADER
+from sam_cli.io.outputs import OutputLayout
 from sam_cli.io import writers
 
 H, W = 90, 130
@@ -42,8 +44,8 @@ def records():
 
 def test_png_folder_holds_every_whole_mask(tmp_path, records):
     masks, recs = records
-    layout = O.OutputLayout(tmp_path, ("png",))
-    O.write_image_outputs(layout, "x.jpg", np.zeros((H, W, 3), np.uint8), recs, "x.jpg")
+    layout = OutputLayout(tmp_path, ("png",))
+    layout.write("x.jpg", np.zeros((H, W, 3), np.uint8), recs)
     folder = tmp_path / "x.jpg.masks"
     for i, m in enumerate(masks):
         png = cv2.imread(str(folder / f"{i}.png"), cv2.IMREAD_UNCHANGED)
@@ -56,8 +58,7 @@ def test_png_folder_that_cannot_be_written_is_one_error_and_leaves_nothing(tmp_p
     _, recs = records
     (tmp_path / "a").write_text("a file where the output wants a folder")
     with pytest.raises(OutputError, match="a/x.jpg.masks: cannot write"):
-        O.write_image_outputs(O.OutputLayout(tmp_path, ("png",)), "a/x.jpg",
-                              np.zeros((H, W, 3), np.uint8), recs, "a/x.jpg")
+        OutputLayout(tmp_path, ("png",)).write("a/x.jpg", np.zeros((H, W, 3), np.uint8), recs)
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
 
 
@@ -74,8 +75,7 @@ def test_png_folder_stops_at_a_failing_mask(tmp_path, records, monkeypatch):
 
     monkeypatch.setattr(writers, "crop_png", flaky)
     with pytest.raises(OutputError, match=r"x.jpg.masks: cannot write \(No space left on device\)"):
-        O.write_image_outputs(O.OutputLayout(tmp_path, ("png",)), "x.jpg",
-                              np.zeros((H, W, 3), np.uint8), recs, "x.jpg")
+        OutputLayout(tmp_path, ("png",)).write("x.jpg", np.zeros((H, W, 3), np.uint8), recs)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -84,16 +84,16 @@ def test_label_map_is_the_smallest_covering_mask(records):
     plain = np.zeros((H, W), np.uint16)
     for i in sorted(range(len(masks)), key=lambda i: -int(masks[i].sum())):
         plain[masks[i]] = i + 1
-    assert np.array_equal(O.label_map(recs, (H, W)), plain)
+    assert np.array_equal(label_map(recs, (H, W)), plain)
 
 
 def test_an_image_without_masks_gets_every_output(tmp_path):
     """A photo where nothing passes the filters (a random model's, often): an empty folder of
     PNGs with the CSV header, an all-zero label map, the photo itself as its overlay."""
     image = np.random.default_rng(3).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    layout = O.OutputLayout(tmp_path, ("png", "coco-rle", "label-map", "overlay"))
-    O.write_image_outputs(layout, "x.jpg", image, [], "x.jpg")
-    assert (tmp_path / "x.jpg.masks/metadata.csv").read_text() == O.METADATA_HEADER + "\n"
+    layout = OutputLayout(tmp_path, ("png", "coco-rle", "label-map", "overlay"))
+    layout.write("x.jpg", image, [])
+    assert (tmp_path / "x.jpg.masks/metadata.csv").read_text() == METADATA_HEADER + "\n"
     assert not (cv2.imread(str(tmp_path / "x.jpg.labels.png"), cv2.IMREAD_UNCHANGED)).any()
     assert json.loads((tmp_path / "x.jpg.json").read_text())["annotations"] == []
     assert np.array_equal(writers.overlay_crops(image, []), image)
@@ -135,10 +135,10 @@ def test_coco_dataset_is_streamed_from_the_per_image_files(tmp_path, records):
     from pycocotools.coco import COCO
 
     _, recs = records
-    layout = O.OutputLayout(tmp_path, ("coco",))
+    layout = OutputLayout(tmp_path, ("coco",))
     for rel, n in (("a/x.jpg", 5), ("y.png", 0), ("b/z.jpg", 12)):
-        O.write_image_outputs(layout, rel, np.zeros((H, W, 3), np.uint8), recs[:n], rel)
-    path = O.write_coco_dataset(layout, ["a/x.jpg", "y.png", "b/z.jpg"])
+        layout.write(rel, np.zeros((H, W, 3), np.uint8), recs[:n])
+    path = layout.finish(["a/x.jpg", "y.png", "b/z.jpg"])[0]
     doc = json.loads(path.read_text())
     assert set(doc) == {"info", "annotations", "images", "categories"}
     assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in doc["images"]] == [
@@ -156,5 +156,5 @@ def test_coco_dataset_is_streamed_from_the_per_image_files(tmp_path, records):
     (tmp_path / "y.png.json").write_text("{not json")
     path.unlink()
     with pytest.raises(OutputError, match=r"y.png.json: cannot read it back for coco.json"):
-        O.write_coco_dataset(layout, ["a/x.jpg", "y.png", "b/z.jpg"])
+        layout.finish(["a/x.jpg", "y.png", "b/z.jpg"])[0]
     assert not path.exists() and not list(tmp_path.glob(".coco.json*"))

@@ -1,5 +1,6 @@
 """Automatic ("everything") mask generation: grids, crops, batches, filters, NMS, cleanup."""
 
-from .generator import AmgSettings, AutomaticMaskGenerator, MaskRecord
+from ..masks import MaskRecord
+from .generator import AmgSettings, AutomaticMaskGenerator
 
 __all__ = ["AmgSettings", "AutomaticMaskGenerator", "MaskRecord"]

@@ -16,6 +16,7 @@ equal the reference algorithm's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,9 +25,12 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from .. import masks as M
+from ..masks import MaskRecord
 from ..embedding_cache import EmbeddingCache
+from ..errors import PromptError
 from ..modeling import Sam
-from ..predictor import CPU_DECODER_BATCH, Predictor, upscale_logits
+from ..predictor import CPU_DECODER_BATCH, Predictor
+from ..upscale import upscale_logits
 from ..transforms import scale_coords
 from .grids import crop_boxes, layer_point_grids
 from .tiled import TiledMasks
@@ -53,19 +57,25 @@ class AmgSettings:
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
 
+    def check(self) -> "AmgSettings":
+        """Raise PromptError naming the first setting (as its option, --points-per-side) that
+        is out of range; the settings themselves otherwise."""
+        def bad(name: str, why: str) -> PromptError:
+            return PromptError(f"--{name.replace('_', '-')} {getattr(self, name)}: {why}")
 
-@dataclass
-class MaskRecord:
-    rle: dict  # uncompressed RLE in the full image frame
-    box: list[int]  # XYXY inclusive
-    predicted_iou: float
-    point: list[float]  # XY the mask was prompted with
-    stability_score: float
-    crop_box: list[int]  # XYXY half-open
-
-    @property
-    def area(self) -> int:
-        return M.rle_area(self.rle)
+        for name in ("points_per_side", "crop_n_points_downscale_factor"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be at least 1")
+        if self.points_per_batch is not None and self.points_per_batch < 1:
+            raise bad("points_per_batch", "must be at least 1")
+        for name in ("crop_n_layers", "min_mask_region_area"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must not be negative")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+                     "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio"):
+            if not math.isfinite(getattr(self, name)):
+                raise bad(name, "must be a finite number")
+        return self
 
 
 @dataclass
@@ -385,7 +395,9 @@ class AutomaticMaskGenerator:
             keep = M.box_nms(boxes, 1.0 / areas, self.s.crop_nms_thresh).tolist()
             recs = [recs[i] for i in keep]
         if self.s.min_mask_region_area > 0 and recs:
-            recs = postprocess_small_regions(recs, self.s.min_mask_region_area, self.s.box_nms_thresh)
+            # the reference's threshold here: the larger of the two NMS thresholds
+            nms = max(self.s.box_nms_thresh, self.s.crop_nms_thresh)
+            recs = postprocess_small_regions(recs, self.s.min_mask_region_area, nms)
         return recs
 
     # ---------------------------------------------------------------------- one image

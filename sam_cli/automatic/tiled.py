@@ -2,11 +2,11 @@
 tiles near its boundary.
 
 An upscaled logit is a weighted mean of a few low-res logits: bilinear weights are
-non-negative and sum to 1 (`predictor._axis_resize_matrix`). So when every low-res logit that a
+non-negative and sum to 1 (`upscale.axis_resize_matrix`). So when every low-res logit that a
 tile of output pixels reads lies clearly above a threshold (by more than float32 rounding can
 move a weighted mean), every pixel of the tile does too, and likewise below. Only the other
 tiles, along the mask's boundaries, are upscaled, with the same matrices as
-`predictor.upscale_logits`. The rest of each output comes from tile counts: a stability score
+`upscale.upscale_logits`. The rest of each output comes from tile counts: a stability score
 is a ratio of pixel counts, a box the extent of the pixels, and an uncompressed RLE the
 positions where the column-major pixel sequence changes value, which inside a uniform tile it
 never does.
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..masks import RunEdges, count_true
-from ..predictor import _axis_resize_matrix, _bands
+from ..upscale import axis_resize_matrix, resize_bands
 
 #: Output pixels per tile side. Smaller tiles hug a boundary closer (fewer pixels upscaled) but
 #: cost more bookkeeping per pixel; 64 was the fastest of 32 / 64 / 128 for 12 MP masks
@@ -55,12 +55,12 @@ class _Axis:
 
 @functools.lru_cache(maxsize=32)
 def _axis(n_low: int, img_size: int, keep: int, n_out: int, n_avail: int, tile: int) -> _Axis:
-    """Tiles of the n_out×n_low resize matrix (`_axis_resize_matrix`), whose non-zeros all lie
+    """Tiles of the n_out×n_low resize matrix (`axis_resize_matrix`), whose non-zeros all lie
     in the first n_avail columns (the low-res samples the caller has)."""
-    r = _axis_resize_matrix(n_low, img_size, keep, n_out)
+    r = axis_resize_matrix(n_low, img_size, keep, n_out)
     if r[:, n_avail:].any():
         raise ValueError(f"{n_avail} low-res samples miss some that {n_out} pixels read")
-    bands = _bands(n_low, img_size, keep, n_out, rows_per_band=tile)  # (j0, j1, k0, k1)
+    bands = resize_bands(n_low, img_size, keep, n_out, rows_per_band=tile)  # (j0, j1, k0, k1)
     span = min(n_avail, max(k1 - k0 for _, _, k0, k1 in bands))
     n_t = len(bands)
     start = torch.tensor([min(k0, n_avail - span) for _, _, k0, _ in bands], dtype=torch.long)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -41,19 +42,75 @@ def download_progress(quiet: bool):
 
 
 def load_sam(model: str | None, checkpoint: Path | None, device: str, dtype: str, quiet: bool):
-    """Resolve the device, then load (downloading if needed) the model in `dtype`."""
+    """Resolve the device, then load (downloading if needed) the model in `dtype`: a
+    weights.LoadedModel. The option values are already checked against the registries."""
     from ..device import configure_threads, resolve_device, slow_bf16_note, tune_allocator
-    from ..errors import CheckpointError, PromptError
-    from ..weights import load_model
+    from ..weights import load
 
-    if dtype not in ("fp32", "bf16"):
-        raise PromptError(f"--dtype {dtype}: choose fp32 or bf16 (fp16 breaks vit_h)")
-    if model is not None and model not in ("vit_b", "vit_l", "vit_h"):
-        raise CheckpointError(f"--model {model}: unknown model", hint="choose vit_b, vit_l or vit_h")
     dev = resolve_device(device)
     if dtype == "bf16" and (note := slow_bf16_note(dev)):
         message(note, quiet)
     configure_threads()
     tune_allocator()
-    return load_model(model=model, checkpoint=checkpoint, device=dev, dtype=dtype,
-                      progress=download_progress(quiet))
+    return load(model=model, checkpoint=checkpoint, device=dev, dtype=dtype,
+                progress=download_progress(quiet))
+
+
+class EventPrinter:
+    """Renders a run's events (run.py): one JSON line per image on stdout, errors and notes on
+    stderr (through the progress bar, when there is one), and the summary at the end."""
+
+    def __init__(self, total: int | None, quiet: bool, progress: bool | None) -> None:
+        self.quiet = quiet
+        self.bar = None
+        if not quiet and (progress if progress is not None else stderr_is_tty()):
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def note(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            message(text)
+
+    def event(self, ev) -> None:
+        from ..run import Done, Failed, RunOutput, Skipped
+
+        if isinstance(ev, RunOutput):
+            self.note(f"wrote {ev.path}")
+            return
+        line: dict = {"input": str(ev.item.path)}
+        if isinstance(ev, Done):
+            line.update(status="ok", outputs=ev.outputs, masks=ev.masks, seconds=round(ev.seconds, 3))
+        elif isinstance(ev, Skipped):
+            line.update(status="skipped", outputs=ev.outputs)
+        elif isinstance(ev, Failed):
+            self.note(f"Error: {ev.error}")
+            line.update(status="failed", error=str(ev.error), seconds=round(ev.seconds, 3))
+        print(json.dumps(line), flush=True)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def summary(self, counts, cache, inputs: list[str]) -> bool:
+        """The run's summary on stderr; True when some inputs failed."""
+        if counts.total == 0:  # nothing to do is not an error (exit 0), but say so
+            from ..io.images import IMAGE_EXTENSIONS
+
+            message(f"no images found in {' '.join(inputs)} "
+                    f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})", self.quiet)
+            return False
+        message(f"{counts.done} done, {counts.skipped} skipped (already done), "
+                f"{counts.failed} failed", self.quiet)
+        if cache is not None and cache.hits + cache.misses:
+            message(f"embedding cache: {cache.hits} of {cache.hits + cache.misses} embeddings "
+                    f"read from {cache.root}", self.quiet)
+        if counts.failures:
+            message("failed inputs:\n  " + "\n  ".join(counts.failures), self.quiet)
+        return bool(counts.failures)

@@ -9,6 +9,7 @@ import typer
 
 from .app import app
 from .exitcodes import ExitCode
+from .options import ModelNamesArg as NamesArg
 from .options import QuietOpt
 
 models_app = typer.Typer(
@@ -18,11 +19,6 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 
-NamesArg = Annotated[
-    Optional[list[str]],
-    typer.Argument(help="Model types (vit_b, vit_l, vit_h); all when omitted.",
-                   autocompletion=lambda: ["vit_b", "vit_l", "vit_h"]),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")]
 
 

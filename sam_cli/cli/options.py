@@ -1,21 +1,47 @@
-"""Options shared by several commands, defined once as Annotated aliases."""
+"""Options shared by several commands, defined once as Annotated aliases. Their choices come
+from the registries (model types, precisions, devices, output formats), which import no
+torch, so `--help` and TAB stay fast; a value outside them is a usage error (exit 2)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..io.formats import FORMATS
+from ..registry import DEVICES, DTYPES, MODELS
 
-MODEL_NAMES = ("vit_b", "vit_l", "vit_h")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("fp32", "bf16")
+MODEL_NAMES = tuple(MODELS)
+
+
+def choice(what: Callable[[], Iterable[str]], pattern: str | None = None):
+    """A Typer callback accepting the values `what()` lists (read when the option is parsed,
+    so a format registered later counts), or matching `pattern`; None and lists pass through
+    value by value."""
+
+    def check(value):
+        if value is None:
+            return value
+        allowed = list(what())
+        for v in value if isinstance(value, list) else [value]:
+            if v not in allowed and not (pattern and re.fullmatch(pattern, v)):
+                raise typer.BadParameter(f"{v!r}: choose from {', '.join(allowed)}")
+        return value
+
+    return check
+
+
+def format_names() -> list[str]:
+    return list(FORMATS)
+
 
 # Values offered for an option's argument, by parameter name (completions and man page).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODEL_NAMES, "device": DEVICES, "dtype": DTYPES, "fmt": FORMATS, "names": MODEL_NAMES,
+CHOICES: dict[str, Callable[[], Iterable[str]]] = {
+    "model": lambda: MODEL_NAMES, "device": lambda: DEVICES, "dtype": lambda: DTYPES,
+    "fmt": format_names, "names": lambda: MODEL_NAMES,
 }
 
 ModelOpt = Annotated[
@@ -24,8 +50,13 @@ ModelOpt = Annotated[
         "--model", "-m", metavar="NAME",
         help="Model type: vit_b (default: 375 MB, usable on a laptop CPU), vit_l or vit_h "
         "(best masks, 2.6 GB). Downloaded into the cache on first use.",
-        autocompletion=lambda: list(MODEL_NAMES),
+        autocompletion=lambda: list(MODEL_NAMES), callback=choice(CHOICES["model"]),
     ),
+]
+ModelNamesArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Model types (vit_b, vit_l, vit_h); all when omitted.",
+                   autocompletion=lambda: list(MODEL_NAMES), callback=choice(CHOICES["names"])),
 ]
 CheckpointOpt = Annotated[
     Optional[Path],
@@ -40,7 +71,7 @@ DeviceOpt = Annotated[
     typer.Option(
         "--device", "-d", metavar="DEVICE",
         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.",
-        autocompletion=lambda: list(DEVICES),
+        autocompletion=lambda: list(DEVICES), callback=choice(CHOICES["device"], r"cuda:\d+"),
     ),
 ]
 DtypeOpt = Annotated[
@@ -51,7 +82,16 @@ DtypeOpt = Annotated[
         "decoder's image side): fp32 (default) or bf16: faster on GPUs and on CPUs with native "
         "bfloat16 (AVX512-BF16, AMX), at a small cost in precision; the encoder's residual "
         "stream, prompts, IoU and mask logits stay fp32. fp16 is not offered: it breaks vit_h.",
-        autocompletion=lambda: list(DTYPES),
+        autocompletion=lambda: list(DTYPES), callback=choice(CHOICES["dtype"]),
+    ),
+]
+FormatOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--format", "-f", metavar="FORMAT",
+        help=f"{', '.join(f'{n} ({s.summary})' for n, s in FORMATS.items())}; "
+        "repeat for several. [default: png]",
+        autocompletion=format_names, callback=choice(format_names),
     ),
 ]
 QuietOpt = Annotated[

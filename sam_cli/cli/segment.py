@@ -79,6 +79,7 @@ def segment(
 ) -> None:
     """Segment objects in one image from points, boxes or a mask prompt."""
     from ..errors import PromptError
+    from .. import masks as M
     from ..io import records as records_mod
     from ..io import writers
     from ..io.images import read_image
@@ -101,11 +102,12 @@ def segment(
 
     if embedding_cache is not None:
         check_folder(embedding_cache)
-    net = load_sam(model, checkpoint, device, dtype, quiet)
+    loaded = load_sam(model, checkpoint, device, dtype, quiet)
     cache = None
     if embedding_cache is not None:
-        cache = EmbeddingCache(embedding_cache, net, warn=lambda text: message(text, quiet))
-    predictor = Predictor(net, cache)
+        cache = EmbeddingCache(embedding_cache, loaded.net, warn=lambda text: message(text, quiet),
+                               weights_id=loaded.weights_id)
+    predictor = Predictor(loaded.net, cache)
     predictor.set_image(rgb)
     pred = predictor.predict(
         point_coords=prompts.points or None,
@@ -128,7 +130,7 @@ def segment(
             rec["file"] = str(path)
     else:
         writers.write_json(
-            output, [{"segmentation": records_mod.coco_rle(m), **r} for m, r in zip(masks, records)]
+            output, [{"segmentation": M.mask_to_coco(m), **r} for m, r in zip(masks, records)]
         )
         for rec in records:
             rec["file"] = output

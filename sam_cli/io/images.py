@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -63,10 +65,24 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not an image") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read file ({e.strerror})") from None
+        raise _file_error(path, e) from None
     return decode_image(data, str(path))
+
+
+def check_file(path: str | Path) -> None:
+    """Raise read_image's InputError for a path that is missing or a folder, without reading
+    it (a run rejects such inputs before any model work)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # through links
+            raise IsADirectoryError
+    except OSError as e:
+        raise _file_error(Path(path), e) from None
+
+
+def _file_error(path: Path, e: OSError) -> InputError:
+    if isinstance(e, FileNotFoundError):
+        return InputError(f"{path}: no such file")
+    if isinstance(e, IsADirectoryError):
+        return InputError(f"{path}: is a folder, not an image")
+    return InputError(f"{path}: cannot read file ({e.strerror})")

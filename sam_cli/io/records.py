@@ -1,26 +1,13 @@
-"""Records for `sam segment`: one per returned mask, and the bytes of its output files."""
+"""Mask records as JSON-ready dicts: `sam segment`'s (one per returned mask), automatic
+mode's (`annotation`, the reference's coco_rle output), and the bytes of their files."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
-from pycocotools import mask as coco_mask
 
-
-def mask_bbox_xywh(mask: np.ndarray) -> list[int]:
-    """H×W bool → COCO XYWH box (width and height count pixels); [0, 0, 0, 0] if empty."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    if ys.size == 0:
-        return [0, 0, 0, 0]
-    return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
-
-
-def coco_rle(mask: np.ndarray) -> dict:
-    """H×W bool → COCO compressed RLE with str counts."""
-    enc = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in enc["size"]], "counts": enc["counts"].decode("utf-8")}
+from .. import masks as M
 
 
 def mask_records(masks: np.ndarray, iou: np.ndarray) -> list[dict]:
@@ -30,12 +17,26 @@ def mask_records(masks: np.ndarray, iou: np.ndarray) -> list[dict]:
         for mi, (m, score) in enumerate(zip(obj_masks, obj_iou)):
             recs.append({
                 "object_index": oi, "mask_index": mi, "predicted_iou": round(float(score), 6),
-                "area": int(m.sum()), "bbox": mask_bbox_xywh(m),
+                "area": int(m.sum()), "bbox": M.mask_xywh_coco(m),
             })
     return recs
 
 
+def annotation(rec: M.MaskRecord, coco_rle: dict | None = None) -> dict:
+    """A record as the reference's coco_rle output mode gives it (bbox in the COCO convention)."""
+    area = rec.area
+    return {
+        "segmentation": coco_rle or M.rle_to_coco(rec.rle),
+        "area": area,
+        "bbox": M.xyxy_to_xywh_coco(rec.box, area),
+        "predicted_iou": float(rec.predicted_iou),
+        "point_coords": [[float(v) for v in rec.point]],
+        "stability_score": float(rec.stability_score),
+        "crop_box": M.crop_xyxy_to_xywh(rec.crop_box),
+    }
+
+
 def npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, arr)
+    np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()

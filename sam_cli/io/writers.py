@@ -1,10 +1,15 @@
-"""Writers: every file is written under a temporary name in its folder, then renamed."""
+"""Writers: every file or folder is written under a temporary name beside it, then renamed,
+so a reader (or a rerun after Ctrl-C) never sees half of one; and the one background thread
+that writes behind the model (`WriteBehind`)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import queue
+import shutil
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -27,7 +32,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     renamed when the block ends; on an error or Ctrl-C the temporary file is removed and
     nothing appears under `path` (an OSError becomes an OutputError naming it)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -41,11 +46,79 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         raise
 
 
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A folder to fill for `path`: made under a temporary name beside it and renamed into
+    place when the block ends (a folder already there is replaced whole); on an error or
+    Ctrl-C it is removed and `path` is left as it was (an OSError becomes an OutputError)."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        yield tmp
+        if path.exists():
+            old = path.with_name(tmp.name[: -len(".tmp")] + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def temp_name(path: Path) -> Path:
+    """The hidden name beside `path` that it is written under: unique to this process and
+    thread, so two writers of one output never write into each other's file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
 def _discard(tmp: Path) -> None:
     try:
         tmp.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+class WriteBehind:
+    """Run `fn(job)` for each submitted job on one background thread, in order; at most
+    `depth` jobs wait (submit blocks beyond that). An exception in fn stops the jobs after it
+    and is raised again in the caller at the next submit() or at close()."""
+
+    def __init__(self, fn: Callable[[object], None], depth: int = 4, name: str = "sam-write") -> None:
+        self.fn = fn
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self.q.get()
+            if job is None:
+                return
+            if self.error is None:
+                try:
+                    self.fn(job)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    self.error = e
+
+    def submit(self, job: object) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(job)
+
+    def close(self) -> None:
+        """Wait for the jobs already submitted."""
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 #: PNG row filter for masks: none. A 0/255 mask has nothing for a filter to predict, and

@@ -37,9 +37,6 @@ class _CompiledOrEager:
 
 class Sam(nn.Module):
     mask_threshold: float = 0.0
-    #: (real path, size, mtime in ns) of the checkpoint file the weights came from, set by
-    #: weights.load_model; None for a model built in memory.
-    checkpoint_identity: tuple[str, int, int] | None = None
 
     def __init__(
         self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder,

@@ -1,0 +1,58 @@
+"""Engines for the run engine (run.py): a loaded model made ready for a kind of run, turning
+the images it is sent into mask records, batched and streamed (pipeline.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from . import pipeline
+from .automatic import AmgSettings, AutomaticMaskGenerator
+from .embedding_cache import EmbeddingCache
+from .weights import LoadedModel
+
+#: Said when --compile is asked for on a CPU (measured with scripts/cpu_profile.py --compile).
+COMPILE_ON_CPU_NOTE = (
+    "note: --compile is for GPUs; on a CPU compiling takes minutes and has not made sam "
+    "measurably faster"
+)
+
+
+class AutomaticEngine:
+    """Automatic mode over many images. batch_size None: 1 on the CPU, 4 on a GPU, where a
+    vit_h batch of 4 costs 0.63x the time per image of a single one. `warn` gets one-line
+    notes (compiling, an embedding cache that cannot be written)."""
+
+    def __init__(
+        self, loaded: LoadedModel, settings: AmgSettings, *, batch_size: int | None = None,
+        workers: int = 2, compile_model: bool = False, embedding_cache: Path | None = None,
+        warn: Callable[[str], None] = lambda text: None,
+    ) -> None:
+        net = loaded.net
+        if compile_model:
+            if net.device.type == "cpu":
+                warn(COMPILE_ON_CPU_NOTE)
+            failed: list[str] = []
+
+            def compile_failed(part: str, err: BaseException) -> None:
+                if not failed:  # one line, not one per part
+                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                    warn(f"--compile: compiling the {part} failed ({first}); it runs "
+                         "uncompiled, as does any other part that fails")
+                failed.append(part)
+
+            net.compile_parts(on_failure=compile_failed)
+        self.cache = None
+        if embedding_cache is not None:  # after compiling: compiled embeddings are kept apart
+            self.cache = EmbeddingCache(embedding_cache, net, warn=warn, weights_id=loaded.weights_id)
+        self.gen = AutomaticMaskGenerator(net, settings, embedding_cache=self.cache)
+        self.batch_size = batch_size or (1 if self.gen.on_cpu else 4)
+        self.workers = workers
+
+    def __call__(self, jobs: Iterable[object]) -> Iterator[pipeline.ImageResult | object]:
+        return pipeline.generate_masks(self.gen, jobs, batch_size=self.batch_size,
+                                       workers=self.workers)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()

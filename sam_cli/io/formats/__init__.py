@@ -1,0 +1,78 @@
+"""The output formats of `sam auto` (and of every command that writes masks per image): one
+module each, in one registry. The registry imports nothing heavy: `--format`'s choices and
+help, the man page and the completions are read from it without loading a format's module.
+
+A format module defines:
+
+    outputs(base: Path) -> list[Path]
+        what it writes for the image whose output key is `base` (OUT/a/x.jpg): files, or
+        folders, beside that name
+    write(img: ImageOutput) -> None
+        writes them, each under a temporary name then renamed (io.writers)
+    complete(base: Path) -> bool            (optional; default: every output is a file)
+        whether an earlier run left this image's outputs whole, so a rerun skips it
+    REQUIRES: tuple[str, ...]               (optional) formats whose per-image outputs it reads
+    finish(root: Path, rels: list[str]) -> Path    (optional) the end-of-run step, over the
+        output keys of every image of the run that has its outputs (done or skipped)
+
+Adding a format is one such module and one `FormatSpec` in FORMATS (or `register`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ...masks import MaskRecord
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    summary: str  # a few words for --help
+    module: str  # the module that writes it, imported on first use
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+FORMATS: dict[str, FormatSpec] = {
+    s.name: s
+    for s in (
+        FormatSpec("png", "x.jpg.masks/0.png … and metadata.csv, the default", f"{__name__}.png"),
+        FormatSpec("coco-rle", "x.jpg.json, COCO RLE records", f"{__name__}.coco_rle"),
+        FormatSpec("coco", "coco.json, one COCO dataset for the run", f"{__name__}.coco"),
+        FormatSpec("label-map", "x.jpg.labels.png, 16-bit label image", f"{__name__}.label_map"),
+        FormatSpec("overlay", "x.jpg.overlay.jpg, to look at", f"{__name__}.overlay"),
+    )
+}
+DEFAULT_FORMATS = ("png",)
+
+
+def register(spec: FormatSpec) -> None:
+    """Add a format (a module as the module doc says) under spec.name."""
+    FORMATS[spec.name] = spec
+
+
+@dataclass
+class ImageOutput:
+    """What a format's write() gets for one image."""
+
+    base: Path  # OUT/<output key>, e.g. OUT/a/x.jpg; outputs are named beside it
+    file_name: str  # the output key, as datasets name the image (a/x.jpg)
+    image: np.ndarray  # H×W×3 uint8 RGB
+    records: list[MaskRecord]
+
+    @cached_property
+    def annotations(self) -> list[dict]:
+        """The records as the reference's coco_rle output mode gives them (shared by formats)."""
+        from ..records import annotation
+
+        return [annotation(r) for r in self.records]

@@ -1,0 +1,20 @@
+"""coco-rle: x.jpg.json, `{"image": {file_name, width, height}, "annotations": [...]}` with the
+reference's coco_rle records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import writers
+from . import ImageOutput
+
+
+def outputs(base: Path) -> list[Path]:
+    return [base.with_name(base.name + ".json")]
+
+
+def write(img: ImageOutput) -> None:
+    h, w = img.image.shape[:2]
+    doc = {"image": {"file_name": img.file_name, "width": w, "height": h},
+           "annotations": img.annotations}
+    writers.write_json(outputs(img.base)[0], doc)

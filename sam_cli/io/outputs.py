@@ -1,0 +1,64 @@
+"""Where a run's outputs go and how they are written, from the format registry: per image,
+each requested format's files under OUT, named after the image's output key; per run, the
+formats' end-of-run steps. An image counts as done exactly when all its outputs exist (each
+is written under a temporary name and renamed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from ..errors import OutputError
+from ..masks import MaskRecord
+from .formats import FORMATS, ImageOutput
+
+
+class OutputLayout:
+    """The outputs of `formats` (names in FORMATS) under the folder `root`."""
+
+    def __init__(self, root: Path, formats: tuple[str, ...]) -> None:
+        self.root = Path(root)
+        # fail before any image is read or the model loaded, not once per image
+        if self.root.exists() and not self.root.is_dir():
+            raise OutputError(f"{self.root}: exists and is not a folder")
+        self.formats = formats
+        self.modules: dict[str, ModuleType] = {}
+        for name in formats:  # each format after the ones it reads
+            self._add(name)
+
+    def _add(self, name: str) -> None:
+        if name in self.modules:
+            return
+        if name not in FORMATS:
+            raise ValueError(f"unknown format {name!r}")
+        mod = FORMATS[name].load()
+        for dep in getattr(mod, "REQUIRES", ()):
+            self._add(dep)
+        self.modules[name] = mod
+
+    def outputs(self, rel: str) -> list[Path]:
+        """Every per-image output of the image whose output key is `rel` ("a/x.jpg")."""
+        base = self.root / rel
+        return [p for mod in self.modules.values() for p in mod.outputs(base)]
+
+    def is_complete(self, rel: str) -> bool:
+        base = self.root / rel
+        for mod in self.modules.values():
+            check = getattr(mod, "complete", None)
+            if not (check(base) if check else all(p.is_file() for p in mod.outputs(base))):
+                return False
+        return True
+
+    def write(self, rel: str, image: np.ndarray, records: list[MaskRecord]) -> list[str]:
+        """Write every per-image output; returns their paths."""
+        img = ImageOutput(self.root / rel, rel, image, records)
+        for mod in self.modules.values():
+            mod.write(img)
+        return [str(p) for p in self.outputs(rel)]
+
+    def finish(self, rels: list[str]) -> list[Path]:
+        """The end-of-run steps (coco.json), over the output keys of the run's images."""
+        return [mod.finish(self.root, rels) for mod in self.modules.values()
+                if hasattr(mod, "finish")]

@@ -1,0 +1,198 @@
+"""The run engine: work items in, typed events out, for every command and backend that makes
+masks for many images (`sam auto` now; prompts per image, shards and workers build on it).
+
+For each item, in input order, the runner decides before any model work:
+
+    reject   its output key is another input's (a collision), or the file is missing
+    skip     the same file was named before in this run, or (without overwrite) an earlier
+             run left all its outputs
+    process  everything else, handed to the engine in input order
+
+The engine (`Engine`) turns the items to process into mask records, batched and streamed
+(pipeline.py); the runner writes each image's outputs behind it on one thread (io.writers.
+WriteBehind) and, at the end, the formats' end-of-run outputs (coco.json). The engine is made
+only when the first item needs it: inputs that are all done never load a model.
+
+Events come in input order. An image's event comes once its outputs are written: at the
+latest when the engine hands over the next result, or at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+from .errors import OutputError, SamError
+from .inputs import InputItem
+from .io.images import check_file
+from .io.outputs import OutputLayout
+from .io.writers import WriteBehind
+
+
+@dataclass(frozen=True)
+class Done:
+    item: InputItem
+    outputs: list[str]
+    masks: int
+    seconds: float  # model time spent on this image
+
+
+@dataclass(frozen=True)
+class Skipped:
+    item: InputItem
+    outputs: list[str]
+    reason: str  # "done": an earlier run wrote its outputs; "repeated": named twice in this run
+
+
+@dataclass(frozen=True)
+class Failed:
+    item: InputItem
+    error: SamError
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """An end-of-run output written (coco.json)."""
+
+    path: Path
+
+
+Event = Done | Skipped | Failed | RunOutput
+
+
+class Result(Protocol):
+    """What an engine gives for an item it was sent (pipeline.ImageResult)."""
+
+    item: InputItem
+    image: object  # H×W×3 uint8 RGB, None on error
+    records: list
+    error: SamError | None
+    seconds: float
+
+
+class Engine(Protocol):
+    """Items to process (InputItems), mixed with the runner's own decisions (any other
+    object), in → a Result per item, and each decision unchanged in its place, in order."""
+
+    def __call__(self, jobs: Iterable[object]) -> Iterator[Result | object]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Counts:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)  # the errors, one line each
+
+    @property
+    def total(self) -> int:
+        return self.done + self.skipped + self.failed
+
+
+class Runner:
+    def __init__(self, layout: OutputLayout, *, overwrite: bool = False) -> None:
+        self.layout = layout
+        self.overwrite = overwrite
+        self.counts = Counts()
+        self._first: dict[str, str] = {}  # output key → real path of the input that has it
+        self._claimed: set[str] = set()  # output keys decided in this run
+        self._finished: list[str] = []  # output keys of images with outputs, for finish()
+
+    # ------------------------------------------------------------------------ decisions
+    def decide(self, item: InputItem) -> InputItem | Skipped | Failed:
+        """The item itself to process it, or the event that says why not."""
+        real = os.path.realpath(item.path)
+        first = self._first.setdefault(item.rel, real)
+        if first != real:
+            return Failed(item, OutputError(
+                f"{item.path}: its outputs ({item.rel}) would overwrite those of {first}"))
+        if item.rel in self._claimed:
+            return Skipped(item, self._outputs(item), "repeated")
+        self._claimed.add(item.rel)
+        try:
+            check_file(item.path)
+        except SamError as e:
+            return Failed(item, e)
+        if not self.overwrite and self.layout.is_complete(item.rel):
+            return Skipped(item, self._outputs(item), "done")
+        return item
+
+    def _outputs(self, item: InputItem) -> list[str]:
+        return [str(p) for p in self.layout.outputs(item.rel)]
+
+    # ---------------------------------------------------------------------------- run
+    def run(self, items: Iterable[InputItem], engine: Callable[[], Engine]) -> Iterator[Event]:
+        """Events for `items`; `engine()` is called once, when the first item needs it."""
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        writer = WriteBehind(lambda job: job())
+        made: list[Engine] = []
+        ok = False
+        try:
+            jobs = (self.decide(it) for it in items)
+            for job in jobs:  # decisions before the first item to process: no model yet
+                if isinstance(job, InputItem):
+                    made.append(engine())
+                    for res in made[0](_chain(job, jobs)):
+                        writer.submit(partial(self._settle, res, events))
+                        yield from _drain(events)
+                    break
+                writer.submit(partial(self._settle, job, events))
+                yield from _drain(events)
+            ok = True
+        finally:
+            try:
+                writer.close()  # the writes already handed over are finished, even on Ctrl-C
+            except BaseException:
+                if ok:
+                    raise
+            finally:
+                if made:
+                    made[0].close()
+        yield from _drain(events)
+        if self._finished:
+            for path in self.layout.finish(self._finished):
+                yield RunOutput(path)
+
+    def _settle(self, res: object, events: queue.SimpleQueue) -> None:
+        """On the writer thread, in order: write a result's outputs; count; queue its event."""
+        if isinstance(res, (Skipped, Failed)):
+            ev = res
+        elif res.error is not None:
+            ev = Failed(res.item, res.error, res.seconds)
+        else:
+            try:
+                written = self.layout.write(res.item.rel, res.image, res.records)
+                ev = Done(res.item, written, len(res.records), res.seconds)
+            except SamError as e:
+                ev = Failed(res.item, e, res.seconds)
+        if isinstance(ev, Done):
+            self.counts.done += 1
+        elif isinstance(ev, Skipped):
+            self.counts.skipped += 1
+        else:
+            self.counts.failed += 1
+            self.counts.failures.append(str(ev.error))
+        if isinstance(ev, Done) or (isinstance(ev, Skipped) and ev.reason == "done"):
+            self._finished.append(ev.item.rel)
+        events.put(ev)
+
+
+def _chain(first: object, rest: Iterator[object]) -> Iterator[object]:
+    yield first
+    yield from rest
+
+
+def _drain(events: queue.SimpleQueue) -> Iterator[Event]:
+    while True:
+        try:
+            yield events.get_nowait()
+        except queue.Empty:
+            return
