@@ -161,7 +161,7 @@ class EmbeddingCache:
             self._writer.close()
             self._writer = None
 
-    def __enter__(self) -> "EmbeddingCache":
+    def __enter__(self) -> EmbeddingCache:
         return self
 
     def __exit__(self, *exc) -> None:

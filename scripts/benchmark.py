@@ -322,7 +322,7 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
             cmd += ["--compile"]
         env = {**os.environ, "SAM_THREADS": str(a.threads)}
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-        for line in p.stdout:  # one JSON line per image, written as each image finishes
+        for _line in p.stdout:  # one JSON line per image, written as each image finishes
             stamps.append(time.perf_counter())
         err = p.stderr.read()
         if p.wait():
@@ -532,9 +532,11 @@ def matmul_peak(device: str, dtype: str) -> float:
 
 
 def main() -> None:
+    from sam_cli.registry import MODELS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"],
+    ap.add_argument("--model", default="vit_b", choices=[*MODELS, "tiny"],
                     help="tiny: the tests' 4-block model, to check this script in seconds")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--weights", default="confident", choices=["confident", "coherent", "random"],
@@ -577,8 +579,6 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sam-bench-"))
     from reference import arch_kwargs, build_reference, make_coherent, make_confident
 
-    from sam_cli.registry import MODELS
-
     spec = MODELS.get(a.model)  # None for tiny
     ref = build_reference(**arch_kwargs(a.model), seed=0)
     if a.weights == "coherent":
@@ -600,7 +600,8 @@ def main() -> None:
     dev_name = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
     print(f"# sam benchmark: {a.model}, {a.weights} random weights, {a.dtype} (ours; reference fp32), "
           f"{dev_name}, torch {torch.__version__}")
-    print(f"# matmul peak measured in this run: {peak:.0f} GFLOP/s ({'bf16' if a.dtype == 'bf16' and a.device != 'cpu' else 'fp32'})")
+    peak_dtype = "bf16" if a.dtype == "bf16" and a.device != "cpu" else "fp32"
+    print(f"# matmul peak measured in this run: {peak:.0f} GFLOP/s ({peak_dtype})")
     if a.weights in ("confident", "coherent"):
         print(f"# confident weights: mask logits x{scale:.0f}, predicted IoUs {shift:+.3f} "
               "(tests/reference.make_confident)")

@@ -35,8 +35,10 @@ import torch
 
 
 def main() -> None:
+    from sam_cli.registry import MODELS
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    ap.add_argument("--model", default="vit_b", choices=list(MODELS))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--attention", action="store_true",
                     help="time one global and one windowed attention per band setting instead")
@@ -63,7 +65,6 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from sam_cli.device import tune_allocator
-    from sam_cli.registry import MODELS
     from sam_cli.weights import build_from_arch
 
     tune_allocator()
@@ -175,7 +176,8 @@ def decoder_ops_table(a: argparse.Namespace, spec, prompts: int = 16, rounds: in
             mm_time, mm_flop = mm_time + e.self_cpu_time_total, mm_flop + flop  # µs, FLOP
         rows.append((e.key, e.input_shapes, e.count // rounds, ms,
                      e.self_cpu_time_total / total, flop / (e.self_cpu_time_total / 1e6) / 1e9))
-    print(f"# mask decoder (vit_b's, vit_l's and vit_h's are alike), one call of {prompts} point prompts, grid {grid[0]}×{grid[1]} "
+    print(f"# mask decoder (vit_b's, vit_l's and vit_h's are alike), one call of {prompts} point prompts, "
+          f"grid {grid[0]}×{grid[1]} "
           f"(chelsea.jpg), all upscaled, {torch.get_num_threads()} threads: {sec * 1e3:.0f} ms per call; "
           f"matmul peak in this run {peak:.0f} GFLOP/s")
     print(f"# matmuls: {mm_time / total * 100:.0f} % of the profiled time at "
@@ -378,12 +380,12 @@ def writes_table() -> None:
     import cv2
     import numpy as np
 
-    from benchmark import photo_12mp, photo_regions, read, region_records
-
     from sam_cli import masks as M
+    from sam_cli.io import writers
     from sam_cli.io.formats.png import PNG_THREADS
     from sam_cli.io.outputs import OutputLayout
-    from sam_cli.io import writers
+
+    from benchmark import photo_12mp, photo_regions, read, region_records
 
     def plain_png(folder: Path, recs) -> None:
         folder.mkdir()
@@ -507,7 +509,7 @@ def tiled_table(tiles: list[int]) -> None:
 
     def tiled(low: torch.Tensor, tile: int) -> float:
         tm = TiledMasks(low, *frame, 0.0, 1.0, tile=tile)
-        tm.stability, tm.boxes
+        _ = tm.stability, tm.boxes  # each property computes
         tm.run_edges(torch.arange(n))
         return tm.undecided
 

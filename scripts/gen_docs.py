@@ -61,7 +61,7 @@ class Cmd:
     help: str
     options: list[Opt]
     args: list[tuple[str, str, bool]]  # name, help, is_path
-    subcommands: list["Cmd"]
+    subcommands: list[Cmd]
 
 
 def _choices(param) -> list[str]:

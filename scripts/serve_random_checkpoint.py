@@ -24,13 +24,14 @@ import torch
 
 
 def main() -> None:
+    from sam_cli.registry import MODELS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    ap.add_argument("--model", default="vit_b", choices=list(MODELS))
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from sam_cli.registry import MODELS
     from sam_cli.weights import build_from_arch
 
     spec = MODELS[args.model]

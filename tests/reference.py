@@ -35,7 +35,7 @@ def build_reference(
     # hide whole code paths: give every all-zero tensor some noise.
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for name, p in sam.named_parameters():
+        for p in sam.parameters():
             if torch.count_nonzero(p) == 0:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return sam.eval()

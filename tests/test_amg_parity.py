@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES
-
 from sam_cli import masks as M
 from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
 from sam_cli.io.images import read_image
+
+from conftest import EXAMPLES
 
 CASES = {
     "no filters, no NMS": dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0,
@@ -64,9 +64,9 @@ def match(ref: list[dict], ours) -> tuple[int, list[tuple[dict, object]]]:
 def models(tmp_path_factory):
     """The tiny reference with its IoU head shifted (reference.build_shifted_tiny), and sam's
     model loaded from its checkpoint."""
-    from reference import build_shifted_tiny, save_checkpoint
-
     from sam_cli.weights import load_model
+
+    from reference import build_shifted_tiny, save_checkpoint
 
     ref = build_shifted_tiny()
     path = save_checkpoint(ref, tmp_path_factory.mktemp("amg") / "tiny_shifted.pth")

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES
-from test_amg_parity import match
-
 from sam_cli import masks as M
 from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
 from sam_cli.automatic.generator import CropMasks
 from sam_cli.io.images import read_image
+
+from conftest import EXAMPLES
+from test_amg_parity import match
 
 SEED = 2026
 IMAGES = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg")
@@ -61,9 +61,9 @@ def draw_settings(n: int) -> tuple[str, dict]:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from reference import build_shifted_tiny, save_checkpoint
-
     from sam_cli.weights import load_model
+
+    from reference import build_shifted_tiny, save_checkpoint
 
     ref = build_shifted_tiny()
     path = save_checkpoint(ref, tmp_path_factory.mktemp("amg") / "tiny_shifted.pth")

@@ -11,11 +11,12 @@ import cv2
 import numpy as np
 import torch
 
-from cli_helpers import run_sam
-from conftest import EXAMPLES
 from sam_cli.embedding_cache import EmbeddingCache, model_identity
 from sam_cli.predictor import Predictor
 from sam_cli.transforms import target_size
+
+from cli_helpers import run_sam
+from conftest import EXAMPLES
 
 FAST = ["--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
         "--box-nms-thresh", "1.0"]

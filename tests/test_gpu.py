@@ -113,12 +113,13 @@ def test_cuda_automatic_mode_matches_reference(shifted_tiny, crop_layers):
     """Automatic mode on the GPU (device-side grouping and IoU filter, the GPU layouts, resize
     on the device) against the reference generator on the same GPU."""
     from segment_anything import SamAutomaticMaskGenerator
-    from test_amg_parity import match
 
-    from conftest import EXAMPLES
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
     from sam_cli.io.images import read_image
     from sam_cli.weights import load_model
+
+    from conftest import EXAMPLES
+    from test_amg_parity import match
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -175,11 +176,12 @@ def test_compiled_model_gives_the_eager_masks(shifted_tiny):
     generation takes minutes on a small CPU; test_model_parity checks the traced graphs there.)"""
     import copy
 
-    from conftest import EXAMPLES
-    from test_amg_parity import match
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
     from sam_cli.io.images import read_image
     from sam_cli.weights import load_model
+
+    from conftest import EXAMPLES
+    from test_amg_parity import match
 
     _, ck = shifted_tiny
     eager = load_model(checkpoint=ck, device=DEV)

@@ -187,11 +187,11 @@ def blobby_masks(seed: int, n: int = 40):
         m = rng.random((h, w)) < rng.uniform(0.2, 0.8)
         m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)).astype(bool)
         if rng.random() < 0.5:  # a thin margin on some sides
-            t, b, l, r = rng.integers(0, 3, 4)
-            m[:t] = False
-            m[h - b :] = False
-            m[:, :l] = False
-            m[:, w - r :] = False
+            top, bottom, left, right = rng.integers(0, 3, 4)
+            m[:top] = False
+            m[h - bottom :] = False
+            m[:, :left] = False
+            m[:, w - right :] = False
         yield m
 
 
@@ -310,7 +310,8 @@ def test_upscale_logits_matches_two_pass_interpolation(input_hw, orig_hw):
 def test_resize_bands_hold_every_weight():
     """The bands of upscale_logits' matmuls (256 output pixels each) hold every non-zero
     weight, and for a large photo they read a small part of the 256 low-res samples."""
-    from sam_cli.upscale import axis_resize_matrix as _axis_resize_matrix, resize_bands as _bands
+    from sam_cli.upscale import axis_resize_matrix as _axis_resize_matrix
+    from sam_cli.upscale import resize_bands as _bands
 
     for args in [(256, 1024, 1024, 4000), (256, 1024, 681, 300), (256, 1024, 17, 15)]:
         r = _axis_resize_matrix(*args)
@@ -414,8 +415,8 @@ def test_tiled_masks_subsets_and_margin():
 def test_resize_weights_are_a_weighted_mean(side):
     """What TiledMasks' decided tiles rest on: each upscaled pixel is a weighted mean of at most
     three low-res logits per axis, weights ≥ 0 summing to 1 within float32 rounding."""
-    from sam_cli.upscale import axis_resize_matrix as _axis_resize_matrix
     from sam_cli.transforms import target_size
+    from sam_cli.upscale import axis_resize_matrix as _axis_resize_matrix
 
     for other in (side, 17, 3000):
         for keep, out in zip(target_size(side, other, 1024), (side, other)):

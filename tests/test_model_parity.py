@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from reference import arch_kwargs, build_reference
-
 from sam_cli.predictor import Predictor
 from sam_cli.weights import build_from_arch, infer_arch, load_model
+
+from reference import arch_kwargs, build_reference
 
 REL_L2 = 1e-4
 IOU_TOL = 1e-4

@@ -5,18 +5,19 @@ image's edges, one empty, overlapping one another."""
 from __future__ import annotations
 
 import json
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from sam_cli import masks as M
-from sam_cli.masks import MaskRecord
 from sam_cli.errors import OutputError
+from sam_cli.io import writers
 from sam_cli.io.formats.label_map import label_map
 from sam_cli.io.formats.png import METADATA_HEADER
 from sam_cli.io.outputs import OutputLayout
-from sam_cli.io import writers
+from sam_cli.masks import MaskRecord
 
 H, W = 90, 130
 

@@ -17,7 +17,7 @@ from sam_cli.errors import InputError
 from sam_cli.inputs import InputItem
 from sam_cli.io import formats
 from sam_cli.io.outputs import OutputLayout
-from sam_cli.run import Done, Failed, RunOutput, Runner, Skipped
+from sam_cli.run import Runner, RunOutput
 
 
 def _txt_outputs(base: Path) -> list[Path]:
@@ -184,9 +184,9 @@ def test_a_format_added_through_the_registry_works_in_sam_auto(tmp_path, txt_for
     end-of-run step are written, and a rerun skips by its outputs."""
     import shutil
 
-    from conftest import EXAMPLES
-
     from sam_cli.cli import app
+
+    from conftest import EXAMPLES
 
     shutil.copy(EXAMPLES / "chelsea.jpg", tmp_path / "chelsea.jpg")  # outside the working folder
     args = ["auto", str(tmp_path / "chelsea.jpg"), "-o", str(tmp_path / "out"), "-f", "txt",

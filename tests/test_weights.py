@@ -8,11 +8,11 @@ import os
 import pytest
 import torch
 
-from httpserver import FileServer
-
 from sam_cli.errors import CheckpointError, DownloadError
 from sam_cli.registry import MODELS
 from sam_cli.weights import download, infer_arch, load_model, read_state_dict
+
+from httpserver import FileServer
 
 
 def test_loads_reference_checkpoint_and_infers_architecture(tiny_ckpt):
@@ -148,7 +148,8 @@ def test_wrong_shape_is_named(tiny_ckpt, tmp_path):
     sd["mask_decoder.iou_token.weight"] = torch.zeros(1, 128)
     p = tmp_path / "shape.pth"
     torch.save(sd, p)
-    with pytest.raises(CheckpointError, match=r"wrong shape for mask_decoder.iou_token.weight: \(1, 128\) in file, \(1, 256\) expected"):
+    want = r"wrong shape for mask_decoder.iou_token.weight: \(1, 128\) in file, \(1, 256\) expected"
+    with pytest.raises(CheckpointError, match=want):
         load_model(checkpoint=p)
 
 

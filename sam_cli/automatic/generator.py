@@ -25,13 +25,13 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from .. import masks as M
-from ..masks import MaskRecord
 from ..embedding_cache import EmbeddingCache
 from ..errors import PromptError
+from ..masks import MaskRecord
 from ..modeling import Sam
 from ..predictor import CPU_DECODER_BATCH, Predictor
-from ..upscale import upscale_logits
 from ..transforms import scale_coords
+from ..upscale import upscale_logits
 from .grids import crop_boxes, layer_point_grids
 from .tiled import TiledMasks
 
@@ -57,7 +57,7 @@ class AmgSettings:
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
 
-    def check(self) -> "AmgSettings":
+    def check(self) -> AmgSettings:
         """Raise PromptError naming the first setting (as its option, --points-per-side) that
         is out of range; the settings themselves otherwise."""
         def bad(name: str, why: str) -> PromptError:

@@ -13,7 +13,8 @@ from .exitcodes import EXIT_CODES_HELP, ExitCode
 
 HELP = f"""Segment Anything from the command line.
 
-Prompted masks for one image (sam segment) and every object's mask over folders of images (sam auto), with Meta's SAM checkpoints (vit_b, vit_l, vit_h).
+Prompted masks for one image (sam segment) and every object's mask over folders of images \
+(sam auto), with Meta's SAM checkpoints (vit_b, vit_l, vit_h).
 
 Exit codes:
 
@@ -53,7 +54,11 @@ _register()
 def _exit_code_for(err: Exception) -> ExitCode:
     from ..device import DeviceError
     from ..errors import (
-        CheckpointError, DownloadError, InputError, OutputError, PromptError,
+        CheckpointError,
+        DownloadError,
+        InputError,
+        OutputError,
+        PromptError,
     )
 
     for kind, code in (

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
-
 import typer
 
+from . import options as O
 from .app import app
 from .exitcodes import ExitCode
-from .options import CheckpointOpt, DeviceOpt, DtypeOpt, EmbeddingCacheOpt, FormatOpt, ModelOpt, QuietOpt
 
 EPILOG = """Examples:
 
@@ -26,36 +23,35 @@ globs and stdin paths as given), keeping the extension so x.jpg and x.png never 
 A rerun skips images whose outputs are all there (--overwrite redoes them). One JSON line per
 image goes to stdout.
 """
-Opt = typer.Option
 
 
 @app.command(epilog=EPILOG)
 def auto(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs, or - to read paths from stdin.")],
-    output: Annotated[Path, Opt("--output", "-o", metavar="DIR", help="Output folder.")],
-    fmt: FormatOpt = None,
-    points_per_side: Annotated[int, Opt(help="Grid points per side of the image.")] = 32,
-    points_per_batch: Annotated[Optional[int], Opt(help="Points decoded together (memory vs speed; masks are the same). [default: 64 on the CPU, 256 on a GPU]", show_default=False)] = None,
-    pred_iou_thresh: Annotated[float, Opt(help="Keep masks whose predicted IoU is above this (0 turns the filter off).")] = 0.88,
-    stability_score_thresh: Annotated[float, Opt(help="Keep masks with a stability score at least this (0 turns it off).")] = 0.95,
-    stability_score_offset: Annotated[float, Opt(help="Logit offset of the stability score.")] = 1.0,
-    box_nms_thresh: Annotated[float, Opt(help="Box IoU above which duplicate masks are removed.")] = 0.7,
-    crop_n_layers: Annotated[int, Opt(help="Extra layers of smaller crops (0: the whole image only).")] = 0,
-    crop_nms_thresh: Annotated[float, Opt(help="Box IoU for duplicates across crops.")] = 0.7,
-    crop_overlap_ratio: Annotated[float, Opt(help="Overlap of neighbouring crops, as a share of the short side.")] = 512 / 1500,
-    crop_n_points_downscale_factor: Annotated[int, Opt(help="Crop layer i uses points-per-side / factor^i.")] = 1,
-    min_mask_region_area: Annotated[int, Opt(help="Fill holes and remove islands smaller than this many pixels (0: off).")] = 0,
-    batch_size: Annotated[Optional[int], Opt(min=1, help="Images (crops) per image-encoder batch. [default: 1 on the CPU, 4 on a GPU]", show_default=False)] = None,
-    workers: Annotated[int, Opt(min=1, help="Threads decoding images ahead.")] = 2,
-    compile_model: Annotated[bool, Opt("--compile", help="torch.compile the encoder and decoder: the first batches take a few minutes longer, later ones less time (on a GPU; not on a CPU). For long runs.", show_default=False)] = False,
-    overwrite: Annotated[bool, Opt("--overwrite", help="Redo images whose outputs exist.")] = False,
-    progress: Annotated[Optional[bool], Opt("--progress/--no-progress", help="Progress bar on stderr (default: only on a terminal).")] = None,
-    model: ModelOpt = None,
-    checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
-    embedding_cache: EmbeddingCacheOpt = None,
-    quiet: QuietOpt = False,
+    inputs: O.InputsArg,
+    output: O.OutputDirOpt,
+    fmt: O.FormatOpt = None,
+    points_per_side: O.PointsPerSideOpt = 32,
+    points_per_batch: O.PointsPerBatchOpt = None,
+    pred_iou_thresh: O.PredIouThreshOpt = 0.88,
+    stability_score_thresh: O.StabilityThreshOpt = 0.95,
+    stability_score_offset: O.StabilityOffsetOpt = 1.0,
+    box_nms_thresh: O.BoxNmsOpt = 0.7,
+    crop_n_layers: O.CropLayersOpt = 0,
+    crop_nms_thresh: O.CropNmsOpt = 0.7,
+    crop_overlap_ratio: O.CropOverlapOpt = 512 / 1500,
+    crop_n_points_downscale_factor: O.CropDownscaleOpt = 1,
+    min_mask_region_area: O.MinRegionOpt = 0,
+    batch_size: O.BatchSizeOpt = None,
+    workers: O.WorkersOpt = 2,
+    compile_model: O.CompileOpt = False,
+    overwrite: O.OverwriteOpt = False,
+    progress: O.ProgressOpt = None,
+    model: O.ModelOpt = None,
+    checkpoint: O.CheckpointOpt = None,
+    device: O.DeviceOpt = "auto",
+    dtype: O.DtypeOpt = "fp32",
+    embedding_cache: O.EmbeddingCacheOpt = None,
+    quiet: O.QuietOpt = False,
 ) -> None:
     """Generate every object's mask for many images, streamed through a batched pipeline."""
     from ..automatic import AmgSettings

@@ -107,3 +107,52 @@ EmbeddingCacheOpt = Annotated[
         "and the device type; never cleaned up by sam.",
     ),
 ]
+
+# ------------------------------------------------ automatic mode's settings (AmgSettings)
+PointsPerSideOpt = Annotated[int, typer.Option(help="Grid points per side of the image.")]
+PointsPerBatchOpt = Annotated[
+    Optional[int],
+    typer.Option(help="Points decoded together (memory vs speed; masks are the same). "
+                 "[default: 64 on the CPU, 256 on a GPU]", show_default=False),
+]
+PredIouThreshOpt = Annotated[
+    float, typer.Option(help="Keep masks whose predicted IoU is above this (0 turns the filter off).")
+]
+StabilityThreshOpt = Annotated[
+    float, typer.Option(help="Keep masks with a stability score at least this (0 turns it off).")
+]
+StabilityOffsetOpt = Annotated[float, typer.Option(help="Logit offset of the stability score.")]
+BoxNmsOpt = Annotated[float, typer.Option(help="Box IoU above which duplicate masks are removed.")]
+CropLayersOpt = Annotated[int, typer.Option(help="Extra layers of smaller crops (0: the whole image only).")]
+CropNmsOpt = Annotated[float, typer.Option(help="Box IoU for duplicates across crops.")]
+CropOverlapOpt = Annotated[
+    float, typer.Option(help="Overlap of neighbouring crops, as a share of the short side.")
+]
+CropDownscaleOpt = Annotated[int, typer.Option(help="Crop layer i uses points-per-side / factor^i.")]
+MinRegionOpt = Annotated[
+    int, typer.Option(help="Fill holes and remove islands smaller than this many pixels (0: off).")
+]
+
+# ------------------------------------------------------------ runs over many images
+InputsArg = Annotated[
+    list[str],
+    typer.Argument(help="Image files, folders (recursive), globs, or - to read paths from stdin."),
+]
+OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.")]
+BatchSizeOpt = Annotated[
+    Optional[int],
+    typer.Option(min=1, help="Images (crops) per image-encoder batch. "
+                 "[default: 1 on the CPU, 4 on a GPU]", show_default=False),
+]
+WorkersOpt = Annotated[int, typer.Option(min=1, help="Threads decoding images ahead.")]
+CompileOpt = Annotated[
+    bool,
+    typer.Option("--compile", help="torch.compile the encoder and decoder: the first batches take "
+                 "a few minutes longer, later ones less time (on a GPU; not on a CPU). For long runs.",
+                 show_default=False),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo images whose outputs exist.")]
+ProgressOpt = Annotated[
+    Optional[bool],
+    typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: only on a terminal)."),
+]

@@ -78,8 +78,8 @@ def segment(
     quiet: QuietOpt = False,
 ) -> None:
     """Segment objects in one image from points, boxes or a mask prompt."""
-    from ..errors import PromptError
     from .. import masks as M
+    from ..errors import PromptError
     from ..io import records as records_mod
     from ..io import writers
     from ..io.images import read_image

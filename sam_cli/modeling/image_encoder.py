@@ -207,7 +207,7 @@ class ImageEncoderViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
-    def set_precision(self, dtype: torch.dtype) -> "ImageEncoderViT":
+    def set_precision(self, dtype: torch.dtype) -> ImageEncoderViT:
         """Run the matmul-heavy parts in dtype (bfloat16): the patch embedding and each
         block's attention and MLP. The residual stream between them, the norms that read it,
         the position embedding and the neck stay float32, so rounding does not pile up over

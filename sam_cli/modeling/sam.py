@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -58,7 +58,7 @@ class Sam(nn.Module):
     def img_size(self) -> int:
         return self.image_encoder.img_size
 
-    def set_precision(self, dtype: torch.dtype) -> "Sam":
+    def set_precision(self, dtype: torch.dtype) -> Sam:
         """Run the heavy parts in `dtype` (bfloat16 on GPUs): the image encoder's attention
         and MLPs, the image side of the decoder's two-way transformer and its upscaling
         convs. The encoder's residual stream and neck, the prompt encoder (Fourier features
@@ -73,7 +73,7 @@ class Sam(nn.Module):
     def compile_parts(
         self, backend: str | Callable = "inductor",
         on_failure: Callable[[str, BaseException], None] | None = None,
-    ) -> "Sam":
+    ) -> Sam:
         """torch.compile the heavy parts: the image encoder, the decoder's two-way transformer
         and its upscaling (weights, their names and the outputs' meaning unchanged). The
         first call compiles (about a minute for vit_h on a GPU), so it pays off over a folder,

@@ -232,7 +232,7 @@ class TwoWayTransformer(nn.Module):
         """The dtype of the token side (float32 unless the whole module was cast)."""
         return self.norm_final_attn.weight.dtype
 
-    def set_precision(self, dtype: torch.dtype) -> "TwoWayTransformer":
+    def set_precision(self, dtype: torch.dtype) -> TwoWayTransformer:
         """Run the image side in dtype (bfloat16); the prompt tokens stay float32."""
         for layer in self.layers:
             layer.set_precision(dtype)
