@@ -18,6 +18,22 @@ COMPILE_ON_CPU_NOTE = (
 )
 
 
+def automatic_record(
+    settings: AmgSettings, *, model: str | None, checkpoint: Path | None, dtype: str,
+) -> dict:
+    """What decides an automatic run's masks, for its output folder's run record: the sam
+    version, the weights (named without loading them), the precision and every setting but
+    points_per_batch (which changes only speed)."""
+    from dataclasses import asdict
+
+    from . import __version__
+    from .weights import describe
+
+    kept = {k: v for k, v in asdict(settings).items() if k != "points_per_batch"}
+    return {"sam": __version__, "mode": "automatic", "weights": describe(model, checkpoint),
+            "dtype": dtype, "settings": kept}
+
+
 class AutomaticEngine:
     """Automatic mode over many images. batch_size None: 1 on the CPU, 4 on a GPU, where a
     vit_h batch of 4 costs 0.63x the time per image of a single one. `warn` gets one-line

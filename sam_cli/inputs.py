@@ -26,9 +26,44 @@ def _safe_rel(p: str) -> str:
     return "/".join(parts) if parts else "image"
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """Image files under folder, recursive, sorted by path, hidden entries skipped."""
+#: What made a folder's outputs (sam version, weights, precision, settings), written into
+#: it at the start of a run (io.outputs.OutputLayout.claim). A folder holding one is sam's
+#: output, never an input.
+RUN_RECORD = "sam-run.json"
+
+
+class Exclusions:
+    """Where inputs are never taken from: the run's own output folder, and any folder that
+    holds a run record (another run's outputs). `skipped` lists what was left out, for the
+    run's summary."""
+
+    def __init__(self, output: Path | None = None) -> None:
+        self.output = os.path.realpath(output) if output is not None else None
+        self.skipped: list[str] = []
+
+    def folder(self, path: str) -> bool:
+        """True (and noted) for a folder to leave out, with everything under it."""
+        if (self.output is not None and os.path.realpath(path) == self.output) or \
+                os.path.isfile(os.path.join(path, RUN_RECORD)):
+            self.skipped.append(path)
+            return True
+        return False
+
+    def file(self, path: str) -> bool:
+        """True (and noted) for a file inside the output folder."""
+        if self.output is not None and os.path.realpath(path).startswith(self.output + os.sep):
+            self.skipped.append(path)
+            return True
+        return False
+
+
+def _walk(folder: Path, ex: Exclusions) -> Iterator[Path]:
+    """Image files under folder, recursive, sorted by path, hidden entries and sam's output
+    folders skipped."""
     for root, dirs, files in os.walk(folder):
+        if ex.folder(root):
+            dirs[:] = []
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for f in sorted(files):
             if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
@@ -56,14 +91,23 @@ def _glob_base(pattern: str) -> str:
     return str(PurePosixPath(*parts)) if parts else "."
 
 
-def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator[InputItem]:
+def expand_inputs(
+    args: Iterable[str], stdin: Iterable[str] | None = None, exclude: Exclusions | None = None,
+) -> Iterator[InputItem]:
     """Folders recurse (outputs relative to the folder). A relative file, glob match or stdin
     path keeps its path as given. An absolute file argument keeps its path relative to the
     working folder when it lies inside it, else its file name alone (`sam auto /tmp/x.jpg -o
     out` writes out/x.jpg.*); an absolute glob's matches are relative to the glob's folder
     part, like a folder argument's files; an absolute stdin path is made relative to the
     working folder when inside it, else kept whole. Missing paths are yielded too, so the
-    reader reports them as failed inputs."""
+    reader reports them as failed inputs. Nothing is taken from `exclude`'s folders."""
+    ex = exclude or Exclusions()
+    for item in _expand(args, stdin, ex):
+        if not ex.file(str(item.path)):
+            yield item
+
+
+def _expand(args: Iterable[str], stdin: Iterable[str] | None, ex: Exclusions) -> Iterator[InputItem]:
     for arg in args:
         if arg == "-":
             for line in stdin if stdin is not None else sys.stdin:
@@ -73,7 +117,7 @@ def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> It
             continue
         p = Path(arg)
         if p.is_dir():
-            for f in _walk(p):
+            for f in _walk(p, ex):
                 yield InputItem(f, f.relative_to(p).as_posix())
         elif not p.exists() and glob.has_magic(arg):
             base = _glob_base(arg) if os.path.isabs(arg) else None

@@ -81,11 +81,13 @@ def load_mask_prompt(path: str | Path, image_hw: tuple[int, int], img_size: int 
             raise InputError(f"{path}: no such file")
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError):
-            raise InputError(f"{path}: not a readable .npy array") from None
-        arr = np.asarray(arr, dtype=np.float32).squeeze()
+            arr = np.asarray(arr, dtype=np.float32).squeeze()
+        except (ValueError, TypeError, OSError):  # unreadable, empty, or a structured array
+            raise InputError(f"{path}: not a readable .npy array of numbers") from None
         if arr.shape != (256, 256):
             raise InputError(f"{path}: mask logits must be 256×256, got {'×'.join(map(str, arr.shape))}")
+        if not np.isfinite(arr).all():
+            raise InputError(f"{path}: mask logits must be finite numbers (it holds NaN or infinity)")
         return arr[None]
     mask = read_image(path).max(axis=2) > 0
     h, w = image_hw

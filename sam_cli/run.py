@@ -98,9 +98,14 @@ class Counts:
 
 
 class Runner:
-    def __init__(self, layout: OutputLayout, *, overwrite: bool = False) -> None:
+    def __init__(
+        self, layout: OutputLayout, *, overwrite: bool = False, record: dict | None = None,
+    ) -> None:
+        """record: what makes this run's outputs (io.outputs.RUN_RECORD); a folder made by
+        another is refused unless overwrite (OutputLayout.claim)."""
         self.layout = layout
         self.overwrite = overwrite
+        self.record = record
         self.counts = Counts()
         self._first: dict[str, str] = {}  # output key → real path of the input that has it
         self._claimed: set[str] = set()  # output keys decided in this run
@@ -131,6 +136,8 @@ class Runner:
     # ---------------------------------------------------------------------------- run
     def run(self, items: Iterable[InputItem], engine: Callable[[], Engine]) -> Iterator[Event]:
         """Events for `items`; `engine()` is called once, when the first item needs it."""
+        if self.record is not None:
+            self.layout.claim(self.record, self.overwrite)
         events: queue.SimpleQueue = queue.SimpleQueue()
         writer = WriteBehind(lambda job: job())
         made: list[Engine] = []

@@ -45,6 +45,18 @@ def expected_sha256(model: ModelType) -> str:
     return os.environ.get(ENV_SHA_PREFIX + model.name.upper(), model.weights.sha256).lower()
 
 
+def describe(model: str | None, checkpoint: str | Path | None) -> str:
+    """Names the weights a run uses without loading (or downloading) them: a checkpoint file
+    by its real path, size and modification time; a model type by the sha256 its file must
+    have."""
+    if checkpoint is not None:
+        st = os.stat(checkpoint) if os.path.exists(checkpoint) else None
+        size = f"{st.st_size} bytes, modified {st.st_mtime_ns}" if st else "missing"
+        return f"checkpoint {os.path.realpath(checkpoint)} ({size})"
+    name = model or DEFAULT_MODEL
+    return f"{name} sha256 {expected_sha256(MODELS[name])}"
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

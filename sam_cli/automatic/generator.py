@@ -43,6 +43,11 @@ TILED_MASKS_PER_CALL = 16
 TILED_UNDECIDED_MAX = 0.5
 
 
+#: Limits of AmgSettings.check: more crop layers or grid points can only exhaust memory.
+MAX_CROP_LAYERS = 3
+MAX_POINTS_PER_SIDE = 1024
+
+
 @dataclass(frozen=True)
 class AmgSettings:
     points_per_side: int = 32
@@ -75,6 +80,23 @@ class AmgSettings:
                      "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio"):
             if not math.isfinite(getattr(self, name)):
                 raise bad(name, "must be a finite number")
+        for name in ("pred_iou_thresh", "stability_score_thresh"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(name, "must be from 0 (off) to 1")
+        for name in ("box_nms_thresh", "crop_nms_thresh"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise bad(name, "must be above 0 and at most 1 (1: off)")
+        if not 0.0 <= self.crop_overlap_ratio < 1.0:
+            raise bad("crop_overlap_ratio", "must be from 0 to below 1")
+        if self.stability_score_offset < 0:
+            raise bad("stability_score_offset", "must not be negative")
+        # Beyond these a run can only exhaust memory: every crop of an image is prepared at
+        # once (4^i crops in layer i, 12 MB each), and the grid is points-per-side² prompts.
+        if self.crop_n_layers > MAX_CROP_LAYERS:
+            raise bad("crop_n_layers", f"must be at most {MAX_CROP_LAYERS} "
+                      f"({sum(4**i for i in range(MAX_CROP_LAYERS + 1))} crops an image)")
+        if self.points_per_side > MAX_POINTS_PER_SIDE:
+            raise bad("points_per_side", f"must be at most {MAX_POINTS_PER_SIDE}")
         return self
 
 

@@ -85,11 +85,16 @@ def _out_of_memory(err: Exception) -> bool:
 
 
 class Interrupted(BaseException):
-    """Raised by our SIGINT handler; a BaseException so no library turns it into another error."""
+    """Raised by our SIGINT and SIGTERM handlers; a BaseException so no library turns it into
+    another error. `code`: the exit code, 128 + the signal's number."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
-def _on_sigint(signum, frame):  # noqa: ARG001
-    raise Interrupted()
+def _on_signal(signum, frame):  # noqa: ARG001
+    raise Interrupted(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,15 +102,20 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if debug:  # the root option, wherever it is given (`sam auto … --debug` too)
+        args = ["--debug", *(a for a in args if a != "--debug")]
     if os.environ.get("NO_COLOR"):  # no-color.org: plain text, whatever else asks for colour
         os.environ.pop("FORCE_COLOR", None)
         os.environ["TERM"] = "dumb"
-    signal.signal(signal.SIGINT, _on_sigint)
+    # SIGTERM (timeout, docker stop, Slurm) stops a run as Ctrl-C does: finished outputs kept,
+    # nothing half-written left behind
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         app(args=args, prog_name="sam")  # exits through SystemExit; usage errors give 2
-    except Interrupted:
-        print("Interrupted.", file=sys.stderr)
-        sys.exit(ExitCode.INTERRUPTED)
+    except Interrupted as e:
+        print("Interrupted." if e.code == ExitCode.INTERRUPTED else "Terminated.", file=sys.stderr)
+        sys.exit(e.code)
     except BrokenPipeError:
         # the reader went away (`sam ... | head`): not an error of ours
         sys.stderr.close()

@@ -12,9 +12,7 @@ EPILOG = """Examples:
 
 \b
   sam auto photos/ -o masks/
-
   sam auto 'shots/**/*.jpg' -o out --format coco-rle --format overlay
-
   find photos -name '*.jpg' | sam auto - -o out --format coco
 
 Outputs mirror the inputs' paths under OUT (a folder argument's files and an absolute glob's
@@ -56,8 +54,8 @@ def auto(
     """Generate every object's mask for many images, streamed through a batched pipeline."""
     from ..automatic import AmgSettings
     from ..embedding_cache import check_folder
-    from ..engines import AutomaticEngine
-    from ..inputs import expand_inputs
+    from ..engines import AutomaticEngine, automatic_record
+    from ..inputs import Exclusions, expand_inputs
     from ..io.formats import DEFAULT_FORMATS
     from ..io.outputs import OutputLayout
     from ..run import Runner
@@ -70,10 +68,13 @@ def auto(
         crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh, crop_overlap_ratio=crop_overlap_ratio,
         crop_n_points_downscale_factor=crop_n_points_downscale_factor, min_mask_region_area=min_mask_region_area,
     ).check()
-    runner = Runner(OutputLayout(output, tuple(dict.fromkeys(fmt or DEFAULT_FORMATS))), overwrite=overwrite)
+    record = automatic_record(settings, model=model, checkpoint=checkpoint, dtype=dtype)
+    layout = OutputLayout(output, tuple(dict.fromkeys(fmt or DEFAULT_FORMATS)))
+    runner = Runner(layout, overwrite=overwrite, record=record)
     if embedding_cache is not None:
         check_folder(embedding_cache)
-    items = expand_inputs(inputs)
+    excluded = Exclusions(output)
+    items = expand_inputs(inputs, exclude=excluded)
     total = None
     if "-" not in inputs:  # a known total for the progress bar
         items = list(items)
@@ -91,5 +92,5 @@ def auto(
             out.event(ev)
     finally:
         out.close()
-    if out.summary(runner.counts, made[0].cache if made else None, inputs):
+    if out.summary(runner.counts, made[0].cache if made else None, inputs, excluded.skipped):
         raise typer.Exit(ExitCode.PARTIAL)

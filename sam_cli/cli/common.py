@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -68,8 +67,9 @@ class EventPrinter:
 
             self.bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
 
-    def note(self, text: str) -> None:
-        if self.quiet:
+    def note(self, text: str, error: bool = False) -> None:
+        """A line on stderr (through the bar, if any); errors are said even with --quiet."""
+        if self.quiet and not error:
             return
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
@@ -77,6 +77,7 @@ class EventPrinter:
             message(text)
 
     def event(self, ev) -> None:
+        from ..io.writers import json_text
         from ..run import Done, Failed, RunOutput, Skipped
 
         if isinstance(ev, RunOutput):
@@ -88,9 +89,9 @@ class EventPrinter:
         elif isinstance(ev, Skipped):
             line.update(status="skipped", outputs=ev.outputs)
         elif isinstance(ev, Failed):
-            self.note(f"Error: {ev.error}")
+            self.note(f"Error: {ev.error}", error=True)
             line.update(status="failed", error=str(ev.error), seconds=round(ev.seconds, 3))
-        print(json.dumps(line), flush=True)
+        print(json_text(line), flush=True)
         if self.bar is not None:
             self.bar.update(1)
 
@@ -98,8 +99,12 @@ class EventPrinter:
         if self.bar is not None:
             self.bar.close()
 
-    def summary(self, counts, cache, inputs: list[str]) -> bool:
+    def summary(self, counts, cache, inputs: list[str], excluded: list[str] = ()) -> bool:
         """The run's summary on stderr; True when some inputs failed."""
+        if excluded:
+            more = f" and {len(excluded) - 3} more" if len(excluded) > 3 else ""
+            message(f"not read as inputs (sam's own outputs): {', '.join(excluded[:3])}{more}",
+                    self.quiet)
         if counts.total == 0:  # nothing to do is not an error (exit 0), but say so
             from ..io.images import IMAGE_EXTENSIONS
 

@@ -16,13 +16,14 @@ class ExitCode(IntEnum):
     OUTPUT = 7
     MEMORY = 8
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.FAILURE: "unexpected failure (a bug: rerun with --debug and report it)",
-    ExitCode.USAGE: "usage error: bad option, malformed numbers, a prompt outside the image, "
-    "a box with x1 < x0",
+    ExitCode.USAGE: "usage error: bad option or value, malformed numbers, a prompt outside the "
+    "image, a box with x1 < x0, an output folder made by a run with other settings",
     ExitCode.INPUT: "an input file is missing or unreadable",
     ExitCode.MODEL: "the checkpoint is missing, unreadable, refused or does not fit the model",
     ExitCode.PARTIAL: "some inputs failed (sam auto); the others were processed",
@@ -31,6 +32,7 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.MEMORY: "out of memory (GPU or host): finished outputs are kept; lower --batch-size or "
     "--points-per-batch, or use --dtype bf16 or a smaller --model",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C); finished outputs are kept",
+    ExitCode.TERMINATED: "terminated (SIGTERM: timeout, docker stop, Slurm); finished outputs are kept",
 }
 
 EXIT_CODES_HELP = "\n".join(f"{int(c):>3}  {DESCRIPTIONS[c]}" for c in ExitCode)

@@ -15,7 +15,7 @@ from .options import QuietOpt
 models_app = typer.Typer(
     help="List, download and verify model checkpoints (the cache is $SAM_CACHE_DIR or ~/.cache/sam).",
     no_args_is_help=False, invoke_without_command=True, rich_markup_mode=None,
-    epilog="Examples:\n\n\b\n  sam models\n\n  sam models download vit_h\n\n  sam models verify",
+    epilog="Examples:\n\n\b\n  sam models\n  sam models download vit_h\n  sam models verify",
 )
 app.add_typer(models_app, name="models")
 

@@ -126,7 +126,8 @@ BoxNmsOpt = Annotated[float, typer.Option(help="Box IoU above which duplicate ma
 CropLayersOpt = Annotated[int, typer.Option(help="Extra layers of smaller crops (0: the whole image only).")]
 CropNmsOpt = Annotated[float, typer.Option(help="Box IoU for duplicates across crops.")]
 CropOverlapOpt = Annotated[
-    float, typer.Option(help="Overlap of neighbouring crops, as a share of the short side.")
+    float, typer.Option(help="Overlap of neighbouring crops, as a share of the short side.",
+                        show_default="0.3413")
 ]
 CropDownscaleOpt = Annotated[int, typer.Option(help="Crop layer i uses points-per-side / factor^i.")]
 MinRegionOpt = Annotated[
@@ -136,7 +137,8 @@ MinRegionOpt = Annotated[
 # ------------------------------------------------------------ runs over many images
 InputsArg = Annotated[
     list[str],
-    typer.Argument(help="Image files, folders (recursive), globs, or - to read paths from stdin."),
+    typer.Argument(metavar="INPUTS", show_default=False,
+                   help="Image files, folders (recursive), globs, or - to read paths from stdin."),
 ]
 OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.")]
 BatchSizeOpt = Annotated[

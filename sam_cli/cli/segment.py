@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,11 +15,8 @@ EPILOG = """Examples:
 
 \b
   sam segment photo.jpg --point 320,240 -o mask.png
-
   sam segment photo.jpg --box 10,20,300,400 --box 320,40,600,380 -o masks.json --overlay look.png
-
   sam segment photo.jpg --point 320,240 --multimask -o mask.png   # mask_0.png … mask_2.png
-
   sam segment photo.jpg --point 80,60 -o m2.png --embedding-cache emb/   # again: no encoder
 
 Outputs: OUT ending in .png writes 0/255 single-channel masks: OUT itself for one mask, else
@@ -88,6 +84,9 @@ def segment(
 
     if not (output == "-" or output.lower().endswith((".png", ".json"))):
         raise PromptError(f"--output {output}: must end in .png or .json, or be - for stdout")
+    for target in (None if output == "-" else Path(output), overlay, logits):
+        if target is not None:  # before any work: a typo costs nothing
+            writers.check_folder_writable(target.parent, f"{target}: its folder {target.parent}")
     prompts = Prompts.parse(point or [], neg_point or [], box or [])
     rgb = read_image(image)
     hw = rgb.shape[:2]
@@ -140,7 +139,7 @@ def segment(
         writers.atomic_write_bytes(logits, records_mod.npy_bytes(pred.low_res))
     if output != "-":
         for rec in records:
-            print(json.dumps(rec), flush=True)
+            print(writers.json_text(rec), flush=True)
 
 
 def _png_paths(out: Path, n: int) -> list[Path]:

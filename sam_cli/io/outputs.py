@@ -5,13 +5,16 @@ is written under a temporary name and renamed)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import OutputError, PromptError
+from ..inputs import RUN_RECORD
 from ..masks import MaskRecord
+from . import writers
 from .formats import FORMATS, ImageOutput
 
 
@@ -21,8 +24,7 @@ class OutputLayout:
     def __init__(self, root: Path, formats: tuple[str, ...]) -> None:
         self.root = Path(root)
         # fail before any image is read or the model loaded, not once per image
-        if self.root.exists() and not self.root.is_dir():
-            raise OutputError(f"{self.root}: exists and is not a folder")
+        writers.check_folder_writable(self.root)
         self.formats = formats
         self.modules: dict[str, ModuleType] = {}
         for name in formats:  # each format after the ones it reads
@@ -58,7 +60,41 @@ class OutputLayout:
             mod.write(img)
         return [str(p) for p in self.outputs(rel)]
 
+    def claim(self, record: dict, overwrite: bool) -> None:
+        """Check the folder's run record against this run's, before anything is decided or
+        written: outputs made by other settings, weights or sam are never taken as this run's.
+        Raises PromptError (a usage error) naming what differs unless `overwrite`; writes the
+        record when it is new or changed. A folder with no record is taken as it is."""
+        path = self.root / RUN_RECORD
+        try:
+            old = json.loads(path.read_text())
+        except FileNotFoundError:
+            old = None
+        except (OSError, ValueError) as e:
+            raise OutputError(f"{path}: cannot read this folder's run record ({e})") from None
+        if old == record:
+            return
+        if old is not None and not overwrite:
+            raise PromptError(
+                f"{self.root}: its outputs were made by another run ({_differences(old, record)})",
+                hint="add --overwrite to redo them with these settings, or choose another -o",
+            )
+        writers.write_json(path, record)
+
     def finish(self, rels: list[str]) -> list[Path]:
         """The end-of-run steps (coco.json), over the output keys of the run's images."""
         return [mod.finish(self.root, rels) for mod in self.modules.values()
                 if hasattr(mod, "finish")]
+
+
+def _differences(old: dict, new: dict) -> str:
+    """'--pred-iou-thresh 0.88 there, 0.5 now; …' for the keys of two run records that differ."""
+    parts = []
+    for key in dict.fromkeys([*old, *new]):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            parts += [f"--{k.replace('_', '-')} {a.get(k)} there, {b.get(k)} now"
+                      for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+        elif a != b:
+            parts.append(f"{key}: {a} there, {b} now")
+    return "; ".join(parts)

@@ -5,6 +5,7 @@ that writes behind the model (`WriteBehind`)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import shutil
@@ -19,6 +20,27 @@ import numpy as np
 
 from ..errors import OutputError
 from ..masks import MaskCrop, mask_crop
+
+
+def check_folder_writable(folder: str | Path, what: str | None = None) -> None:
+    """Raise OutputError, naming `what` (default: the folder), unless `folder` is a folder sam
+    can write into or create: checked before any model is loaded, so that a typo in -o costs
+    nothing. A dangling link, a file in the way, or no permission are each named."""
+    folder = Path(folder)
+    name = what or str(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise OutputError(f"{name}: a link to {os.readlink(folder)}, which does not exist")
+    probe = folder
+    while not probe.exists():  # the nearest folder that exists, which sam would create it in
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "exists and is not a folder" if probe == folder else f"{probe} is a file, not a folder"
+        raise OutputError(f"{name}: {where}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == folder else f" ({probe})"
+        raise OutputError(f"{name}: cannot write into the folder{where}: permission denied")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -151,8 +173,29 @@ def crop_png(crop: MaskCrop, hw: tuple[int, int]) -> bytes:
 
 
 def json_bytes(obj) -> bytes:
-    """Compact UTF-8 JSON, as every JSON file sam writes is."""
-    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON, as every JSON file sam writes is (json_text)."""
+    return json_text(obj, compact=True).encode("utf-8")
+
+
+def json_text(obj, compact: bool = False) -> str:
+    """Valid JSON always: a NaN or infinite number (a broken checkpoint's predicted IoU, say),
+    which JSON has no word for, is written as null."""
+    seps = (",", ":") if compact else None
+    try:
+        return json.dumps(obj, separators=seps, allow_nan=False)
+    except ValueError:
+        return json.dumps(finite_or_null(obj), separators=seps, allow_nan=False)
+
+
+def finite_or_null(obj):
+    """obj with every NaN or infinite float (in dicts, lists, tuples) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
 
 
 def write_json(path: str | Path, obj) -> None:

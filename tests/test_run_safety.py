@@ -1,0 +1,198 @@
+"""Nothing silently wrong, on the real CLI: reruns with other settings, sam's outputs read as
+inputs, a file named twice, non-finite numbers, outputs that cannot be written, bad values,
+signals and closed pipes, errors under --quiet."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import SAM, run_sam
+from conftest import EXAMPLES
+
+FAST = ["--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+        "--box-nms-thresh", "1.0"]
+
+
+def lines(proc):
+    return [json.loads(x) for x in proc.stdout.decode().splitlines()]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        shutil.copy(EXAMPLES / name, d / name)
+    return d
+
+
+def test_a_rerun_with_other_settings_is_refused_unless_overwrite(photos, tmp_path, tiny_ckpt):
+    out = tmp_path / "out"
+    first = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST, "-f", "coco-rle")
+    assert first.returncode == 0
+    record = json.loads((out / "sam-run.json").read_text())
+    assert record["settings"]["pred_iou_thresh"] == 0.0 and record["dtype"] == "fp32"
+    assert record["weights"].startswith(f"checkpoint {tiny_ckpt.resolve()} (")
+    before = (out / "chelsea.jpg.json").read_bytes()
+    # the same settings resume (another points-per-batch changes only speed)
+    p = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST, "-f", "coco-rle", "--points-per-batch", "7")
+    assert p.returncode == 0 and [r["status"] for r in lines(p)] == ["skipped"] * 2
+    p = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST, "-f", "coco-rle", "--pred-iou-thresh", "0.3")
+    assert p.returncode == 2 and p.stdout == b""
+    assert p.stderr.decode() == (
+        f"Error: {out}: its outputs were made by another run (--pred-iou-thresh 0.0 there, 0.3 now) "
+        "(add --overwrite to redo them with these settings, or choose another -o)\n")
+    assert (out / "chelsea.jpg.json").read_bytes() == before
+    p = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST, "-f", "coco-rle", "--pred-iou-thresh", "0.3",
+                "--overwrite")
+    assert p.returncode == 0 and [r["status"] for r in lines(p)] == ["ok"] * 2
+    assert json.loads((out / "sam-run.json").read_text())["settings"]["pred_iou_thresh"] == 0.3
+
+
+def test_outputs_are_never_read_as_inputs(photos, tiny_ckpt):
+    """`sam auto p -o p/masks` twice: the second run reads the two photos, not the masks."""
+    for status in ("ok", "skipped"):
+        p = run_sam("auto", photos, "-o", photos / "masks", "-c", tiny_ckpt, *FAST)
+        assert p.returncode == 0, p.stderr
+        assert [(r["input"], r["status"]) for r in lines(p)] == [
+            (str(photos / "chelsea.jpg"), status), (str(photos / "coffee.jpg"), status)]
+    assert f"not read as inputs (sam's own outputs): {photos / 'masks'}" in p.stderr.decode()
+    # another run's output folder elsewhere in the inputs is left out too
+    shutil.copytree(photos / "masks", photos / "old")
+    p = run_sam("auto", photos, "-o", photos / "masks", "-c", tiny_ckpt, *FAST)
+    assert len(lines(p)) == 2
+
+
+def test_the_same_file_named_three_times_is_one_image(tmp_path, tiny_ckpt):
+    shutil.copy(EXAMPLES / "chelsea.jpg", tmp_path / "a.jpg")
+    p = run_sam("auto", "a.jpg", "a.jpg", "./a.jpg", "-o", "out", "-c", tiny_ckpt, *FAST, "-f", "coco", cwd=tmp_path)
+    assert p.returncode == 0
+    assert [r["status"] for r in lines(p)] == ["ok", "skipped", "skipped"]
+    coco = json.loads((tmp_path / "out/coco.json").read_text())
+    assert len(coco["images"]) == 1 and len(coco["annotations"]) == lines(p)[0]["masks"]
+
+
+def strict_json(text: str):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_never_reach_json(tmp_path, tiny_reference):
+    """A checkpoint whose IoU head gives NaN: the records say null, every JSON is valid; a
+    mask prompt holding NaN is refused as bad input."""
+
+    sd = {k: v.clone() for k, v in tiny_reference.state_dict().items()}
+    sd["mask_decoder.iou_prediction_head.layers.2.bias"][:] = float("nan")
+    ck = tmp_path / "nan.pth"
+    torch.save(sd, ck)
+    p = run_sam("segment", EXAMPLES / "chelsea.jpg", "-p", "100,100", "-o", tmp_path / "m.json", "-c", ck)
+    assert p.returncode == 0, p.stderr
+    assert strict_json(p.stdout.decode().splitlines()[0])["predicted_iou"] is None
+    assert strict_json((tmp_path / "m.json").read_text())[0]["predicted_iou"] is None
+    bad = np.zeros((256, 256), np.float32)
+    bad[3, 4] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    p = run_sam("segment", EXAMPLES / "chelsea.jpg", "--mask-input", tmp_path / "bad.npy", "-o", tmp_path / "m.png",
+                "-c", ck)
+    assert p.returncode == 3
+    assert p.stderr.decode() == f"Error: {tmp_path / 'bad.npy'}: mask logits must be finite numbers (it holds NaN or infinity)\n"
+    for arr in (np.zeros(0, np.float32), np.zeros(3, dtype=[("a", "i4"), ("b", "f4")])):
+        np.save(tmp_path / "odd.npy", arr)
+        p = run_sam("segment", EXAMPLES / "chelsea.jpg", "--mask-input", tmp_path / "odd.npy", "-o",
+                    tmp_path / "m.png", "-c", ck)
+        assert p.returncode == 3 and "odd.npy: " in p.stderr.decode() and "report it" not in p.stderr.decode()
+    from sam_cli.io.writers import json_bytes
+
+    assert json_bytes({"a": [1.5, math.inf, {"b": math.nan}]}) == b'{"a":[1.5,null,{"b":null}]}'
+
+
+def test_outputs_that_cannot_be_written_fail_before_the_model_loads(tmp_path, photos):
+    """A checkpoint that does not exist would fail with exit 4: the output's exit 7 comes first."""
+    missing = tmp_path / "missing.pth"
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    cases = [
+        (["auto", photos, "-o", tmp_path / "file/out"], f"{tmp_path / 'file/out'}: {tmp_path / 'file'} is a file, not a folder"),
+        (["auto", photos, "-o", tmp_path / "dangling"],
+         f"{tmp_path / 'dangling'}: a link to {tmp_path / 'nowhere'}, which does not exist"),
+        (["segment", photos / "chelsea.jpg", "-p", "1,1", "-o", tmp_path / "file/m.png"],
+         f"{tmp_path / 'file/m.png'}: its folder {tmp_path / 'file'}: exists and is not a folder"),
+    ]
+    for args, err in cases:
+        p = run_sam(*args, "-c", missing)
+        assert (p.returncode, p.stderr.decode()) == (7, f"Error: {err}\n")
+
+
+@pytest.mark.parametrize("args, err", [
+    (["--box-nms-thresh", "nan"], "--box-nms-thresh nan: must be a finite number"),
+    (["--pred-iou-thresh", "1.5"], "--pred-iou-thresh 1.5: must be from 0 (off) to 1"),
+    (["--crop-nms-thresh", "0"], "--crop-nms-thresh 0.0: must be above 0 and at most 1 (1: off)"),
+    (["--crop-overlap-ratio", "1"], "--crop-overlap-ratio 1.0: must be from 0 to below 1"),
+    (["--crop-n-layers", "9"], "--crop-n-layers 9: must be at most 3 (85 crops an image)"),
+    (["--points-per-side", "100000"], "--points-per-side 100000: must be at most 1024"),
+])
+def test_bad_settings_are_usage_errors(photos, tmp_path, args, err):
+    p = run_sam("auto", photos, "-o", tmp_path / "out", *args)
+    assert (p.returncode, p.stderr.decode()) == (2, f"Error: {err}\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path, tiny_ckpt):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        shutil.copy(EXAMPLES / "chelsea.jpg", src / f"img{i}.jpg")
+    args = ["auto", src, "-c", tiny_ckpt, "--points-per-side", "4", "--pred-iou-thresh", "0",
+            "--stability-score-thresh", "0", "-f", "png", "-f", "coco-rle", "-o", tmp_path / "out"]
+    proc = subprocess.Popen([str(SAM), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["status"] == "ok"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.decode().endswith("Terminated.\n")
+    assert not list((tmp_path / "out").rglob(".*")), "no temporary files left"
+    p = run_sam(*args)
+    assert p.returncode == 0 and sorted({r["status"] for r in lines(p)}) in (["ok", "skipped"], ["skipped"])
+    assert len(list((tmp_path / "out").glob("*.jpg.json"))) == 4
+
+
+def test_a_closed_pipe_ends_quietly(photos, tiny_ckpt):
+    p = subprocess.run(f"'{SAM}' auto '{photos}' -o '{photos}/out' -c '{tiny_ckpt}' {' '.join(FAST)} | head -c 1",
+                       shell=True, capture_output=True, timeout=300)
+    assert p.stdout == b"{" and b"Traceback" not in p.stderr and b"Error" not in p.stderr, p.stderr
+
+
+def test_quiet_still_says_which_inputs_failed_and_debug_goes_anywhere(photos, tiny_ckpt):
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    p = run_sam("auto", photos, "-o", photos.parent / "out", "-c", tiny_ckpt, *FAST, "-q", "--debug")
+    assert p.returncode == 5
+    assert p.stderr.decode() == f"Error: {photos / 'broken.jpg'}: cannot read image (unsupported format or corrupt file)\n"
+
+
+def test_help_shows_defaults_as_written_and_whole_examples():
+    text = run_sam("auto", "--help").stdout.decode()
+    flat = " ".join(text.split())
+    assert "{INPUTS}..." in text and "0.3413333" not in text and "[default: (0.3413)]" in flat
+    assert "\n    find photos -name '*.jpg' | sam auto - -o out --format coco\n" in text
+    seg = run_sam("segment", "--help").stdout.decode()
+    assert "    sam segment photo.jpg --point 320,240 --multimask -o mask.png   # mask_0.png … mask_2.png\n" in seg
+
+
+def test_readme_exit_codes_are_the_programs():
+    from sam_cli.cli.exitcodes import DESCRIPTIONS
+
+    from conftest import REPO
+
+    rows = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| ")]
+    table = {int(c): d.replace("`", "") for c, d in
+             (r.strip("| ").split(" | ", 1) for r in rows if r.split("|")[1].strip().isdigit())}
+    assert table == {int(c): d for c, d in DESCRIPTIONS.items()}
