@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import http.client
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -66,24 +69,81 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def cached_path(model: ModelType) -> Path:
-    return cache_dir() / model.weights.file_name
+    """Meta's file name for Meta's weights. A mirror's other weights (SAM_SHA256_*) are kept
+    under a name holding their hash, so they never pass for Meta's once the variable is gone."""
+    name = model.weights.file_name
+    want = expected_sha256(model)
+    if want != model.weights.sha256:
+        stem, _, ext = name.rpartition(".")
+        name = f"{stem}.sha256-{want[:16]}.{ext}"
+    return cache_dir() / name
+
+
+#: A download that receives less than STALL_BYTES in STALL_SECONDS is given up (a server that
+#: trickles a byte now and then would otherwise hold it for ever; it resumes on the next try).
+STALL_SECONDS = 120.0
+STALL_BYTES = 1 << 20
 
 
 def download(
-    model: ModelType, *, progress: ProgressFactory | None = None, timeout: float = 60.0
+    model: ModelType, *, progress: ProgressFactory | None = None, timeout: float = 60.0,
+    replace: bool = False,
 ) -> Path:
     """Download `model`'s checkpoint into the cache and verify its sha256.
 
     Bytes go to `<file>.part`, which a later call resumes with an HTTP Range request; the
     verified file is renamed into place, so the cache never holds a partial checkpoint
-    under its real name.
+    under its real name. A cached file is used only if its hash is the expected one (as
+    recorded when it was verified, else hashed again now): another file there is refused
+    (CheckpointError), or, with `replace` (`sam models download`), fetched again.
+    Two processes downloading into one cache take turns (a lock file beside it): the second
+    finds the first's verified file.
     """
     dest = cached_path(model)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(dest.with_name(dest.name + ".lock")):
+        return _download(model, dest, progress, timeout, replace)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock held while the block runs (POSIX flock; none where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _download(
+    model: ModelType, dest: Path, progress: ProgressFactory | None, timeout: float, replace: bool,
+) -> Path:
+    want = expected_sha256(model)
     if dest.exists():
-        return dest
+        if cache_status(model)["verified"]:
+            return dest
+        digest = sha256_file(dest)
+        if digest == want:
+            _record_verified(dest, digest)
+            return dest
+        if not replace:
+            raise CheckpointError(
+                f"{dest}: the cached file's sha256 is {digest}, not the expected {want}",
+                hint=f"run `sam models download {model.name}` to fetch it again, or pass --checkpoint PATH",
+            )
+        dest.unlink()
+        _stamp(dest).unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     url = base_url() + model.weights.file_name
+    # Meta's files have a known size; a mirror's other weights at most Content-Length
+    limit = model.weights.size if want == model.weights.sha256 else None
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "sam-cli"})
     if have:
@@ -94,14 +154,28 @@ def download(
                 have = 0  # server ignored the range: start again
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
+            if limit is not None and total is not None and total > limit:
+                raise DownloadError(f"download failed: {url}: the server sends {total} bytes, "
+                                    f"but the file has {limit}", hint="is SAM_BASE_URL a SAM mirror?")
             update = progress(total, have) if progress else None
             got = have
+            mark, since = got, time.monotonic()
             with open(part, "ab" if have else "wb") as f:
-                while block := resp.read(1 << 20):
+                while block := resp.read1(1 << 20):
                     f.write(block)
                     got += len(block)
                     if update:
                         update(len(block))
+                    if (total or limit) is not None and got > (total or limit):
+                        raise DownloadError(f"download failed: {url}: more than the "
+                                            f"{total or limit} bytes expected")
+                    now = time.monotonic()
+                    if got - mark >= STALL_BYTES:
+                        mark, since = got, now
+                    elif now - since > STALL_SECONDS:
+                        raise DownloadError(
+                            f"download failed: {url}: stalled (less than {STALL_BYTES >> 20} MiB "
+                            f"in {STALL_SECONDS:.0f} s)", hint="run the command again to resume it")
             if update:
                 update(-1)
             if total is not None and got < total:
@@ -117,8 +191,21 @@ def download(
                 f"download failed: {url}: HTTP {e.code} {e.reason}",
                 hint="pass a local file with --checkpoint PATH, or set SAM_BASE_URL to a mirror",
             ) from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the network
+            raise DownloadError(f"download failed: {part}: the disk is full ({e.strerror})",
+                                hint="free some space, or set SAM_CACHE_DIR to another disk; "
+                                "the download resumes") from None
+        if not isinstance(e, (urllib.error.URLError, TimeoutError, ConnectionError)) and e.filename:
+            raise DownloadError(f"download failed: {e.filename}: cannot write ({e.strerror})",
+                                hint="set SAM_CACHE_DIR to a folder you can write") from None
         reason = getattr(e, "reason", e)
+        raise DownloadError(
+            f"download failed: {url}: {reason}",
+            hint="no network? download the file elsewhere and pass --checkpoint PATH, "
+            "or set SAM_BASE_URL to a mirror",
+        ) from None
+    except http.client.HTTPException:
         raise DownloadError(
             f"download failed: {url}: {reason}",
             hint="no network? download the file elsewhere and pass --checkpoint PATH, "

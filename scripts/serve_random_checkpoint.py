@@ -47,7 +47,9 @@ def main() -> None:
         ("127.0.0.1", args.port), partial(SimpleHTTPRequestHandler, directory=str(root))
     )
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    print(f"export SAM_BASE_URL={url} SAM_SHA256_{args.model.upper()}={digest}", flush=True)
+    # its own cache folder too: the random weights never enter the user's cache
+    print(f"export SAM_BASE_URL={url} SAM_SHA256_{args.model.upper()}={digest} "
+          f"SAM_CACHE_DIR={root / 'cache'}", flush=True)
     print(f"serving {spec.weights.file_name} ({len(data):,} bytes) from {root}", file=sys.stderr, flush=True)
     server.serve_forever()
 

@@ -4,6 +4,7 @@ cuts a response short to simulate a dropped connection."""
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -11,6 +12,8 @@ class FileServer:
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = dict(files)
         self.cut_after: int | None = None  # bytes sent before dropping the connection
+        self.trickle: float | None = None  # seconds between single bytes: a stalling server
+        self.extra = b""  # sent after the body and its Content-Length: a server sending too much
         self.requests: list[dict] = []
         server = self
 
@@ -39,12 +42,19 @@ class FileServer:
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if server.trickle is not None:
+                    for i in range(min(len(body), 50)):  # bounded: the client gives up first
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle)
+                    self.close_connection = True
+                    return
                 if server.cut_after is not None:
                     self.wfile.write(body[: server.cut_after])
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self.wfile.write(body)
+                self.wfile.write(body + server.extra)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"

@@ -10,7 +10,7 @@ import torch
 
 from sam_cli.errors import CheckpointError, DownloadError
 from sam_cli.registry import MODELS
-from sam_cli.weights import download, infer_arch, load_model, read_state_dict
+from sam_cli.weights import cached_path, download, infer_arch, load_model, read_state_dict
 
 from httpserver import FileServer
 
@@ -224,7 +224,7 @@ def test_download_bad_hash_is_refused_and_removed(monkeypatch, payload):
     assert f"download failed: {srv.url}{NAME}: sha256 " in str(e.value)
     assert MODELS["vit_b"].weights.sha256 in str(e.value)
     cache = os.environ["SAM_CACHE_DIR"]
-    assert os.listdir(cache) == []
+    assert [f for f in os.listdir(cache) if not f.endswith(".lock")] == []
 
 
 def test_download_resumes_after_interruption(monkeypatch, payload):
@@ -233,7 +233,7 @@ def test_download_resumes_after_interruption(monkeypatch, payload):
         srv.cut_after = len(payload) // 3
         with pytest.raises(DownloadError):
             download(MODELS["vit_b"])
-        part = os.path.join(os.environ["SAM_CACHE_DIR"], NAME + ".part")
+        part = str(cached_path(MODELS["vit_b"])) + ".part"
         assert os.path.getsize(part) == len(payload) // 3
         srv.cut_after = None
         path = download(MODELS["vit_b"])
@@ -254,3 +254,104 @@ def test_http_404(monkeypatch):
         monkeypatch.setenv("SAM_BASE_URL", srv.url)
         with pytest.raises(DownloadError, match="HTTP 404"):
             download(MODELS["vit_l"])
+
+
+def test_a_cached_file_that_is_not_the_expected_one_is_never_used(monkeypatch, payload, tmp_path):
+    """Random weights left under Meta's name (a mirror recipe run without its variable) are
+    refused, not loaded; `sam models download` (replace=True) fetches the right file. A
+    mirror's own weights are cached under a name that holds their hash."""
+    meta = cached_path(MODELS["vit_b"])
+    assert meta.name == NAME
+    meta.parent.mkdir(parents=True)
+    meta.write_bytes(payload)
+    with pytest.raises(CheckpointError, match=r"the cached file's sha256 is [0-9a-f]{64}, not the expected ec2df627"):
+        load_model(model="vit_b")
+    with FileServer({NAME: payload}) as srv:
+        _serve(monkeypatch, srv, payload)
+        mirror = cached_path(MODELS["vit_b"])
+        assert mirror.name == f"sam_vit_b_01ec64.sha256-{hashlib.sha256(payload).hexdigest()[:16]}.pth"
+        assert download(MODELS["vit_b"]) == mirror and mirror.read_bytes() == payload
+        mirror.write_bytes(payload[:-3] + b"bad")  # corrupted in the cache
+        with pytest.raises(CheckpointError, match="not the expected"):
+            download(MODELS["vit_b"])
+        assert download(MODELS["vit_b"], replace=True).read_bytes() == payload
+        assert len(srv.requests) == 2
+
+
+def test_two_downloads_into_one_cache_take_turns(monkeypatch, payload):
+    import threading
+
+    with FileServer({NAME: payload}) as srv:
+        _serve(monkeypatch, srv, payload)
+        got, errors = [], []
+
+        def fetch():
+            try:
+                got.append(download(MODELS["vit_b"]).read_bytes())
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=fetch) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors and got == [payload] * 3 and len(srv.requests) == 1
+
+
+def test_a_stalling_server_is_given_up(monkeypatch, payload):
+    from sam_cli import weights
+
+    monkeypatch.setattr(weights, "STALL_SECONDS", 0.5)
+    with FileServer({NAME: payload}) as srv:
+        _serve(monkeypatch, srv, payload)
+        srv.trickle = 0.1
+        with pytest.raises(DownloadError, match=r"stalled \(less than 1 MiB in 0 s\)"):
+            download(MODELS["vit_b"])
+
+
+def test_a_body_larger_than_the_file_is_refused(monkeypatch, payload):
+    import dataclasses
+
+    small = dataclasses.replace(MODELS["vit_b"], weights=dataclasses.replace(
+        MODELS["vit_b"].weights, size=len(payload), sha256=hashlib.sha256(payload).hexdigest()))
+    with FileServer({NAME: payload + b"x"}) as srv:
+        monkeypatch.setenv("SAM_BASE_URL", srv.url)
+        with pytest.raises(DownloadError, match=f"sends {len(payload) + 1} bytes, but the file has {len(payload)}"):
+            download(small)
+    with FileServer({NAME: payload}) as srv:  # Content-Length right, then more bytes
+        srv.extra = b"more"
+        monkeypatch.setenv("SAM_BASE_URL", srv.url)
+        assert download(small).read_bytes() == payload  # the extra bytes are never read
+
+
+def test_a_full_disk_is_reported_as_a_full_disk(monkeypatch, payload):
+    import builtins
+    import errno
+
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device", self.f.name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fake_open(path, mode="r", *a, **kw):
+        f = real_open(path, mode, *a, **kw)
+        return Full(f) if str(path).endswith(".part") else f
+
+    with FileServer({NAME: payload}) as srv:
+        _serve(monkeypatch, srv, payload)
+        monkeypatch.setattr(builtins, "open", fake_open)
+        with pytest.raises(DownloadError) as e:
+            download(MODELS["vit_b"])
+    assert str(e.value).endswith(".part: the disk is full (No space left on device)")
+    assert "SAM_CACHE_DIR" in e.value.hint

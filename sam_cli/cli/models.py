@@ -66,7 +66,7 @@ def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
     from .common import download_progress, message
 
     for n in _check(names):
-        path = fetch(MODELS[n], progress=download_progress(quiet))
+        path = fetch(MODELS[n], progress=download_progress(quiet), replace=True)
         message(f"{n}: {path}", quiet)
 
 
