@@ -7,6 +7,7 @@ import errno
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
 import time
@@ -282,26 +283,48 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     if len(data) < 8:
         raise CheckpointError(f"{path}: file is truncated (not a safetensors file)")
     n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise CheckpointError(f"{path}: file is truncated or not a safetensors file (header of {n} bytes)")
     try:
         header = json.loads(data[8 : 8 + n])
     except (ValueError, UnicodeDecodeError):
         raise CheckpointError(f"{path}: not a valid safetensors file (bad header)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a valid safetensors file (the header is not an object)")
     body = memoryview(data)[8 + n :]
     out: dict[str, torch.Tensor] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
+        bad = _bad_safetensors_entry(info, dtypes)
+        if bad:
+            raise CheckpointError(f"{path}: not a valid safetensors file (tensor {name}: {bad})")
         start, end = info["data_offsets"]
-        if info["dtype"] not in dtypes:
-            raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+        dtype = dtypes[info["dtype"]]
         if end > len(body):
             raise CheckpointError(f"{path}: file is truncated (tensor {name} is cut off)")
+        if end - start != math.prod(info["shape"]) * dtype.itemsize:
+            raise CheckpointError(f"{path}: not a valid safetensors file (tensor {name}: "
+                                  f"{end - start} bytes for shape {info['shape']} {info['dtype']})")
         raw = body[start:end]
-        t = torch.frombuffer(bytearray(raw), dtype=dtypes[info["dtype"]]) if end > start else (
-            torch.empty(0, dtype=dtypes[info["dtype"]])
-        )
+        t = torch.frombuffer(bytearray(raw), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
         out[name] = t.reshape(info["shape"])
     return out
+
+
+def _bad_safetensors_entry(info, dtypes: dict) -> str | None:
+    """What is wrong with one tensor's header entry, or None."""
+    if not isinstance(info, dict):
+        return "its entry is not an object"
+    if info.get("dtype") not in dtypes:
+        return f"unsupported dtype {info.get('dtype')!r}"
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        return f"bad shape {shape!r}"
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        return f"bad data_offsets {offsets!r}"
+    return None
 
 
 def _torch_load(path: Path):
@@ -408,11 +431,13 @@ def load_state_dict_into(
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    kinds = sorted(k for k in set(own) & set(sd)
+                   if own[k].is_floating_point() and not sd[k].is_floating_point())
 
     def few(keys: list[str]) -> str:
         return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
-    if missing or unexpected or wrong:
+    if missing or unexpected or wrong or kinds:
         parts = []
         if missing:
             parts.append(f"missing keys: {few(missing)}")
@@ -424,6 +449,8 @@ def load_state_dict_into(
                 f"wrong shape for {k}: {tuple(sd[k].shape)} in file, {tuple(own[k].shape)} expected"
                 + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")
             )
+        if kinds:
+            parts.append(f"{few(kinds)}: {sd[kinds[0]].dtype} in file, floating point expected")
         raise CheckpointError(f"{source}: checkpoint does not fit the SAM model: " + "; ".join(parts))
     if assign:
         sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}

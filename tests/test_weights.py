@@ -355,3 +355,45 @@ def test_a_full_disk_is_reported_as_a_full_disk(monkeypatch, payload):
             download(MODELS["vit_b"])
     assert str(e.value).endswith(".part: the disk is full (No space left on device)")
     assert "SAM_CACHE_DIR" in e.value.hint
+
+
+def _safetensors(header: dict, body: bytes) -> bytes:
+    import json
+
+    h = json.dumps(header).encode()
+    return len(h).to_bytes(8, "little") + h + body
+
+
+@pytest.mark.parametrize("header, body, problem", [
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, b"\0" * 8, "tensor a: bad data_offsets [8, 0]"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 8]}}, b"\0" * 8, "tensor a: bad data_offsets [-8, 8]"),
+    ({"a": {"dtype": "F32", "shape": ["2"], "data_offsets": [0, 8]}}, b"\0" * 8, "tensor a: bad shape ['2']"),
+    ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "tensor a: 8 bytes for shape [3] F32"),
+    ({"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, "tensor a: unsupported dtype 'C64'"),
+    ({"a": [1, 2]}, b"", "tensor a: its entry is not an object"),
+    ([1, 2], b"", "the header is not an object"),
+])
+def test_malformed_safetensors_are_named(tmp_path, header, body, problem):
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes(_safetensors(header, body))
+    with pytest.raises(CheckpointError) as e:
+        read_state_dict(p)
+    assert str(e.value) == f"{p}: not a valid safetensors file ({problem})"
+    p.write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match="truncated or not a safetensors file"):
+        read_state_dict(p)
+
+
+def test_integer_weights_are_refused_by_name(tmp_path, tiny_reference):
+    from cli_helpers import run_sam
+
+    sd = {k: v.clone() for k, v in tiny_reference.state_dict().items()}
+    sd["mask_decoder.iou_token.weight"] = sd["mask_decoder.iou_token.weight"].to(torch.int32)
+    p = tmp_path / "int.pth"
+    torch.save(sd, p)
+    with pytest.raises(CheckpointError, match=r"mask_decoder.iou_token.weight: torch.int32 in file, floating point expected"):
+        load_model(checkpoint=p)
+    from conftest import EXAMPLES
+
+    r = run_sam("segment", EXAMPLES / "chelsea.jpg", "-p", "1,1", "-o", tmp_path / "m.png", "-c", p)
+    assert r.returncode == 4 and "floating point expected" in r.stderr.decode()
