@@ -29,6 +29,7 @@ _sam() {
         --device|-d) COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         --dtype) COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")); return ;;
         --embedding-cache) COMPREPLY=(); return ;;
+        --max-pixels) COMPREPLY=(); return ;;
         --point|-p) COMPREPLY=(); return ;;
         --neg-point|-n) COMPREPLY=(); return ;;
         --box|-b) COMPREPLY=(); return ;;
@@ -38,9 +39,9 @@ _sam() {
     esac
     case "$cmd" in
         "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto info segment models" -- "$cur")); fi ;;
-        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --no-progress --progress --model --checkpoint --device --dtype --embedding-cache --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --no-progress --progress --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
-        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --point --neg-point --box --mask-input --multimask --overlay --save-logits --model --checkpoint --device --dtype --embedding-cache --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --point --neg-point --box --mask-input --multimask --overlay --save-logits --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=($(compgen -W "download verify" -- "$cur")); fi ;;
         "models download") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models verify") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

@@ -27,6 +27,8 @@ ENVIRONMENT = [
     ("SAM_EMBEDDING_CACHE", "Folder of image embeddings that sam segment and sam auto reuse "
      "(the same as --embedding-cache)."),
     ("SAM_THREADS", "CPU threads for inference (default: all cores)."),
+    ("SAM_MAX_PIXELS", "Largest image, in pixels, that sam reads (the same as --max-pixels; "
+     "default 200000000)."),
     ("SAM_MALLOC", "system: leave glibc's malloc thresholds alone (by default sam raises them "
      "so that large freed blocks are reused; skipped when MALLOC_*, GLIBC_TUNABLES or "
      "LD_PRELOAD is set)."),

@@ -196,3 +196,30 @@ def test_readme_exit_codes_are_the_programs():
     table = {int(c): d.replace("`", "") for c, d in
              (r.strip("| ").split(" | ", 1) for r in rows if r.split("|")[1].strip().isdigit())}
     assert table == {int(c): d for c, d in DESCRIPTIONS.items()}
+
+
+def _png_declaring(w: int, h: int) -> bytes:
+    """A PNG whose header declares w×h gray pixels, with a few rows of real data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\0" * ((w + 1) * 4))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_decompression_bombs_are_refused_from_the_header(photos, tiny_ckpt, tmp_path):
+    (photos / "bomb.png").write_bytes(_png_declaring(30000, 30000))
+    p = run_sam("auto", photos, "-o", tmp_path / "out", "-c", tiny_ckpt, *FAST)
+    assert p.returncode == 5
+    assert [r["status"] for r in lines(p)] == ["failed", "ok", "ok"]
+    assert (f"Error: {photos / 'bomb.png'}: 30000×30000 pixels is more than the limit of 200,000,000 "
+            "(--max-pixels or SAM_MAX_PIXELS raises it)") in p.stderr.decode()
+    (tmp_path / "huge.png").write_bytes(_png_declaring(50000, 50000))
+    p = run_sam("segment", tmp_path / "huge.png", "-p", "1,1", "-o", tmp_path / "m.png", "-c", tiny_ckpt,
+                "--max-pixels", "3000000000")  # raised past OpenCV's own limit: still one line
+    assert (p.returncode, p.stderr.decode()) == (
+        3, f"Error: {tmp_path / 'huge.png'}: cannot read image (too large for OpenCV, or corrupt)\n")

@@ -49,6 +49,7 @@ def auto(
     device: O.DeviceOpt = "auto",
     dtype: O.DtypeOpt = "fp32",
     embedding_cache: O.EmbeddingCacheOpt = None,
+    max_pixels: O.MaxPixelsOpt = None,
     quiet: O.QuietOpt = False,
 ) -> None:
     """Generate every object's mask for many images, streamed through a batched pipeline."""

@@ -94,6 +94,23 @@ FormatOpt = Annotated[
         autocompletion=format_names, callback=choice(format_names),
     ),
 ]
+def _max_pixels(value: int | None) -> int | None:
+    """--max-pixels takes effect for every image read in this process, on any thread."""
+    if value is not None:
+        import os
+
+        from ..io.image_size import ENV_MAX_PIXELS
+
+        os.environ[ENV_MAX_PIXELS] = str(value)
+    return value
+
+
+MaxPixelsOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-pixels", metavar="N", min=1, callback=_max_pixels, show_default=False,
+                 help="Refuse images whose header declares more pixels than this (a small file "
+                 "can declare a huge image). [default: 200000000; or SAM_MAX_PIXELS]"),
+]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr; errors still.")
 ]

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app
-from .options import CheckpointOpt, DeviceOpt, DtypeOpt, EmbeddingCacheOpt, ModelOpt, QuietOpt
+from .options import CheckpointOpt, DeviceOpt, DtypeOpt, EmbeddingCacheOpt, MaxPixelsOpt, ModelOpt, QuietOpt
 
 EPILOG = """Examples:
 
@@ -71,6 +71,7 @@ def segment(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     embedding_cache: EmbeddingCacheOpt = None,
+    max_pixels: MaxPixelsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Segment objects in one image from points, boxes or a mask prompt."""

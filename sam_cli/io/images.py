@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from .image_size import ENV_MAX_PIXELS, declared_size, max_pixels
 
 # OpenCV logs decode failures to stderr itself; we report them as one clear error instead.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -41,12 +42,21 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Encoded bytes → H×W×3 uint8 RGB; EXIF orientation applied, alpha dropped."""
+    size = declared_size(data)
+    limit = max_pixels()
+    if size is not None and size[0] * size[1] > limit:
+        raise InputError(
+            f"{name}: {size[0]}×{size[1]} pixels is more than the limit of {limit:,} "
+            f"(--max-pixels or {ENV_MAX_PIXELS} raises it)")
     buf = np.frombuffer(data, dtype=np.uint8)
     img = None
     if buf.size:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-        if img is None:  # e.g. single-channel float TIFF, which IMREAD_COLOR refuses
-            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        try:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+            if img is None:  # e.g. single-channel float TIFF, which IMREAD_COLOR refuses
+                img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        except cv2.error:  # OpenCV's own checks (its pixel limit, a malformed header)
+            raise InputError(f"{name}: cannot read image (too large for OpenCV, or corrupt)") from None
     if img is None or img.size == 0:
         raise InputError(f"{name}: cannot read image (unsupported format or corrupt file)")
     if img.ndim == 3 and img.shape[2] == 1:
