@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,12 +35,14 @@ RUN_RECORD = "sam-run.json"
 
 class Exclusions:
     """Where inputs are never taken from: the run's own output folder, and any folder that
-    holds a run record (another run's outputs). `skipped` lists what was left out, for the
-    run's summary."""
+    holds a run record (another run's outputs). `skipped` lists what was left out, and
+    `other_files` counts the files in input folders that are not images, for the run's
+    summary: nothing is left out without a word."""
 
     def __init__(self, output: Path | None = None) -> None:
         self.output = os.path.realpath(output) if output is not None else None
         self.skipped: list[str] = []
+        self.other_files: Counter[str] = Counter()  # files in folders that are not images, by extension
 
     def folder(self, path: str) -> bool:
         """True (and noted) for a folder to leave out, with everything under it."""
@@ -66,8 +69,12 @@ def _walk(folder: Path, ex: Exclusions) -> Iterator[Path]:
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for f in sorted(files):
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+            if f.startswith("."):
+                continue
+            if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
                 yield Path(root) / f
+            else:
+                ex.other_files[Path(f).suffix.lower() or "(none)"] += 1
 
 
 def _under_cwd(p: str) -> str | None:

@@ -63,7 +63,14 @@ class RunOutput:
     path: Path
 
 
-Event = Done | Skipped | Failed | RunOutput
+@dataclass(frozen=True)
+class RunOutputFailed:
+    """An end-of-run output that could not be written (a full disk); counted as a failure."""
+
+    error: SamError
+
+
+Event = Done | Skipped | Failed | RunOutput | RunOutputFailed
 
 
 class Result(Protocol):
@@ -106,6 +113,7 @@ class Runner:
         self.layout = layout
         self.overwrite = overwrite
         self.record = record
+        self.stale: list[Path] = []  # temporary files of killed writers, removed at the start
         self.counts = Counts()
         self._first: dict[str, str] = {}  # output key → real path of the input that has it
         self._claimed: set[str] = set()  # output keys decided in this run
@@ -138,6 +146,7 @@ class Runner:
         """Events for `items`; `engine()` is called once, when the first item needs it."""
         if self.record is not None:
             self.layout.claim(self.record, self.overwrite)
+        self.stale = self.layout.remove_stale_temps()  # a killed run's leftovers
         events: queue.SimpleQueue = queue.SimpleQueue()
         writer = WriteBehind(lambda job: job())
         made: list[Engine] = []
@@ -165,7 +174,13 @@ class Runner:
                     made[0].close()
         yield from _drain(events)
         if self._finished:
-            for path in self.layout.finish(self._finished):
+            try:
+                paths = self.layout.finish(self._finished)
+            except SamError as e:
+                self.counts.failures.append(str(e))
+                yield RunOutputFailed(e)
+                return
+            for path in paths:
                 yield RunOutput(path)
 
     def _settle(self, res: object, events: queue.SimpleQueue) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -223,3 +224,71 @@ def test_decompression_bombs_are_refused_from_the_header(photos, tiny_ckpt, tmp_
                 "--max-pixels", "3000000000")  # raised past OpenCV's own limit: still one line
     assert (p.returncode, p.stderr.decode()) == (
         3, f"Error: {tmp_path / 'huge.png'}: cannot read image (too large for OpenCV, or corrupt)\n")
+
+
+def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path, tiny_ckpt, photos):
+    """SIGKILL leaves temporary files and folders (.x.jpg.masks.HOST.PID.TID.tmp); the next
+    run removes those whose process is gone, and leaves a live writer's alone."""
+    from sam_cli.io import writers
+
+    out = tmp_path / "out"
+    assert run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST).returncode == 0
+    dead = subprocess.Popen(["true"])  # a process that has ended
+    dead.wait()
+    host = writers._HOST
+    (out / f".chelsea.jpg.masks.{host}.{dead.pid}.1.tmp").mkdir()
+    (out / f".chelsea.jpg.masks.{host}.{dead.pid}.1.tmp/0.png").write_bytes(b"half")
+    (out / f".coffee.jpg.json.{host}.{dead.pid}.7.tmp").write_bytes(b"{half")
+    live = out / f".other.json.{host}.{os.getpid()}.7.tmp"  # this test's own: alive
+    live.write_bytes(b"{")
+    elsewhere = out / f".x.json.otherhost.{dead.pid}.7.tmp"  # another machine's: not ours to judge
+    elsewhere.write_bytes(b"{")
+    p = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST)
+    assert p.returncode == 0
+    assert f"removed 2 temporary file(s) that a killed run left in {out}" in p.stderr.decode()
+    assert sorted(x.name for x in out.iterdir() if x.name.startswith(".")) == sorted([live.name, elsewhere.name])
+
+
+def test_a_full_disk_fails_the_image_and_the_run_reports_it(photos, tmp_path, tiny_ckpt, monkeypatch, capsys):
+    import errno
+
+    from sam_cli.cli import app
+    from sam_cli.io import writers
+
+    real = writers.write_json
+
+    def full(path, obj):
+        if "coffee" in str(path):
+            raise writers.OutputError(f"{path}: cannot write ({errno.errorcode[errno.ENOSPC]})")
+        return real(path, obj)
+
+    monkeypatch.setattr(writers, "write_json", full)
+    with pytest.raises(SystemExit) as e:
+        app.main(["auto", str(photos), "-o", str(tmp_path / "out"), "-c", str(tiny_ckpt), "--device", "cpu",
+                  "-f", "coco-rle", *FAST])
+    assert e.value.code == 5
+    err = capsys.readouterr().err
+    assert "1 done, 0 skipped (already done), 1 failed" in err
+    assert f"failed inputs:\n  {tmp_path / 'out/coffee.jpg.json'}: cannot write (ENOSPC)" in err
+
+
+def test_an_end_of_run_output_that_cannot_be_written_is_reported(photos, tmp_path, tiny_ckpt):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/coco.json").mkdir()  # in the way of the file
+    p = run_sam("auto", photos, "-o", tmp_path / "out", "-c", tiny_ckpt, *FAST, "-f", "coco")
+    assert p.returncode == 5 and [r["status"] for r in lines(p)] == ["ok", "ok"]
+    err = p.stderr.decode()
+    assert f"Error: {tmp_path / 'out/coco.json'}: cannot write" in err
+    assert "2 done, 0 skipped (already done), 0 failed" in err and "failed inputs:" in err
+
+
+def test_gifs_are_read_in_folders_and_other_files_are_counted(photos, tmp_path, tiny_ckpt):
+    from PIL import Image
+
+    Image.open(EXAMPLES / "chelsea.jpg").save(photos / "anim.gif")
+    (photos / "notes.txt").write_text("not an image")
+    (photos / "README").write_text("not an image either")
+    p = run_sam("auto", photos, "-o", tmp_path / "out", "-c", tiny_ckpt, *FAST)
+    assert p.returncode == 0
+    assert [(r["input"], r["status"]) for r in lines(p)][0] == (str(photos / "anim.gif"), "ok")
+    assert "not read: 2 files that are not images (1 (none), 1 .txt)" in p.stderr.decode()

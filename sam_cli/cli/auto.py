@@ -93,5 +93,5 @@ def auto(
             out.event(ev)
     finally:
         out.close()
-    if out.summary(runner.counts, made[0].cache if made else None, inputs, excluded.skipped):
+    if out.summary(runner, made[0].cache if made else None, inputs, excluded):
         raise typer.Exit(ExitCode.PARTIAL)

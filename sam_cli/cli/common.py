@@ -78,10 +78,13 @@ class EventPrinter:
 
     def event(self, ev) -> None:
         from ..io.writers import json_text
-        from ..run import Done, Failed, RunOutput, Skipped
+        from ..run import Done, Failed, RunOutput, RunOutputFailed, Skipped
 
         if isinstance(ev, RunOutput):
             self.note(f"wrote {ev.path}")
+            return
+        if isinstance(ev, RunOutputFailed):
+            self.note(f"Error: {ev.error}", error=True)
             return
         line: dict = {"input": str(ev.item.path)}
         if isinstance(ev, Done):
@@ -99,20 +102,30 @@ class EventPrinter:
         if self.bar is not None:
             self.bar.close()
 
-    def summary(self, counts, cache, inputs: list[str], excluded: list[str] = ()) -> bool:
-        """The run's summary on stderr; True when some inputs failed."""
-        if excluded:
-            more = f" and {len(excluded) - 3} more" if len(excluded) > 3 else ""
-            message(f"not read as inputs (sam's own outputs): {', '.join(excluded[:3])}{more}",
-                    self.quiet)
+    def summary(self, runner, cache, inputs: list[str], excluded=None) -> bool:
+        """The run's summary on stderr; True when some inputs failed. runner: the run.Runner
+        that ran; excluded: the run's inputs.Exclusions (what was not read, and why)."""
+        counts = runner.counts
+        if runner.stale:
+            message(f"removed {len(runner.stale)} temporary file(s) that a killed run left in "
+                    f"{runner.layout.root}", self.quiet)
         if counts.total == 0:  # nothing to do is not an error (exit 0), but say so
             from ..io.images import IMAGE_EXTENSIONS
 
             message(f"no images found in {' '.join(inputs)} "
                     f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})", self.quiet)
-            return False
-        message(f"{counts.done} done, {counts.skipped} skipped (already done), "
-                f"{counts.failed} failed", self.quiet)
+        else:
+            message(f"{counts.done} done, {counts.skipped} skipped (already done), "
+                    f"{counts.failed} failed", self.quiet)
+        if excluded is not None and excluded.skipped:
+            skipped = excluded.skipped
+            more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            message(f"not read as inputs (sam's own outputs): {', '.join(skipped[:3])}{more}",
+                    self.quiet)
+        if excluded is not None and excluded.other_files:
+            n = sum(excluded.other_files.values())
+            kinds = ", ".join(f"{c} {ext}" for ext, c in sorted(excluded.other_files.items()))
+            message(f"not read: {n} file{'s' * (n != 1)} that are not images ({kinds})", self.quiet)
         if cache is not None and cache.hits + cache.misses:
             message(f"embedding cache: {cache.hits} of {cache.hits + cache.misses} embeddings "
                     f"read from {cache.root}", self.quiet)

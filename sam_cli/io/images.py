@@ -17,7 +17,7 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
-     ".pgm", ".ppm", ".pnm"}
+     ".pgm", ".ppm", ".pnm", ".gif"}  # a GIF: its first frame
 )
 
 

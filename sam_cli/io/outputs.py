@@ -81,6 +81,13 @@ class OutputLayout:
             )
         writers.write_json(path, record)
 
+    def remove_stale_temps(self) -> list[Path]:
+        """Temporary files that killed writers left in the folder (io.writers)."""
+        if not self.root.is_dir():
+            return []
+        folders = tuple(s for mod in self.modules.values() if (s := getattr(mod, "FOLDER_SUFFIX", None)))
+        return writers.remove_stale_temps(self.root, skip_dirs=folders)
+
     def finish(self, rels: list[str]) -> list[Path]:
         """The end-of-run steps (coco.json), over the output keys of the run's images."""
         return [mod.finish(self.root, rels) for mod in self.modules.values()

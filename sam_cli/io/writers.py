@@ -8,7 +8,9 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -94,10 +96,48 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: This host in temporary names (dots replaced: the names are split on them).
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.(?:tmp|old)$")
+
+
 def temp_name(path: Path) -> Path:
-    """The hidden name beside `path` that it is written under: unique to this process and
-    thread, so two writers of one output never write into each other's file."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """The hidden name beside `path` that it is written under: unique to this host, process
+    and thread, so two writers of one output (shards on one or several machines) never write
+    into each other's file, and a later run can tell a dead writer's leftovers."""
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def remove_stale_temps(root: str | Path, skip_dirs: tuple[str, ...] = ()) -> list[Path]:
+    """Remove what writers on this host that are no longer running (killed: SIGKILL, a power
+    cut) left under `root`: their temporary files and folders. Folders whose names end with
+    one of `skip_dirs` (finished outputs that are folders: x.jpg.masks) are not entered.
+    Returns what was removed."""
+    removed: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        for name in [*files, *dirs]:
+            m = _TEMP.match(name)
+            if m and m["host"] == _HOST and not _running(int(m["pid"])):
+                p = Path(folder) / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    _discard(p)
+                removed.append(p)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not d.endswith(skip_dirs)]
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
 
 
 def _discard(tmp: Path) -> None:

@@ -16,12 +16,14 @@ METADATA_HEADER = (
     "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
     "stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"
 )
+#: Its output is a folder named so (not entered when looking for a killed run's leftovers).
+FOLDER_SUFFIX = ".masks"
 #: Threads encoding one image's mask PNGs.
 PNG_THREADS = min(8, os.cpu_count() or 1)
 
 
 def outputs(base: Path) -> list[Path]:
-    return [base.with_name(base.name + ".masks")]
+    return [base.with_name(base.name + FOLDER_SUFFIX)]
 
 
 def complete(base: Path) -> bool:
