@@ -37,12 +37,13 @@ def automatic_record(
 class AutomaticEngine:
     """Automatic mode over many images. batch_size None: 1 on the CPU, 4 on a GPU, where a
     vit_h batch of 4 costs 0.63x the time per image of a single one. `warn` gets one-line
-    notes (compiling, an embedding cache that cannot be written)."""
+    notes (compiling, an embedding cache that cannot be written); `on_points` the number of
+    point prompts decoded, batch by batch."""
 
     def __init__(
         self, loaded: LoadedModel, settings: AmgSettings, *, batch_size: int | None = None,
         workers: int = 2, compile_model: bool = False, embedding_cache: Path | None = None,
-        warn: Callable[[str], None] = lambda text: None,
+        warn: Callable[[str], None] = lambda text: None, on_points: Callable[[int], None] | None = None,
     ) -> None:
         net = loaded.net
         if compile_model:
@@ -62,6 +63,7 @@ class AutomaticEngine:
         if embedding_cache is not None:  # after compiling: compiled embeddings are kept apart
             self.cache = EmbeddingCache(embedding_cache, net, warn=warn, weights_id=loaded.weights_id)
         self.gen = AutomaticMaskGenerator(net, settings, embedding_cache=self.cache)
+        self.gen.on_points = on_points  # progress within an image
         self.batch_size = batch_size or (1 if self.gen.on_cpu else 4)
         self.workers = workers
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ class Prediction:
 #: Prompts per mask-decoder call on the CPU. After the first two-way layer every prompt has its
 #: own 4 MB of image tokens, and the memory-bound steps (LayerNorm, adds, copies) run well only
 #: while a call's share stays near the caches. `scripts/cpu_profile.py --decoder` (vit_b with
-#: the benchmark's confident weights, 2 cores, session 6) gave, for calls of 8 / 16 / 24
+#: the benchmark's confident weights, 2 cores, 2026-11-28) gave, for calls of 8 / 16 / 24
 #: prompts: automatic 32×32 default filters 13.71 / 13.06 / 12.89 s, filters off 18.65 /
 #: 17.85 / 17.47 s, 64 boxes 0.94 / 0.88 / 0.90 s; 16 keeps most of the gain at 2/3 of 24's
 #: memory. GPUs take a whole batch.
@@ -133,6 +134,24 @@ class Predictor:
         logits. Returns B objects × M masks.
         low_res=False skips the low-res logits that cover only padding (a non-square image's
         masks come out the same, cheaper) and returns no low_res."""
+        parts = list(self.predict_chunks(point_coords=point_coords, point_labels=point_labels,
+                                         boxes=boxes, mask_input=mask_input, multimask=multimask,
+                                         low_res=low_res))
+        if len(parts) == 1:
+            return parts[0]
+        return Prediction(
+            masks=np.concatenate([p.masks for p in parts]), iou=np.concatenate([p.iou for p in parts]),
+            low_res=np.concatenate([p.low_res for p in parts]) if low_res else None,
+        )
+
+    def predict_chunks(
+        self, *, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None, mask_input: np.ndarray | None = None,
+        multimask: bool = True, low_res: bool = True,
+    ) -> Iterator[Prediction]:
+        """predict(), one decoder call's objects at a time (CPU_DECODER_BATCH boxes on the
+        CPU, all of them elsewhere), in object order: full-size masks are held for one chunk,
+        so memory does not grow with the number of boxes × the image's pixels."""
         dev = self.device
         pts = lab = bx = mk = None
         n_obj = 1
@@ -155,16 +174,14 @@ class Predictor:
             if mk.shape[0] == 1 and n_obj > 1:
                 mk = mk.expand(n_obj, -1, -1, -1)
         step = CPU_DECODER_BATCH if dev.type == "cpu" else n_obj
-        parts = [
-            self.decode(*(None if x is None else x[i : i + step] for x in (pts, lab, bx, mk)),
-                        multimask, image_part_only=not low_res)
-            for i in range(0, n_obj, step)
-        ]
-        low, iou = (torch.cat(x) for x in zip(*parts)) if len(parts) > 1 else parts[0]
-        with torch.inference_mode():
-            full = upscale_logits(low, self.input_hw, self.orig_hw, self.model.img_size)
-            masks = (full > self.model.mask_threshold).contiguous()
-        return Prediction(
-            masks=masks.cpu().numpy(), iou=iou.float().cpu().numpy(),
-            low_res=low.float().cpu().numpy() if low_res else None,
-        )
+        for i in range(0, n_obj, step):
+            low, iou = self.decode(*(None if x is None else x[i : i + step] for x in (pts, lab, bx, mk)),
+                                   multimask, image_part_only=not low_res)
+            with torch.inference_mode():
+                full = upscale_logits(low, self.input_hw, self.orig_hw, self.model.img_size)
+                masks = (full > self.model.mask_threshold).contiguous()
+                del full
+            yield Prediction(
+                masks=masks.cpu().numpy(), iou=iou.float().cpu().numpy(),
+                low_res=low.float().cpu().numpy() if low_res else None,
+            )

@@ -546,7 +546,7 @@ def main() -> None:
                          "instead of pixel noise (tests/reference.make_coherent), as a trained model's "
                          "are, which is what the CPU's full-resolution step (TiledMasks) depends on; "
                          "random: plain random weights, whose masks never pass the default filters "
-                         "(the tables before session 5)")
+                         "(the earliest tables)")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeat", type=int, default=2)

@@ -292,3 +292,49 @@ def test_gifs_are_read_in_folders_and_other_files_are_counted(photos, tmp_path, 
     assert p.returncode == 0
     assert [(r["input"], r["status"]) for r in lines(p)][0] == (str(photos / "anim.gif"), "ok")
     assert "not read: 2 files that are not images (1 (none), 1 .txt)" in p.stderr.decode()
+
+
+def test_many_boxes_are_upscaled_and_written_a_chunk_at_a_time(tmp_path, tiny_ckpt, monkeypatch, capsys):
+    """sam segment with 40 boxes: no upscale holds more than one decoder call's objects
+    (16 on the CPU), and the masks are those of one whole predict() call."""
+    from sam_cli import predictor as P
+    from sam_cli.cli import app
+    from sam_cli.io.images import read_image
+    from sam_cli.weights import load_model
+
+    boxes = [f"{10 + i * 9},{20 + i % 7},{60 + i * 9},{120 + i % 5}" for i in range(40)]
+    sizes = []
+    real = P.upscale_logits
+    monkeypatch.setattr(P, "upscale_logits", lambda low, *a: sizes.append(low.shape[0]) or real(low, *a))
+    args = ["segment", str(EXAMPLES / "chelsea.jpg"), "-o", str(tmp_path / "m.json"), "-c", str(tiny_ckpt),
+            "--device", "cpu", "--overlay", str(tmp_path / "o.png")]
+    for b in boxes:
+        args += ["--box", b]
+    with pytest.raises(SystemExit) as e:
+        app.main(args)
+    assert e.value.code == 0 and sizes == [16, 16, 8]
+    recs = json.loads((tmp_path / "m.json").read_text())
+    assert [r["object_index"] for r in recs] == list(range(40))
+    p = P.Predictor(load_model(checkpoint=tiny_ckpt))
+    p.set_image(read_image(EXAMPLES / "chelsea.jpg"))
+    whole = p.predict(boxes=np.array([[float(v) for v in b.split(",")] for b in boxes]), multimask=False,
+                      low_res=False)
+    from sam_cli import masks as M
+
+    assert [r["segmentation"] for r in recs] == [M.mask_to_coco(m[0]) for m in whole.masks]
+    assert [json.loads(x)["object_index"] for x in capsys.readouterr().out.splitlines()] == list(range(40))
+
+
+def test_the_hosts_allocator_failing_is_out_of_memory(tmp_path, tiny_ckpt, monkeypatch, capsys):
+    from sam_cli import predictor as P
+    from sam_cli.cli import app
+
+    def refuse(*a, **kw):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 12884901888 bytes.")
+
+    monkeypatch.setattr(P, "upscale_logits", refuse)
+    with pytest.raises(SystemExit) as e:
+        app.main(["segment", str(EXAMPLES / "chelsea.jpg"), "-p", "10,10", "-o", str(tmp_path / "m.png"),
+                  "-c", str(tiny_ckpt), "--device", "cpu"])
+    assert e.value.code == 8 and capsys.readouterr().err.startswith("Error: out of memory: ")

@@ -1,7 +1,7 @@
 """The benchmark and GPU-profile scripts, run on the tests' tiny model on the CPU.
 
 They are what the performance figures come from, and the GPU ones otherwise run only when a
-GPU is lent: a broken script found there costs that session's device time."""
+GPU is lent: a broken script found there costs that run's device time."""
 
 from __future__ import annotations
 

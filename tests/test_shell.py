@@ -117,6 +117,7 @@ def test_pipeline_stdout_is_json_lines_and_progress_goes_to_stderr(tmp_path, tin
     recs = [json.loads(line) for line in p.stdout.splitlines()]
     assert [(r["input"], r["status"], r["masks"]) for r in recs] == [("a.jpg", "ok", 12), ("b.png", "ok", 12)]
     assert "img" in p.stderr and "2 done" in p.stderr  # tqdm bar and summary on stderr
+    assert "4 prompts decoded" in p.stderr  # the bar moves within an image (2×2 points)
 
 
 def test_quiet_silences_stderr(tmp_path, tiny_ckpt):

@@ -17,6 +17,7 @@ equal the reference algorithm's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,6 +155,9 @@ class AutomaticMaskGenerator:
         self.points_per_batch = self.s.points_per_batch or (64 if self.on_cpu else 256)
         # Prompts per decoder call: the whole point batch on accelerators, a few on the CPU.
         self.decoder_batch = decoder_batch or (CPU_DECODER_BATCH if self.on_cpu else None)
+        #: Called with the number of point prompts just decoded: progress within an image,
+        #: which on a CPU takes a minute (the run engine's progress bar shows it).
+        self.on_points: Callable[[int], None] | None = None
 
     # ------------------------------------------------------------------------- steps
     def prepare_crops(self, image: np.ndarray) -> list[CropInput]:
@@ -230,6 +234,8 @@ class AutomaticMaskGenerator:
                 pts_kept = pts[point_idx.cpu().numpy()]
             with record_function("sam.full_res"):
                 self._upscale_and_filter(low, iou, pts_kept, crop, orig_hw, result)
+            if self.on_points is not None:
+                self.on_points(len(pts))
         with record_function("sam.nms"):
             self._nms_in_crop(result, crop, orig_hw)
         return result

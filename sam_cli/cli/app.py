@@ -76,6 +76,10 @@ def _out_of_memory(err: Exception) -> bool:
     here: if torch raised it, torch is already loaded."""
     if isinstance(err, MemoryError):
         return True
+    # torch's CPU allocator reports a failed allocation as a RuntimeError
+    if isinstance(err, RuntimeError) and ("can't allocate memory" in str(err)
+                                          or "not enough memory" in str(err)):
+        return True
     torch = sys.modules.get("torch")
     if torch is None:
         return False

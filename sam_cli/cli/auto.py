@@ -85,7 +85,7 @@ def auto(
     def engine() -> AutomaticEngine:
         return AutomaticEngine(load_sam(model, checkpoint, device, dtype, quiet), settings,
                                batch_size=batch_size, workers=workers, compile_model=compile_model,
-                               embedding_cache=embedding_cache, warn=out.note)
+                               embedding_cache=embedding_cache, warn=out.note, on_points=out.points)
 
     made: list[AutomaticEngine] = []
     try:

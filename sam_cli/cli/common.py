@@ -61,11 +61,18 @@ class EventPrinter:
 
     def __init__(self, total: int | None, quiet: bool, progress: bool | None) -> None:
         self.quiet = quiet
+        self.decoded = 0  # point prompts of the image in progress
         self.bar = None
         if not quiet and (progress if progress is not None else stderr_is_tty()):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def points(self, n: int) -> None:
+        """Point prompts decoded since the last image's event: the bar moves within an image."""
+        self.decoded += n
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.decoded} prompts decoded", refresh=True)
 
     def note(self, text: str, error: bool = False) -> None:
         """A line on stderr (through the bar, if any); errors are said even with --quiet."""
@@ -95,7 +102,9 @@ class EventPrinter:
             self.note(f"Error: {ev.error}", error=True)
             line.update(status="failed", error=str(ev.error), seconds=round(ev.seconds, 3))
         print(json_text(line), flush=True)
+        self.decoded = 0
         if self.bar is not None:
+            self.bar.set_postfix_str("", refresh=False)
             self.bar.update(1)
 
     def close(self) -> None:

@@ -75,6 +75,8 @@ def segment(
     quiet: QuietOpt = False,
 ) -> None:
     """Segment objects in one image from points, boxes or a mask prompt."""
+    import numpy as np
+
     from .. import masks as M
     from ..errors import PromptError
     from ..io import records as records_mod
@@ -109,35 +111,44 @@ def segment(
                                weights_id=loaded.weights_id)
     predictor = Predictor(loaded.net, cache)
     predictor.set_image(rgb)
-    pred = predictor.predict(
-        point_coords=prompts.points or None,
-        point_labels=prompts.labels or None,
-        boxes=prompts.boxes or None,
-        mask_input=mask_prompt,
-        multimask=multimask,
+    n_masks = max(1, len(prompts.boxes)) * (3 if multimask else 1)
+    if output == "-" and n_masks != 1:
+        raise PromptError(f"-o - writes one PNG, but there are {n_masks} masks; use OUT.png or OUT.json")
+    png_paths = _png_paths(Path(output), n_masks) if output.lower().endswith(".png") else []
+    # full-size masks one decoder call at a time (16 boxes on the CPU): each is written, or
+    # encoded as RLE, and kept only as its box's pixels for the overlay
+    records, segmentations, crops, lows = [], [], [], []
+    for pred in predictor.predict_chunks(
+        point_coords=prompts.points or None, point_labels=prompts.labels or None,
+        boxes=prompts.boxes or None, mask_input=mask_prompt, multimask=multimask,
         low_res=bool(logits),  # without --save-logits, skip the logits that cover padding
-    )
-    records = records_mod.mask_records(pred.masks, pred.iou)
-    masks = [m for obj in pred.masks for m in obj]
-    if output == "-":
-        if len(masks) != 1:
-            raise PromptError(f"-o - writes one PNG, but there are {len(masks)} masks; use OUT.png or OUT.json")
-        sys.stdout.buffer.write(writers.mask_png(masks[0]))
-        sys.stdout.buffer.flush()
-    elif output.lower().endswith(".png"):
-        for path, m, rec in zip(_png_paths(Path(output), len(masks)), masks, records):
-            writers.atomic_write_bytes(path, writers.mask_png(m))
-            rec["file"] = str(path)
-    else:
-        writers.write_json(
-            output, [{"segmentation": M.mask_to_coco(m), **r} for m, r in zip(masks, records)]
-        )
+    ):
+        first = len(records)
+        chunk = records_mod.mask_records(pred.masks, pred.iou)
+        for rec in chunk:
+            rec["object_index"] += first // pred.masks.shape[1]
+        for k, m in enumerate(m for obj in pred.masks for m in obj):
+            if output == "-":
+                sys.stdout.buffer.write(writers.mask_png(m))
+                sys.stdout.buffer.flush()
+            elif png_paths:
+                writers.atomic_write_bytes(png_paths[first + k], writers.mask_png(m))
+                chunk[k]["file"] = str(png_paths[first + k])
+            else:
+                segmentations.append(M.mask_to_coco(m))
+            if overlay:
+                crops.append(M.mask_crop(m))
+        records += chunk
+        if logits:
+            lows.append(pred.low_res)
+    if output != "-" and not png_paths:
+        writers.write_json(output, [{"segmentation": s, **r} for s, r in zip(segmentations, records)])
         for rec in records:
             rec["file"] = output
     if overlay:
-        writers.write_image(overlay, writers.overlay(rgb, masks))
+        writers.write_image(overlay, writers.overlay_crops(rgb, crops))
     if logits:
-        writers.atomic_write_bytes(logits, records_mod.npy_bytes(pred.low_res))
+        writers.atomic_write_bytes(logits, records_mod.npy_bytes(np.concatenate(lows)))
     if output != "-":
         for rec in records:
             print(writers.json_text(rec), flush=True)
