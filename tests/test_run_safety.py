@@ -338,3 +338,42 @@ def test_the_hosts_allocator_failing_is_out_of_memory(tmp_path, tiny_ckpt, monke
         app.main(["segment", str(EXAMPLES / "chelsea.jpg"), "-p", "10,10", "-o", str(tmp_path / "m.png"),
                   "-c", str(tiny_ckpt), "--device", "cpu"])
     assert e.value.code == 8 and capsys.readouterr().err.startswith("Error: out of memory: ")
+
+
+def test_readme_environment_variables_are_the_man_pages():
+    """The README's table names the variables the man page (scripts/gen_docs.py) documents."""
+    import re
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from gen_docs import ENVIRONMENT
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Environment"):text.index("## Development")]
+    readme = set(re.findall(r"`((?:SAM|NO)_[A-Z0-9_]+)`", section)) | {
+        "SAM_SHA256" + s for s in re.findall(r"`(_VIT_[LH])`", section)}
+    man = {v.strip() for names, _ in ENVIRONMENT for v in names.split(",")}
+    man = {v if v.startswith(("SAM", "NO")) else "SAM_SHA256" + v for v in man}
+    assert readme == man
+
+
+def test_two_runs_writing_one_folder_leave_whole_outputs(photos, tmp_path, tiny_ckpt):
+    """Two processes on the same inputs and folder (as shards that overlap would be): each
+    file is written under its own temporary name and renamed, so whatever order they finish
+    in, every output is whole and a third run finds everything done."""
+    args = [str(SAM), "auto", str(photos), "-o", str(tmp_path / "out"), "-c", str(tiny_ckpt), *FAST,
+            "-f", "png", "-f", "coco-rle", "-q"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert not list((tmp_path / "out").rglob(".*"))
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        doc = strict_json((tmp_path / f"out/{name}.json").read_text())
+        assert len(doc["annotations"]) == 27
+        meta = (tmp_path / f"out/{name}.masks/metadata.csv").read_text().splitlines()
+        assert len(meta) == 28 and len(list((tmp_path / f"out/{name}.masks").glob("*.png"))) == 27
+    p = run_sam(*args[1:])
+    assert [r["status"] for r in lines(p)] == ["skipped", "skipped"]

@@ -4,6 +4,7 @@ that writes behind the model (`WriteBehind`)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -82,13 +83,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         yield tmp
-        if path.exists():
-            old = path.with_name(tmp.name[: -len(".tmp")] + ".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _replace_dir(tmp, path)
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
@@ -99,6 +94,27 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 #: This host in temporary names (dots replaced: the names are split on them).
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.(?:tmp|old)$")
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Rename the folder tmp to path, replacing a folder there (another writer of the same
+    output may put one there at any moment: whichever renames last wins, whole)."""
+    old = path.with_name(tmp.name[: -len(".tmp")] + ".old")
+    for _ in range(8):
+        try:
+            os.replace(tmp, path)  # path missing, or an empty folder
+            break
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(path, old)  # set the other folder aside, then try again
+        except FileNotFoundError:
+            pass  # another writer moved it first
+    else:
+        raise OSError(errno.EEXIST, "another process keeps writing it", str(path))
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def temp_name(path: Path) -> Path:
