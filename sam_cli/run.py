@@ -13,14 +13,12 @@ The engine (`Engine`) turns the items to process into mask records, batched and 
 WriteBehind) and, at the end, the formats' end-of-run outputs (coco.json). The engine is made
 only when the first item needs it: inputs that are all done never load a model.
 
-Events come in input order. An image's event comes once its outputs are written: at the
-latest when the engine hands over the next result, or at the end of the run.
+Events come in input order, each as it happens: an image's once its outputs are written.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -142,12 +140,17 @@ class Runner:
         return [str(p) for p in self.layout.outputs(item.rel)]
 
     # ---------------------------------------------------------------------------- run
-    def run(self, items: Iterable[InputItem], engine: Callable[[], Engine]) -> Iterator[Event]:
-        """Events for `items`; `engine()` is called once, when the first item needs it."""
+    def run(
+        self, items: Iterable[InputItem], engine: Callable[[], Engine], emit: Callable[[Event], None],
+    ) -> None:
+        """Process `items`, handing each event to `emit` as it happens, in input order: an
+        image's once its outputs are written, on the writer thread, while the engine works
+        on the next ones (so a consumer sees each image as soon as it is done). `engine()` is
+        called once, when the first item needs it. An exception from `emit` (a closed pipe)
+        stops the run like any other."""
         if self.record is not None:
             self.layout.claim(self.record, self.overwrite)
         self.stale = self.layout.remove_stale_temps()  # a killed run's leftovers
-        events: queue.SimpleQueue = queue.SimpleQueue()
         writer = WriteBehind(lambda job: job())
         made: list[Engine] = []
         ok = False
@@ -157,11 +160,9 @@ class Runner:
                 if isinstance(job, InputItem):
                     made.append(engine())
                     for res in made[0](_chain(job, jobs)):
-                        writer.submit(partial(self._settle, res, events))
-                        yield from _drain(events)
+                        writer.submit(partial(self._settle, res, emit))
                     break
-                writer.submit(partial(self._settle, job, events))
-                yield from _drain(events)
+                writer.submit(partial(self._settle, job, emit))
             ok = True
         finally:
             try:
@@ -172,19 +173,18 @@ class Runner:
             finally:
                 if made:
                     made[0].close()
-        yield from _drain(events)
         if self._finished:
             try:
                 paths = self.layout.finish(self._finished)
             except SamError as e:
                 self.counts.failures.append(str(e))
-                yield RunOutputFailed(e)
+                emit(RunOutputFailed(e))
                 return
             for path in paths:
-                yield RunOutput(path)
+                emit(RunOutput(path))
 
-    def _settle(self, res: object, events: queue.SimpleQueue) -> None:
-        """On the writer thread, in order: write a result's outputs; count; queue its event."""
+    def _settle(self, res: object, emit: Callable[[Event], None]) -> None:
+        """On the writer thread, in order: write a result's outputs; count; emit its event."""
         if isinstance(res, (Skipped, Failed)):
             ev = res
         elif res.error is not None:
@@ -204,17 +204,9 @@ class Runner:
             self.counts.failures.append(str(ev.error))
         if isinstance(ev, Done) or (isinstance(ev, Skipped) and ev.reason == "done"):
             self._finished.append(ev.item.rel)
-        events.put(ev)
+        emit(ev)
 
 
 def _chain(first: object, rest: Iterator[object]) -> Iterator[object]:
     yield first
     yield from rest
-
-
-def _drain(events: queue.SimpleQueue) -> Iterator[Event]:
-    while True:
-        try:
-            yield events.get_nowait()
-        except queue.Empty:
-            return

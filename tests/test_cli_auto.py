@@ -150,7 +150,7 @@ def test_interrupted_run_resumes_to_identical_outputs(tmp_path, tiny_ckpt):
     assert proc.returncode == 130, err
     assert "Interrupted." in err.decode()
     assert not list(part.rglob(".*")), "no temporary or half-written files are left"
-    done = [p for p in part.glob("*.json")]
+    done = [p for p in part.glob("*.jpg.json")]
     assert 1 <= len(done) < 4
 
     p = run_sam(*args, "-o", part)
@@ -264,7 +264,7 @@ def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, f
             app.main(["auto", str(folder), "-o", str(out), "-c", str(tiny_ckpt), "--device", "cpu",
                       "-q", "-f", "coco-rle", *FAST, *flag])
         assert e.value.code == 0
-        outs[out.name] = {p.relative_to(out): p.read_text() for p in sorted(out.rglob("*.json"))}
+        outs[out.name] = {p.relative_to(out): p.read_text() for p in sorted(out.rglob("*.*.json"))}
     torch._dynamo.reset()
     assert len(traced) >= 3  # encoder, transformer, upscaling
     assert len(outs["eager"]) == 3 and outs["compiled"] == outs["eager"]
@@ -295,4 +295,4 @@ def test_compile_that_fails_says_so_once_and_runs_uncompiled(tiny_ckpt, folder, 
         "measurably faster",
         "--compile: compiling the image encoder failed (InvalidCxxCompiler: No working C compiler "
         "found); it runs uncompiled, as does any other part that fails"]
-    assert len(list((tmp_path / "out").rglob("*.json"))) == 3
+    assert len(list((tmp_path / "out").rglob("*.*.json"))) == 3

@@ -154,7 +154,7 @@ def test_sam_auto_on_cuda_gives_the_cpu_masks(shifted_tiny, tmp_path):
     for name, dev in (("gpu", DEV), ("cpu", "cpu")):
         p = run_sam(*args, "-o", tmp_path / name, "--device", dev)
         assert p.returncode == 0, p.stderr
-        outs[name] = sorted((tmp_path / name).glob("*.json"))
+        outs[name] = sorted((tmp_path / name).glob("*.jpg.json"))  # not sam-run.json
     assert [f.name for f in outs["gpu"]] == [f.name for f in outs["cpu"]] and outs["cpu"]
     from pycocotools import mask as coco_mask
 

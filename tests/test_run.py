@@ -1,6 +1,6 @@
 """The run engine (sam_cli/run.py) with fake items and a fake model: what it decides before
-any model work, the order and kinds of its events, failures, Ctrl-C, and a format added
-through the registry alone."""
+any model work, the order and kinds of its events, failures, Ctrl-C, events as they happen,
+and a format added through the registry alone."""
 
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ def run(runner: Runner, items, engine: FakeEngine | None = None):
         made.append(engine or FakeEngine())
         return made[-1]
 
-    events = list(runner.run(items, make))
+    events = []
+    runner.run(items, make, events.append)
     return events, (made[0] if made else None)
 
 
@@ -168,8 +169,8 @@ def test_ctrl_c_keeps_finished_outputs_and_leaves_nothing_half_written(tmp_path,
     engine = FakeEngine()
     got = []
     with pytest.raises(KeyboardInterrupt):
-        for ev in runner.run(items, lambda: engine):
-            got.append(ev)
+        runner.run(items, lambda: engine, got.append)
+    assert [e.item.rel for e in got] == ["a.jpg", "b.jpg"]  # each as its outputs were written
     assert engine.closed and engine.seen == ["a.jpg", "b.jpg", "stop.jpg"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg.txt", "b.jpg.txt"]
     assert not (tmp_path / "out/index.txt").exists()  # the run did not end
@@ -207,3 +208,29 @@ def test_an_unknown_format_is_a_usage_error(tmp_path):
     p = run_sam("auto", tmp_path, "-o", tmp_path / "out", "-f", "gif")
     assert p.returncode == 2
     assert "'gif': choose from png, coco-rle, coco, label-map, overlay" in p.stderr.decode()
+
+
+def test_each_event_comes_as_soon_as_its_image_is_written(tmp_path, txt_format):
+    """An image's event is emitted once its outputs are written, while the engine is still
+    working on the next image, not when the next result arrives."""
+    import threading
+
+    items = files(tmp_path / "in", "a.jpg", "b.jpg")
+    seen_while_working: list[list[str]] = []
+    events: list = []
+    second_started = threading.Event()
+
+    class SlowEngine(FakeEngine):
+        def __call__(self, jobs):
+            for res in super().__call__(jobs):
+                yield res
+                if res.item.rel == "a.jpg":  # working on b.jpg now: a.jpg's event must come
+                    second_started.set()
+                    for _ in range(200):
+                        if events:
+                            break
+                        threading.Event().wait(0.01)
+                    seen_while_working.append([e.item.rel for e in events])
+
+    Runner(OutputLayout(tmp_path / "out", (txt_format,))).run(items, SlowEngine, events.append)
+    assert second_started.is_set() and seen_while_working == [["a.jpg"]]

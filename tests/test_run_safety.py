@@ -377,3 +377,19 @@ def test_two_runs_writing_one_folder_leave_whole_outputs(photos, tmp_path, tiny_
         assert len(meta) == 28 and len(list((tmp_path / f"out/{name}.masks").glob("*.png"))) == 27
     p = run_sam(*args[1:])
     assert [r["status"] for r in lines(p)] == ["skipped", "skipped"]
+
+
+def test_segment_overlay_draws_the_prompts(tmp_path, tiny_ckpt):
+    import cv2
+
+    p = run_sam("segment", EXAMPLES / "chelsea.jpg", "-p", "100,80", "-n", "300,200", "-b", "20,30,400,250",
+                "-o", tmp_path / "m.png", "--overlay", tmp_path / "o.png", "-c", tiny_ckpt)
+    assert p.returncode == 0, p.stderr
+    o = cv2.cvtColor(cv2.imread(str(tmp_path / "o.png")), cv2.COLOR_BGR2RGB)
+    assert tuple(o[80, 100]) == (0, 200, 0) and tuple(o[200, 300]) == (220, 0, 0)  # fg green, bg red
+    assert tuple(o[30, 200]) == (255, 255, 255) and tuple(o[140, 20]) == (255, 255, 255)  # the box
+
+
+def test_models_verify_with_an_empty_cache_says_so(tmp_path):
+    p = run_sam("models", "verify", env={"SAM_CACHE_DIR": str(tmp_path / "c")})
+    assert (p.returncode, p.stdout.decode()) == (0, f"no checkpoints in the cache ({tmp_path / 'c'})\n")

@@ -22,6 +22,21 @@ def run_script(*args: str, timeout: int = 600) -> str:
     return p.stdout
 
 
+def test_benchmark_quick_rows(tmp_path):
+    """Every run: the rows that run sam's own command (folder: `sam auto` through the run
+    engine, timed from its JSON lines as each image is written) and its core, on the tiny model."""
+    out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", "encoder,auto-all,folder",
+                     "--repeat", "1", "--points-per-side", "4", "--folder-images", "2",
+                     "--folder-points-per-side", "4")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert len(cells) == 3, out
+    for c in cells:
+        assert float(c[1]) > 0 and float(c[2]) > 0 and c[3].endswith("x"), c
+    assert re.fullmatch(r"48/48 ref masks matched \(48 ours\), mean IoU 1\.0000", cells[1][4]), cells[1]
+
+
+@pytest.mark.slow  # minutes: every row of the table (test_benchmark_quick_rows runs in every run)
 def test_benchmark_table_agrees_with_the_reference(tmp_path):
     row_names = "encoder,boxes,auto-all,auto-default,folder,point-again,write-12mp,regions-12mp"
     out = run_script("scripts/benchmark.py", "--model", "tiny", "--rows", row_names,

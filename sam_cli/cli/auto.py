@@ -89,8 +89,7 @@ def auto(
 
     made: list[AutomaticEngine] = []
     try:
-        for ev in runner.run(items, lambda: made.append(engine()) or made[0]):
-            out.event(ev)
+        runner.run(items, lambda: made.append(engine()) or made[0], out.event)
     finally:
         out.close()
     if out.summary(runner, made[0].cache if made else None, inputs, excluded):

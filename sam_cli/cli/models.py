@@ -74,9 +74,9 @@ def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
 def verify(names: NamesArg = None) -> None:
     """Hash cached checkpoints again against the expected sha256 (exit 4 on a mismatch)."""
     from ..registry import MODELS
-    from ..weights import cached_path, verify_cached
+    from ..weights import cache_dir, cached_path, verify_cached
 
-    bad = 0
+    bad = checked = 0
     for n in _check(names):
         if not cached_path(MODELS[n]).is_file():
             if names:
@@ -86,6 +86,9 @@ def verify(names: NamesArg = None) -> None:
         ok = verify_cached(MODELS[n])
         print(f"{n}: {'ok' if ok else 'MISMATCH'} {cached_path(MODELS[n])}")
         bad += not ok
+        checked += 1
+    if not names and not checked:
+        print(f"no checkpoints in the cache ({cache_dir()})")
     if bad:
         raise typer.Exit(ExitCode.MODEL)
 

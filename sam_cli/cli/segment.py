@@ -146,7 +146,9 @@ def segment(
         for rec in records:
             rec["file"] = output
     if overlay:
-        writers.write_image(overlay, writers.overlay_crops(rgb, crops))
+        picture = writers.overlay_crops(rgb, crops)
+        writers.draw_prompts(picture, prompts.points, prompts.labels, prompts.boxes)
+        writers.write_image(overlay, picture)
     if logits:
         writers.atomic_write_bytes(logits, records_mod.npy_bytes(np.concatenate(lows)))
     if output != "-":

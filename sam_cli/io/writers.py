@@ -283,6 +283,20 @@ def overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5) -> n
     return overlay_crops(image, [mask_crop(m) for m in masks], alpha)
 
 
+def draw_prompts(
+    rgb: np.ndarray, points: list, labels: list, boxes: list,
+) -> None:
+    """Draw the prompts on an H×W×3 RGB picture, in place: foreground points as green dots,
+    background points as red ones (each ringed in white), boxes (XYXY) as white rectangles."""
+    r = max(3, round(max(rgb.shape[:2]) / 200))
+    for x0, y0, x1, y1 in boxes:
+        cv2.rectangle(rgb, (round(x0), round(y0)), (round(x1), round(y1)), (255, 255, 255), max(1, r // 2))
+    for (x, y), lab in zip(points, labels):
+        centre = (round(x), round(y))
+        cv2.circle(rgb, centre, r + 1, (255, 255, 255), -1)
+        cv2.circle(rgb, centre, r, (0, 200, 0) if lab == 1 else (220, 0, 0), -1)
+
+
 def overlay_crops(
     image: np.ndarray, crops: list[MaskCrop], alpha: float = 0.5,
 ) -> np.ndarray:
