@@ -167,9 +167,11 @@ def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path, tiny_ckpt):
 
 
 def test_a_closed_pipe_ends_quietly(photos, tiny_ckpt):
-    p = subprocess.run(f"'{SAM}' auto '{photos}' -o '{photos}/out' -c '{tiny_ckpt}' {' '.join(FAST)} | head -c 1",
-                       shell=True, capture_output=True, timeout=300)
-    assert p.stdout == b"{" and b"Traceback" not in p.stderr and b"Error" not in p.stderr, p.stderr
+    for cmd in (f"auto '{photos}' -o '{photos}/out'", f"segment '{photos}/chelsea.jpg' -b 1,1,90,90 -b 5,5,99,99 -o m.png"):
+        p = subprocess.run(["bash", "-c", f"'{SAM}' {cmd} -c '{tiny_ckpt}' {' '.join(FAST) if 'auto' in cmd else ''} "
+                            "| head -c 1; exit ${PIPESTATUS[0]}"], capture_output=True, timeout=300, cwd=photos)
+        assert p.stdout == b"{" and b"Traceback" not in p.stderr and b"Error" not in p.stderr, p.stderr
+        assert p.returncode == 0, p.stderr
 
 
 def test_quiet_still_says_which_inputs_failed_and_debug_goes_anywhere(photos, tiny_ckpt):

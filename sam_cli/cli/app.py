@@ -120,26 +120,35 @@ def main(argv: list[str] | None = None) -> None:
     except Interrupted as e:
         print("Interrupted." if e.code == ExitCode.INTERRUPTED else "Terminated.", file=sys.stderr)
         sys.exit(e.code)
-    except BrokenPipeError:
-        # the reader went away (`sam ... | head`): not an error of ours
-        sys.stderr.close()
-        sys.exit(ExitCode.OK)
-    except Exception as e:  # noqa: BLE001 - the one place that maps errors to exit codes
-        from ..errors import SamError
+    except Exception as e:  # noqa: BLE001 - sorted below
+        from .common import PipeClosed
 
-        if debug:
-            import traceback
+        if isinstance(e, (BrokenPipeError, PipeClosed)):
+            # the reader went away (`sam ... | head`): not an error of ours; stdout goes to
+            # /dev/null so that Python's last flush of it at exit does not fail either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(ExitCode.OK)
+        _fail(e, debug)
 
-            traceback.print_exc()
-        if isinstance(e, SamError):
-            hint = f" ({e.hint})" if e.hint else ""
-            print(f"Error: {e}{hint}", file=sys.stderr)
-            sys.exit(_exit_code_for(e))
-        if _out_of_memory(e):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"Error: out of memory: {first} (lower --batch-size or --points-per-batch, "
-                  "or use --dtype bf16 or a smaller --model)", file=sys.stderr)
-            sys.exit(ExitCode.MEMORY)
-        print(f"Error: unexpected {type(e).__name__}: {e} (rerun with --debug and report it)",
-              file=sys.stderr)
-        sys.exit(ExitCode.FAILURE)
+
+def _fail(e: Exception, debug: bool) -> None:
+    """The one place that maps errors to exit codes."""
+    from ..errors import SamError
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    if isinstance(e, SamError):
+        hint = f" ({e.hint})" if e.hint else ""
+        print(f"Error: {e}{hint}", file=sys.stderr)
+        sys.exit(_exit_code_for(e))
+    if _out_of_memory(e):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"Error: out of memory: {first} (lower --batch-size or --points-per-batch, "
+              "or use --dtype bf16 or a smaller --model)", file=sys.stderr)
+        sys.exit(ExitCode.MEMORY)
+    print(f"Error: unexpected {type(e).__name__}: {e} (rerun with --debug and report it)",
+          file=sys.stderr)
+    sys.exit(ExitCode.FAILURE)

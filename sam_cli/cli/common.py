@@ -7,6 +7,27 @@ import sys
 from pathlib import Path
 
 
+class PipeClosed(Exception):
+    """stdout's reader went away (`sam … | head`). Not an OSError, which Click would turn
+    into exit 1: main() ends the run quietly with exit 0."""
+
+
+def out_line(text: str) -> None:
+    """One line of data on stdout, now."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise PipeClosed() from None
+
+
+def out_bytes(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise PipeClosed() from None
+
+
 def stderr_is_tty() -> bool:
     return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
 
@@ -101,7 +122,7 @@ class EventPrinter:
         elif isinstance(ev, Failed):
             self.note(f"Error: {ev.error}", error=True)
             line.update(status="failed", error=str(ev.error), seconds=round(ev.seconds, 3))
-        print(json_text(line), flush=True)
+        out_line(json_text(line))
         self.decoded = 0
         if self.bar is not None:
             self.bar.set_postfix_str("", refresh=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -83,7 +82,7 @@ def segment(
     from ..io import writers
     from ..io.images import read_image
     from ..prompts import Prompts, load_mask_prompt
-    from .common import load_sam
+    from .common import load_sam, out_bytes, out_line
 
     if not (output == "-" or output.lower().endswith((".png", ".json"))):
         raise PromptError(f"--output {output}: must end in .png or .json, or be - for stdout")
@@ -129,8 +128,7 @@ def segment(
             rec["object_index"] += first // pred.masks.shape[1]
         for k, m in enumerate(m for obj in pred.masks for m in obj):
             if output == "-":
-                sys.stdout.buffer.write(writers.mask_png(m))
-                sys.stdout.buffer.flush()
+                out_bytes(writers.mask_png(m))
             elif png_paths:
                 writers.atomic_write_bytes(png_paths[first + k], writers.mask_png(m))
                 chunk[k]["file"] = str(png_paths[first + k])
@@ -153,7 +151,7 @@ def segment(
         writers.atomic_write_bytes(logits, records_mod.npy_bytes(np.concatenate(lows)))
     if output != "-":
         for rec in records:
-            print(writers.json_text(rec), flush=True)
+            out_line(writers.json_text(rec))
 
 
 def _png_paths(out: Path, n: int) -> list[Path]:
