@@ -45,6 +45,7 @@ class Skipped:
     item: InputItem
     outputs: list[str]
     reason: str  # "done": an earlier run wrote its outputs; "repeated": named twice in this run
+    masks: int | None = None  # how many masks those outputs hold, where a format can tell
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,9 @@ class Runner:
 
     def _settle(self, res: object, emit: Callable[[Event], None]) -> None:
         """On the writer thread, in order: write a result's outputs; count; emit its event."""
-        if isinstance(res, (Skipped, Failed)):
+        if isinstance(res, Skipped):  # counted here, behind the model, not before it
+            ev = Skipped(res.item, res.outputs, res.reason, self.layout.count(res.item.rel))
+        elif isinstance(res, Failed):
             ev = res
         elif res.error is not None:
             ev = Failed(res.item, res.error, res.seconds)

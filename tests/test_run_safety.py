@@ -45,7 +45,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_overwrite(photos, tmp_pat
     before = (out / "chelsea.jpg.json").read_bytes()
     # the same settings resume (another points-per-batch changes only speed)
     p = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST, "-f", "coco-rle", "--points-per-batch", "7")
-    assert p.returncode == 0 and [r["status"] for r in lines(p)] == ["skipped"] * 2
+    assert p.returncode == 0 and [(r["status"], r["masks"]) for r in lines(p)] == [("skipped", 27)] * 2
     p = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST, "-f", "coco-rle", "--pred-iou-thresh", "0.3")
     assert p.returncode == 2 and p.stdout == b""
     assert p.stderr.decode() == (
@@ -63,8 +63,8 @@ def test_outputs_are_never_read_as_inputs(photos, tiny_ckpt):
     for status in ("ok", "skipped"):
         p = run_sam("auto", photos, "-o", photos / "masks", "-c", tiny_ckpt, *FAST)
         assert p.returncode == 0, p.stderr
-        assert [(r["input"], r["status"]) for r in lines(p)] == [
-            (str(photos / "chelsea.jpg"), status), (str(photos / "coffee.jpg"), status)]
+        assert [(r["input"], r["status"], r["masks"]) for r in lines(p)] == [
+            (str(photos / "chelsea.jpg"), status, 27), (str(photos / "coffee.jpg"), status, 27)]
     assert f"not read as inputs (sam's own outputs): {photos / 'masks'}" in p.stderr.decode()
     # another run's output folder elsewhere in the inputs is left out too
     shutil.copytree(photos / "masks", photos / "old")

@@ -118,7 +118,7 @@ class EventPrinter:
         if isinstance(ev, Done):
             line.update(status="ok", outputs=ev.outputs, masks=ev.masks, seconds=round(ev.seconds, 3))
         elif isinstance(ev, Skipped):
-            line.update(status="skipped", outputs=ev.outputs)
+            line.update(status="skipped", outputs=ev.outputs, masks=ev.masks)
         elif isinstance(ev, Failed):
             self.note(f"Error: {ev.error}", error=True)
             line.update(status="failed", error=str(ev.error), seconds=round(ev.seconds, 3))

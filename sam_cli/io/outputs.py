@@ -53,6 +53,16 @@ class OutputLayout:
                 return False
         return True
 
+    def count(self, rel: str) -> int | None:
+        """How many masks the outputs of an earlier run hold for this image, from the first
+        format that can tell (png's metadata.csv, coco-rle's JSON); None if none can."""
+        base = self.root / rel
+        for mod in self.modules.values():
+            n = mod.count(base) if hasattr(mod, "count") else None
+            if n is not None:
+                return n
+        return None
+
     def write(self, rel: str, image: np.ndarray, records: list[MaskRecord]) -> list[str]:
         """Write every per-image output; returns their paths."""
         img = ImageOutput(self.root / rel, rel, image, records)

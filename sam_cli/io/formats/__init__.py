@@ -11,6 +11,8 @@ A format module defines:
         writes them, each under a temporary name then renamed (io.writers)
     complete(base: Path) -> bool            (optional; default: every output is a file)
         whether an earlier run left this image's outputs whole, so a rerun skips it
+    count(base: Path) -> int | None         (optional) how many masks an earlier run wrote
+        there (a skipped image's count), None if it cannot tell
     REQUIRES: tuple[str, ...]               (optional) formats whose per-image outputs it reads
     finish(root: Path, rels: list[str]) -> Path    (optional) the end-of-run step, over the
         output keys of every image of the run that has its outputs (done or skipped)

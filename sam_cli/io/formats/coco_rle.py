@@ -13,6 +13,15 @@ def outputs(base: Path) -> list[Path]:
     return [base.with_name(base.name + ".json")]
 
 
+def count(base: Path) -> int | None:
+    import json
+
+    try:
+        return len(json.loads(outputs(base)[0].read_text())["annotations"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write(img: ImageOutput) -> None:
     h, w = img.image.shape[:2]
     doc = {"image": {"file_name": img.file_name, "width": w, "height": h},

@@ -30,6 +30,14 @@ def complete(base: Path) -> bool:
     return (outputs(base)[0] / "metadata.csv").is_file()  # written last
 
 
+def count(base: Path) -> int | None:
+    try:
+        with open(outputs(base)[0] / "metadata.csv", "rb") as f:
+            return max(0, sum(1 for _ in f) - 1)  # the header
+    except OSError:
+        return None
+
+
 def write(img: ImageOutput) -> None:
     records, anns = img.records, img.annotations
     with writers.atomic_dir(outputs(img.base)[0]) as tmp:
