@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from .. import __version__
 from .exitcodes import EXIT_CODES_HELP, ExitCode
@@ -26,6 +28,14 @@ app = typer.Typer(
     name="sam", help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False,
 )
+
+
+class Command(TyperCommand):
+    """A command whose usage line names a required argument as man pages do (INPUTS...), not
+    in Typer's braces ({INPUTS}...)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [re.sub(r"^\{(.+)\}", r"\1", p) for p in super().collect_usage_pieces(ctx)]
 
 
 def _version(value: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import options as O
-from .app import app
+from .app import Command, app
 from .exitcodes import ExitCode
 
 EPILOG = """Examples:
@@ -23,7 +23,7 @@ image goes to stdout.
 """
 
 
-@app.command(epilog=EPILOG)
+@app.command(epilog=EPILOG, cls=Command)
 def auto(
     inputs: O.InputsArg,
     output: O.OutputDirOpt,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import app
+from .app import Command, app
 from .options import CheckpointOpt, DeviceOpt, DtypeOpt, EmbeddingCacheOpt, MaxPixelsOpt, ModelOpt, QuietOpt
 
 EPILOG = """Examples:
@@ -26,9 +26,9 @@ to stdout (unless the PNG does).
 """
 
 
-@app.command(epilog=EPILOG)
+@app.command(epilog=EPILOG, cls=Command)
 def segment(
-    image: Annotated[Path, typer.Argument(help="The image (JPEG, PNG, BMP, TIFF, WebP).")],
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The image (JPEG, PNG, BMP, TIFF, WebP, GIF).")],
     output: Annotated[
         str, typer.Option("--output", "-o", metavar="OUT", help="OUT.png, OUT.json or - (PNG to stdout).")
     ],
