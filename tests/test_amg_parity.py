@@ -154,7 +154,9 @@ def test_dense_path_encodes_only_the_masks_nms_keeps(models, monkeypatch, crop_n
 def test_grouping_and_decoder_batches_do_not_change_the_masks(models):
     """How point batches are grouped on the device and split into decoder calls changes only
     the order of work: the same masks in the same order, with predicted IoUs equal to float32
-    rounding (a GEMM's sums may run in another order for another batch size)."""
+    rounding (a GEMM's sums may run in another order for another batch size, which on some
+    CPUs moves a pixel within rounding of the 0 logit to the other side: one in 70,518 was
+    seen). Pixel tolerance: at most 1 pixel in 10,000 of the masks' pixels differs."""
     _, tiny_model = models
     image = read_image(EXAMPLES / "chelsea.jpg")
     s = AmgSettings(points_per_side=6, points_per_batch=10, pred_iou_thresh=0.44,
@@ -163,8 +165,9 @@ def test_grouping_and_decoder_batches_do_not_change_the_masks(models):
     grouped = AutomaticMaskGenerator(tiny_model, s, decoder_batch=7)
     grouped._batches_per_group = lambda: 3  # as on a GPU: 3 point batches per IoU filter
     other = grouped.generate(image)
-    assert len(base) > 5
-    assert [r.rle for r in base] == [r.rle for r in other]
+    assert len(base) > 5 and len(other) == len(base)
+    differ = sum(int((M.rle_to_mask(a.rle) ^ M.rle_to_mask(b.rle)).sum()) for a, b in zip(base, other))
+    assert differ <= sum(a.area for a in base) / 10_000, differ
     assert np.allclose([r.predicted_iou for r in base], [r.predicted_iou for r in other], atol=1e-5)
     assert [r.point for r in base] == [r.point for r in other]
 
