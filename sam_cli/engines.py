@@ -62,8 +62,8 @@ class AutomaticEngine:
         self.cache = None
         if embedding_cache is not None:  # after compiling: compiled embeddings are kept apart
             self.cache = EmbeddingCache(embedding_cache, net, warn=warn, weights_id=loaded.weights_id)
-        self.gen = AutomaticMaskGenerator(net, settings, embedding_cache=self.cache)
-        self.gen.on_points = on_points  # progress within an image
+        self.gen = AutomaticMaskGenerator(net, settings, embedding_cache=self.cache,
+                                          on_points=on_points)  # progress within an image
         self.batch_size = batch_size or (1 if self.gen.on_cpu else 4)
         self.workers = workers
 

@@ -113,6 +113,7 @@ class Runner:
         self.overwrite = overwrite
         self.record = record
         self.stale: list[Path] = []  # temporary files of killed writers, removed at the start
+        self.engine: Engine | None = None  # made by run() when the first item needs it
         self.counts = Counts()
         self._first: dict[str, str] = {}  # output key → real path of the input that has it
         self._claimed: set[str] = set()  # output keys decided in this run
@@ -153,14 +154,13 @@ class Runner:
             self.layout.claim(self.record, self.overwrite)
         self.stale = self.layout.remove_stale_temps()  # a killed run's leftovers
         writer = WriteBehind(lambda job: job())
-        made: list[Engine] = []
         ok = False
         try:
             jobs = (self.decide(it) for it in items)
             for job in jobs:  # decisions before the first item to process: no model yet
                 if isinstance(job, InputItem):
-                    made.append(engine())
-                    for res in made[0](_chain(job, jobs)):
+                    self.engine = engine()
+                    for res in self.engine(_chain(job, jobs)):
                         writer.submit(partial(self._settle, res, emit))
                     break
                 writer.submit(partial(self._settle, job, emit))
@@ -172,8 +172,8 @@ class Runner:
                 if ok:
                     raise
             finally:
-                if made:
-                    made[0].close()
+                if self.engine is not None:
+                    self.engine.close()
         if self._finished:
             try:
                 paths = self.layout.finish(self._finished)

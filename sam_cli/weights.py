@@ -54,8 +54,8 @@ def describe(model: str | None, checkpoint: str | Path | None) -> str:
     by its real path, size and modification time; a model type by the sha256 its file must
     have."""
     if checkpoint is not None:
-        st = os.stat(checkpoint) if os.path.exists(checkpoint) else None
-        size = f"{st.st_size} bytes, modified {st.st_mtime_ns}" if st else "missing"
+        st = _file_stat(checkpoint)
+        size = f"{st[1]} bytes, modified {st[2]}" if st else "missing"
         return f"checkpoint {os.path.realpath(checkpoint)} ({size})"
     name = model or DEFAULT_MODEL
     return f"{name} sha256 {expected_sha256(MODELS[name])}"
@@ -512,11 +512,16 @@ def load_model(**kwargs) -> Sam:
 
 
 def _file_identity(path: str | Path) -> str | None:
-    """(real path, size, modification time in ns) of a checkpoint, taken before it is read:
-    another file put in its place changes it. None if it cannot be read (loading then fails
-    with its own error)."""
+    """A checkpoint's _file_stat as a string, taken before it is read: another file put in its
+    place changes it. None if it cannot be read (loading then fails with its own error)."""
+    st = _file_stat(path)
+    return None if st is None else repr(st)
+
+
+def _file_stat(path: str | Path) -> tuple[str, int, int] | None:
+    """(real path, size, modification time in ns) of a file, or None if it cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return repr((os.path.realpath(path), st.st_size, st.st_mtime_ns))
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)

@@ -13,7 +13,7 @@ import pytest
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
-from cli_helpers import SAM, run_sam
+from cli_helpers import SAM, four_photo_run, run_sam
 from conftest import EXAMPLES
 
 FAST = ["--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
@@ -131,12 +131,7 @@ def snapshot(root):
 
 
 def test_interrupted_run_resumes_to_identical_outputs(tmp_path, tiny_ckpt):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(4):
-        shutil.copy(EXAMPLES / "chelsea.jpg", src / f"img{i}.jpg")
-    args = ["auto", src, "-c", tiny_ckpt, "--points-per-side", "4", "--pred-iou-thresh", "0",
-            "--stability-score-thresh", "0", "-f", "png", "-f", "coco-rle"]
+    args = four_photo_run(tmp_path, tiny_ckpt)
     whole = tmp_path / "whole"
     assert run_sam(*args, "-o", whole).returncode == 0
 

@@ -93,15 +93,10 @@ def files(root: Path, *names: str) -> list[InputItem]:
 
 
 def run(runner: Runner, items, engine: FakeEngine | None = None):
-    made = []
-
-    def make():
-        made.append(engine or FakeEngine())
-        return made[-1]
-
+    """The events, and the engine if the runner made one."""
     events = []
-    runner.run(items, make, events.append)
-    return events, (made[0] if made else None)
+    runner.run(items, lambda: engine or FakeEngine(), events.append)
+    return events, runner.engine
 
 
 def test_events_in_input_order_with_outputs_and_the_end_of_run_step(tmp_path, txt_format):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import SAM, run_sam
+from cli_helpers import SAM, four_photo_run, run_sam
 from conftest import EXAMPLES
 
 FAST = ["--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
@@ -148,12 +148,7 @@ def test_bad_settings_are_usage_errors(photos, tmp_path, args, err):
 
 
 def test_sigterm_stops_like_ctrl_c_and_the_rerun_finishes(tmp_path, tiny_ckpt):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(4):
-        shutil.copy(EXAMPLES / "chelsea.jpg", src / f"img{i}.jpg")
-    args = ["auto", src, "-c", tiny_ckpt, "--points-per-side", "4", "--pred-iou-thresh", "0",
-            "--stability-score-thresh", "0", "-f", "png", "-f", "coco-rle", "-o", tmp_path / "out"]
+    args = [*four_photo_run(tmp_path, tiny_ckpt), "-o", tmp_path / "out"]
     proc = subprocess.Popen([str(SAM), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert json.loads(proc.stdout.readline())["status"] == "ok"
     proc.send_signal(signal.SIGTERM)

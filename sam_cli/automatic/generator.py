@@ -137,6 +137,7 @@ class AutomaticMaskGenerator:
         self, model: Sam, settings: AmgSettings | None = None, *,
         upscale_budget_bytes: int = 512 << 20, logits_budget_bytes: int = 1 << 30,
         decoder_batch: int | None = None, embedding_cache: EmbeddingCache | None = None,
+        on_points: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
         self.s = settings or AmgSettings()
@@ -157,7 +158,7 @@ class AutomaticMaskGenerator:
         self.decoder_batch = decoder_batch or (CPU_DECODER_BATCH if self.on_cpu else None)
         #: Called with the number of point prompts just decoded: progress within an image,
         #: which on a CPU takes a minute (the run engine's progress bar shows it).
-        self.on_points: Callable[[int], None] | None = None
+        self.on_points = on_points
 
     # ------------------------------------------------------------------------- steps
     def prepare_crops(self, image: np.ndarray) -> list[CropInput]:

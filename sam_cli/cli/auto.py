@@ -87,10 +87,9 @@ def auto(
                                batch_size=batch_size, workers=workers, compile_model=compile_model,
                                embedding_cache=embedding_cache, warn=out.note, on_points=out.points)
 
-    made: list[AutomaticEngine] = []
     try:
-        runner.run(items, lambda: made.append(engine()) or made[0], out.event)
+        runner.run(items, engine, out.event)
     finally:
         out.close()
-    if out.summary(runner, made[0].cache if made else None, inputs, excluded):
+    if out.summary(runner, inputs, excluded):
         raise typer.Exit(ExitCode.PARTIAL)

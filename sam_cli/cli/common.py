@@ -132,10 +132,12 @@ class EventPrinter:
         if self.bar is not None:
             self.bar.close()
 
-    def summary(self, runner, cache, inputs: list[str], excluded=None) -> bool:
+    def summary(self, runner, inputs: list[str], excluded=None) -> bool:
         """The run's summary on stderr; True when some inputs failed. runner: the run.Runner
-        that ran; excluded: the run's inputs.Exclusions (what was not read, and why)."""
+        that ran (its engine's embedding cache, if any, is reported); excluded: the run's
+        inputs.Exclusions (what was not read, and why)."""
         counts = runner.counts
+        cache = getattr(runner.engine, "cache", None)
         if runner.stale:
             message(f"removed {len(runner.stale)} temporary file(s) that a killed run left in "
                     f"{runner.layout.root}", self.quiet)
