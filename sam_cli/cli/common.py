@@ -157,7 +157,8 @@ class EventPrinter:
         if excluded is not None and excluded.other_files:
             n = sum(excluded.other_files.values())
             kinds = ", ".join(f"{c} {ext}" for ext, c in sorted(excluded.other_files.items()))
-            message(f"not read: {n} file{'s' * (n != 1)} that are not images ({kinds})", self.quiet)
+            what = "file that is not an image" if n == 1 else "files that are not images"
+            message(f"not read: {n} {what} ({kinds})", self.quiet)
         if cache is not None and cache.hits + cache.misses:
             message(f"embedding cache: {cache.hits} of {cache.hits + cache.misses} embeddings "
                     f"read from {cache.root}", self.quiet)
