@@ -74,3 +74,46 @@ class AutomaticEngine:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def prompted_record(
+    *, prompts: str, choice: str, refine: bool, model: str | None, checkpoint: Path | None, dtype: str,
+) -> dict:
+    """What decides a prompted run's masks, for its output folder's run record: the prompts
+    (io.sources.identity), the mask choice and refinement, the weights and the precision."""
+    from . import __version__
+    from .weights import describe
+
+    return {"sam": __version__, "mode": "prompts", "weights": describe(model, checkpoint),
+            "dtype": dtype, "settings": {"prompts": prompts, "masks": choice, "refine": refine}}
+
+
+class PromptEngine:
+    """Prompted segmentation over many images (prompted.py). batch_size None: images per
+    encoder call, 1 on the CPU, 4 on a GPU. `on_objects` gets the number of objects decoded."""
+
+    def __init__(
+        self, loaded: LoadedModel, *, choice: str = "first", refine: bool = False,
+        batch_size: int | None = None, workers: int = 2, embedding_cache: Path | None = None,
+        warn: Callable[[str], None] = lambda text: None, on_objects: Callable[[int], None] | None = None,
+    ) -> None:
+        from .predictor import Predictor
+        from .prompted import PromptSegmenter
+
+        net = loaded.net
+        self.cache = None
+        if embedding_cache is not None:
+            self.cache = EmbeddingCache(embedding_cache, net, warn=warn, weights_id=loaded.weights_id)
+        self.seg = PromptSegmenter(Predictor(net, self.cache), choice=choice, refine=refine,
+                                   on_objects=on_objects)
+        self.batch_size = batch_size or (1 if net.device.type == "cpu" else 4)
+        self.workers = workers
+
+    def __call__(self, jobs: Iterable[object]) -> Iterator[pipeline.ImageResult | object]:
+        from .prompted import segment_prompts
+
+        return segment_prompts(self.seg, jobs, batch_size=self.batch_size, workers=self.workers)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()

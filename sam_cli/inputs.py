@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .errors import SamError
 from .io.images import IMAGE_EXTENSIONS
 
 
@@ -18,9 +19,12 @@ from .io.images import IMAGE_EXTENSIONS
 class InputItem:
     path: Path  # where to read it
     rel: str  # output key: POSIX path relative to the output folder, with the extension kept
+    error: SamError | None = None  # a problem known before reading it (a bad prompt row)
+    image_id: int | None = None  # the dataset's id for the image (a COCO prompts file)
+    where: str = ""  # where it was named, for messages: "dets.jsonl line 12"
 
 
-def _safe_rel(p: str) -> str:
+def safe_rel(p: str) -> str:
     """A path as given → a relative output key that cannot escape the output folder."""
     parts = [("__" if s == ".." else s) for s in PurePosixPath(p.replace(os.sep, "/")).parts
              if s not in ("/", ".", "")]
@@ -60,7 +64,7 @@ class Exclusions:
         return False
 
 
-def _walk(folder: Path, ex: Exclusions) -> Iterator[Path]:
+def walk_images(folder: Path, ex: Exclusions) -> Iterator[Path]:
     """Image files under folder, recursive, sorted by path, hidden entries and sam's output
     folders skipped."""
     for root, dirs, files in os.walk(folder):
@@ -120,19 +124,19 @@ def _expand(args: Iterable[str], stdin: Iterable[str] | None, ex: Exclusions) ->
             for line in stdin if stdin is not None else sys.stdin:
                 line = line.rstrip("\r\n")
                 if line:  # absolute paths outside the working folder keep their folders
-                    yield InputItem(Path(line), _safe_rel(_under_cwd(line) or line))
+                    yield InputItem(Path(line), safe_rel(_under_cwd(line) or line))
             continue
         p = Path(arg)
         if p.is_dir():
-            for f in _walk(p, ex):
+            for f in walk_images(p, ex):
                 yield InputItem(f, f.relative_to(p).as_posix())
         elif not p.exists() and glob.has_magic(arg):
             base = _glob_base(arg) if os.path.isabs(arg) else None
             for m in sorted(glob.glob(arg, recursive=True)):
                 mp = Path(m)
                 if mp.is_file() and mp.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield InputItem(mp, _safe_rel(m if base is None else os.path.relpath(m, base)))
+                    yield InputItem(mp, safe_rel(m if base is None else os.path.relpath(m, base)))
         elif os.path.isabs(arg):
-            yield InputItem(p, _safe_rel(_under_cwd(arg) or p.name))
+            yield InputItem(p, safe_rel(_under_cwd(arg) or p.name))
         else:
-            yield InputItem(p, _safe_rel(arg))
+            yield InputItem(p, safe_rel(arg))

@@ -165,6 +165,23 @@ class MaskRecord:
         return rle_area(self.rle)
 
 
+@dataclass
+class PromptedMask:
+    """One mask of a prompted object (`sam segment --prompts`), as the writers take it."""
+
+    rle: dict  # uncompressed RLE in the full image frame
+    box: list[int]  # XYXY inclusive
+    predicted_iou: float
+    object_index: int  # the object's position among its image's prompts
+    mask_index: int  # which of the decoder's masks (0 the single-mask output; 0..2 multimask)
+    prompt: dict  # the prompts used, image pixels: box XYXY, points XY, point_labels
+    source: dict  # what the prompt file said of the object: category, category_id, score, object_id
+
+    @property
+    def area(self) -> int:
+        return rle_area(self.rle)
+
+
 def rle_to_coco(rle: dict) -> dict:
     """Uncompressed RLE → COCO compressed RLE with str counts (JSON-ready)."""
     h, w = rle["size"]

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,14 +28,16 @@ from .automatic.generator import AutomaticMaskGenerator, CropInput
 from .errors import InputError, SamError
 from .inputs import InputItem
 from .io.images import read_image
-from .masks import MaskRecord
+from .masks import MaskRecord, PromptedMask
+
+T = TypeVar("T")
 
 
 @dataclass
 class ImageResult:
     item: InputItem
     image: np.ndarray | None = None
-    records: list[MaskRecord] = field(default_factory=list)
+    records: list[MaskRecord] | list[PromptedMask] = field(default_factory=list)
     error: SamError | None = None
     seconds: float = 0.0  # encoder + decoder time spent on this image (not queueing)
 
@@ -58,16 +62,16 @@ def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
         return _Loaded(item, None, [], InputError(f"{item.path}: {type(e).__name__}: {e}"), t)
 
 
-def _read_ahead(
-    gen: AutomaticMaskGenerator, jobs: Iterable[InputItem | object], workers: int, ahead: int,
-) -> Iterator[_Loaded | object]:
-    """Decode InputItems in threads, in input order, at most `ahead` images in flight; any
-    other object is passed through in its place."""
+def read_ahead(
+    load: Callable[[InputItem], T], jobs: Iterable[InputItem | object], workers: int, ahead: int,
+) -> Iterator[T | object]:
+    """load(item) for the InputItems of `jobs` in threads, in input order, at most `ahead`
+    in flight; any other object is passed through in its place."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sam-read") as pool:
         inflight: deque[Future] = deque()
         for job in jobs:
             if isinstance(job, InputItem):
-                inflight.append(pool.submit(_load, gen, job))
+                inflight.append(pool.submit(load, job))
             else:
                 done: Future = Future()
                 done.set_result(job)
@@ -104,7 +108,7 @@ def generate_masks(
 
     batch: list[_Loaded] = []
     # While a batch is on the device, the next one is being read: look ahead a batch at least.
-    for ld in _read_ahead(gen, jobs, workers, max(ahead, 2 * batch_size)):
+    for ld in read_ahead(partial(_load, gen), jobs, workers, max(ahead, 2 * batch_size)):
         if not isinstance(ld, _Loaded) or ld.error is not None:
             yield from flush(batch)  # keep results in input order
             batch = []

@@ -29,6 +29,10 @@ class Prediction:
 #: 17.85 / 17.47 s, 64 boxes 0.94 / 0.88 / 0.90 s; 16 keeps most of the gain at 2/3 of 24's
 #: memory. GPUs take a whole batch.
 CPU_DECODER_BATCH = 16
+#: Which of the decoder's masks each object gets: "first" the single-mask output (best for a
+#: box or several points), "best" the most confident of the three ambiguity masks (what the
+#: paper scores for a lone click), "all" the three of them.
+MASK_CHOICES = ("first", "best", "all")
 
 
 class Predictor:
@@ -123,20 +127,47 @@ class Predictor:
             self.features, pe.get_dense_pe(), sparse, dense, multimask, grid, min_iou
         )
 
+    @torch.inference_mode()
+    def decode_chosen(
+        self, points: torch.Tensor | None, labels: torch.Tensor | None, boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None, *, choice: str = "first", refine: bool = False,
+        image_part_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """decode() with a choice of masks (MASK_CHOICES): "first" the single-mask output,
+        "best" the most confident of the three ambiguity masks, "all" the three. refine: decode
+        twice, the second time with the first pass's most confident low-res logits as the mask
+        prompt, besides the same points and box (the paper's instance-segmentation setting;
+        SamPredictor.predict called again with mask_input). Returns low-res logits B×M×…,
+        iou B×M and the decoder's index of each mask B×M (M: 1, or 3 for "all")."""
+        if choice not in MASK_CHOICES:
+            raise ValueError(f"choice must be one of {MASK_CHOICES}")
+        if refine:
+            low, iou = self.decode(points, labels, boxes, mask_input, True)
+            mask_input = low[torch.arange(low.shape[0], device=low.device), iou.argmax(1)][:, None]
+        low, iou = self.decode(points, labels, boxes, mask_input, choice != "first",
+                               image_part_only=image_part_only)
+        index = torch.arange(low.shape[1], device=low.device).expand(low.shape[0], -1)
+        if choice == "best":
+            index = iou.argmax(1, keepdim=True)
+            low = low.gather(1, index[..., None, None].expand(-1, -1, *low.shape[-2:]))
+            iou = iou.gather(1, index)
+        return low, iou, index
+
     def predict(
         self, *, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
         boxes: np.ndarray | None = None, mask_input: np.ndarray | None = None,
-        multimask: bool = True, low_res: bool = True,
+        multimask: bool = True, low_res: bool = True, choice: str | None = None, refine: bool = False,
     ) -> Prediction:
         """Prompts in original-image pixels: points N×2 XY with labels N (1 fg, 0 bg), boxes
         B×4 XYXY (one object each, decoded together, in calls of CPU_DECODER_BATCH on the CPU;
         points, if any, apply to every box), mask_input 1×256×256 or B×1×256×256 low-res
-        logits. Returns B objects × M masks.
+        logits. Returns B objects × M masks. choice and refine: as decode_chosen (choice
+        defaults to "all" with multimask, else "first").
         low_res=False skips the low-res logits that cover only padding (a non-square image's
         masks come out the same, cheaper) and returns no low_res."""
         parts = list(self.predict_chunks(point_coords=point_coords, point_labels=point_labels,
                                          boxes=boxes, mask_input=mask_input, multimask=multimask,
-                                         low_res=low_res))
+                                         low_res=low_res, choice=choice, refine=refine))
         if len(parts) == 1:
             return parts[0]
         return Prediction(
@@ -147,7 +178,7 @@ class Predictor:
     def predict_chunks(
         self, *, point_coords: np.ndarray | None = None, point_labels: np.ndarray | None = None,
         boxes: np.ndarray | None = None, mask_input: np.ndarray | None = None,
-        multimask: bool = True, low_res: bool = True,
+        multimask: bool = True, low_res: bool = True, choice: str | None = None, refine: bool = False,
     ) -> Iterator[Prediction]:
         """predict(), one decoder call's objects at a time (CPU_DECODER_BATCH boxes on the
         CPU, all of them elsewhere), in object order: full-size masks are held for one chunk,
@@ -175,8 +206,10 @@ class Predictor:
                 mk = mk.expand(n_obj, -1, -1, -1)
         step = CPU_DECODER_BATCH if dev.type == "cpu" else n_obj
         for i in range(0, n_obj, step):
-            low, iou = self.decode(*(None if x is None else x[i : i + step] for x in (pts, lab, bx, mk)),
-                                   multimask, image_part_only=not low_res)
+            low, iou, _ = self.decode_chosen(
+                *(None if x is None else x[i : i + step] for x in (pts, lab, bx, mk)),
+                choice=choice or ("all" if multimask else "first"), refine=refine,
+                image_part_only=not low_res)
             with torch.inference_mode():
                 full = upscale_logits(low, self.input_hw, self.orig_hw, self.model.img_size)
                 masks = (full > self.model.mask_threshold).contiguous()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, PromptError
+from .errors import InputError, PromptError, SamError
 from .transforms import target_size
 
 MASK_LOGIT = 10.0  # a binary mask prompt becomes logits of +10 inside, −10 outside
@@ -101,3 +101,71 @@ def load_mask_prompt(path: str | Path, image_hw: tuple[int, int], img_size: int 
     padded[:nh, :nw] = m
     low = cv2.resize(padded, (256, 256), interpolation=cv2.INTER_AREA)
     return ((low * 2 - 1) * MASK_LOGIT).astype(np.float32)[None]
+
+
+# ------------------------------------------------------------------ prompts from a file
+#: A box may reach this far outside its image and still be clipped to it (a detector's box
+#: often overshoots by a pixel); further out, it is most likely in another image's frame or
+#: in normalised units, and the image fails. A fraction of the image's side, at least 2 pixels.
+BOX_SLACK = 0.01
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """One object's prompts as a prompt file gives them, checked for shape but not yet
+    against its image (whose size is known only once it is read)."""
+
+    box: tuple[float, float, float, float] | None = None  # XYXY, image pixels (or 0..1)
+    points: tuple[tuple[float, float], ...] = ()  # XY, image pixels (or 0..1)
+    labels: tuple[int, ...] = ()  # per point: 1 foreground, 0 background
+    mask: Path | None = None  # a mask prompt file: .npy low-res logits or a binary mask image
+    category: str | None = None
+    category_id: int | None = None
+    score: float | None = None  # the detector's confidence
+    object_id: int | str | None = None  # the input's own id for the object
+    normalized: bool = False  # box and points in 0..1 of the image's width and height (YOLO)
+    where: str = ""  # "dets.jsonl line 12, object 3", for messages
+
+    @property
+    def signature(self) -> tuple[bool, int, bool]:
+        """Objects with the same signature are decoded together in one batch."""
+        return (self.box is not None, len(self.points), self.mask is not None)
+
+    def in_pixels(self, hw: tuple[int, int], image_name: str) -> ResolvedPrompt:
+        """The prompts in the pixels of an H×W image: normalised ones scaled, a box that
+        overshoots the image by at most BOX_SLACK clipped to it, the mask file read. Raises
+        PromptError naming the object for a point outside the image or a box further out."""
+        h, w = hw
+        sx, sy = (w, h) if self.normalized else (1.0, 1.0)
+        size = f"{image_name} ({w}×{h} pixels)"
+        points = np.array([[x * sx, y * sy] for x, y in self.points], np.float64).reshape(-1, 2)
+        for x, y in points:
+            if not (0 <= x <= w and 0 <= y <= h):
+                raise PromptError(f"{self.where}: point {x:g},{y:g} is outside {size}")
+        box = None
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            box = np.array([x0 * sx, y0 * sy, x1 * sx, y1 * sy], np.float64)
+            slack = np.array([w, h, w, h]) * BOX_SLACK
+            slack = np.maximum(slack, 2.0)
+            if (box < -slack).any() or (box > np.array([w, h, w, h]) + slack).any():
+                shown = ",".join(f"{v:g}" for v in box)
+                raise PromptError(f"{self.where}: box {shown} is outside {size}")
+            box = np.clip(box, 0, [w, h, w, h])
+        mask = None
+        if self.mask is not None:
+            try:
+                mask = load_mask_prompt(self.mask, hw)
+            except SamError as e:
+                raise PromptError(f"{self.where}: {e}") from None
+        return ResolvedPrompt(box, points, np.array(self.labels, np.int64), mask)
+
+
+@dataclass(frozen=True)
+class ResolvedPrompt:
+    """An object's prompts in its image's pixels, ready for the decoder."""
+
+    box: np.ndarray | None  # 4 XYXY
+    points: np.ndarray  # N×2 XY
+    labels: np.ndarray  # N
+    mask: np.ndarray | None  # 1×256×256 low-res logits

@@ -122,6 +122,8 @@ class Runner:
     # ------------------------------------------------------------------------ decisions
     def decide(self, item: InputItem) -> InputItem | Skipped | Failed:
         """The item itself to process it, or the event that says why not."""
+        if item.error is not None:  # a bad prompt row, known before reading anything
+            return Failed(item, item.error)
         real = os.path.realpath(item.path)
         first = self._first.setdefault(item.rel, real)
         if first != real:
@@ -133,7 +135,7 @@ class Runner:
         try:
             check_file(item.path)
         except SamError as e:
-            return Failed(item, e)
+            return Failed(item, type(e)(f"{item.where}: {e}", e.hint) if item.where else e)
         if not self.overwrite and self.layout.is_complete(item.rel):
             return Skipped(item, self._outputs(item), "done")
         return item
@@ -194,7 +196,7 @@ class Runner:
             ev = Failed(res.item, res.error, res.seconds)
         else:
             try:
-                written = self.layout.write(res.item.rel, res.image, res.records)
+                written = self.layout.write(res.item.rel, res.image, res.records, res.item.image_id)
                 ev = Done(res.item, written, len(res.records), res.seconds)
             except SamError as e:
                 ev = Failed(res.item, e, res.seconds)

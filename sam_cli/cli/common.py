@@ -80,8 +80,11 @@ class EventPrinter:
     """Renders a run's events (run.py): one JSON line per image on stdout, errors and notes on
     stderr (through the progress bar, when there is one), and the summary at the end."""
 
-    def __init__(self, total: int | None, quiet: bool, progress: bool | None) -> None:
+    def __init__(self, total: int | None, quiet: bool, progress: bool | None,
+                 unit: str = "prompts decoded") -> None:
+        """unit: what points() counts, as the progress bar says it."""
         self.quiet = quiet
+        self.unit = unit
         self.decoded = 0  # point prompts of the image in progress
         self.bar = None
         if not quiet and (progress if progress is not None else stderr_is_tty()):
@@ -90,10 +93,10 @@ class EventPrinter:
             self.bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
 
     def points(self, n: int) -> None:
-        """Point prompts decoded since the last image's event: the bar moves within an image."""
+        """Prompts (objects) decoded since the last image's event: the bar moves within an image."""
         self.decoded += n
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{self.decoded} prompts decoded", refresh=True)
+            self.bar.set_postfix_str(f"{self.decoded} {self.unit}", refresh=True)
 
     def note(self, text: str, error: bool = False) -> None:
         """A line on stderr (through the bar, if any); errors are said even with --quiet."""
@@ -132,16 +135,19 @@ class EventPrinter:
         if self.bar is not None:
             self.bar.close()
 
-    def summary(self, runner, inputs: list[str], excluded=None) -> bool:
+    def summary(self, runner, inputs: list[str], excluded=None, empty: str | None = None) -> bool:
         """The run's summary on stderr; True when some inputs failed. runner: the run.Runner
         that ran (its engine's embedding cache, if any, is reported); excluded: the run's
-        inputs.Exclusions (what was not read, and why)."""
+        inputs.Exclusions (what was not read, and why); empty: what to say when there was
+        nothing to do (default: no images found in the inputs)."""
         counts = runner.counts
         cache = getattr(runner.engine, "cache", None)
         if runner.stale:
             message(f"removed {len(runner.stale)} temporary file(s) that a killed run left in "
                     f"{runner.layout.root}", self.quiet)
-        if counts.total == 0:  # nothing to do is not an error (exit 0), but say so
+        if counts.total == 0 and empty:
+            message(empty, self.quiet)
+        elif counts.total == 0:  # nothing to do is not an error (exit 0), but say so
             from ..io.images import IMAGE_EXTENSIONS
 
             message(f"no images found in {' '.join(inputs)} "

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..io.formats import FORMATS
+from ..io.sources import SOURCES
 from ..registry import DEVICES, DTYPES, MODELS
 
 MODEL_NAMES = tuple(MODELS)
@@ -38,10 +39,14 @@ def format_names() -> list[str]:
     return list(FORMATS)
 
 
+def source_names() -> list[str]:
+    return list(SOURCES)
+
+
 # Values offered for an option's argument, by parameter name (completions and man page).
 CHOICES: dict[str, Callable[[], Iterable[str]]] = {
     "model": lambda: MODEL_NAMES, "device": lambda: DEVICES, "dtype": lambda: DTYPES,
-    "fmt": format_names, "names": lambda: MODEL_NAMES,
+    "fmt": format_names, "names": lambda: MODEL_NAMES, "prompt_format": source_names,
 }
 
 ModelOpt = Annotated[
@@ -174,4 +179,52 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo images who
 ProgressOpt = Annotated[
     Optional[bool],
     typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: only on a terminal)."),
+]
+
+# ------------------------------------------------------------ prompts for many images
+PromptsOpt = Annotated[
+    Optional[str],
+    typer.Option("--prompts", metavar="FILE", show_default=False,
+                 help="Segment every image a prompt file names, with its boxes, points or masks: "
+                 "JSON Lines (- for stdin), COCO (a dataset, or detections with --coco-dataset), a "
+                 "folder of YOLO labels, or CSV. -o is then an output folder, as for sam auto."),
+]
+ImagesOpt = Annotated[
+    Optional[Path],
+    typer.Option("--images", metavar="DIR", show_default=False,
+                 help="Where the prompt file's image paths start (default: the prompt file's "
+                 "folder; stdin: the working folder). Needed for YOLO labels."),
+]
+PromptFormatOpt = Annotated[
+    Optional[str],
+    typer.Option("--prompt-format", metavar="KIND", show_default=False,
+                 autocompletion=source_names, callback=choice(source_names),
+                 help="jsonl, coco, yolo or csv. [default: from the name: .jsonl, .json, .csv, a "
+                 "folder is YOLO, - is JSON Lines]"),
+]
+CocoDatasetOpt = Annotated[
+    Optional[Path],
+    typer.Option("--coco-dataset", metavar="FILE", show_default=False,
+                 help="The COCO dataset file naming the images of a COCO detections list."),
+]
+NamesOpt = Annotated[
+    Optional[Path],
+    typer.Option("--names", metavar="FILE", show_default=False,
+                 help="YOLO class names: a data.yaml, or a text file with one name per line."),
+]
+MinScoreOpt = Annotated[
+    Optional[float],
+    typer.Option("--min-score", metavar="S", show_default=False,
+                 help="Leave out objects whose detector score is below S."),
+]
+BestMaskOpt = Annotated[
+    bool,
+    typer.Option("--best-mask", help="Decode the three ambiguity masks and keep the most confident "
+                 "(for a lone click, as the paper scores it; the default keeps the single-mask "
+                 "output, best for boxes and several points)."),
+]
+RefineOpt = Annotated[
+    bool,
+    typer.Option("--refine", help="Decode each object twice, feeding the most confident mask back "
+                 "with its prompts (the paper's instance-segmentation setting)."),
 ]

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import options as O
 from .app import Command, app
-from .options import CheckpointOpt, DeviceOpt, DtypeOpt, EmbeddingCacheOpt, MaxPixelsOpt, ModelOpt, QuietOpt
 
 EPILOG = """Examples:
 
@@ -28,10 +28,24 @@ to stdout (unless the PNG does).
 
 @app.command(epilog=EPILOG, cls=Command)
 def segment(
-    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The image (JPEG, PNG, BMP, TIFF, WebP, GIF).")],
+    image: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="IMAGE", show_default=False,
+                       help="The image (JPEG, PNG, BMP, TIFF, WebP, GIF); not with --prompts."),
+    ] = None,
     output: Annotated[
-        str, typer.Option("--output", "-o", metavar="OUT", help="OUT.png, OUT.json or - (PNG to stdout).")
-    ],
+        str, typer.Option("--output", "-o", metavar="OUT",
+                          help="OUT.png, OUT.json or - (PNG to stdout); with --prompts, a folder.")
+    ] = "",
+    prompts: O.PromptsOpt = None,
+    images: O.ImagesOpt = None,
+    prompt_format: O.PromptFormatOpt = None,
+    coco_dataset: O.CocoDatasetOpt = None,
+    class_names: O.NamesOpt = None,
+    min_score: O.MinScoreOpt = None,
+    best_mask: O.BestMaskOpt = False,
+    refine: O.RefineOpt = False,
+    fmt: O.FormatOpt = None,
     point: Annotated[
         Optional[list[str]],
         typer.Option("--point", "-p", metavar="X,Y", help="Foreground point (repeatable)."),
@@ -65,19 +79,49 @@ def segment(
         Optional[Path],
         typer.Option("--save-logits", metavar="FILE", help="Also save low-res logits (.npy) to feed back with --mask-input."),
     ] = None,
-    model: ModelOpt = None,
-    checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "fp32",
-    embedding_cache: EmbeddingCacheOpt = None,
-    max_pixels: MaxPixelsOpt = None,
-    quiet: QuietOpt = False,
+    batch_size: O.BatchSizeOpt = None,
+    workers: O.WorkersOpt = 2,
+    overwrite: O.OverwriteOpt = False,
+    progress: O.ProgressOpt = None,
+    model: O.ModelOpt = None,
+    checkpoint: O.CheckpointOpt = None,
+    device: O.DeviceOpt = "auto",
+    dtype: O.DtypeOpt = "fp32",
+    embedding_cache: O.EmbeddingCacheOpt = None,
+    max_pixels: O.MaxPixelsOpt = None,
+    quiet: O.QuietOpt = False,
 ) -> None:
-    """Segment objects in one image from points, boxes or a mask prompt."""
+    """Segment objects from points, boxes or mask prompts: in one image, or in every image of a
+    prompt file (--prompts)."""
+    from ..errors import PromptError
+
+    given = {"IMAGE": image, "--point": point, "--neg-point": neg_point, "--box": box,
+             "--mask-input": mask_input, "--overlay": overlay, "--save-logits": logits}
+    many = {"--images": images, "--prompt-format": prompt_format, "--coco-dataset": coco_dataset,
+            "--names": class_names, "--min-score": min_score, "--format": fmt}
+    if not output:
+        raise PromptError("missing option -o/--output")
+    if best_mask and multimask:
+        raise PromptError("--best-mask and --multimask ask for different masks; give one")
+    if prompts is not None:
+        if clash := next((k for k, v in given.items() if v), None):
+            raise PromptError(f"{clash} is for one image; with --prompts the prompt file names "
+                              "the images and their prompts")
+        from .prompted import segment_prompts
+
+        return segment_prompts(
+            prompts, Path(output), images=images, prompt_format=prompt_format, coco_dataset=coco_dataset,
+            class_names=class_names, min_score=min_score, choice=_choice(multimask, best_mask),
+            refine=refine, formats=fmt, batch_size=batch_size, workers=workers, overwrite=overwrite,
+            progress=progress, model=model, checkpoint=checkpoint, device=device, dtype=dtype,
+            embedding_cache=embedding_cache, quiet=quiet)
+    if clash := next((k for k, v in many.items() if v), None):
+        raise PromptError(f"{clash} works with --prompts FILE (many images)")
+    if image is None:
+        raise PromptError("missing IMAGE (or --prompts FILE for many images)")
     import numpy as np
 
     from .. import masks as M
-    from ..errors import PromptError
     from ..io import records as records_mod
     from ..io import writers
     from ..io.images import read_image
@@ -119,7 +163,8 @@ def segment(
     records, segmentations, crops, lows = [], [], [], []
     for pred in predictor.predict_chunks(
         point_coords=prompts.points or None, point_labels=prompts.labels or None,
-        boxes=prompts.boxes or None, mask_input=mask_prompt, multimask=multimask,
+        boxes=prompts.boxes or None, mask_input=mask_prompt, choice=_choice(multimask, best_mask),
+        refine=refine,
         low_res=bool(logits),  # without --save-logits, skip the logits that cover padding
     ):
         first = len(records)
@@ -152,6 +197,10 @@ def segment(
     if output != "-":
         for rec in records:
             out_line(writers.json_text(rec))
+
+
+def _choice(multimask: bool, best_mask: bool) -> str:
+    return "all" if multimask else "best" if best_mask else "first"
 
 
 def _png_paths(out: Path, n: int) -> list[Path]:

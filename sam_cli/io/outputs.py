@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import OutputError, PromptError
 from ..inputs import RUN_RECORD
-from ..masks import MaskRecord
+from ..masks import MaskRecord, PromptedMask
 from . import writers
 from .formats import FORMATS, ImageOutput
 
@@ -21,8 +21,10 @@ from .formats import FORMATS, ImageOutput
 class OutputLayout:
     """The outputs of `formats` (names in FORMATS) under the folder `root`."""
 
-    def __init__(self, root: Path, formats: tuple[str, ...]) -> None:
+    def __init__(self, root: Path, formats: tuple[str, ...], *, prompted: bool = False) -> None:
+        """prompted: the records are PromptedMasks (`sam segment --prompts`)."""
         self.root = Path(root)
+        self.prompted = prompted
         # fail before any image is read or the model loaded, not once per image
         writers.check_folder_writable(self.root)
         self.formats = formats
@@ -63,9 +65,10 @@ class OutputLayout:
                 return n
         return None
 
-    def write(self, rel: str, image: np.ndarray, records: list[MaskRecord]) -> list[str]:
+    def write(self, rel: str, image: np.ndarray, records: list[MaskRecord] | list[PromptedMask],
+              image_id: int | None = None) -> list[str]:
         """Write every per-image output; returns their paths."""
-        img = ImageOutput(self.root / rel, rel, image, records)
+        img = ImageOutput(self.root / rel, rel, image, records, image_id, self.prompted)
         for mod in self.modules.values():
             mod.write(img)
         return [str(p) for p in self.outputs(rel)]

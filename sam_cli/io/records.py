@@ -22,9 +22,18 @@ def mask_records(masks: np.ndarray, iou: np.ndarray) -> list[dict]:
     return recs
 
 
-def annotation(rec: M.MaskRecord, coco_rle: dict | None = None) -> dict:
-    """A record as the reference's coco_rle output mode gives it (bbox in the COCO convention)."""
+def annotation(rec: M.MaskRecord | M.PromptedMask, coco_rle: dict | None = None) -> dict:
+    """A record as the reference's coco_rle output mode gives it (bbox in the COCO convention);
+    a prompted mask's with its object's index, its mask's index, the prompt file's category,
+    score and id of the object, and the prompts used."""
     area = rec.area
+    if isinstance(rec, M.PromptedMask):
+        return {
+            "segmentation": coco_rle or M.rle_to_coco(rec.rle), "area": area,
+            "bbox": M.xyxy_to_xywh_coco(rec.box, area), "predicted_iou": float(rec.predicted_iou),
+            "object_index": rec.object_index, "mask_index": rec.mask_index,
+            **{k: v for k, v in rec.source.items() if v is not None}, "prompt": rec.prompt,
+        }
     return {
         "segmentation": coco_rle or M.rle_to_coco(rec.rle),
         "area": area,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from ...masks import MaskRecord
+    from ...masks import MaskRecord, PromptedMask
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ class ImageOutput:
     base: Path  # OUT/<output key>, e.g. OUT/a/x.jpg; outputs are named beside it
     file_name: str  # the output key, as datasets name the image (a/x.jpg)
     image: np.ndarray  # H×W×3 uint8 RGB
-    records: list[MaskRecord]
+    records: list[MaskRecord] | list[PromptedMask]
+    image_id: int | None = None  # the dataset's id for the image, when the prompts gave one
+    prompted: bool = False  # a prompted run's (PromptedMask records), even when there are none
 
     @cached_property
     def annotations(self) -> list[dict]:

@@ -1,5 +1,6 @@
-"""coco-rle: x.jpg.json, `{"image": {file_name, width, height}, "annotations": [...]}` with the
-reference's coco_rle records."""
+"""coco-rle: x.jpg.json, `{"image": {file_name, width, height[, id]}, "annotations": [...]}`
+with the reference's coco_rle records (a prompted run's: records.annotation). The image's id
+is the prompt file's, when it gives one."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def count(base: Path) -> int | None:
 
 def write(img: ImageOutput) -> None:
     h, w = img.image.shape[:2]
-    doc = {"image": {"file_name": img.file_name, "width": w, "height": h},
+    image = {"file_name": img.file_name, "width": w, "height": h}
+    if img.image_id is not None:
+        image["id"] = img.image_id
+    doc = {"image": image,
            "annotations": img.annotations}
     writers.write_json(outputs(img.base)[0], doc)

@@ -1,9 +1,11 @@
 """png (the default): x.jpg.masks/0.png … N-1.png, one 0/255 single-channel PNG per mask, and
 metadata.csv, in the layout and with the CSV header of the reference's scripts/amg.py (bbox in
-the COCO convention)."""
+the COCO convention); a prompted run's metadata.csv has its own header (PROMPTED_HEADER)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +17,12 @@ from . import ImageOutput
 METADATA_HEADER = (
     "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,"
     "stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"
+)
+#: metadata.csv of a prompted run (`sam segment --prompts`): object_index is the object's
+#: position among its image's prompts, mask_index which of the decoder's masks it is.
+PROMPTED_HEADER = (
+    "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,object_index,mask_index,predicted_iou,category_id,"
+    "category,score,object_id"
 )
 #: Its output is a folder named so (not entered when looking for a killed run's leftovers).
 FOLDER_SUFFIX = ".masks"
@@ -54,11 +62,27 @@ def write(img: ImageOutput) -> None:
                 pass
         finally:  # on an error or Ctrl-C, the masks not yet started are not encoded
             pool.shutdown(cancel_futures=True)
-        lines = [METADATA_HEADER]
-        for i, ann in enumerate(anns):
-            x, y = ann["point_coords"][0]
-            lines.append(",".join(str(v) for v in (
-                i, ann["area"], *ann["bbox"], x, y, ann["predicted_iou"],
-                ann["stability_score"], *ann["crop_box"],
-            )))
-        (tmp / "metadata.csv").write_text("\n".join(lines) + "\n")
+        (tmp / "metadata.csv").write_text(prompted_metadata(anns) if img.prompted else metadata(anns))
+
+
+def metadata(anns: list[dict]) -> str:
+    lines = [METADATA_HEADER]
+    for i, ann in enumerate(anns):
+        x, y = ann["point_coords"][0]
+        lines.append(",".join(str(v) for v in (
+            i, ann["area"], *ann["bbox"], x, y, ann["predicted_iou"],
+            ann["stability_score"], *ann["crop_box"],
+        )))
+    return "\n".join(lines) + "\n"
+
+
+def prompted_metadata(anns: list[dict]) -> str:
+    """A prompted run's metadata.csv: PROMPTED_HEADER, one row per mask; the prompt file's
+    category, score and object id empty where it gave none."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(PROMPTED_HEADER.split(","))
+    for i, a in enumerate(anns):
+        out.writerow([i, a["area"], *a["bbox"], a["object_index"], a["mask_index"], a["predicted_iou"],
+                      *(a.get(k, "") for k in ("category_id", "category", "score", "object_id"))])
+    return buf.getvalue()

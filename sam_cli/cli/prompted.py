@@ -1,0 +1,53 @@
+"""`sam segment --prompts`: the prompts of many images from a file, through the run engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .exitcodes import ExitCode
+
+
+def segment_prompts(
+    prompts: str, output: Path, *, images: Path | None, prompt_format: str | None,
+    coco_dataset: Path | None, class_names: Path | None, min_score: float | None, choice: str,
+    refine: bool, formats: list[str] | None, batch_size: int | None, workers: int, overwrite: bool,
+    progress: bool | None, model: str | None, checkpoint: Path | None, device: str, dtype: str,
+    embedding_cache: Path | None, quiet: bool,
+) -> None:
+    from ..embedding_cache import check_folder
+    from ..engines import PromptEngine, prompted_record
+    from ..io import sources
+    from ..io.sources.base import PromptSource
+    from ..io.formats import DEFAULT_FORMATS
+    from ..io.outputs import OutputLayout
+    from ..run import Runner
+    from .common import EventPrinter, load_sam
+
+    src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),
+                         prompt_format)
+    record = prompted_record(prompts=sources.identity(src), choice=choice, refine=refine,
+                             model=model, checkpoint=checkpoint, dtype=dtype)
+    layout = OutputLayout(output, tuple(dict.fromkeys(formats or DEFAULT_FORMATS)), prompted=True)
+    runner = Runner(layout, overwrite=overwrite, record=record)
+    if embedding_cache is not None:
+        check_folder(embedding_cache)
+    items = sources.read(src)
+    total = None
+    if src.kind == "coco":  # read whole anyway: a known total for the progress bar
+        items = list(items)
+        total = len(items)
+    out = EventPrinter(total, quiet, progress, unit="objects decoded")
+
+    def engine() -> PromptEngine:
+        return PromptEngine(load_sam(model, checkpoint, device, dtype, quiet), choice=choice,
+                            refine=refine, batch_size=batch_size, workers=workers,
+                            embedding_cache=embedding_cache, warn=out.note, on_objects=out.points)
+
+    try:
+        runner.run(items, engine, out.event)
+    finally:
+        out.close()
+    if out.summary(runner, [prompts], empty=f"no images in {src.label}"):
+        raise typer.Exit(ExitCode.PARTIAL)

@@ -1,0 +1,111 @@
+"""What the prompt sources share: the item they yield per image, the source they read, and the
+checking of one object's values."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import PromptError
+from ...inputs import InputItem, safe_rel
+from ...prompts import ObjectPrompt
+
+
+@dataclass(frozen=True)
+class PromptItem(InputItem):
+    """An image and the objects to segment in it."""
+
+    objects: tuple[ObjectPrompt, ...] = ()
+
+
+@dataclass
+class PromptSource:
+    """A prompt file (or folder, or `-` for stdin) and what it needs to be read."""
+
+    path: str  # the file, a YOLO labels folder, or "-"
+    images: Path | None = None  # image paths are relative to it (else to the file's folder)
+    coco_dataset: Path | None = None  # the dataset naming a COCO results list's images
+    names: Path | None = None  # class names (YOLO data.yaml or one name per line)
+    min_score: float | None = None  # objects scored below it are dropped
+    kind: str = field(default="")  # set by detect()
+
+    @property
+    def label(self) -> str:
+        return "stdin" if self.path == "-" else self.path
+
+    def image_root(self) -> Path:
+        if self.images is not None:
+            return self.images
+        return Path(".") if self.path == "-" else Path(self.path).parent
+
+    def item(self, name: str, objects: list[ObjectPrompt], *, where: str, image_id: int | None = None,
+             error: PromptError | None = None) -> PromptItem:
+        """The item for the image `name` as the file gives it (relative to image_root() unless
+        absolute); its output key is that name, made safe."""
+        path = Path(name) if os.path.isabs(name) else self.image_root() / name
+        rel = safe_rel(name)
+        if error is None and not path.suffix:
+            error = PromptError(f"{where}: image {name!r} has no file extension")
+        objects = [o for o in objects if self.min_score is None or o.score is None or o.score >= self.min_score]
+        return PromptItem(path, rel, error=error, image_id=image_id, where=where, objects=tuple(objects))
+
+    def failed(self, where: str, message: str) -> PromptItem:
+        """An item for a row that names no usable image: it fails with `where` as its input."""
+        return PromptItem(Path(where), f"<{where}>", error=PromptError(f"{where}: {message}"))
+
+
+# ------------------------------------------------------------ checking an object's values
+def number(v: object, what: str, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise PromptError(f"{where}: {what} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def make_object(
+    *, where: str, box=None, points=None, labels=None, mask=None, category=None, score=None,
+    object_id=None, base: Path | None = None, normalized: bool = False,
+) -> ObjectPrompt:
+    """An ObjectPrompt from a row's values, checked: a box is 4 numbers with x1 ≥ x0, y1 ≥ y0;
+    points are [x, y] pairs with labels 1 or 0 (all 1 when absent); the object needs a box, a
+    point or a mask. `mask` is a path, relative to `base`. `category` an int (an id) or a
+    string (a name). Raises PromptError with `where`."""
+    bx = None
+    if box is not None:
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            raise PromptError(f"{where}: box must be [x0, y0, x1, y1], got {box!r}")
+        bx = tuple(number(v, "box", where) for v in box)
+        if bx[2] < bx[0] or bx[3] < bx[1]:
+            raise PromptError(f"{where}: box {list(box)} has x1 < x0 or y1 < y0 (it is [x0, y0, x1, y1])")
+    pts: list[tuple[float, float]] = []
+    for p in points or ():
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise PromptError(f"{where}: a point must be [x, y], got {p!r}")
+        pts.append((number(p[0], "x", where), number(p[1], "y", where)))
+    if labels is None:
+        labs = [1] * len(pts)
+    else:
+        if not isinstance(labels, (list, tuple)) or len(labels) != len(pts):
+            raise PromptError(f"{where}: point_labels must list one label per point ({len(pts)})")
+        if any(lab not in (0, 1) or isinstance(lab, bool) for lab in labels):
+            raise PromptError(f"{where}: point labels must be 1 (foreground) or 0 (background)")
+        labs = [int(lab) for lab in labels]
+    mk = None
+    if mask is not None:
+        if not isinstance(mask, str) or not mask:
+            raise PromptError(f"{where}: mask must be a file name, got {mask!r}")
+        mk = Path(mask) if os.path.isabs(mask) or base is None else base / mask
+    if bx is None and not pts and mk is None:
+        raise PromptError(f"{where}: an object needs a box, a point or a mask")
+    cat_name = cat_id = None
+    if isinstance(category, bool) or not (category is None or isinstance(category, (int, str))):
+        raise PromptError(f"{where}: category must be a name or an integer id, got {category!r}")
+    if isinstance(category, int):
+        cat_id = category
+    elif isinstance(category, str) and category:
+        cat_name = category
+    sc = None if score is None else number(score, "score", where)
+    if object_id is not None and (isinstance(object_id, bool) or not isinstance(object_id, (int, str))):
+        raise PromptError(f"{where}: id must be an integer or a string, got {object_id!r}")
+    return ObjectPrompt(bx, tuple(pts), tuple(labs), mk, cat_name, cat_id, sc, object_id, normalized, where)

@@ -1,0 +1,86 @@
+"""JSON Lines prompts (also `-` for stdin), one image per line:
+
+    {"image": "a/x.jpg", "image_id": 3, "objects": [{"box": [x0, y0, x1, y1],
+     "points": [[x, y], ...], "point_labels": [1, 0, ...], "mask": "prev.npy",
+     "category": "dog", "score": 0.91, "id": 7}, ...]}
+
+Every key of an object is optional, but it needs a box, a point or a mask; "image_id" is
+optional. Read line by line: memory does not grow with the file. The same image on two lines
+fails the second (its objects belong on one line)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from ...errors import PromptError
+from .base import PromptItem, PromptSource, make_object
+
+OBJECT_KEYS = {"box", "points", "point_labels", "mask", "category", "score", "id"}
+
+
+def looks_like(path: Path) -> bool:
+    """A .json file holding one JSON object per line (not one JSON document)."""
+    with open(path, "rb") as f:
+        first = f.readline().strip()
+        second = f.readline().strip()
+    if not first.startswith(b"{") or not second:
+        return False
+    try:
+        json.loads(first)
+        return True
+    except ValueError:
+        return False
+
+
+def read(src: PromptSource) -> Iterator[PromptItem]:
+    name = src.label
+    base = Path(".") if src.path == "-" else Path(src.path).parent  # mask files: beside the prompts
+    seen: dict[str, int] = {}
+    f = sys.stdin if src.path == "-" else open(src.path, encoding="utf-8")  # noqa: SIM115
+    try:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                yield _item(src, line, f"{name} line {n}", base, seen, n)
+    finally:
+        if f is not sys.stdin:
+            f.close()
+
+
+def _item(src: PromptSource, line: str, where: str, base: Path, seen: dict[str, int], n: int) -> PromptItem:
+    try:
+        doc = json.loads(line)
+    except ValueError as e:
+        return src.failed(where, f"not a JSON object ({e})")
+    if not isinstance(doc, dict) or not isinstance(doc.get("image"), str) or not doc["image"]:
+        return src.failed(where, 'each line needs "image": the image\'s path')
+    image = doc["image"]
+    if image in seen:
+        return src.item(image, [], where=where, error=PromptError(
+            f"{where}: {image} was on line {seen[image]} already; put all its objects on one line"))
+    seen[image] = n
+    image_id = doc.get("image_id")
+    try:
+        if image_id is not None and (isinstance(image_id, bool) or not isinstance(image_id, int)):
+            raise PromptError(f"{where}: image_id must be an integer, got {image_id!r}")
+        objs = doc.get("objects", [])
+        if not isinstance(objs, list):
+            raise PromptError(f'{where}: "objects" must be a list')
+        objects = []
+        for k, o in enumerate(objs):
+            at = f"{where}, object {k}"
+            if not isinstance(o, dict):
+                raise PromptError(f"{at}: must be a JSON object")
+            unknown = set(o) - OBJECT_KEYS
+            if unknown:
+                raise PromptError(f"{at}: unknown key {sorted(unknown)[0]!r} "
+                                  f"(known: {', '.join(sorted(OBJECT_KEYS))})")
+            objects.append(make_object(
+                where=at, box=o.get("box"), points=o.get("points"), labels=o.get("point_labels"),
+                mask=o.get("mask"), category=o.get("category"), score=o.get("score"),
+                object_id=o.get("id"), base=base))
+    except PromptError as e:
+        return src.item(image, [], where=where, error=e)
+    return src.item(image, objects, where=where, image_id=image_id)
