@@ -19,9 +19,9 @@ def segment_prompts(
     from ..embedding_cache import check_folder
     from ..engines import PromptEngine, prompted_record
     from ..io import sources
-    from ..io.sources.base import PromptSource
     from ..io.formats import DEFAULT_FORMATS
     from ..io.outputs import OutputLayout
+    from ..io.sources.base import PromptSource
     from ..run import Runner
     from .common import EventPrinter, load_sam
 
