@@ -30,7 +30,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 ROWS = ("encoder", "boxes", "point-again", "auto-nofilter", "auto-all", "auto-default", "folder",
-        "memory-12mp", "resize-12mp", "write-12mp", "regions-12mp")
+        "prompts-folder", "memory-12mp", "resize-12mp", "write-12mp", "regions-12mp")
+#: Boxes per photo in the prompts-folder row.
+PROMPT_BOXES = 20
 #: --min-mask-region-area in the regions-12mp row.
 REGION_AREA = 500
 #: Masks in the write-12mp row: the 12 MP photo's largest colour regions.
@@ -203,6 +205,8 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
         return folder_worker(impl, a, out)
     if row == "point-again":
         return point_again_worker(impl, a, out)
+    if row == "prompts-folder":
+        return prompts_worker(impl, a, out)
     if row == "write-12mp":
         return write_worker(impl, a, out)
     if row == "regions-12mp":
@@ -351,6 +355,73 @@ def folder_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     return {"seconds": steady, "wall": wall, "peak_mb": peak}
 
 
+def folder_boxes(src: Path) -> dict[str, list[list[float]]]:
+    """PROMPT_BOXES seeded boxes per photo of the folder, XYXY inside it, by file name."""
+    import cv2
+
+    g = np.random.default_rng(0)
+    boxes = {}
+    for p in sorted(src.glob("*.jpg")):
+        h, w = cv2.imread(str(p)).shape[:2]
+        x0, y0 = g.uniform(0, w * 0.8, PROMPT_BOXES), g.uniform(0, h * 0.8, PROMPT_BOXES)
+        bw, bh = g.uniform(0.1, 0.5, PROMPT_BOXES) * w, g.uniform(0.1, 0.5, PROMPT_BOXES) * h
+        boxes[p.name] = np.stack([x0, y0, np.minimum(x0 + bw, w), np.minimum(y0 + bh, h)], 1).round(1).tolist()
+    return boxes
+
+
+def prompts_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
+    """A folder of photos with PROMPT_BOXES boxes each, whole runs per image (start-up and
+    model loading included, as a user waits for them). The reference's way: one process
+    around SamPredictor, each image set, its boxes decoded in one predict_torch call (its
+    fastest), masks written as COCO RLE. sam's: `sam segment --prompts` over a JSON Lines
+    file; and, as `loop`, a shell loop of single-image `sam segment` calls, one process each."""
+    src = Path(a.folder_dir)
+    boxes = folder_boxes(src)
+    n = len(boxes)
+    env = {**os.environ, "SAM_THREADS": str(a.threads)}
+    if impl == "ref":
+        import cv2
+        from pycocotools import mask as coco_mask
+        from segment_anything import SamPredictor
+
+        t = time.perf_counter()
+        pred = SamPredictor(load("ref", a.ckpt, a.model, a.device, "fp32"))
+        for name, bx in boxes.items():
+            img = cv2.cvtColor(cv2.imread(str(src / name)), cv2.COLOR_BGR2RGB)
+            pred.set_image(img)
+            tb = pred.transform.apply_boxes_torch(torch.tensor(bx, device=pred.device), img.shape[:2])
+            masks, _, _ = pred.predict_torch(None, None, tb, multimask_output=False)
+            enc = coco_mask.encode(np.asfortranarray(masks[:, 0].cpu().numpy().transpose(1, 2, 0).astype(np.uint8)))
+            (out / f"ref-{name}.json").write_text(json.dumps([e["counts"].decode() for e in enc]))
+        sync(a.device)
+        return {"seconds": (time.perf_counter() - t) / n, "peak_mb": peak_mb(a.device)}
+    prompts = out / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"image": str(src / k), "objects": [{"box": b} for b in v]}) + "\n"
+                               for k, v in boxes.items()))
+    peak_file = out / "ours-peak.txt"
+    sam = [sys.executable, "-c", SAM_WITH_PEAK.format(scripts=str(REPO / "scripts")), str(peak_file)]
+    common = ["-c", a.ckpt, "--device", a.device, "--dtype", a.dtype, "-q"]
+    t = time.perf_counter()
+    p = subprocess.run(sam + ["segment", "--prompts", str(prompts), "-o", str(out / "ours"), "-f", "coco-rle",
+                              *common], capture_output=True, text=True, env=env)
+    if p.returncode:
+        raise SystemExit(p.stderr[-3000:])
+    secs = (time.perf_counter() - t) / n
+    peak = None if a.device.startswith("cuda") else float(peak_file.read_text())
+    t = time.perf_counter()
+    loop_peak = 0.0
+    for name, bx in boxes.items():
+        args = [x for b in bx for x in ("--box", ",".join(map(str, b)))]
+        p = subprocess.run(sam + ["segment", str(src / name), *args, "-o", str(out / f"loop-{name}.json"),
+                                  *common], capture_output=True, text=True, env=env)
+        if p.returncode:
+            raise SystemExit(p.stderr[-3000:])
+        if not a.device.startswith("cuda"):
+            loop_peak = max(loop_peak, float(peak_file.read_text()))
+    loop = (time.perf_counter() - t) / n
+    return {"seconds": secs, "peak_mb": peak, "loop": loop, "loop_peak_mb": loop_peak or None}
+
+
 def write_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     """A 12 MP photo's masks, from the generator's RLEs to a folder of PNGs and metadata.csv:
     the reference's way is scripts/amg.py's (each mask decoded whole, as the generator's
@@ -472,6 +543,20 @@ def point_again_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
 def agreement(row: str, out: Path) -> str:
     if row == "folder":
         return "(parity: other rows)"
+    if row == "prompts-folder":  # every box's mask, the reference's against sam's
+        from pycocotools import mask as coco_mask
+
+        same = total = 0
+        for f in sorted(out.glob("ref-*.json")):
+            name = f.name[4:-5]
+            ref = json.loads(f.read_text())
+            ours = json.loads(next((out / "ours").rglob(f"{name}.json")).read_text())
+            for counts, ann in zip(ref, ours["annotations"], strict=True):
+                h, w = ann["segmentation"]["size"]
+                r = coco_mask.decode({"size": [h, w], "counts": counts.encode()})
+                o = coco_mask.decode({"size": [h, w], "counts": ann["segmentation"]["counts"].encode()})
+                same, total = same + int((r == o).sum()), total + h * w
+        return f"{same / total * 100:.3f}% pixels equal" if total else "no masks"
     if row == "resize-12mp":
         r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
         return f"{(r == o).mean() * 100:.3f}% of pixel values equal" if r.shape == o.shape else "shapes differ"
@@ -657,6 +742,8 @@ LABELS = {
     "auto-all": "automatic, {pps}x{pps} grid, filters and NMS off (every candidate kept), s/image",
     "auto-default": "automatic, {pps}x{pps} grid, default filters, s/image",
     "folder": "`sam auto` folder of {n} photos ({fpps}x{fpps}, {ff} filters), s/image, steady state",
+    "prompts-folder": "prompted: a folder of {n} photos with {pb} boxes each, s/image, whole run with "
+                      "start-up (reference: a SamPredictor loop; sam: `sam segment --prompts`)",
     "memory-12mp": "automatic on a 12 MP photo (8x8 grid, filters and NMS off), s",
     "resize-12mp": "resize a 12 MP photo to the encoder's input, s",
     "regions-12mp": "remove holes and islands under {ra} pixels from a 12 MP photo's {wm} masks "
@@ -675,7 +762,7 @@ def print_row(row: str, res: dict, a, spec, first: bool) -> None:
 
     label = LABELS[row].format(pps=a.points_per_side, n=a.folder_images, fpps=a.folder_points_per_side,
                                ff=a.folder_filters, wm=WRITE_MASKS, pt=PNG_THREADS,
-                               ra=REGION_AREA)
+                               ra=REGION_AREA, pb=PROMPT_BOXES)
     r, o = res["ref"], res["ours"]
     rs = f"{r['seconds']:.3f}" if r else "failed"
     os_ = f"{o['seconds']:.3f}" if o else "failed"
@@ -687,6 +774,9 @@ def print_row(row: str, res: dict, a, spec, first: bool) -> None:
         cold_mb = "" if o.get("cold_peak_mb") is None else f" and {o['cold_peak_mb']:.0f} MB"
         extra = (f" (sam: `sam segment --embedding-cache`, warm; {o['cold']:.3f} s{cold_mb} "
                  "for the call that filled it)")
+    if row == "prompts-folder" and o:
+        loop_mb = "" if o.get("loop_peak_mb") is None else f", peak {o['loop_peak_mb']:.0f} MB"
+        extra = f" (a shell loop of single-image `sam segment`: {o['loop']:.3f} s/image{loop_mb})"
     if row == "folder" and r and o:
         extra = f" (with start-up and model loading: {r['wall']:.3f} vs {o['wall']:.3f})"
     print(f"| {label}{extra} | {rs} | {os_} | {ratio} | {res['agreement']} | "
