@@ -30,6 +30,12 @@ _sam() {
         --dtype) COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")); return ;;
         --embedding-cache) COMPREPLY=(); return ;;
         --max-pixels) COMPREPLY=(); return ;;
+        --prompts) COMPREPLY=(); return ;;
+        --images) COMPREPLY=(); return ;;
+        --prompt-format) COMPREPLY=($(compgen -W "jsonl coco yolo csv" -- "$cur")); return ;;
+        --coco-dataset) COMPREPLY=(); return ;;
+        --names) COMPREPLY=(); return ;;
+        --min-score) COMPREPLY=(); return ;;
         --point|-p) COMPREPLY=(); return ;;
         --neg-point|-n) COMPREPLY=(); return ;;
         --box|-b) COMPREPLY=(); return ;;
@@ -41,7 +47,7 @@ _sam() {
         "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto info segment models" -- "$cur")); fi ;;
         "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --no-progress --progress --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
-        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --point --neg-point --box --mask-input --multimask --overlay --save-logits --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --prompts --images --prompt-format --coco-dataset --names --min-score --best-mask --refine --format --point --neg-point --box --mask-input --multimask --overlay --save-logits --batch-size --workers --overwrite --no-progress --progress --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=($(compgen -W "download verify" -- "$cur")); fi ;;
         "models download") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models verify") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

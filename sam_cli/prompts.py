@@ -146,12 +146,12 @@ class ObjectPrompt:
         if self.box is not None:
             x0, y0, x1, y1 = self.box
             box = np.array([x0 * sx, y0 * sy, x1 * sx, y1 * sy], np.float64)
-            slack = np.array([w, h, w, h]) * BOX_SLACK
-            slack = np.maximum(slack, 2.0)
-            if (box < -slack).any() or (box > np.array([w, h, w, h]) + slack).any():
+            size_xy = np.array([w, h, w, h], np.float64)
+            slack = np.maximum(size_xy * BOX_SLACK, 2.0)
+            if (box < -slack).any() or (box > size_xy + slack).any():
                 shown = ",".join(f"{v:g}" for v in box)
                 raise PromptError(f"{self.where}: box {shown} is outside {size}")
-            box = np.clip(box, 0, [w, h, w, h])
+            box = np.clip(box, 0, size_xy)
         mask = None
         if self.mask is not None:
             try:

@@ -156,3 +156,21 @@ def test_an_empty_prompt_file_is_said(tmp_path):
     (tmp_path / "p.jsonl").write_text("\n")
     p = run_sam("segment", "--prompts", "p.jsonl", "-o", "out", cwd=tmp_path)
     assert p.returncode == 0 and p.stderr.decode().strip().endswith("no images in p.jsonl")
+
+
+def test_embedding_cache_and_overwrite(tiny_ckpt, tmp_path, photos):
+    """--embedding-cache serves a prompted run as it serves sam auto: a rerun with --overwrite
+    (or other prompts into a new folder) reads every embedding back, and the masks are equal."""
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"image": n, "objects": [{"box": [10, 10, 200, 200]}]}) + "\n" for n in NAMES))
+    args = ["segment", "--prompts", f, "--images", photos, "-o", tmp_path / "out", "-c", tiny_ckpt,
+            "-f", "coco-rle", "--embedding-cache", tmp_path / "emb"]
+    p = run_sam(*args)
+    assert p.returncode == 0, p.stderr
+    first = [(tmp_path / "out" / f"{n}.json").read_text() for n in NAMES]
+    assert "embedding cache: 0 of 3 embeddings read" in p.stderr.decode()
+    p = run_sam(*args, "--overwrite")
+    assert p.returncode == 0, p.stderr
+    assert "embedding cache: 3 of 3 embeddings read" in p.stderr.decode()
+    assert [x["status"] for x in lines(p)] == ["ok"] * 3
+    assert [(tmp_path / "out" / f"{n}.json").read_text() for n in NAMES] == first

@@ -69,10 +69,12 @@ def test_jsonl_bad_lines_fail_their_image(tmp_path, line, message):
 
 def test_jsonl_an_image_on_two_lines_fails_the_second(tmp_path):
     f = tmp_path / "p.jsonl"
-    f.write_text('{"image": "x.jpg", "objects": [{"box": [1, 2, 3, 4]}]}\n' * 2)
+    f.write_text('{"image": "x.jpg", "objects": [{"box": [1, 2, 3, 4]}]}\n'
+                 '{"image": "./x.jpg", "objects": [{"box": [1, 2, 3, 4]}]}\n')
     first, second = read(f)
     assert first.error is None
-    assert str(second.error) == f"{f} line 2: x.jpg was on line 1 already; put all its objects on one line"
+    assert str(second.error) == (f"{f} line 2: ./x.jpg was named at {f} line 1 already; "
+                                 "give all of an image's objects in one place")
 
 
 # ------------------------------------------------------------------------------------ COCO

@@ -1,4 +1,5 @@
-"""`sam segment`: masks for points, boxes and mask prompts on one image."""
+"""`sam segment`: masks for points, boxes and mask prompts on one image, or on every image of a
+prompt file (--prompts, cli/prompted.py)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,20 @@ EPILOG = """Examples:
   sam segment photo.jpg --box 10,20,300,400 --box 320,40,600,380 -o masks.json --overlay look.png
   sam segment photo.jpg --point 320,240 --multimask -o mask.png   # mask_0.png … mask_2.png
   sam segment photo.jpg --point 80,60 -o m2.png --embedding-cache emb/   # again: no encoder
+  sam segment --prompts boxes.jsonl -o out/ -f coco      # many images: prompts from a file
+  sam segment --prompts dets.json --coco-dataset instances.json --images val2017/ -o out/ --refine
+  sam segment --prompts labels/ --images images/ --names data.yaml -o out/   # YOLO labels
 
 Outputs: OUT ending in .png writes 0/255 single-channel masks: OUT itself for one mask, else
 OUT's stem with _0, _1, … appended, in the order of the records printed on stdout (objects in
 prompt order, then the model's masks). OUT ending in .json writes a list of records with
 COCO RLE segmentations. `-o -` writes the one PNG mask to stdout. One JSON line per mask goes
 to stdout (unless the PNG does).
+
+With --prompts, the prompt file names the images and their objects (JSON Lines, one image per
+line: {"image": "a/x.jpg", "objects": [{"box": [x0, y0, x1, y1], "points": [[x, y]],
+"point_labels": [1], "category": "dog", "score": 0.9}]}; COCO; YOLO labels; CSV), and -o is an
+output folder written as sam auto writes it (--format, resume, one JSON line per image).
 """
 
 

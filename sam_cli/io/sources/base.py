@@ -30,6 +30,7 @@ class PromptSource:
     names: Path | None = None  # class names (YOLO data.yaml or one name per line)
     min_score: float | None = None  # objects scored below it are dropped
     kind: str = field(default="")  # set by detect()
+    seen: dict[str, str] = field(default_factory=dict, repr=False)  # output key → where first named
 
     @property
     def label(self) -> str:
@@ -43,11 +44,16 @@ class PromptSource:
     def item(self, name: str, objects: list[ObjectPrompt], *, where: str, image_id: int | None = None,
              error: PromptError | None = None) -> PromptItem:
         """The item for the image `name` as the file gives it (relative to image_root() unless
-        absolute); its output key is that name, made safe."""
+        absolute); its output key is that name, made safe. An image named a second time (as
+        the same output key) fails there: its objects belong with the first."""
         path = Path(name) if os.path.isabs(name) else self.image_root() / name
         rel = safe_rel(name)
         if error is None and not path.suffix:
             error = PromptError(f"{where}: image {name!r} has no file extension")
+        first = self.seen.setdefault(rel, where)
+        if error is None and first != where:
+            error = PromptError(f"{where}: {name} was named at {first} already; "
+                                "give all of an image's objects in one place")
         objects = [o for o in objects if self.min_score is None or o.score is None or o.score >= self.min_score]
         return PromptItem(path, rel, error=error, image_id=image_id, where=where, objects=tuple(objects))
 

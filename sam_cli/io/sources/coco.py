@@ -30,7 +30,9 @@ def _load(path: Path, what: str):
 
 def _check_dataset(doc, path: Path, what: str) -> None:
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-        raise PromptError(f"{what} {path}: not a COCO dataset (it needs an \"images\" list)")
+        hint = ("one JSON object per line? name it .jsonl or give --prompt-format jsonl"
+                if isinstance(doc, dict) and "image" in doc else None)
+        raise PromptError(f"{what} {path}: not a COCO dataset (it needs an \"images\" list)", hint=hint)
     for k, im in enumerate(doc["images"]):
         if not (isinstance(im, dict) and isinstance(im.get("file_name"), str) and isinstance(im.get("id"), int)):
             raise PromptError(f"{what} {path}: images[{k}] needs an integer \"id\" and a \"file_name\"")

@@ -5,8 +5,8 @@
      "category": "dog", "score": 0.91, "id": 7}, ...]}
 
 Every key of an object is optional, but it needs a box, a point or a mask; "image_id" is
-optional. Read line by line: memory does not grow with the file. The same image on two lines
-fails the second (its objects belong on one line)."""
+optional. Read line by line. The same image on two lines fails the second (its objects
+belong on one line)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ from pathlib import Path
 from ...errors import PromptError
 from .base import PromptItem, PromptSource, make_object
 
+#: How much of a .json file's first line is read to tell JSON Lines from one JSON document.
+LOOK = 16 << 20
 OBJECT_KEYS = {"box", "points", "point_labels", "mask", "category", "score", "id"}
 
 
 def looks_like(path: Path) -> bool:
     """A .json file holding one JSON object per line (not one JSON document)."""
     with open(path, "rb") as f:
-        first = f.readline().strip()
-        second = f.readline().strip()
-    if not first.startswith(b"{") or not second:
+        first = f.readline(LOOK)  # a COCO file is often one long line: never read it whole here
+        second = f.readline(LOOK).strip()
+    if not first.endswith(b"\n") or not first.startswith(b"{") or not second:
         return False
     try:
         json.loads(first)
@@ -38,18 +40,17 @@ def looks_like(path: Path) -> bool:
 def read(src: PromptSource) -> Iterator[PromptItem]:
     name = src.label
     base = Path(".") if src.path == "-" else Path(src.path).parent  # mask files: beside the prompts
-    seen: dict[str, int] = {}
     f = sys.stdin if src.path == "-" else open(src.path, encoding="utf-8")  # noqa: SIM115
     try:
         for n, line in enumerate(f, start=1):
             if line.strip():
-                yield _item(src, line, f"{name} line {n}", base, seen, n)
+                yield _item(src, line, f"{name} line {n}", base)
     finally:
         if f is not sys.stdin:
             f.close()
 
 
-def _item(src: PromptSource, line: str, where: str, base: Path, seen: dict[str, int], n: int) -> PromptItem:
+def _item(src: PromptSource, line: str, where: str, base: Path) -> PromptItem:
     try:
         doc = json.loads(line)
     except ValueError as e:
@@ -57,10 +58,6 @@ def _item(src: PromptSource, line: str, where: str, base: Path, seen: dict[str, 
     if not isinstance(doc, dict) or not isinstance(doc.get("image"), str) or not doc["image"]:
         return src.failed(where, 'each line needs "image": the image\'s path')
     image = doc["image"]
-    if image in seen:
-        return src.item(image, [], where=where, error=PromptError(
-            f"{where}: {image} was on line {seen[image]} already; put all its objects on one line"))
-    seen[image] = n
     image_id = doc.get("image_id")
     try:
         if image_id is not None and (isinstance(image_id, bool) or not isinstance(image_id, int)):
