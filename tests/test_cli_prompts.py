@@ -126,7 +126,7 @@ def test_yolo_labels_with_names(tiny_ckpt, tmp_path, photos):
     (labels / "coffee.txt").write_text("1 0.5 0.5 0.3 0.3\n")
     (tmp_path / "data.yaml").write_text("names: [cat, cup]\n")
     p = run_sam("segment", "--prompts", labels, "--images", photos, "--names", tmp_path / "data.yaml",
-                "-o", tmp_path / "out", "-c", tiny_ckpt, "-f", "coco")
+                "-o", tmp_path / "out", "-c", tiny_ckpt, "-f", "coco", "-f", "overlay")
     assert p.returncode == 0, p.stderr
     assert [(x["input"], x["masks"]) for x in lines(p)] == [
         (str(photos / n), m) for n, m in zip(NAMES, [2, 1, 0])]
@@ -134,6 +134,9 @@ def test_yolo_labels_with_names(tiny_ckpt, tmp_path, photos):
     assert sorted((c["id"], c["name"]) for c in doc["categories"]) == [(0, "cat"), (1, "cup")]
     assert [a["category_id"] for a in doc["annotations"]] == [0, 1, 1]
     assert doc["annotations"][0]["prompt"]["box"] == pytest.approx([90.2, 30, 360.8, 270])
+    # the overlay draws the prompt boxes: white along the box's top edge, not beside it
+    ov = cv2.imread(str(tmp_path / "out/chelsea.jpg.overlay.jpg")).astype(float)
+    assert ov[30, 100:350].min(axis=1).mean() > ov[36, 100:350].min(axis=1).mean() + 60
 
 
 @pytest.mark.parametrize("args,message", [
