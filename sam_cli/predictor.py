@@ -19,6 +19,7 @@ class Prediction:
     masks: np.ndarray  # B×M×H×W bool, full resolution
     iou: np.ndarray  # B×M float32 predicted IoU
     low_res: np.ndarray | None  # B×M×256×256 float32 logits (feed back as a mask prompt)
+    index: np.ndarray | None = None  # B×M: which of the decoder's masks each is (--best-mask)
 
 
 #: Prompts per mask-decoder call on the CPU. After the first two-way layer every prompt has its
@@ -173,6 +174,7 @@ class Predictor:
         return Prediction(
             masks=np.concatenate([p.masks for p in parts]), iou=np.concatenate([p.iou for p in parts]),
             low_res=np.concatenate([p.low_res for p in parts]) if low_res else None,
+            index=np.concatenate([p.index for p in parts]),
         )
 
     def predict_chunks(
@@ -206,7 +208,7 @@ class Predictor:
                 mk = mk.expand(n_obj, -1, -1, -1)
         step = CPU_DECODER_BATCH if dev.type == "cpu" else n_obj
         for i in range(0, n_obj, step):
-            low, iou, _ = self.decode_chosen(
+            low, iou, index = self.decode_chosen(
                 *(None if x is None else x[i : i + step] for x in (pts, lab, bx, mk)),
                 choice=choice or ("all" if multimask else "first"), refine=refine,
                 image_part_only=not low_res)
@@ -216,5 +218,5 @@ class Predictor:
                 del full
             yield Prediction(
                 masks=masks.cpu().numpy(), iou=iou.float().cpu().numpy(),
-                low_res=low.float().cpu().numpy() if low_res else None,
+                low_res=low.float().cpu().numpy() if low_res else None, index=index.cpu().numpy(),
             )

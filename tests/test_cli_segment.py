@@ -174,3 +174,28 @@ def test_bad_dtype_or_device_is_a_usage_error(tmp_path, option, value, allowed):
         p = run_sam(*cmd, option, value, cwd=tmp_path)
         assert p.returncode == 2
         assert f"'{value}': choose from {allowed}" in p.stderr.decode()
+
+
+def test_best_mask_and_refine_for_one_image(tiny_ckpt, tiny_reference, photo, tmp_path):
+    """--refine and --best-mask on the single-image form: each box's mask is the reference's
+    (refined: the first pass's most confident logits fed back with the box; then the most
+    confident of three), and mask_index names which of the decoder's masks it is."""
+    from segment_anything import SamPredictor
+
+    boxes = [[60, 30, 380, 290], [10, 10, 200, 150]]
+    out = tmp_path / "m.json"
+    p = run_sam("segment", IMG, *[a for b in boxes for a in ("--box", ",".join(map(str, b)))],
+                "--best-mask", "--refine", "-o", out, "-c", tiny_ckpt)
+    assert p.returncode == 0, p.stderr
+    recs = json.loads(out.read_text())
+    ref = SamPredictor(tiny_reference)
+    ref.set_image(photo)
+    for rec, b in zip(recs, boxes, strict=True):
+        _, s1, low = ref.predict(box=np.asarray(b, float), multimask_output=True)
+        masks, s2, _ = ref.predict(box=np.asarray(b, float), mask_input=low[int(np.argmax(s1))][None],
+                                   multimask_output=True)
+        k = int(np.argmax(s2))
+        ours = coco_mask.decode({"size": rec["segmentation"]["size"],
+                                 "counts": rec["segmentation"]["counts"].encode()}).astype(bool)
+        assert (ours == masks[k]).mean() >= 0.999
+        assert rec["mask_index"] == k and abs(rec["predicted_iou"] - s2[k]) <= 1e-4

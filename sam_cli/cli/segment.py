@@ -177,7 +177,7 @@ def segment(
         low_res=bool(logits),  # without --save-logits, skip the logits that cover padding
     ):
         first = len(records)
-        chunk = records_mod.mask_records(pred.masks, pred.iou)
+        chunk = records_mod.mask_records(pred.masks, pred.iou, pred.index)
         for rec in chunk:
             rec["object_index"] += first // pred.masks.shape[1]
         for k, m in enumerate(m for obj in pred.masks for m in obj):

@@ -10,13 +10,15 @@ import numpy as np
 from .. import masks as M
 
 
-def mask_records(masks: np.ndarray, iou: np.ndarray) -> list[dict]:
-    """masks B×M×H×W bool, iou B×M → records in object order, then the model's mask order."""
+def mask_records(masks: np.ndarray, iou: np.ndarray, index: np.ndarray | None = None) -> list[dict]:
+    """masks B×M×H×W bool, iou B×M → records in object order, then the model's mask order;
+    index B×M: the decoder's index of each mask (default: its position)."""
     recs = []
     for oi, (obj_masks, obj_iou) in enumerate(zip(masks, iou)):
         for mi, (m, score) in enumerate(zip(obj_masks, obj_iou)):
             recs.append({
-                "object_index": oi, "mask_index": mi, "predicted_iou": round(float(score), 6),
+                "object_index": oi, "mask_index": mi if index is None else int(index[oi, mi]),
+                "predicted_iou": round(float(score), 6),
                 "area": int(m.sum()), "bbox": M.mask_xywh_coco(m),
             })
     return recs
