@@ -31,6 +31,7 @@ class Outline:
 
     parts: list[np.ndarray] = field(default_factory=list)
     holes: list[np.ndarray] = field(default_factory=list)
+    hole_parts: list[int] = field(default_factory=list)  # per hole, the index of its part
     dropped: int = 0  # parts smaller than min_area, left out
     dropped_area: int = 0  # their pixels
 
@@ -39,33 +40,40 @@ class Outline:
         return [np.round(p, 2).ravel().tolist() for p in getattr(self, which)]
 
 
-def crop_outline(crop: MaskCrop, *, tolerance: float = DEFAULT_TOLERANCE, min_area: int = 0) -> Outline:
-    """A MaskCrop's Outline (see the module doc)."""
+def crop_outline(
+    crop: MaskCrop, *, tolerance: float = DEFAULT_TOLERANCE, min_area: int = 0, centres: bool = False,
+) -> Outline:
+    """A MaskCrop's Outline (see the module doc). centres: trace through the centres of the
+    boundary pixels instead (x + 0.5 for pixel column x), the outline OpenCV's fillPoly gives
+    back exactly (YOLO's loaders rasterise so) but pycocotools does not."""
     m = crop.mask
     out = Outline()
     if m.size == 0:
         return out
     n, labels, stats, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8)
-    big = cv2.resize(m.view(np.uint8), (2 * m.shape[1], 2 * m.shape[0]), interpolation=cv2.INTER_NEAREST)
+    scale = 1 if centres else 2
+    big = m.view(np.uint8) if centres else cv2.resize(
+        m.view(np.uint8), (2 * m.shape[1], 2 * m.shape[0]), interpolation=cv2.INTER_NEAREST)
     contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
         return out
     origin = np.array([crop.x0, crop.y0], np.float64)
-    kept: set[int] = set()
+    kept: dict[int, int] = {}  # contour index → part index
     for i, (c, (_, _, _, parent)) in enumerate(zip(contours, hierarchy[0])):
         if parent != -1:
             continue
         u, v = c[0, 0]
-        area = int(stats[labels[v // 2, u // 2], cv2.CC_STAT_AREA])
+        area = int(stats[labels[v // scale, u // scale], cv2.CC_STAT_AREA])
         if area < min_area:
             out.dropped += 1
             out.dropped_area += area
             continue
-        kept.add(i)
-        out.parts.append(_polygon(c, tolerance, origin))
+        kept[i] = len(out.parts)
+        out.parts.append(_polygon(c, tolerance, origin, scale))
     for c, (_, _, _, parent) in zip(contours, hierarchy[0]):
         if parent in kept:
-            out.holes.append(_polygon(c, tolerance, origin))
+            out.holes.append(_polygon(c, tolerance, origin, scale))
+            out.hole_parts.append(kept[parent])
     return out
 
 
@@ -73,13 +81,13 @@ def rle_outline(rle: dict, *, tolerance: float = DEFAULT_TOLERANCE, min_area: in
     return crop_outline(rle_to_crop(rle), tolerance=tolerance, min_area=min_area)
 
 
-def _polygon(c: np.ndarray, tolerance: float, origin: np.ndarray) -> np.ndarray:
-    """A contour on the doubled mask → K×2 XY in image pixels, simplified, K ≥ 3."""
+def _polygon(c: np.ndarray, tolerance: float, origin: np.ndarray, scale: int) -> np.ndarray:
+    """A contour on the mask scaled by `scale` → K×2 XY in image pixels, simplified, K ≥ 3."""
     if tolerance > 0:
-        simple = cv2.approxPolyDP(c, 2 * tolerance, True)
+        simple = cv2.approxPolyDP(c, scale * tolerance, True)
         if len(simple) >= 3:
             c = simple
-    p = (c.reshape(-1, 2).astype(np.float64) + 0.5) / 2 + origin
+    p = (c.reshape(-1, 2).astype(np.float64) + 0.5) / scale + origin
     while len(p) < 3:  # a one-pixel part or a thin line: repeat a vertex
         p = np.concatenate([p, p[-1:]])
     return p
@@ -95,3 +103,74 @@ def outline_to_mask(outline: Outline, hw: tuple[int, int]) -> np.ndarray:
     for poly in outline.flat("parts") + outline.flat("holes"):
         out ^= coco_mask.decode(coco_mask.frPyObjects([poly], h, w)[0]).astype(bool)
     return out
+
+
+def single_polygon(outline: Outline) -> np.ndarray:
+    """An Outline as one K×2 polygon, for formats that hold one polygon per object (YOLO-seg):
+    each hole joined to its part, and each part to the earlier part whose box comes nearest, by
+    a zero-width corridor between their nearest vertices, walked there and back. Filled by OpenCV's fillPoly (as
+    YOLO's data loaders rasterise), the holes stay empty and nothing is dropped; each corridor
+    fills the line of pixels it runs along, and can cross another part or hole lying between
+    the two it joins (the IoU that yolo-seg reports counts both). Empty (0×2) for an empty
+    outline."""
+    if not outline.parts:
+        return np.zeros((0, 2))
+    shapes = outline.parts + outline.holes
+    # children[s]: (vertex of s, child shape, the child's vertex) for each corridor out of s
+    children: list[list[tuple[int, int, int]]] = [[] for _ in shapes]
+    for h, part in enumerate(outline.hole_parts):
+        k = len(outline.parts) + h
+        i, j, _ = _nearest(shapes[part], shapes[k])
+        children[part].append((i, k, j))
+    lo = np.array([p.min(0) for p in outline.parts])  # each part's box, to pick a neighbour fast
+    hi = np.array([p.max(0) for p in outline.parts])
+    for k in range(1, len(outline.parts)):
+        gap = np.maximum(0, np.maximum(lo[:k] - hi[k], lo[k] - hi[:k]))  # box-to-box, per axis
+        near = int(((gap**2).sum(1)).argmin())  # the placed part whose box comes nearest
+        i, j, _ = _nearest(shapes[near], shapes[k])
+        children[near].append((i, k, j))
+    out: list[np.ndarray] = []
+
+    def walk(s: int, start: int) -> None:  # around shape s from `start`, into each child on the way
+        by_vertex: dict[int, list[tuple[int, int]]] = {}
+        for i, k, j in children[s]:
+            by_vertex.setdefault(i, []).append((k, j))
+        n = len(shapes[s])
+        for t in range(n + 1):
+            v = (start + t) % n
+            out.append(shapes[s][v : v + 1])
+            if t < n:
+                for k, j in by_vertex.get(v, ()):
+                    walk(k, j)
+                    out.append(shapes[s][v : v + 1])
+
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 2 * len(shapes) + 100))  # a chain of parts, at worst
+    try:
+        walk(0, 0)
+    finally:
+        sys.setrecursionlimit(limit)
+    return np.concatenate(out)
+
+
+def _nearest(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
+    """The closest pair of vertices (index in a, index in b, squared distance), in blocks so
+    memory stays small for long outlines."""
+    best = (0, 0, np.inf)
+    for s in range(0, len(a), 512):
+        d = ((a[s : s + 512, None, :] - b[None, :, :]) ** 2).sum(-1)
+        i, j = np.unravel_index(int(d.argmin()), d.shape)
+        if d[i, j] < best[2]:
+            best = (s + int(i), int(j), float(d[i, j]))
+    return best
+
+
+def fill_polygon(poly: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """H×W bool: a K×2 polygon in image pixels filled as YOLO's loaders do (cv2.fillPoly on
+    the coordinates cut to whole pixels)."""
+    m = np.zeros(hw, np.uint8)
+    if len(poly):
+        cv2.fillPoly(m, [np.floor(poly).astype(np.int32)], 1)
+    return m.astype(bool)

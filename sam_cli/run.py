@@ -60,6 +60,7 @@ class RunOutput:
     """An end-of-run output written (coco.json)."""
 
     path: Path
+    note: str = ""  # what the user should know of it (polygons: how close they are to the masks)
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,8 @@ class Runner:
                 self.counts.failures.append(str(e))
                 emit(RunOutputFailed(e))
                 return
-            for path in paths:
-                emit(RunOutput(path))
+            for path, note in paths:
+                emit(RunOutput(path, note))
 
     def _settle(self, res: object, emit: Callable[[Event], None]) -> None:
         """On the writer thread, in order: write a result's outputs; count; emit its event."""

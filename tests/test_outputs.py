@@ -139,7 +139,7 @@ def test_coco_dataset_is_streamed_from_the_per_image_files(tmp_path, records):
     layout = OutputLayout(tmp_path, ("coco",))
     for rel, n in (("a/x.jpg", 5), ("y.png", 0), ("b/z.jpg", 12)):
         layout.write(rel, np.zeros((H, W, 3), np.uint8), recs[:n])
-    path = layout.finish(["a/x.jpg", "y.png", "b/z.jpg"])[0]
+    path = layout.finish(["a/x.jpg", "y.png", "b/z.jpg"])[0][0]
     doc = json.loads(path.read_text())
     assert set(doc) == {"info", "annotations", "images", "categories"}
     assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in doc["images"]] == [

@@ -31,7 +31,7 @@ def _txt_write(img) -> None:
     atomic_write_bytes(_txt_outputs(img.base)[0], f"{img.file_name} {w}x{h} {len(img.records)}\n".encode())
 
 
-def _txt_finish(root: Path, rels: list[str]) -> Path:
+def _txt_finish(root: Path, rels: list[str], options=None) -> Path:
     path = root / "index.txt"
     path.write_text("".join(r + "\n" for r in rels))
     return path
@@ -202,7 +202,7 @@ def test_an_unknown_format_is_a_usage_error(tmp_path):
 
     p = run_sam("auto", tmp_path, "-o", tmp_path / "out", "-f", "gif")
     assert p.returncode == 2
-    assert "'gif': choose from png, coco-rle, coco, label-map, overlay" in p.stderr.decode()
+    assert "'gif': choose from png, coco-rle, coco, yolo-seg, label-map, overlay" in p.stderr.decode()
 
 
 def test_each_event_comes_as_soon_as_its_image_is_written(tmp_path, txt_format):

@@ -28,6 +28,10 @@ def auto(
     inputs: O.InputsArg,
     output: O.OutputDirOpt,
     fmt: O.FormatOpt = None,
+    category: O.CategoryOpt = "object",
+    coco_polygons: O.CocoPolygonsOpt = False,
+    polygon_tolerance: O.PolygonToleranceOpt = 0.5,
+    polygon_min_area: O.PolygonMinAreaOpt = 0,
     points_per_side: O.PointsPerSideOpt = 32,
     points_per_batch: O.PointsPerBatchOpt = None,
     pred_iou_thresh: O.PredIouThreshOpt = 0.88,
@@ -53,24 +57,22 @@ def auto(
     quiet: O.QuietOpt = False,
 ) -> None:
     """Generate every object's mask for many images, streamed through a batched pipeline."""
+    from dataclasses import fields
+
     from ..automatic import AmgSettings
     from ..embedding_cache import check_folder
     from ..engines import AutomaticEngine, automatic_record
     from ..inputs import Exclusions, expand_inputs
-    from ..io.formats import DEFAULT_FORMATS
+    from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..io.outputs import OutputLayout
     from ..run import Runner
     from .common import EventPrinter, load_sam
 
-    settings = AmgSettings(
-        points_per_side=points_per_side, points_per_batch=points_per_batch,
-        pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
-        stability_score_offset=stability_score_offset, box_nms_thresh=box_nms_thresh,
-        crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh, crop_overlap_ratio=crop_overlap_ratio,
-        crop_n_points_downscale_factor=crop_n_points_downscale_factor, min_mask_region_area=min_mask_region_area,
-    ).check()
+    given = locals()
+    settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
     record = automatic_record(settings, model=model, checkpoint=checkpoint, dtype=dtype)
-    layout = OutputLayout(output, tuple(dict.fromkeys(fmt or DEFAULT_FORMATS)))
+    options = FormatOptions(category, coco_polygons, polygon_tolerance, polygon_min_area)
+    layout = OutputLayout(output, tuple(dict.fromkeys(fmt or DEFAULT_FORMATS)), options=options)
     runner = Runner(layout, overwrite=overwrite, record=record)
     if embedding_cache is not None:
         check_folder(embedding_cache)

@@ -112,7 +112,7 @@ class EventPrinter:
         from ..run import Done, Failed, RunOutput, RunOutputFailed, Skipped
 
         if isinstance(ev, RunOutput):
-            self.note(f"wrote {ev.path}")
+            self.note(f"wrote {ev.path}" + (f" ({ev.note})" if ev.note else ""))
             return
         if isinstance(ev, RunOutputFailed):
             self.note(f"Error: {ev.error}", error=True)

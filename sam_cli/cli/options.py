@@ -228,3 +228,26 @@ RefineOpt = Annotated[
     typer.Option("--refine", help="Decode each object twice, feeding the most confident mask back "
                  "with its prompts (the paper's instance-segmentation setting)."),
 ]
+
+# ------------------------------------------------------------ what the formats write
+CategoryOpt = Annotated[
+    str,
+    typer.Option("--category", metavar="NAME",
+                 help="The category of masks that have none (all of automatic mode's), in coco, "
+                 "yolo-seg and the other formats that name categories."),
+]
+CocoPolygonsOpt = Annotated[
+    bool,
+    typer.Option("--coco-polygons", help="coco.json with polygon segmentations instead of RLE (holes, "
+                 "which COCO polygons cannot hold, are counted in each annotation's polygon_holes)."),
+]
+PolygonToleranceOpt = Annotated[
+    float,
+    typer.Option("--polygon-tolerance", metavar="PX", min=0.0,
+                 help="How far a polygon may stray from the mask's outline, pixels (0: exact outline)."),
+]
+PolygonMinAreaOpt = Annotated[
+    int,
+    typer.Option("--polygon-min-area", metavar="N", min=0,
+                 help="Leave out parts of a mask smaller than N pixels from its polygons (counted)."),
+]

@@ -12,14 +12,14 @@ from .exitcodes import ExitCode
 def segment_prompts(
     prompts: str, output: Path, *, images: Path | None, prompt_format: str | None,
     coco_dataset: Path | None, class_names: Path | None, min_score: float | None, choice: str,
-    refine: bool, formats: list[str] | None, batch_size: int | None, workers: int, overwrite: bool,
+    refine: bool, formats: list[str] | None, format_options: tuple, batch_size: int | None, workers: int, overwrite: bool,
     progress: bool | None, model: str | None, checkpoint: Path | None, device: str, dtype: str,
     embedding_cache: Path | None, quiet: bool,
 ) -> None:
     from ..embedding_cache import check_folder
     from ..engines import PromptEngine, prompted_record
     from ..io import sources
-    from ..io.formats import DEFAULT_FORMATS
+    from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..io.outputs import OutputLayout
     from ..io.sources.base import PromptSource
     from ..run import Runner
@@ -29,7 +29,8 @@ def segment_prompts(
                          prompt_format)
     record = prompted_record(prompts=sources.identity(src), choice=choice, refine=refine,
                              model=model, checkpoint=checkpoint, dtype=dtype)
-    layout = OutputLayout(output, tuple(dict.fromkeys(formats or DEFAULT_FORMATS)), prompted=True)
+    layout = OutputLayout(output, tuple(dict.fromkeys(formats or DEFAULT_FORMATS)), prompted=True,
+                          options=FormatOptions(*format_options))
     runner = Runner(layout, overwrite=overwrite, record=record)
     if embedding_cache is not None:
         check_folder(embedding_cache)

@@ -15,16 +15,19 @@ from ..errors import OutputError, PromptError
 from ..inputs import RUN_RECORD
 from ..masks import MaskRecord, PromptedMask
 from . import writers
-from .formats import FORMATS, ImageOutput
+from .formats import FORMATS, FormatOptions, ImageOutput
 
 
 class OutputLayout:
     """The outputs of `formats` (names in FORMATS) under the folder `root`."""
 
-    def __init__(self, root: Path, formats: tuple[str, ...], *, prompted: bool = False) -> None:
-        """prompted: the records are PromptedMasks (`sam segment --prompts`)."""
+    def __init__(self, root: Path, formats: tuple[str, ...], *, prompted: bool = False,
+                 options: FormatOptions | None = None) -> None:
+        """prompted: the records are PromptedMasks (`sam segment --prompts`); options: the
+        formats' settings."""
         self.root = Path(root)
         self.prompted = prompted
+        self.options = options or FormatOptions()
         # fail before any image is read or the model loaded, not once per image
         writers.check_folder_writable(self.root)
         self.formats = formats
@@ -68,7 +71,7 @@ class OutputLayout:
     def write(self, rel: str, image: np.ndarray, records: list[MaskRecord] | list[PromptedMask],
               image_id: int | None = None) -> list[str]:
         """Write every per-image output; returns their paths."""
-        img = ImageOutput(self.root / rel, rel, image, records, image_id, self.prompted)
+        img = ImageOutput(self.root / rel, rel, image, records, image_id, self.prompted, self.options)
         for mod in self.modules.values():
             mod.write(img)
         return [str(p) for p in self.outputs(rel)]
@@ -101,10 +104,15 @@ class OutputLayout:
         folders = tuple(s for mod in self.modules.values() if (s := getattr(mod, "FOLDER_SUFFIX", None)))
         return writers.remove_stale_temps(self.root, skip_dirs=folders)
 
-    def finish(self, rels: list[str]) -> list[Path]:
-        """The end-of-run steps (coco.json), over the output keys of the run's images."""
-        return [mod.finish(self.root, rels) for mod in self.modules.values()
-                if hasattr(mod, "finish")]
+    def finish(self, rels: list[str]) -> list[tuple[Path, str]]:
+        """The end-of-run steps (coco.json), over the output keys of the run's images: each
+        one's path and its note for the user ("" if none)."""
+        done = []
+        for mod in self.modules.values():
+            if hasattr(mod, "finish"):
+                res = mod.finish(self.root, rels, self.options)
+                done.append(res if isinstance(res, tuple) else (res, ""))
+        return done
 
 
 def _differences(old: dict, new: dict) -> str:

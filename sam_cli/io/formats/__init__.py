@@ -14,8 +14,9 @@ A format module defines:
     count(base: Path) -> int | None         (optional) how many masks an earlier run wrote
         there (a skipped image's count), None if it cannot tell
     REQUIRES: tuple[str, ...]               (optional) formats whose per-image outputs it reads
-    finish(root: Path, rels: list[str]) -> Path    (optional) the end-of-run step, over the
-        output keys of every image of the run that has its outputs (done or skipped)
+    finish(root: Path, rels: list[str], options: FormatOptions) -> Path | tuple[Path, str]
+        (optional) the end-of-run step, over the output keys of every image of the run that
+        has its outputs (done or skipped); with a one-line note for the user, if any
 
 Adding a format is one such module and one `FormatSpec` in FORMATS (or `register`).
 """
@@ -45,12 +46,24 @@ class FormatSpec:
         return importlib.import_module(self.module)
 
 
+@dataclass(frozen=True)
+class FormatOptions:
+    """Settings that some formats read; every format is given them. They change only what is
+    written at the end of a run (coco.json, yolo-seg's labels), never an image's own files."""
+
+    category: str = "object"  # the category of masks without one (all of automatic mode's)
+    polygons: bool = False  # coco: polygon segmentations instead of RLE
+    tolerance: float = 0.5  # polygon simplification, pixels (polygons.DEFAULT_TOLERANCE)
+    min_area: int = 0  # polygon parts smaller than this many pixels are left out (and counted)
+
+
 FORMATS: dict[str, FormatSpec] = {
     s.name: s
     for s in (
         FormatSpec("png", "x.jpg.masks/0.png … and metadata.csv, the default", f"{__name__}.png"),
         FormatSpec("coco-rle", "x.jpg.json, COCO RLE records", f"{__name__}.coco_rle"),
         FormatSpec("coco", "coco.json, one COCO dataset for the run", f"{__name__}.coco"),
+        FormatSpec("yolo-seg", "labels/x.txt polygons and data.yaml, for YOLO training", f"{__name__}.yolo_seg"),
         FormatSpec("label-map", "x.jpg.labels.png, 16-bit label image", f"{__name__}.label_map"),
         FormatSpec("overlay", "x.jpg.overlay.jpg, to look at", f"{__name__}.overlay"),
     )
@@ -73,6 +86,7 @@ class ImageOutput:
     records: list[MaskRecord] | list[PromptedMask]
     image_id: int | None = None  # the dataset's id for the image, when the prompts gave one
     prompted: bool = False  # a prompted run's (PromptedMask records), even when there are none
+    options: FormatOptions = FormatOptions()
 
     @cached_property
     def annotations(self) -> list[dict]:

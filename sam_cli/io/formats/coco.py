@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ...errors import OutputError
 from .. import writers
-from . import ImageOutput, coco_rle
+from . import FormatOptions, ImageOutput, coco_rle
 
 COCO_FILE = "coco.json"
 REQUIRES = ("coco-rle",)
@@ -23,7 +23,7 @@ def write(img: ImageOutput) -> None:
     pass
 
 
-def finish(root: Path, rels: list[str]) -> Path:
+def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
     """Assemble coco.json from the per-image JSON files of the run's images.
 
     Two passes over those files, each holding one image's annotations at a time, so memory
@@ -32,7 +32,12 @@ def finish(root: Path, rels: list[str]) -> Path:
     (a COCO prompts file: the result scores against its dataset), else are numbered 1, 2, …
     in run order. Categories: the prompt file's ids and names; names without an id get the
     next free ids, in order of appearance; masks without a category (all of automatic mode's)
-    are category "object". The keys come in the order info, annotations, images, categories."""
+    are in options.category ("object"). With options.polygons, segmentations are polygons
+    (polygons.py): one per part; holes, which COCO polygons cannot hold, are counted in the
+    annotation's `polygon_holes`, parts under options.min_area in `polygon_parts_dropped`, and
+    the note says how close the polygons are to the masks (mean IoU). The keys come in the
+    order info, annotations, images, categories."""
+    options = options or FormatOptions()
     path = root / COCO_FILE
     images, named, names = [], {}, []  # named: id → name; names: categories without an id
     unnamed = False  # some mask has no category
@@ -57,9 +62,10 @@ def finish(root: Path, rels: list[str]) -> Path:
             next_id += 1
     object_id = None
     if unnamed or not categories:
-        object_id = by_name.get("object", next_id if categories else 1)
-        categories[object_id] = "object"
+        object_id = by_name.get(options.category, next_id if categories else 1)
+        categories[object_id] = options.category
     ann_id = 1
+    ious: list[float] = []
     with writers.atomic_open(path) as f:
         info = {"description": "Segment Anything masks made by sam"}
         f.write(b'{"info":' + writers.json_bytes(info) + b',"annotations":[')
@@ -70,6 +76,8 @@ def finish(root: Path, rels: list[str]) -> Path:
                        "segmentation": a["segmentation"], "area": a["area"], "bbox": a["bbox"],
                        "iscrowd": 0, "score": a.get("score", a["predicted_iou"])}
                 out.update((k, v) for k, v in a.items() if k not in out and k not in ("category", "category_id"))
+                if options.polygons:
+                    polygon_segmentation(out, options, ious)
                 f.write((b"," if ann_id > 1 else b"") + writers.json_bytes(out))
                 ann_id += 1
         out_images = [{"id": i, "file_name": im["file_name"], "width": im["width"], "height": im["height"]}
@@ -78,7 +86,39 @@ def finish(root: Path, rels: list[str]) -> Path:
                 for i, n in sorted(categories.items())]
         f.write(b'],"images":' + writers.json_bytes(out_images) + b',"categories":'
                 + writers.json_bytes(cats) + b"}")
-    return path
+    return path, polygon_note(ious) if options.polygons else ""
+
+
+def polygon_segmentation(ann: dict, options: FormatOptions, ious: list[float]) -> None:
+    """Replace an annotation's RLE segmentation by polygons, in place (see finish); its IoU
+    with the mask, rasterised by pycocotools, is appended to `ious`."""
+    from pycocotools import mask as coco_mask
+
+    from ...masks import mask_crop
+    from ...polygons import crop_outline
+
+    rle = ann["segmentation"]
+    h, w = rle["size"]
+    compressed = {"size": [h, w], "counts": rle["counts"].encode()}
+    outline = crop_outline(mask_crop(coco_mask.decode(compressed).astype(bool)),
+                           tolerance=options.tolerance, min_area=options.min_area)
+    ann["segmentation"] = outline.flat()
+    if outline.holes:
+        ann["polygon_holes"] = len(outline.holes)
+    if outline.dropped:
+        ann["polygon_parts_dropped"] = outline.dropped
+    if ann["segmentation"]:
+        poly = coco_mask.merge(coco_mask.frPyObjects(ann["segmentation"], h, w))
+        ious.append(float(coco_mask.iou([poly], [compressed], [0])[0, 0]))
+    else:
+        ious.append(0.0 if ann["area"] else 1.0)
+
+
+def polygon_note(ious: list[float]) -> str:
+    if not ious:
+        return "no masks to outline"
+    return (f"polygons: mean IoU {sum(ious) / len(ious):.4f} with the masks over {len(ious)} masks, "
+            f"lowest {min(ious):.4f}")
 
 
 def _docs(root: Path, rels: list[str]):

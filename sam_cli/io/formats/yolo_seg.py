@@ -1,0 +1,108 @@
+"""yolo-seg: labels/a/x.txt for the image a/x.jpg, a line per mask `class x1 y1 … xn yn`
+(vertices normalised to 0..1 of the image's width and height), and data.yaml naming the
+classes, for YOLO segmentation training. Written at the end of the run from the per-image
+coco-rle files (REQUIRES), when every class of the run is known: classes are numbered 0, 1, …
+in the order of the categories' ids (a prompt file's), then of their names as they first come;
+masks without a category are options.category ("object").
+
+Each mask is one polygon (polygons.single_polygon): its parts and holes joined by zero-width
+corridors, traced through the boundary pixels' centres, which OpenCV's fillPoly (what YOLO's
+data loaders rasterise with) fills back exactly, corridors aside. The note says how close the
+filled polygons come to the masks (mean IoU). Two images whose label files would have one name
+(a/x.jpg and a/x.png) are a collision: the second's labels are not written, and the run fails
+with both named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import OutputError
+from .. import writers
+from . import FormatOptions, ImageOutput, coco_rle
+
+REQUIRES = ("coco-rle",)
+LABELS = "labels"
+DATA_YAML = "data.yaml"
+
+
+def label_path(root: Path, rel: str) -> Path:
+    return root / LABELS / Path(rel).with_suffix(".txt")
+
+
+def outputs(base: Path) -> list[Path]:
+    return []  # per image, coco-rle's file (REQUIRES); the labels are written at the end
+
+
+def write(img: ImageOutput) -> None:
+    pass
+
+
+def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
+    from pycocotools import mask as coco_mask
+
+    from ...masks import mask_crop
+    from ...polygons import crop_outline, fill_polygon, single_polygon
+
+    options = options or FormatOptions()
+    ids, names = {}, []  # category id → name; names without an id, in order
+    for doc in _docs(root, rels):
+        for a in doc["annotations"]:
+            if "category_id" in a:
+                ids.setdefault(a["category_id"], a.get("category"))
+            else:
+                names.append(a.get("category", options.category))
+    classes = [str(i) if n is None else n for i, n in sorted(ids.items())]
+    index = {("id", i): k for k, i in enumerate(sorted(ids))}
+    for n in dict.fromkeys(names):
+        index[("name", n)] = len(classes)
+        classes.append(n)
+    if not classes:
+        classes = [options.category]
+    ious: list[float] = []
+    owner: dict[Path, str] = {}
+    collisions = []
+    for rel, doc in zip(rels, _docs(root, rels)):
+        path = label_path(root, rel)
+        if owner.setdefault(path, rel) != rel:
+            collisions.append(f"{rel} (its labels would be {path}, as {owner[path]}'s are)")
+            continue
+        w, h = doc["image"]["width"], doc["image"]["height"]
+        lines = []
+        for a in doc["annotations"]:
+            key = ("id", a["category_id"]) if "category_id" in a else ("name", a.get("category", options.category))
+            seg = a["segmentation"]
+            rle = {"size": seg["size"], "counts": seg["counts"].encode()}
+            crop = mask_crop(coco_mask.decode(rle).astype(bool))
+            poly = single_polygon(crop_outline(crop, tolerance=options.tolerance, min_area=options.min_area,
+                                               centres=True))
+            if len(poly) == 0:
+                ious.append(0.0 if crop.mask.any() else 1.0)
+                continue
+            # the corridors join vertices, so the polygon stays inside the mask's box
+            filled = fill_polygon(poly - [crop.x0, crop.y0], crop.mask.shape)
+            union = int((filled | crop.mask).sum())
+            ious.append(float((filled & crop.mask).sum() / union) if union else 1.0)
+            xy = np.clip(poly / [w, h], 0, 1)
+            lines.append(f"{index[key]} " + " ".join(f"{v:.6f}" for v in xy.ravel()))
+        writers.atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
+    yaml = ["# classes of the masks sam wrote; add the dataset's path, train and val", f"nc: {len(classes)}",
+            "names:"] + [f"  {k}: {json.dumps(n)}" for k, n in enumerate(classes)]
+    writers.atomic_write_bytes(root / DATA_YAML, ("\n".join(yaml) + "\n").encode())
+    if collisions:
+        raise OutputError(f"{root / LABELS}: label files of several images would have one name: "
+                          + "; ".join(collisions))
+    mean = f"mean IoU {sum(ious) / len(ious):.4f} with the masks over {len(ious)} masks, lowest {min(ious):.4f}" \
+        if ious else "no masks"
+    return root / LABELS, f"polygons filled as YOLO loaders do: {mean}"
+
+
+def _docs(root: Path, rels: list[str]):
+    for rel in rels:
+        src = coco_rle.outputs(root / rel)[0]
+        try:
+            yield json.loads(src.read_text())
+        except (OSError, ValueError) as e:
+            raise OutputError(f"{src}: cannot read it back for {LABELS}/ ({e})") from None
