@@ -127,3 +127,109 @@ def test_yolo_seg_classes_from_prompts_and_collisions(tmp_path):
     assert [c for c, _ in read_yolo(tmp_path / "labels/y.txt", W, H)] == [1, 0, 2]  # ids 17, 47, then names
     assert (tmp_path / "data.yaml").read_text().splitlines()[3:] == ['  0: "cat"', '  1: "cup"', '  2: "dog"']
     assert json.loads((tmp_path / "y.jpg.json").read_text())["annotations"][2]["category"] == "dog"
+
+
+# ------------------------------------------------------------------ CVAT and Label Studio
+def _run(tmp_path, fmt: str, **options):
+    for name in ("s/a.jpg", "b.png"):  # datumaro's CVAT reader wants the images beside the XML
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "images" / name).write_bytes(b"")
+    masks = objects()
+    layout = OutputLayout(tmp_path, (fmt,), options=FormatOptions(**options))
+    layout.write("s/a.jpg", np.zeros((H, W, 3), np.uint8), auto_records(masks))
+    layout.write("b.png", np.zeros((H, W, 3), np.uint8), [])
+    [(path, note)] = layout.finish(["s/a.jpg", "b.png"])
+    return masks, path, note
+
+
+def test_cvat_masks_read_back_by_datumaro(tmp_path):
+    """datumaro's CVAT importer (as CVAT itself imports) reads every mask back, pixel for pixel."""
+    import datumaro as dm
+
+    masks, path, _ = _run(tmp_path, "cvat", category="thing")
+    ds = dm.Dataset.import_from(str(path), "cvat")
+    items = {it.id: it for it in ds}
+    assert set(items) == {"s/a", "b"} and items["b"].annotations == []
+    labels = ds.categories()[dm.AnnotationType.label]
+    anns = items["s/a"].annotations
+    assert [labels[a.label].name for a in anns] == ["thing"] * 5
+    assert all(a.type == dm.AnnotationType.mask for a in anns)
+    for a, m in zip(anns, masks):
+        assert np.array_equal(a.image.astype(bool), m)
+    assert len({a.z_order for a in anns}) == 5
+
+
+def test_cvat_polygons_keep_masks_with_holes(tmp_path):
+    import datumaro as dm
+
+    masks, path, note = _run(tmp_path, "cvat", polygons=True)
+    assert note == "1 masks with holes kept as masks"
+    anns = {it.id: it for it in dm.Dataset.import_from(str(path), "cvat")}["s/a"].annotations
+    kinds = [a.type for a in anns]
+    assert kinds.count(dm.AnnotationType.mask) == 1 and kinds.count(dm.AnnotationType.polygon) == 5
+    [hole] = [a for a in anns if a.type == dm.AnnotationType.mask]
+    assert np.array_equal(hole.image.astype(bool), masks[0])
+    two = [a for a in anns if a.type == dm.AnnotationType.polygon and a.group]
+    assert len(two) == 2 and two[0].group == two[1].group  # the two discs of one mask, grouped
+    for a in anns:
+        if a.type == dm.AnnotationType.polygon and not a.group:
+            back = a.as_polygon() if hasattr(a, "as_polygon") else a.points
+            assert len(back) >= 6
+
+
+def test_labelstudio_brush_masks_read_back_by_its_converter(tmp_path):
+    """label-studio-converter's own brush decoder reads every mask back, pixel for pixel."""
+    from label_studio_converter.brush import decode_rle
+
+    masks, path, _ = _run(tmp_path, "labelstudio", image_root="/data/local-files/?d=")
+    tasks = json.loads(path.read_text())
+    assert [t["data"]["image"] for t in tasks] == ["/data/local-files/?d=s/a.jpg", "/data/local-files/?d=b.png"]
+    [pred] = tasks[0]["predictions"]
+    assert pred["model_version"].startswith("sam ") and len(pred["result"]) == 5
+    for r, m in zip(pred["result"], masks):
+        assert r["type"] == "brushlabels" and r["value"]["brushlabels"] == ["object"]
+        assert (r["original_width"], r["original_height"]) == (W, H)
+        back = np.reshape(decode_rle(r["value"]["rle"]), [H, W, 4])[:, :, 3] > 0
+        assert np.array_equal(back, m)
+    assert tasks[1]["predictions"][0]["result"] == []
+
+
+def test_labelstudio_polygons_in_percent(tmp_path):
+    masks, path, note = _run(tmp_path, "labelstudio", polygons=True)
+    assert note == "1 masks with holes kept as brush masks"
+    results = json.loads(path.read_text())[0]["predictions"][0]["result"]
+    assert [r["type"] for r in results] == ["brushlabels"] + ["polygonlabels"] * 5
+    square = results[1]["value"]["points"]  # the square 100..150 × 10..50
+    xs, ys = [p[0] for p in square], [p[1] for p in square]
+    assert min(xs) == pytest.approx(100.25 / W * 100, abs=0.01) and max(ys) == pytest.approx(50.75 / H * 100, abs=0.01)
+
+
+@pytest.mark.parametrize("polygons", [False, True], ids=["rle", "polygons"])
+def test_coco_read_back_by_datumaro(tmp_path, polygons):
+    """datumaro's COCO importer reads coco.json back: RLE masks exactly, polygons close."""
+    import shutil
+
+    import datumaro as dm
+    from pycocotools import mask as coco_mask
+
+    masks = objects()
+    layout = OutputLayout(tmp_path / "out", ("coco",), options=FormatOptions(polygons=polygons))
+    layout.write("s/a.jpg", np.zeros((H, W, 3), np.uint8), auto_records(masks))
+    [(path, _)] = layout.finish(["s/a.jpg"])
+    (tmp_path / "ds/annotations").mkdir(parents=True)  # the layout datumaro expects
+    (tmp_path / "ds/images/default").mkdir(parents=True)
+    shutil.copy(path, tmp_path / "ds/annotations/instances_default.json")
+    [item] = dm.Dataset.import_from(str(tmp_path / "ds"), "coco_instances")
+    by_id: dict[int, np.ndarray] = {}
+    for a in item.annotations:
+        if a.type == dm.AnnotationType.mask:
+            by_id[a.id] = a.image.astype(bool)
+        elif a.type == dm.AnnotationType.polygon:  # one per part: their union is the mask
+            m = coco_mask.decode(coco_mask.frPyObjects([a.points], H, W)[0]).astype(bool)
+            by_id[a.id] = by_id.get(a.id, np.zeros((H, W), bool)) | m
+    assert sorted(by_id) == [1, 2, 3, 4, 5]
+    for k, m in enumerate(masks, start=1):
+        if polygons:
+            assert iou(by_id[k], m) >= (0.9 if k == 1 else 0.98)  # the first has a hole, filled
+        else:
+            assert np.array_equal(by_id[k], m)

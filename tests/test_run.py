@@ -202,7 +202,7 @@ def test_an_unknown_format_is_a_usage_error(tmp_path):
 
     p = run_sam("auto", tmp_path, "-o", tmp_path / "out", "-f", "gif")
     assert p.returncode == 2
-    assert "'gif': choose from png, coco-rle, coco, yolo-seg, label-map, overlay" in p.stderr.decode()
+    assert "'gif': choose from png, coco-rle, coco, yolo-seg, cvat, labelstudio, label-map, overlay" in p.stderr.decode()
 
 
 def test_each_event_comes_as_soon_as_its_image_is_written(tmp_path, txt_format):

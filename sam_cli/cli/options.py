@@ -236,10 +236,17 @@ CategoryOpt = Annotated[
                  help="The category of masks that have none (all of automatic mode's), in coco, "
                  "yolo-seg and the other formats that name categories."),
 ]
-CocoPolygonsOpt = Annotated[
+PolygonsOpt = Annotated[
     bool,
-    typer.Option("--coco-polygons", help="coco.json with polygon segmentations instead of RLE (holes, "
-                 "which COCO polygons cannot hold, are counted in each annotation's polygon_holes)."),
+    typer.Option("--polygons", help="coco, cvat and labelstudio write polygons instead of RLE masks "
+                 "(coco counts each mask's holes, which its polygons cannot hold, in polygon_holes; cvat "
+                 "and labelstudio keep a mask with holes as a mask). yolo-seg always writes polygons."),
+]
+ImageRootOpt = Annotated[
+    str,
+    typer.Option("--image-root", metavar="PREFIX",
+                 help="labelstudio: put PREFIX before each image's path in the tasks (e.g. "
+                 "/data/local-files/?d=photos/ for Label Studio's local files)."),
 ]
 PolygonToleranceOpt = Annotated[
     float,

@@ -56,9 +56,10 @@ def segment(
     refine: O.RefineOpt = False,
     fmt: O.FormatOpt = None,
     category: O.CategoryOpt = "object",
-    coco_polygons: O.CocoPolygonsOpt = False,
+    polygons: O.PolygonsOpt = False,
     polygon_tolerance: O.PolygonToleranceOpt = 0.5,
     polygon_min_area: O.PolygonMinAreaOpt = 0,
+    image_root: O.ImageRootOpt = "",
     point: Annotated[
         Optional[list[str]],
         typer.Option("--point", "-p", metavar="X,Y", help="Foreground point (repeatable)."),
@@ -112,7 +113,7 @@ def segment(
              "--mask-input": mask_input, "--overlay": overlay, "--save-logits": logits}
     many = {"--images": images, "--prompt-format": prompt_format, "--coco-dataset": coco_dataset,
             "--names": class_names, "--min-score": min_score, "--format": fmt,
-            "--coco-polygons": coco_polygons}
+            "--polygons": polygons, "--image-root": image_root}
     if not output:
         raise PromptError("missing option -o/--output")
     if best_mask and multimask:
@@ -126,7 +127,7 @@ def segment(
         return segment_prompts(
             prompts, Path(output), images=images, prompt_format=prompt_format, coco_dataset=coco_dataset,
             class_names=class_names, min_score=min_score, choice=_choice(multimask, best_mask),
-            refine=refine, formats=fmt, format_options=(category, coco_polygons, polygon_tolerance, polygon_min_area),
+            refine=refine, formats=fmt, format_options=(category, polygons, polygon_tolerance, polygon_min_area, image_root),
             batch_size=batch_size, workers=workers, overwrite=overwrite,
             progress=progress, model=model, checkpoint=checkpoint, device=device, dtype=dtype,
             embedding_cache=embedding_cache, quiet=quiet)

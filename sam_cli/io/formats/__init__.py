@@ -52,9 +52,10 @@ class FormatOptions:
     written at the end of a run (coco.json, yolo-seg's labels), never an image's own files."""
 
     category: str = "object"  # the category of masks without one (all of automatic mode's)
-    polygons: bool = False  # coco: polygon segmentations instead of RLE
+    polygons: bool = False  # coco, cvat, labelstudio: polygons instead of RLE masks
     tolerance: float = 0.5  # polygon simplification, pixels (polygons.DEFAULT_TOLERANCE)
     min_area: int = 0  # polygon parts smaller than this many pixels are left out (and counted)
+    image_root: str = ""  # labelstudio: put before each image's path (a URL or a folder)
 
 
 FORMATS: dict[str, FormatSpec] = {
@@ -64,6 +65,8 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("coco-rle", "x.jpg.json, COCO RLE records", f"{__name__}.coco_rle"),
         FormatSpec("coco", "coco.json, one COCO dataset for the run", f"{__name__}.coco"),
         FormatSpec("yolo-seg", "labels/x.txt polygons and data.yaml, for YOLO training", f"{__name__}.yolo_seg"),
+        FormatSpec("cvat", "annotations.xml, CVAT for images 1.1", f"{__name__}.cvat"),
+        FormatSpec("labelstudio", "labelstudio.json, Label Studio tasks with predictions", f"{__name__}.labelstudio"),
         FormatSpec("label-map", "x.jpg.labels.png, 16-bit label image", f"{__name__}.label_map"),
         FormatSpec("overlay", "x.jpg.overlay.jpg, to look at", f"{__name__}.overlay"),
     )

@@ -4,12 +4,11 @@ the run."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ...errors import OutputError
 from .. import writers
-from . import FormatOptions, ImageOutput, coco_rle
+from . import FormatOptions, ImageOutput
+from .dataset import Categories, docs
 
 COCO_FILE = "coco.json"
 REQUIRES = ("coco-rle",)
@@ -39,40 +38,18 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     order info, annotations, images, categories."""
     options = options or FormatOptions()
     path = root / COCO_FILE
-    images, named, names = [], {}, []  # named: id → name; names: categories without an id
-    unnamed = False  # some mask has no category
-    for doc in _docs(root, rels):
-        images.append(doc["image"])
-        for a in doc["annotations"]:
-            if "category_id" in a:
-                named.setdefault(a["category_id"], a.get("category"))
-            elif "category" in a:
-                names.append(a["category"])
-            else:
-                unnamed = True
+    images, cats = Categories.scan(root, rels, options, COCO_FILE)
     ids = [im.get("id") for im in images]
     if None in ids or len(set(ids)) != len(ids):
         ids = list(range(1, len(images) + 1))
-    categories = {i: str(i) if n is None else n for i, n in named.items()}
-    by_name = {n: i for i, n in named.items() if n is not None}
-    next_id = max(named, default=0) + 1
-    for n in dict.fromkeys(names):
-        if n not in by_name:
-            by_name[n], categories[next_id] = next_id, n
-            next_id += 1
-    object_id = None
-    if unnamed or not categories:
-        object_id = by_name.get(options.category, next_id if categories else 1)
-        categories[object_id] = options.category
     ann_id = 1
     ious: list[float] = []
     with writers.atomic_open(path) as f:
         info = {"description": "Segment Anything masks made by sam"}
         f.write(b'{"info":' + writers.json_bytes(info) + b',"annotations":[')
-        for image_id, doc in zip(ids, _docs(root, rels)):
+        for image_id, doc in zip(ids, docs(root, rels, COCO_FILE)):
             for a in doc["annotations"]:
-                cat = a["category_id"] if "category_id" in a else by_name.get(a.get("category"), object_id)
-                out = {"id": ann_id, "image_id": image_id, "category_id": cat,
+                out = {"id": ann_id, "image_id": image_id, "category_id": cats.id_of(a),
                        "segmentation": a["segmentation"], "area": a["area"], "bbox": a["bbox"],
                        "iscrowd": 0, "score": a.get("score", a["predicted_iou"])}
                 out.update((k, v) for k, v in a.items() if k not in out and k not in ("category", "category_id"))
@@ -82,10 +59,9 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
                 ann_id += 1
         out_images = [{"id": i, "file_name": im["file_name"], "width": im["width"], "height": im["height"]}
                       for i, im in zip(ids, images)]
-        cats = [{"id": i, "name": n, "supercategory": "object"}
-                for i, n in sorted(categories.items())]
+        categories = [{"id": i, "name": n, "supercategory": "object"} for i, n in cats.ids.items()]
         f.write(b'],"images":' + writers.json_bytes(out_images) + b',"categories":'
-                + writers.json_bytes(cats) + b"}")
+                + writers.json_bytes(categories) + b"}")
     return path, polygon_note(ious) if options.polygons else ""
 
 
@@ -119,13 +95,3 @@ def polygon_note(ious: list[float]) -> str:
         return "no masks to outline"
     return (f"polygons: mean IoU {sum(ious) / len(ious):.4f} with the masks over {len(ious)} masks, "
             f"lowest {min(ious):.4f}")
-
-
-def _docs(root: Path, rels: list[str]):
-    """Each image's coco-rle document, read one at a time."""
-    for rel in rels:
-        src = coco_rle.outputs(root / rel)[0]
-        try:
-            yield json.loads(src.read_text())
-        except (OSError, ValueError) as e:
-            raise OutputError(f"{src}: cannot read it back for {COCO_FILE} ({e})") from None

@@ -2,8 +2,8 @@
 (vertices normalised to 0..1 of the image's width and height), and data.yaml naming the
 classes, for YOLO segmentation training. Written at the end of the run from the per-image
 coco-rle files (REQUIRES), when every class of the run is known: classes are numbered 0, 1, …
-in the order of the categories' ids (a prompt file's), then of their names as they first come;
-masks without a category are options.category ("object").
+in the order of the categories' ids (dataset.Categories: a prompt file's ids, then names as
+they first come, then options.category for masks without one).
 
 Each mask is one polygon (polygons.single_polygon): its parts and holes joined by zero-width
 corridors, traced through the boundary pixels' centres, which OpenCV's fillPoly (what YOLO's
@@ -21,7 +21,8 @@ import numpy as np
 
 from ...errors import OutputError
 from .. import writers
-from . import FormatOptions, ImageOutput, coco_rle
+from . import FormatOptions, ImageOutput
+from .dataset import Categories, docs
 
 REQUIRES = ("coco-rle",)
 LABELS = "labels"
@@ -47,24 +48,12 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     from ...polygons import crop_outline, fill_polygon, single_polygon
 
     options = options or FormatOptions()
-    ids, names = {}, []  # category id → name; names without an id, in order
-    for doc in _docs(root, rels):
-        for a in doc["annotations"]:
-            if "category_id" in a:
-                ids.setdefault(a["category_id"], a.get("category"))
-            else:
-                names.append(a.get("category", options.category))
-    classes = [str(i) if n is None else n for i, n in sorted(ids.items())]
-    index = {("id", i): k for k, i in enumerate(sorted(ids))}
-    for n in dict.fromkeys(names):
-        index[("name", n)] = len(classes)
-        classes.append(n)
-    if not classes:
-        classes = [options.category]
+    _, cats = Categories.scan(root, rels, options, LABELS + "/")
+    classes = list(cats.ids.values())
     ious: list[float] = []
     owner: dict[Path, str] = {}
     collisions = []
-    for rel, doc in zip(rels, _docs(root, rels)):
+    for rel, doc in zip(rels, docs(root, rels, LABELS + "/")):
         path = label_path(root, rel)
         if owner.setdefault(path, rel) != rel:
             collisions.append(f"{rel} (its labels would be {path}, as {owner[path]}'s are)")
@@ -72,7 +61,6 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
         w, h = doc["image"]["width"], doc["image"]["height"]
         lines = []
         for a in doc["annotations"]:
-            key = ("id", a["category_id"]) if "category_id" in a else ("name", a.get("category", options.category))
             seg = a["segmentation"]
             rle = {"size": seg["size"], "counts": seg["counts"].encode()}
             crop = mask_crop(coco_mask.decode(rle).astype(bool))
@@ -86,7 +74,7 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
             union = int((filled | crop.mask).sum())
             ious.append(float((filled & crop.mask).sum() / union) if union else 1.0)
             xy = np.clip(poly / [w, h], 0, 1)
-            lines.append(f"{index[key]} " + " ".join(f"{v:.6f}" for v in xy.ravel()))
+            lines.append(f"{cats.index_of(a)} " + " ".join(f"{v:.6f}" for v in xy.ravel()))
         writers.atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
     yaml = ["# classes of the masks sam wrote; add the dataset's path, train and val", f"nc: {len(classes)}",
             "names:"] + [f"  {k}: {json.dumps(n)}" for k, n in enumerate(classes)]
@@ -97,12 +85,3 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     mean = f"mean IoU {sum(ious) / len(ious):.4f} with the masks over {len(ious)} masks, lowest {min(ious):.4f}" \
         if ious else "no masks"
     return root / LABELS, f"polygons filled as YOLO loaders do: {mean}"
-
-
-def _docs(root: Path, rels: list[str]):
-    for rel in rels:
-        src = coco_rle.outputs(root / rel)[0]
-        try:
-            yield json.loads(src.read_text())
-        except (OSError, ValueError) as e:
-            raise OutputError(f"{src}: cannot read it back for {LABELS}/ ({e})") from None
