@@ -1,6 +1,8 @@
-"""Formats that write polygons: coco.json with --coco-polygons read back by pycocotools, and
-yolo-seg's labels read back as a YOLO data loader does (coordinates scaled, cut to whole
-pixels, cv2.fillPoly); categories, collisions, and what is said about holes."""
+"""The annotation formats read back by independent readers: coco.json (RLE and --polygons) by
+pycocotools, Label Studio's tasks by label-studio-converter's own brush decoder, CVAT's XML as
+CVAT's importer reads it, and yolo-seg's labels as a YOLO data loader does (coordinates
+scaled, cut to whole pixels, cv2.fillPoly); categories, collisions, and what is said about
+holes. tests/test_interop.py reads coco and cvat with datumaro too (its own environment)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from sam_cli.errors import OutputError
 from sam_cli.io.formats import FormatOptions
 from sam_cli.io.outputs import OutputLayout
 from sam_cli.masks import MaskRecord, PromptedMask
+from sam_cli.polygons import Outline, crop_outline, outline_to_mask
 
 H, W = 120, 160
 
@@ -131,9 +134,6 @@ def test_yolo_seg_classes_from_prompts_and_collisions(tmp_path):
 
 # ------------------------------------------------------------------ CVAT and Label Studio
 def _run(tmp_path, fmt: str, **options):
-    for name in ("s/a.jpg", "b.png"):  # datumaro's CVAT reader wants the images beside the XML
-        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "images" / name).write_bytes(b"")
     masks = objects()
     layout = OutputLayout(tmp_path, (fmt,), options=FormatOptions(**options))
     layout.write("s/a.jpg", np.zeros((H, W, 3), np.uint8), auto_records(masks))
@@ -142,39 +142,61 @@ def _run(tmp_path, fmt: str, **options):
     return masks, path, note
 
 
-def test_cvat_masks_read_back_by_datumaro(tmp_path):
-    """datumaro's CVAT importer (as CVAT itself imports) reads every mask back, pixel for pixel."""
-    import datumaro as dm
+def read_cvat(path) -> dict[str, list[dict]]:
+    """CVAT for images 1.1 as CVAT's importers read it (datumaro's CVAT reader, which
+    CVAT uses: a mask's rle counts runs over its box, row by row, from a run of 0s): per image
+    name, its shapes as {kind, label, group, z, mask (H×W bool, masks only), points}."""
+    import xml.etree.ElementTree as ET
 
+    root = ET.parse(path).getroot()
+    assert root.findtext("version") == "1.1"
+    labels = [lab.findtext("name") for lab in root.iter("label")]
+    out = {}
+    for im in root.iter("image"):
+        w, h = int(im.get("width")), int(im.get("height"))
+        shapes = []
+        for el in im:
+            assert el.get("label") in labels
+            s = {"kind": el.tag, "label": el.get("label"), "group": int(el.get("group_id", 0)),
+                 "z": int(el.get("z_order")), "score": float(el.findtext("attribute[@name='score']"))}
+            if el.tag == "mask":
+                left, top, mw, mh = (int(el.get(k)) for k in ("left", "top", "width", "height"))
+                counts = [int(c) for c in el.get("rle").split(",")]
+                flat = np.repeat(np.arange(len(counts)) % 2 == 1, counts)
+                m = np.zeros((h, w), bool)
+                m[top : top + mh, left : left + mw] = flat.reshape(mh, mw)
+                s["mask"] = m
+            else:
+                s["points"] = [tuple(map(float, p.split(","))) for p in el.get("points").split(";")]
+            shapes.append(s)
+        out[im.get("name")] = shapes
+    return out
+
+
+def test_cvat_masks_read_back(tmp_path):
     masks, path, _ = _run(tmp_path, "cvat", category="thing")
-    ds = dm.Dataset.import_from(str(path), "cvat")
-    items = {it.id: it for it in ds}
-    assert set(items) == {"s/a", "b"} and items["b"].annotations == []
-    labels = ds.categories()[dm.AnnotationType.label]
-    anns = items["s/a"].annotations
-    assert [labels[a.label].name for a in anns] == ["thing"] * 5
-    assert all(a.type == dm.AnnotationType.mask for a in anns)
-    for a, m in zip(anns, masks):
-        assert np.array_equal(a.image.astype(bool), m)
-    assert len({a.z_order for a in anns}) == 5
+    got = read_cvat(path)
+    assert list(got) == ["s/a.jpg", "b.png"] and got["b.png"] == []
+    shapes = got["s/a.jpg"]
+    assert [s["kind"] for s in shapes] == ["mask"] * 5 and {s["label"] for s in shapes} == {"thing"}
+    for s, m in zip(shapes, masks):
+        assert np.array_equal(s["mask"], m) and s["score"] == pytest.approx(0.9)
+    areas = [int(m.sum()) for m in masks]
+    assert sorted(range(5), key=lambda i: shapes[i]["z"]) == sorted(range(5), key=lambda i: -areas[i])
 
 
 def test_cvat_polygons_keep_masks_with_holes(tmp_path):
-    import datumaro as dm
-
     masks, path, note = _run(tmp_path, "cvat", polygons=True)
     assert note == "1 masks with holes kept as masks"
-    anns = {it.id: it for it in dm.Dataset.import_from(str(path), "cvat")}["s/a"].annotations
-    kinds = [a.type for a in anns]
-    assert kinds.count(dm.AnnotationType.mask) == 1 and kinds.count(dm.AnnotationType.polygon) == 5
-    [hole] = [a for a in anns if a.type == dm.AnnotationType.mask]
-    assert np.array_equal(hole.image.astype(bool), masks[0])
-    two = [a for a in anns if a.type == dm.AnnotationType.polygon and a.group]
-    assert len(two) == 2 and two[0].group == two[1].group  # the two discs of one mask, grouped
-    for a in anns:
-        if a.type == dm.AnnotationType.polygon and not a.group:
-            back = a.as_polygon() if hasattr(a, "as_polygon") else a.points
-            assert len(back) >= 6
+    shapes = read_cvat(path)["s/a.jpg"]
+    assert [s["kind"] for s in shapes] == ["mask"] + ["polygon"] * 5  # the disc with a hole stays a mask
+    assert np.array_equal(shapes[0]["mask"], masks[0])
+    grouped = [s for s in shapes if s["group"]]
+    assert len(grouped) == 2 and grouped[0]["group"] == grouped[1]["group"]  # two discs, one mask
+    from pycocotools import mask as coco_mask
+
+    square = coco_mask.decode(coco_mask.frPyObjects([np.ravel(shapes[1]["points"]).tolist()], H, W)[0])
+    assert iou(square.astype(bool), masks[1]) >= 0.99
 
 
 def test_labelstudio_brush_masks_read_back_by_its_converter(tmp_path):
@@ -204,32 +226,82 @@ def test_labelstudio_polygons_in_percent(tmp_path):
     assert min(xs) == pytest.approx(100.25 / W * 100, abs=0.01) and max(ys) == pytest.approx(50.75 / H * 100, abs=0.01)
 
 
-@pytest.mark.parametrize("polygons", [False, True], ids=["rle", "polygons"])
-def test_coco_read_back_by_datumaro(tmp_path, polygons):
-    """datumaro's COCO importer reads coco.json back: RLE masks exactly, polygons close."""
-    import shutil
+@pytest.fixture(scope="module")
+def coherent_ckpt(tmp_path_factory):
+    """The tiny reference with region masks (reference.make_coherent), as a trained model's
+    are: masks of the example photos with several parts and holes, not pixel noise."""
+    from reference import TINY, build_reference, make_coherent, save_checkpoint
 
-    import datumaro as dm
+    return save_checkpoint(make_coherent(build_reference(**TINY, seed=0)),
+                           tmp_path_factory.mktemp("coherent") / "coherent.pth")
+
+
+def test_example_photos_in_every_format_read_back(coherent_ckpt, tmp_path):
+    """`sam segment --prompts` on the example photos, written as coco (polygons), cvat,
+    labelstudio and yolo-seg, each read back by an independent reader and compared with the
+    run's own masks (its coco-rle files): RLE encodings exactly, polygons closely."""
+    from label_studio_converter.brush import decode_rle
     from pycocotools import mask as coco_mask
+    from pycocotools.coco import COCO
 
-    masks = objects()
-    layout = OutputLayout(tmp_path / "out", ("coco",), options=FormatOptions(polygons=polygons))
-    layout.write("s/a.jpg", np.zeros((H, W, 3), np.uint8), auto_records(masks))
-    [(path, _)] = layout.finish(["s/a.jpg"])
-    (tmp_path / "ds/annotations").mkdir(parents=True)  # the layout datumaro expects
-    (tmp_path / "ds/images/default").mkdir(parents=True)
-    shutil.copy(path, tmp_path / "ds/annotations/instances_default.json")
-    [item] = dm.Dataset.import_from(str(tmp_path / "ds"), "coco_instances")
-    by_id: dict[int, np.ndarray] = {}
-    for a in item.annotations:
-        if a.type == dm.AnnotationType.mask:
-            by_id[a.id] = a.image.astype(bool)
-        elif a.type == dm.AnnotationType.polygon:  # one per part: their union is the mask
-            m = coco_mask.decode(coco_mask.frPyObjects([a.points], H, W)[0]).astype(bool)
-            by_id[a.id] = by_id.get(a.id, np.zeros((H, W), bool)) | m
-    assert sorted(by_id) == [1, 2, 3, 4, 5]
-    for k, m in enumerate(masks, start=1):
-        if polygons:
-            assert iou(by_id[k], m) >= (0.9 if k == 1 else 0.98)  # the first has a hole, filled
-        else:
-            assert np.array_equal(by_id[k], m)
+    from cli_helpers import run_sam
+    from conftest import EXAMPLES
+
+    names = sorted(p.name for p in EXAMPLES.glob("*.jpg"))
+    lines = []
+    for n in names:
+        h, w = cv2.imread(str(EXAMPLES / n)).shape[:2]
+        boxes = [[10, 10, w // 2, h // 2], [w // 3, h // 3, w - 5, h - 5], [w // 4, 5, w - 20, h // 2]]
+        lines.append(json.dumps({"image": n, "objects": [{"box": b, "category": c}
+                                                         for b, c in zip(boxes, ["a", "b", "a"])]}))
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    p = run_sam("segment", "--prompts", tmp_path / "p.jsonl", "--images", EXAMPLES, "-o", out, "-c", coherent_ckpt,
+                "-f", "coco", "-f", "cvat", "-f", "labelstudio", "-f", "yolo-seg", "--polygons", "--multimask")
+    assert p.returncode == 0, p.stderr
+    err = p.stderr.decode()
+    assert f"wrote {out / 'coco.json'} (polygons: mean IoU" in err and f"wrote {out / 'labels'} (polygons filled" in err
+    ours = {}  # (image, mask index) → the run's own mask
+    for n in names:
+        for k, a in enumerate(json.loads((out / f"{n}.json").read_text())["annotations"]):
+            seg = a["segmentation"]
+            ours[n, k] = coco_mask.decode({"size": seg["size"], "counts": seg["counts"].encode()}).astype(bool)
+    assert len(ours) == 4 * 9
+    coco = COCO(str(out / "coco.json"))
+    files = {i["id"]: i["file_name"] for i in coco.dataset["images"]}
+    seen: dict[str, int] = {}
+    ious = []
+    for a in coco.dataset["annotations"]:
+        n = files[a["image_id"]]
+        k = seen[n] = seen.get(n, -1) + 1
+        # COCO polygons cannot hold holes: compare with the mask whose holes are filled, and
+        # check that each annotation counts the holes it filled
+        exact = crop_outline(M.mask_crop(ours[n, k]), tolerance=0)
+        filled = outline_to_mask(Outline(parts=exact.parts), ours[n, k].shape)
+        assert a.get("polygon_holes", 0) == len(exact.holes)
+        ious.append(iou(coco.annToMask(a).astype(bool), filled))
+    assert len(ious) == 36 and np.mean(ious) >= 0.98, np.mean(ious)
+    # CVAT: with --polygons a mask with holes stays a mask, exact
+    masks_seen = 0
+    for n, shapes in read_cvat(out / "annotations.xml").items():
+        for sh in shapes:
+            if sh["kind"] == "mask":
+                assert any(np.array_equal(sh["mask"], ours[n, k]) for k in range(9))
+                masks_seen += 1
+    assert masks_seen > 0
+    # Label Studio: brush masks exactly, through its own decoder
+    for task in json.loads((out / "labelstudio.json").read_text()):
+        n = task["data"]["image"]
+        for r in task["predictions"][0]["result"]:
+            if r["type"] == "brushlabels":
+                h, w = r["original_height"], r["original_width"]
+                m = np.reshape(decode_rle(r["value"]["rle"]), [h, w, 4])[:, :, 3] > 0
+                assert any(np.array_equal(m, ours[n, k]) for k in range(9))
+    # YOLO-seg, as a loader reads it: one polygon per mask, close where the masks are whole
+    ious = []
+    for n in names:
+        h, w = cv2.imread(str(EXAMPLES / n)).shape[:2]
+        got = read_yolo(out / "labels" / n.replace(".jpg", ".txt"), w, h)
+        assert len(got) == 9 and {c for c, _ in got} <= {0, 1}
+        ious += [iou(m, ours[n, k]) for k, (_, m) in enumerate(got)]
+    assert np.median(ious) >= 0.95, np.round(ious, 3)

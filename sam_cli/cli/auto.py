@@ -14,6 +14,7 @@ EPILOG = """Examples:
   sam auto photos/ -o masks/
   sam auto 'shots/**/*.jpg' -o out --format coco-rle --format overlay
   find photos -name '*.jpg' | sam auto - -o out --format coco
+  sam auto photos/ -o out -f cvat -f yolo-seg --category bottle   # for CVAT and YOLO training
 
 Outputs mirror the inputs' paths under OUT (a folder argument's files and an absolute glob's
 matches relative to it; an absolute file outside the working folder by its name; other files,
