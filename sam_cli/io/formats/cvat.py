@@ -7,7 +7,8 @@ width, height) in row-major order, starting with a run of background, as CVAT ex
 and datumaro reads them. With options.polygons, a mask without holes is `<polygon>` elements
 instead, one per part, grouped (group_id) when there are several; a mask with holes, which a
 CVAT polygon cannot hold, stays a `<mask>`. Masks are layered by size (z_order: the smallest
-on top), and each carries its score (the detector's, else the predicted IoU) as an attribute."""
+on top), and each carries its score (the detector's, else the predicted IoU, held to 0..1 as
+the label's attribute declares) as an attribute."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
                 if crop.mask.size == 0:
                     continue  # CVAT has no empty mask
                 common = (f'label={quoteattr(cats.name_of(a))} source="auto" occluded="0" z_order="{z[i]}"')
-                score = a.get("score", a["predicted_iou"])
+                score = min(1.0, max(0.0, a.get("score", a["predicted_iou"])))  # the range declared
                 attr = f'      <attribute name="score">{score:.6g}</attribute>\n'
                 outline = crop_outline(crop, tolerance=options.tolerance) if options.polygons else None
                 if outline is not None and not outline.holes and outline.parts:
