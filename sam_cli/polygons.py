@@ -108,8 +108,9 @@ def outline_to_mask(outline: Outline, hw: tuple[int, int]) -> np.ndarray:
 def single_polygon(outline: Outline) -> np.ndarray:
     """An Outline as one K×2 polygon, for formats that hold one polygon per object (YOLO-seg):
     each hole joined to its part, and each part to the earlier part whose box comes nearest, by
-    a zero-width corridor between their nearest vertices, walked there and back. Filled by OpenCV's fillPoly (as
-    YOLO's data loaders rasterise), the holes stay empty and nothing is dropped; each corridor
+    a zero-width corridor between their nearest vertices, walked there and back. Filled by
+    OpenCV's fillPoly (as YOLO's data loaders rasterise), the holes stay empty and nothing is
+    dropped; each corridor
     fills the line of pixels it runs along, and can cross another part or hole lying between
     the two it joins (the IoU that yolo-seg reports counts both). Empty (0×2) for an empty
     outline."""
@@ -118,9 +119,11 @@ def single_polygon(outline: Outline) -> np.ndarray:
     shapes = outline.parts + outline.holes
     # children[s]: (vertex of s, child shape, the child's vertex) for each corridor out of s
     children: list[list[tuple[int, int, int]]] = [[] for _ in shapes]
+    by_x = [np.argsort(p[:, 0], kind="stable") for p in outline.parts]  # for _nearest_near
+    spans = [float((p.max(0) - p.min(0)).max()) for p in outline.parts]
     for h, part in enumerate(outline.hole_parts):
         k = len(outline.parts) + h
-        i, j, _ = _nearest(shapes[part], shapes[k])
+        i, j = _nearest_near(shapes[part], by_x[part], spans[part], shapes[k])
         children[part].append((i, k, j))
     lo = np.array([p.min(0) for p in outline.parts])  # each part's box, to pick a neighbour fast
     hi = np.array([p.max(0) for p in outline.parts])
@@ -153,6 +156,27 @@ def single_polygon(outline: Outline) -> np.ndarray:
     finally:
         sys.setrecursionlimit(limit)
     return np.concatenate(out)
+
+
+def _nearest_near(a: np.ndarray, order: np.ndarray, span: float, b: np.ndarray) -> tuple[int, int]:
+    """_nearest(a, b) for a small b lying close to a long a (a hole inside its part): only the
+    vertices of a within a margin of b's box are compared, the margin doubled until the pair
+    found lies within it (then no vertex outside can be nearer). `order` sorts a by x; `span`
+    is a's larger side."""
+    xs = a[order, 0]
+    lo, hi = b.min(0), b.max(0)
+    margin = 2.0
+    while True:
+        sel = order[np.searchsorted(xs, lo[0] - margin):np.searchsorted(xs, hi[0] + margin, side="right")]
+        sel = sel[(a[sel, 1] >= lo[1] - margin) & (a[sel, 1] <= hi[1] + margin)]
+        if len(sel):
+            i, j, d = _nearest(a[sel], b)
+            if d <= margin**2 or len(sel) == len(a):
+                return int(sel[i]), j
+        if margin > 2 * span + 2:
+            i, j, _ = _nearest(a, b)
+            return i, j
+        margin *= 2
 
 
 def _nearest(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:

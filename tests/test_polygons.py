@@ -62,3 +62,23 @@ def test_offset_crop_keeps_image_coordinates():
     [p] = crop_outline(mask_crop(m), tolerance=0).parts
     assert p[:, 0].min() == pytest.approx(30.25) and p[:, 0].max() == pytest.approx(44.75)
     assert p[:, 1].min() == pytest.approx(10.25) and p[:, 1].max() == pytest.approx(19.75)
+
+
+def test_single_polygon_keeps_holes_and_joins_each_hole_at_its_nearest_vertex():
+    """YOLO-seg's one polygon per mask: filled as its loaders fill it, the holes stay empty;
+    each hole's corridor starts at the part's vertex nearest to it (the windowed search
+    agrees with comparing every pair)."""
+    from sam_cli.polygons import _nearest, _nearest_near, fill_polygon, single_polygon
+
+    m = np.random.default_rng(5).random((120, 160)) < 0.7  # a few large parts, many holes
+    o = crop_outline(mask_crop(m), tolerance=0, centres=True)
+    assert len(o.holes) > 100
+    for h, part in enumerate(o.hole_parts):
+        a, b = o.parts[part], o.holes[h]
+        span = float((a.max(0) - a.min(0)).max())
+        i, j = _nearest_near(a, np.argsort(a[:, 0], kind="stable"), span, b)
+        assert ((a[i] - b[j]) ** 2).sum() == pytest.approx(_nearest(a, b)[2])
+    s = shapes()
+    filled = fill_polygon(single_polygon(crop_outline(mask_crop(s), tolerance=0, centres=True)), s.shape)
+    assert not filled[80, 70 - 13] and filled[80, 70]  # inside the hole: empty; the island: filled
+    assert (filled & ~s).sum() < 0.03 * s.sum() and not (s & ~filled).any()  # corridors only add
