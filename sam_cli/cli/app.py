@@ -8,7 +8,7 @@ import sys
 from typing import Annotated
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperArgument, TyperCommand
 
 from .. import __version__
 from .exitcodes import EXIT_CODES_HELP, ExitCode
@@ -32,7 +32,14 @@ app = typer.Typer(
 
 class Command(TyperCommand):
     """A command whose usage line names a required argument as man pages do (INPUTS...), not
-    in Typer's braces ({INPUTS}...)."""
+    in Typer's braces ({INPUTS}...), and whose arguments are listed by their metavar alone
+    (INPUTS, IMAGE), without Typer's type tag (<list[str]>, <path>)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for p in self.params:
+            if isinstance(p, TyperArgument):
+                p.display_type_rich = lambda ctx: None
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         return [re.sub(r"^\{(.+)\}", r"\1", p) for p in super().collect_usage_pieces(ctx)]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app
+from .app import Command, app
 from .exitcodes import ExitCode
 from .options import ModelNamesArg as NamesArg
 from .options import QuietOpt
@@ -58,7 +58,7 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
               f"{'yes' if r['verified'] else 'no':<10}{r['file']}{flag}")
 
 
-@models_app.command()
+@models_app.command(cls=Command)
 def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
     """Download checkpoints into the cache (resumes a partial download; checks sha256)."""
     from ..registry import MODELS
@@ -70,7 +70,7 @@ def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
         message(f"{n}: {path}", quiet)
 
 
-@models_app.command()
+@models_app.command(cls=Command)
 def verify(names: NamesArg = None) -> None:
     """Hash cached checkpoints again against the expected sha256 (exit 4 on a mismatch)."""
     from ..registry import MODELS

@@ -60,7 +60,7 @@ ModelOpt = Annotated[
 ]
 ModelNamesArg = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Model types (vit_b, vit_l, vit_h); all when omitted.",
+    typer.Argument(metavar="NAMES", show_default=False, help="Model types (vit_b, vit_l, vit_h); all when omitted.",
                    autocompletion=lambda: list(MODEL_NAMES), callback=choice(CHOICES["names"])),
 ]
 CheckpointOpt = Annotated[
