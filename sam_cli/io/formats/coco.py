@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import writers
 from . import FormatOptions, ImageOutput
-from .dataset import Categories, docs
+from .dataset import Categories, docs, iou_note, mask_of
 
 COCO_FILE = "coco.json"
 REQUIRES = ("coco-rle",)
@@ -62,7 +62,7 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
         categories = [{"id": i, "name": n, "supercategory": "object"} for i, n in cats.ids.items()]
         f.write(b'],"images":' + writers.json_bytes(out_images) + b',"categories":'
                 + writers.json_bytes(categories) + b"}")
-    return path, polygon_note(ious) if options.polygons else ""
+    return path, iou_note("polygons", ious) if options.polygons else ""
 
 
 def polygon_segmentation(ann: dict, options: FormatOptions, ious: list[float]) -> None:
@@ -73,11 +73,9 @@ def polygon_segmentation(ann: dict, options: FormatOptions, ious: list[float]) -
     from ...masks import mask_crop
     from ...polygons import crop_outline
 
-    rle = ann["segmentation"]
-    h, w = rle["size"]
-    compressed = {"size": [h, w], "counts": rle["counts"].encode()}
-    outline = crop_outline(mask_crop(coco_mask.decode(compressed).astype(bool)),
-                           tolerance=options.tolerance, min_area=options.min_area)
+    h, w = ann["segmentation"]["size"]
+    compressed = {"size": [h, w], "counts": ann["segmentation"]["counts"].encode()}
+    outline = crop_outline(mask_crop(mask_of(ann)), tolerance=options.tolerance, min_area=options.min_area)
     ann["segmentation"] = outline.flat()
     if outline.holes:
         ann["polygon_holes"] = len(outline.holes)
@@ -88,10 +86,3 @@ def polygon_segmentation(ann: dict, options: FormatOptions, ious: list[float]) -
         ious.append(float(coco_mask.iou([poly], [compressed], [0])[0, 0]))
     else:
         ious.append(0.0 if ann["area"] else 1.0)
-
-
-def polygon_note(ious: list[float]) -> str:
-    if not ious:
-        return "no masks to outline"
-    return (f"polygons: mean IoU {sum(ious) / len(ious):.4f} with the masks over {len(ious)} masks, "
-            f"lowest {min(ious):.4f}")

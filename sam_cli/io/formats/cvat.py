@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import writers
 from . import FormatOptions, ImageOutput
-from .dataset import Categories, docs
+from .dataset import Categories, docs, mask_of, polygon_parts
 
 REQUIRES = ("coco-rle",)
 CVAT_FILE = "annotations.xml"
@@ -42,10 +42,7 @@ def crop_rle(mask: np.ndarray) -> list[int]:
 
 
 def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
-    from pycocotools import mask as coco_mask
-
     from ...masks import mask_crop
-    from ...polygons import crop_outline
 
     options = options or FormatOptions()
     images, cats = Categories.scan(root, rels, options, CVAT_FILE)
@@ -72,24 +69,23 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
             order = sorted(range(len(anns)), key=lambda i: -anns[i]["area"])  # z: smallest on top
             z = {i: rank for rank, i in enumerate(order)}
             for i, a in enumerate(anns):
-                seg = a["segmentation"]
-                crop = mask_crop(coco_mask.decode({"size": seg["size"], "counts": seg["counts"].encode()}).astype(bool))
+                crop = mask_crop(mask_of(a))
                 if crop.mask.size == 0:
                     continue  # CVAT has no empty mask
                 common = (f'label={quoteattr(cats.name_of(a))} source="auto" occluded="0" z_order="{z[i]}"')
                 score = min(1.0, max(0.0, a.get("score", a["predicted_iou"])))  # the range declared
                 attr = f'      <attribute name="score">{score:.6g}</attribute>\n'
-                outline = crop_outline(crop, tolerance=options.tolerance) if options.polygons else None
-                if outline is not None and not outline.holes and outline.parts:
+                parts = polygon_parts(crop, options.tolerance) if options.polygons else None
+                if parts is not None:
                     grouped = ""
-                    if len(outline.parts) > 1:
+                    if len(parts) > 1:
                         group += 1
                         grouped = f' group_id="{group}"'
-                    for part in outline.parts:
+                    for part in parts:
                         pts = ";".join(f"{x:.2f},{y:.2f}" for x, y in part)
                         put(f'    <polygon {common}{grouped} points="{pts}">\n{attr}    </polygon>\n')
                     continue
-                kept_masks += outline is not None
+                kept_masks += options.polygons
                 h, w = crop.mask.shape
                 rle = ",".join(map(str, crop_rle(crop.mask)))
                 put(f'    <mask {common} rle="{rle}" left="{crop.x0}" top="{crop.y0}" width="{w}" height="{h}">\n'

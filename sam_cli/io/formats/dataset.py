@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ...errors import OutputError
 from . import FormatOptions, coco_rle
 
@@ -34,6 +36,7 @@ class Categories:
     ids: dict[int, str] = field(default_factory=dict)  # category id → name, sorted by id
     by_name: dict[str, int] = field(default_factory=dict)
     default: int | None = None  # the id of options.category, when some mask has no category
+    index: dict[int, int] = field(default_factory=dict)  # category id → 0, 1, … in id order (YOLO)
 
     @classmethod
     def scan(cls, root: Path, rels: list[str], options: FormatOptions, what: str) -> tuple[list[dict], Categories]:
@@ -64,6 +67,7 @@ class Categories:
             c.ids[c.default] = options.category
             c.by_name.setdefault(options.category, c.default)
         c.ids = dict(sorted(c.ids.items()))
+        c.index = {i: k for k, i in enumerate(c.ids)}
         return images, c
 
     def id_of(self, ann: dict) -> int:
@@ -76,6 +80,29 @@ class Categories:
 
     def index_of(self, ann: dict) -> int:
         """0, 1, … in id order (YOLO's class numbers)."""
-        if not hasattr(self, "_index"):
-            self._index = {i: k for k, i in enumerate(self.ids)}
-        return self._index[self.id_of(ann)]
+        return self.index[self.id_of(ann)]
+
+
+def mask_of(ann: dict) -> np.ndarray:
+    """H×W bool: an annotation's mask, decoded from its COCO RLE segmentation."""
+    from pycocotools import mask as coco_mask
+
+    seg = ann["segmentation"]
+    return coco_mask.decode({"size": seg["size"], "counts": seg["counts"].encode()}).astype(bool)
+
+
+def polygon_parts(crop, tolerance: float) -> list[np.ndarray] | None:
+    """A mask's parts as polygons (polygons.crop_outline), or None where polygons cannot hold
+    it (it has holes, or no pixels): cvat and labelstudio then keep it as a mask."""
+    from ...polygons import crop_outline
+
+    outline = crop_outline(crop, tolerance=tolerance)
+    return outline.parts if outline.parts and not outline.holes else None
+
+
+def iou_note(what: str, ious: list[float]) -> str:
+    """'<what>: mean IoU … with the masks over N masks, lowest …' for a run-level output."""
+    if not ious:
+        return "no masks to outline"
+    return (f"{what}: mean IoU {sum(ious) / len(ious):.4f} with the masks over {len(ious)} masks, "
+            f"lowest {min(ious):.4f}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import writers
 from . import FormatOptions, ImageOutput
-from .dataset import Categories, docs
+from .dataset import Categories, docs, mask_of, polygon_parts
 
 REQUIRES = ("coco-rle",)
 LS_FILE = "labelstudio.json"
@@ -63,11 +63,8 @@ def brush_rle(mask: np.ndarray) -> list[int]:
 
 
 def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
-    from pycocotools import mask as coco_mask
-
     from ... import __version__
     from ...masks import mask_crop
-    from ...polygons import crop_outline
 
     options = options or FormatOptions()
     images, cats = Categories.scan(root, rels, options, LS_FILE)
@@ -80,21 +77,20 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
             results = []
             scores = []
             for i, a in enumerate(doc["annotations"]):
-                seg = a["segmentation"]
-                mask = coco_mask.decode({"size": seg["size"], "counts": seg["counts"].encode()}).astype(bool)
+                mask = mask_of(a)
                 score = float(a.get("score", a["predicted_iou"]))
                 scores.append(score)
                 base = {"from_name": "label", "to_name": "image", "original_width": w, "original_height": h,
                         "image_rotation": 0, "score": score}
-                outline = crop_outline(mask_crop(mask), tolerance=options.tolerance) if options.polygons else None
-                if outline is not None and not outline.holes and outline.parts:
-                    for j, part in enumerate(outline.parts):
+                parts = polygon_parts(mask_crop(mask), options.tolerance) if options.polygons else None
+                if parts is not None:
+                    for j, part in enumerate(parts):
                         pts = (part / [w, h] * 100).round(4).tolist()
                         results.append({**base, "id": f"m{i}p{j}", "from_name": "polygon", "type": "polygonlabels",
                                         "value": {"points": pts, "closed": True,
                                                   "polygonlabels": [cats.name_of(a)]}})
                     continue
-                kept_masks += outline is not None
+                kept_masks += options.polygons
                 results.append({**base, "id": f"m{i}", "type": "brushlabels",
                                 "value": {"format": "rle", "rle": brush_rle(mask), "brushlabels": [cats.name_of(a)]}})
             task = {"data": {"image": options.image_root + im["file_name"]},

@@ -22,7 +22,7 @@ import numpy as np
 from ...errors import OutputError
 from .. import writers
 from . import FormatOptions, ImageOutput
-from .dataset import Categories, docs
+from .dataset import Categories, docs, iou_note, mask_of
 
 REQUIRES = ("coco-rle",)
 LABELS = "labels"
@@ -42,8 +42,6 @@ def write(img: ImageOutput) -> None:
 
 
 def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
-    from pycocotools import mask as coco_mask
-
     from ...masks import mask_crop
     from ...polygons import crop_outline, fill_polygon, single_polygon
 
@@ -61,9 +59,7 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
         w, h = doc["image"]["width"], doc["image"]["height"]
         lines = []
         for a in doc["annotations"]:
-            seg = a["segmentation"]
-            rle = {"size": seg["size"], "counts": seg["counts"].encode()}
-            crop = mask_crop(coco_mask.decode(rle).astype(bool))
+            crop = mask_crop(mask_of(a))
             poly = single_polygon(crop_outline(crop, tolerance=options.tolerance, min_area=options.min_area,
                                                centres=True))
             if len(poly) == 0:
@@ -82,6 +78,4 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     if collisions:
         raise OutputError(f"{root / LABELS}: label files of several images would have one name: "
                           + "; ".join(collisions))
-    mean = f"mean IoU {sum(ious) / len(ious):.4f} with the masks over {len(ious)} masks, lowest {min(ious):.4f}" \
-        if ious else "no masks"
-    return root / LABELS, f"polygons filled as YOLO loaders do: {mean}"
+    return root / LABELS, iou_note("polygons filled as YOLO loaders do", ious)
