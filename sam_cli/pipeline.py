@@ -106,18 +106,30 @@ def generate_masks(
             yield ImageResult(ld.item, ld.image, records, None, now - t0)
             t0 = now
 
-    batch: list[_Loaded] = []
     # While a batch is on the device, the next one is being read: look ahead a batch at least.
-    for ld in read_ahead(partial(_load, gen), jobs, workers, max(ahead, 2 * batch_size)):
-        if not isinstance(ld, _Loaded) or ld.error is not None:
-            yield from flush(batch)  # keep results in input order
+    loaded = read_ahead(partial(_load, gen), jobs, workers, max(ahead, 2 * batch_size))
+    yield from in_batches(loaded, _Loaded, flush, lambda b: sum(len(x.crops) for x in b) >= batch_size)
+
+
+def in_batches(
+    loaded: Iterable[object], kind: type, flush: Callable[[list], Iterator[ImageResult]],
+    full: Callable[[list], bool],
+) -> Iterator[ImageResult | object]:
+    """The images of `loaded` read without error (instances of `kind`, with item, error and
+    started) in batches, each handed to `flush` once full(batch); everything else comes out
+    in its place, after the batch before it is flushed, so results keep input order: an image
+    that failed to read as a failed ImageResult, any other object (the run engine's own
+    decisions) as it is."""
+    batch: list = []
+    for ld in loaded:
+        if not isinstance(ld, kind) or ld.error is not None:
+            yield from flush(batch)
             batch = []
-            yield ld if not isinstance(ld, _Loaded) else ImageResult(
-                ld.item, None, [], ld.error, time.perf_counter() - ld.started
-            )
+            yield ld if not isinstance(ld, kind) else ImageResult(
+                ld.item, None, [], ld.error, time.perf_counter() - ld.started)
             continue
         batch.append(ld)
-        if sum(len(x.crops) for x in batch) >= batch_size:
+        if full(batch):
             yield from flush(batch)
             batch = []
     yield from flush(batch)

@@ -26,8 +26,8 @@ import torch
 from . import masks as M
 from .errors import InputError, SamError
 from .io.images import read_image
-from .pipeline import ImageResult, read_ahead
-from .predictor import CPU_DECODER_BATCH, MASK_CHOICES, Predictor
+from .pipeline import ImageResult, in_batches, read_ahead
+from .predictor import CPU_DECODER_BATCH, Predictor
 from .prompts import ObjectPrompt, ResolvedPrompt
 from .upscale import upscale_logits
 
@@ -50,17 +50,15 @@ class _Loaded:
 
 
 class PromptSegmenter:
-    """Masks for an image's objects. choice: one of MASK_CHOICES. refine: decode each object
-    twice, the second time with the first pass's most confident low-res mask added as a mask
-    prompt (the paper's instance-segmentation setting). on_objects: called with the number
+    """Masks for an image's objects. choice: one of predictor.MASK_CHOICES (checked there).
+    refine: decode each object twice, the second time with the first pass's most confident
+    low-res mask added as a mask prompt (the paper's instance-segmentation setting). on_objects: called with the number
     of objects decoded, call by call (progress within an image)."""
 
     def __init__(
         self, predictor: Predictor, *, choice: str = "first", refine: bool = False,
         on_objects: Callable[[int], None] | None = None,
     ) -> None:
-        if choice not in MASK_CHOICES:
-            raise ValueError(f"choice must be one of {MASK_CHOICES}")
         self.predictor = predictor
         self.choice = choice
         self.refine = refine
@@ -188,16 +186,5 @@ def segment_prompts(
             yield ImageResult(ld.item, ld.image if error is None else None, records, error, now - t0)
             t0 = now
 
-    batch: list[_Loaded] = []
-    for ld in read_ahead(seg.load, jobs, workers, max(ahead, 2 * batch_size)):
-        if not isinstance(ld, _Loaded) or ld.error is not None:
-            yield from flush(batch)  # keep results in input order
-            batch = []
-            yield ld if not isinstance(ld, _Loaded) else ImageResult(
-                ld.item, None, [], ld.error, time.perf_counter() - ld.started)
-            continue
-        batch.append(ld)
-        if len(batch) >= batch_size:
-            yield from flush(batch)
-            batch = []
-    yield from flush(batch)
+    loaded = read_ahead(seg.load, jobs, workers, max(ahead, 2 * batch_size))
+    yield from in_batches(loaded, _Loaded, flush, lambda b: len(b) >= batch_size)

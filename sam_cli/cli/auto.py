@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import typer
-
 from . import options as O
 from .app import Command, app
-from .exitcodes import ExitCode
 
 EPILOG = """Examples:
 
@@ -68,7 +65,7 @@ def auto(
     from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..io.outputs import OutputLayout
     from ..run import Runner
-    from .common import EventPrinter, load_sam
+    from .common import EventPrinter, load_sam, run_to_end
 
     given = locals()
     settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
@@ -91,9 +88,4 @@ def auto(
                                batch_size=batch_size, workers=workers, compile_model=compile_model,
                                embedding_cache=embedding_cache, warn=out.note, on_points=out.points)
 
-    try:
-        runner.run(items, engine, out.event)
-    finally:
-        out.close()
-    if out.summary(runner, inputs, excluded):
-        raise typer.Exit(ExitCode.PARTIAL)
+    run_to_end(runner, items, engine, out, inputs, excluded=excluded)

@@ -171,3 +171,19 @@ class EventPrinter:
         if counts.failures:
             message("failed inputs:\n  " + "\n  ".join(counts.failures), self.quiet)
         return bool(counts.failures)
+
+
+def run_to_end(runner, items, engine, out: EventPrinter, inputs: list[str], *, excluded=None,
+               empty: str | None = None) -> None:
+    """Run `runner` over `items` with `out` rendering the events, then the summary; exit 5
+    (partial) when some inputs failed. engine: the factory Runner.run calls when needed."""
+    import typer
+
+    from .exitcodes import ExitCode
+
+    try:
+        runner.run(items, engine, out.event)
+    finally:
+        out.close()
+    if out.summary(runner, inputs, excluded, empty):
+        raise typer.Exit(ExitCode.PARTIAL)

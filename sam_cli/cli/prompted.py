@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
-
-from .exitcodes import ExitCode
-
 
 def segment_prompts(
     prompts: str, output: Path, *, images: Path | None, prompt_format: str | None,
@@ -23,7 +19,7 @@ def segment_prompts(
     from ..io.outputs import OutputLayout
     from ..io.sources.base import PromptSource
     from ..run import Runner
-    from .common import EventPrinter, load_sam
+    from .common import EventPrinter, load_sam, run_to_end
 
     src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),
                          prompt_format)
@@ -46,9 +42,4 @@ def segment_prompts(
                             refine=refine, batch_size=batch_size, workers=workers,
                             embedding_cache=embedding_cache, warn=out.note, on_objects=out.points)
 
-    try:
-        runner.run(items, engine, out.event)
-    finally:
-        out.close()
-    if out.summary(runner, [prompts], empty=f"no images in {src.label}"):
-        raise typer.Exit(ExitCode.PARTIAL)
+    run_to_end(runner, items, engine, out, [prompts], empty=f"no images in {src.label}")
