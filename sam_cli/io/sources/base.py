@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from ...errors import PromptError
 from ...inputs import InputItem, safe_rel
@@ -62,6 +66,16 @@ class PromptSource:
         return PromptItem(Path(where), f"<{where}>", error=PromptError(f"{where}: {message}"))
 
 
+@contextmanager
+def open_text(src: PromptSource, **kw) -> Iterator[TextIO]:
+    """The prompt file as text (UTF-8), or stdin for `-` (left open)."""
+    if src.path == "-":
+        yield sys.stdin
+        return
+    with open(src.path, encoding="utf-8", **kw) as f:
+        yield f
+
+
 # ------------------------------------------------------------ checking an object's values
 def number(v: object, what: str, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -71,12 +85,13 @@ def number(v: object, what: str, where: str) -> float:
 
 def make_object(
     *, where: str, box=None, points=None, labels=None, mask=None, category=None, score=None,
-    object_id=None, base: Path | None = None, normalized: bool = False,
+    object_id=None, base: Path | None = None, normalized: bool = False, category_name: str | None = None,
 ) -> ObjectPrompt:
     """An ObjectPrompt from a row's values, checked: a box is 4 numbers with x1 ≥ x0, y1 ≥ y0;
     points are [x, y] pairs with labels 1 or 0 (all 1 when absent); the object needs a box, a
     point or a mask. `mask` is a path, relative to `base`. `category` an int (an id) or a
-    string (a name). Raises PromptError with `where`."""
+    string (a name); `category_name` names an id given as `category` (a dataset's name for it).
+    Raises PromptError with `where`."""
     bx = None
     if box is not None:
         if not isinstance(box, (list, tuple)) or len(box) != 4:
@@ -108,7 +123,7 @@ def make_object(
     if isinstance(category, bool) or not (category is None or isinstance(category, (int, str))):
         raise PromptError(f"{where}: category must be a name or an integer id, got {category!r}")
     if isinstance(category, int):
-        cat_id = category
+        cat_id, cat_name = category, category_name
     elif isinstance(category, str) and category:
         cat_name = category
     sc = None if score is None else number(score, "score", where)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 from ...errors import PromptError
@@ -77,9 +76,9 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
                     raise PromptError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
                 x, y, w, h = bbox
                 cat = a.get("category_id")
-                obj = make_object(where=where, box=[x, y, x + w, y + h] if _numbers(bbox) else bbox,
-                                  category=cat, score=a.get("score"), object_id=a.get("id"))
-                objects.append(replace(obj, category=names.get(cat)))
+                objects.append(make_object(where=where, box=[x, y, x + w, y + h] if _numbers(bbox) else bbox,
+                                           category=cat, category_name=names.get(cat), score=a.get("score"),
+                                           object_id=a.get("id")))
             except (PromptError, TypeError) as e:
                 error = e if isinstance(e, PromptError) else PromptError(f"{where}: {e}")
                 break

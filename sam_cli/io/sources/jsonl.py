@@ -11,12 +11,11 @@ belong on one line)."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import PromptError
-from .base import PromptItem, PromptSource, make_object
+from .base import PromptItem, PromptSource, make_object, open_text
 
 #: How much of a .json file's first line is read to tell JSON Lines from one JSON document.
 LOOK = 16 << 20
@@ -40,14 +39,10 @@ def looks_like(path: Path) -> bool:
 def read(src: PromptSource) -> Iterator[PromptItem]:
     name = src.label
     base = Path(".") if src.path == "-" else Path(src.path).parent  # mask files: beside the prompts
-    f = sys.stdin if src.path == "-" else open(src.path, encoding="utf-8")  # noqa: SIM115
-    try:
+    with open_text(src) as f:
         for n, line in enumerate(f, start=1):
             if line.strip():
                 yield _item(src, line, f"{name} line {n}", base)
-    finally:
-        if f is not sys.stdin:
-            f.close()
 
 
 def _item(src: PromptSource, line: str, where: str, base: Path) -> PromptItem:

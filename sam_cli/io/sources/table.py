@@ -8,12 +8,11 @@ Read row by row: memory holds one image's rows."""
 from __future__ import annotations
 
 import csv
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import PromptError
-from .base import PromptItem, PromptSource, make_object
+from .base import PromptItem, PromptSource, make_object, open_text
 
 BOX = ("x0", "y0", "x1", "y1")
 POINT = ("x", "y")
@@ -22,8 +21,7 @@ KNOWN = {"image", *BOX, *POINT, "label", "category", "score", "id", "object", "m
 
 def read(src: PromptSource) -> Iterator[PromptItem]:
     name = src.label
-    f = sys.stdin if src.path == "-" else open(src.path, newline="", encoding="utf-8")  # noqa: SIM115
-    try:
+    with open_text(src, newline="") as f:
         rows = csv.reader(f)
         header = [h.strip().lower() for h in next(rows, [])]
         _check_header(header, name)
@@ -40,9 +38,6 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
             group.append((n, row))
         if group:
             yield _item(src, group, col, seen)
-    finally:
-        if f is not sys.stdin:
-            f.close()
 
 
 def _check_header(header: list[str], name: str) -> None:

@@ -57,11 +57,9 @@ def _object(line: str, where: str, names: list[str] | dict[int, str] | None):
         raise PromptError(f"{where}: {line.strip()!r} is not `class cx cy w h [confidence]`") from None
     if names is not None and (cls not in names if isinstance(names, dict) else not 0 <= cls < len(names)):
         raise PromptError(f"{where}: class {cls} has no name in the names file")
-    obj = make_object(where=where, box=[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2],
-                      category=cls, score=conf[0] if conf else None, normalized=True)
-    from dataclasses import replace
-
-    return replace(obj, category=names[cls] if names is not None else None)
+    return make_object(where=where, box=[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], category=cls,
+                       category_name=names[cls] if names is not None else None,
+                       score=conf[0] if conf else None, normalized=True)
 
 
 def read_names(path: Path) -> list[str] | dict[int, str]:
