@@ -15,6 +15,7 @@ _sam() {
         --polygon-tolerance) COMPREPLY=(); return ;;
         --polygon-min-area) COMPREPLY=(); return ;;
         --image-root) COMPREPLY=(); return ;;
+        --yolo-parts) COMPREPLY=($(compgen -W "join split largest" -- "$cur")); return ;;
         --points-per-side) COMPREPLY=(); return ;;
         --points-per-batch) COMPREPLY=(); return ;;
         --pred-iou-thresh) COMPREPLY=(); return ;;
@@ -49,9 +50,9 @@ _sam() {
     esac
     case "$cmd" in
         "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto info segment models" -- "$cur")); fi ;;
-        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --no-progress --progress --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --no-progress --progress --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
-        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --prompts --images --prompt-format --coco-dataset --names --min-score --best-mask --refine --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --point --neg-point --box --mask-input --multimask --overlay --save-logits --batch-size --workers --overwrite --no-progress --progress --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --prompts --images --prompt-format --coco-dataset --names --min-score --best-mask --refine --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --point --neg-point --box --mask-input --multimask --overlay --save-logits --batch-size --workers --overwrite --no-progress --progress --model --checkpoint --device --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=($(compgen -W "download verify" -- "$cur")); fi ;;
         "models download") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models verify") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

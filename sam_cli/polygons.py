@@ -107,8 +107,9 @@ def outline_to_mask(outline: Outline, hw: tuple[int, int]) -> np.ndarray:
 
 def single_polygon(outline: Outline) -> np.ndarray:
     """An Outline as one K×2 polygon, for formats that hold one polygon per object (YOLO-seg):
-    each hole joined to its part, and each part to the earlier part whose box comes nearest, by
-    a zero-width corridor between their nearest vertices, walked there and back. Filled by
+    each hole joined to its part, and the parts joined along the shortest tree over the gaps
+    between their boxes (_part_tree), each by a zero-width corridor between the two parts'
+    nearest vertices, walked there and back. Filled by
     OpenCV's fillPoly (as YOLO's data loaders rasterise), the holes stay empty and nothing is
     dropped; each corridor
     fills the line of pixels it runs along, and can cross another part or hole lying between
@@ -125,11 +126,7 @@ def single_polygon(outline: Outline) -> np.ndarray:
         k = len(outline.parts) + h
         i, j = _nearest_near(shapes[part], by_x[part], spans[part], shapes[k])
         children[part].append((i, k, j))
-    lo = np.array([p.min(0) for p in outline.parts])  # each part's box, to pick a neighbour fast
-    hi = np.array([p.max(0) for p in outline.parts])
-    for k in range(1, len(outline.parts)):
-        gap = np.maximum(0, np.maximum(lo[:k] - hi[k], lo[k] - hi[:k]))  # box-to-box, per axis
-        near = int(((gap**2).sum(1)).argmin())  # the placed part whose box comes nearest
+    for near, k in _part_tree(outline.parts):
         i, j, _ = _nearest(shapes[near], shapes[k])
         children[near].append((i, k, j))
     out: list[np.ndarray] = []
@@ -156,6 +153,33 @@ def single_polygon(outline: Outline) -> np.ndarray:
     finally:
         sys.setrecursionlimit(limit)
     return np.concatenate(out)
+
+
+def _part_tree(parts: list[np.ndarray]) -> list[tuple[int, int]]:
+    """The edges (placed part, new part) of a minimum spanning tree over the parts, each edge
+    weighted by the gap between the two parts' boxes, in the order Prim's algorithm adds them
+    from part 0: the corridors joining the parts are as short as boxes can tell, whatever
+    order the parts were traced in. O(parts²) time, O(parts) memory."""
+    n = len(parts)
+    if n < 2:
+        return []
+    lo = np.array([p.min(0) for p in parts])
+    hi = np.array([p.max(0) for p in parts])
+    best = np.full(n, np.inf)  # each unplaced part's squared gap to the nearest placed one
+    via = np.zeros(n, np.int64)
+    placed = np.zeros(n, bool)
+    edges = []
+    k = 0
+    for _ in range(n - 1):
+        placed[k] = True
+        gap = np.maximum(0, np.maximum(lo - hi[k], lo[k] - hi))
+        d = (gap**2).sum(1)
+        closer = ~placed & (d < best)
+        best[closer], via[closer] = d[closer], k
+        best[k] = np.inf
+        k = int(np.where(placed, np.inf, best).argmin())
+        edges.append((int(via[k]), k))
+    return edges
 
 
 def _nearest_near(a: np.ndarray, order: np.ndarray, span: float, b: np.ndarray) -> tuple[int, int]:

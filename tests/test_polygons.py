@@ -82,3 +82,22 @@ def test_single_polygon_keeps_holes_and_joins_each_hole_at_its_nearest_vertex():
     filled = fill_polygon(single_polygon(crop_outline(mask_crop(s), tolerance=0, centres=True)), s.shape)
     assert not filled[80, 70 - 13] and filled[80, 70]  # inside the hole: empty; the island: filled
     assert (filled & ~s).sum() < 0.03 * s.sum() and not (s & ~filled).any()  # corridors only add
+
+
+def test_parts_joined_along_the_shortest_tree():
+    """single_polygon's corridors follow a minimum spanning tree over the parts' boxes,
+    whatever order the parts come in: five squares in a row, given shuffled, are joined each
+    to its neighbours, and the corridors fill fewer pixels than joining each part to the
+    first would."""
+    from sam_cli.polygons import _part_tree, fill_polygon, single_polygon
+
+    order = [3, 0, 4, 1, 2]
+    parts = [np.array([[x, 10], [x + 8, 10], [x + 8, 18], [x, 18]], float) for x in (10 + 30 * k for k in order)]
+    edges = _part_tree(parts)
+    assert len(edges) == 4
+    assert sorted(tuple(sorted((order[a], order[b]))) for a, b in edges) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    m = np.zeros((30, 160), bool)
+    for p in parts:
+        m[10:19, int(p[0, 0]):int(p[0, 0]) + 9] = True
+    filled = fill_polygon(single_polygon(crop_outline(mask_crop(m), tolerance=0, centres=True)), m.shape)
+    assert not (m & ~filled).any() and (filled & ~m).sum() == 4 * 21  # four gaps of 21 pixels, one row

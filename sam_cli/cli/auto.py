@@ -31,6 +31,7 @@ def auto(
     polygon_tolerance: O.PolygonToleranceOpt = 0.5,
     polygon_min_area: O.PolygonMinAreaOpt = 0,
     image_root: O.ImageRootOpt = "",
+    yolo_parts: O.YoloPartsOpt = "join",
     points_per_side: O.PointsPerSideOpt = 32,
     points_per_batch: O.PointsPerBatchOpt = None,
     pred_iou_thresh: O.PredIouThreshOpt = 0.88,
@@ -70,7 +71,7 @@ def auto(
     given = locals()
     settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
     record = automatic_record(settings, model=model, checkpoint=checkpoint, dtype=dtype)
-    options = FormatOptions(category, polygons, polygon_tolerance, polygon_min_area, image_root)
+    options = FormatOptions(category, polygons, polygon_tolerance, polygon_min_area, image_root, yolo_parts)
     layout = OutputLayout(output, tuple(dict.fromkeys(fmt or DEFAULT_FORMATS)), options=options)
     runner = Runner(layout, overwrite=overwrite, record=record)
     if embedding_cache is not None:

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..io.formats import FORMATS
+from ..io.formats import FORMATS, YOLO_PARTS
 from ..io.sources import SOURCES
 from ..registry import DEVICES, DTYPES, MODELS
 
@@ -47,6 +47,7 @@ def source_names() -> list[str]:
 CHOICES: dict[str, Callable[[], Iterable[str]]] = {
     "model": lambda: MODEL_NAMES, "device": lambda: DEVICES, "dtype": lambda: DTYPES,
     "fmt": format_names, "names": lambda: MODEL_NAMES, "prompt_format": source_names,
+    "yolo_parts": lambda: YOLO_PARTS,
 }
 
 ModelOpt = Annotated[
@@ -252,6 +253,16 @@ PolygonToleranceOpt = Annotated[
     float,
     typer.Option("--polygon-tolerance", metavar="PX", min=0.0,
                  help="How far a polygon may stray from the mask's outline, pixels (0: exact outline)."),
+]
+YoloPartsOpt = Annotated[
+    str,
+    typer.Option("--yolo-parts", metavar="HOW", autocompletion=lambda: list(YOLO_PARTS),
+                 callback=choice(CHOICES["yolo_parts"]),
+                 help="yolo-seg, a mask of several parts (a label line holds one polygon): join "
+                 "(default: one line, the parts joined by zero-width corridors, as Ultralytics' "
+                 "converter does; filled back, a corridor covers the pixels it runs along), split "
+                 "(a line per part: exact, but the object becomes several) or largest (the other "
+                 "parts dropped, counted)."),
 ]
 PolygonMinAreaOpt = Annotated[
     int,

@@ -60,6 +60,7 @@ def segment(
     polygon_tolerance: O.PolygonToleranceOpt = 0.5,
     polygon_min_area: O.PolygonMinAreaOpt = 0,
     image_root: O.ImageRootOpt = "",
+    yolo_parts: O.YoloPartsOpt = "join",
     point: Annotated[
         Optional[list[str]],
         typer.Option("--point", "-p", metavar="X,Y", help="Foreground point (repeatable)."),
@@ -113,7 +114,8 @@ def segment(
              "--mask-input": mask_input, "--overlay": overlay, "--save-logits": logits}
     many = {"--images": images, "--prompt-format": prompt_format, "--coco-dataset": coco_dataset,
             "--names": class_names, "--min-score": min_score, "--format": fmt,
-            "--polygons": polygons, "--image-root": image_root}
+            "--polygons": polygons, "--image-root": image_root,
+            "--yolo-parts": yolo_parts != "join"}
     if not output:
         raise PromptError("missing option -o/--output")
     if best_mask and multimask:
@@ -127,7 +129,8 @@ def segment(
         return segment_prompts(
             prompts, Path(output), images=images, prompt_format=prompt_format, coco_dataset=coco_dataset,
             class_names=class_names, min_score=min_score, choice=_choice(multimask, best_mask),
-            refine=refine, formats=fmt, format_options=(category, polygons, polygon_tolerance, polygon_min_area, image_root),
+            refine=refine, formats=fmt, format_options=(category, polygons, polygon_tolerance, polygon_min_area, image_root,
+                            yolo_parts),
             batch_size=batch_size, workers=workers, overwrite=overwrite,
             progress=progress, model=model, checkpoint=checkpoint, device=device, dtype=dtype,
             embedding_cache=embedding_cache, quiet=quiet)

@@ -56,6 +56,14 @@ class FormatOptions:
     tolerance: float = 0.5  # polygon simplification, pixels (polygons.DEFAULT_TOLERANCE)
     min_area: int = 0  # polygon parts smaller than this many pixels are left out (and counted)
     image_root: str = ""  # labelstudio: put before each image's path (a URL or a folder)
+    yolo_parts: str = "join"  # yolo-seg, a mask of several parts: one of YOLO_PARTS
+
+
+#: yolo-seg's ways with a mask of several parts (a line holds one polygon): `join` them into one
+#: line by zero-width corridors (Ultralytics' own COCO converter does so), write each part as a
+#: line of its own (`split`: the fill is exact, the object becomes several), or keep the
+#: `largest` (the others are counted as dropped).
+YOLO_PARTS = ("join", "split", "largest")
 
 
 FORMATS: dict[str, FormatSpec] = {

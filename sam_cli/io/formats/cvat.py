@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import writers
 from . import FormatOptions, ImageOutput
-from .dataset import Categories, docs, mask_of, polygon_parts
+from .dataset import Categories, docs, mask_of, polygon_note, polygon_parts
 
 REQUIRES = ("coco-rle",)
 CVAT_FILE = "annotations.xml"
@@ -47,7 +47,7 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     options = options or FormatOptions()
     images, cats = Categories.scan(root, rels, options, CVAT_FILE)
     path = root / CVAT_FILE
-    kept_masks = 0
+    kept_masks = dropped = 0
     with writers.atomic_open(path) as f:
         def put(text: str) -> None:
             f.write(text.encode())
@@ -75,7 +75,8 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
                 common = (f'label={quoteattr(cats.name_of(a))} source="auto" occluded="0" z_order="{z[i]}"')
                 score = min(1.0, max(0.0, a.get("score", a["predicted_iou"])))  # the range declared
                 attr = f'      <attribute name="score">{score:.6g}</attribute>\n'
-                parts = polygon_parts(crop, options.tolerance) if options.polygons else None
+                parts, left_out = polygon_parts(crop, options) if options.polygons else (None, 0)
+                dropped += left_out
                 if parts is not None:
                     grouped = ""
                     if len(parts) > 1:
@@ -92,5 +93,5 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
                     f"{attr}    </mask>\n")
             put("  </image>\n")
         put("</annotations>\n")
-    note = f"{kept_masks} masks with holes kept as masks" if options.polygons and kept_masks else ""
+    note = polygon_note(kept_masks, dropped, "masks", options)
     return path, note

@@ -91,13 +91,24 @@ def mask_of(ann: dict) -> np.ndarray:
     return coco_mask.decode({"size": seg["size"], "counts": seg["counts"].encode()}).astype(bool)
 
 
-def polygon_parts(crop, tolerance: float) -> list[np.ndarray] | None:
-    """A mask's parts as polygons (polygons.crop_outline), or None where polygons cannot hold
-    it (it has holes, or no pixels): cvat and labelstudio then keep it as a mask."""
+def polygon_parts(crop, options: FormatOptions) -> tuple[list[np.ndarray] | None, int]:
+    """A mask's parts as polygons (polygons.crop_outline, parts under options.min_area left
+    out), or None where polygons cannot hold it (it has holes, or no part is left): cvat and
+    labelstudio then keep it as a mask. With the number of parts left out."""
     from ...polygons import crop_outline
 
-    outline = crop_outline(crop, tolerance=tolerance)
-    return outline.parts if outline.parts and not outline.holes else None
+    outline = crop_outline(crop, tolerance=options.tolerance, min_area=options.min_area)
+    if outline.parts and not outline.holes:
+        return outline.parts, outline.dropped
+    return None, 0
+
+
+def polygon_note(kept_masks: int, dropped: int, kept_as: str, options: FormatOptions) -> str:
+    """cvat's and labelstudio's note on their polygons: masks kept as masks, parts left out."""
+    why = "with holes or only parts under --polygon-min-area" if options.min_area else "with holes"
+    said = [f"{kept_masks} masks {why} kept as {kept_as}"] if kept_masks else []
+    said += [f"{dropped} parts under --polygon-min-area left out"] if dropped else []
+    return "; ".join(said)
 
 
 def iou_note(what: str, ious: list[float]) -> str:

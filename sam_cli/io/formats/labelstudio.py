@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import writers
 from . import FormatOptions, ImageOutput
-from .dataset import Categories, docs, mask_of, polygon_parts
+from .dataset import Categories, docs, mask_of, polygon_note, polygon_parts
 
 REQUIRES = ("coco-rle",)
 LS_FILE = "labelstudio.json"
@@ -69,7 +69,7 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     options = options or FormatOptions()
     images, cats = Categories.scan(root, rels, options, LS_FILE)
     path = root / LS_FILE
-    kept_masks = 0
+    kept_masks = dropped = 0
     with writers.atomic_open(path) as f:
         f.write(b"[")
         for k, (im, doc) in enumerate(zip(images, docs(root, rels, LS_FILE))):
@@ -82,7 +82,8 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
                 scores.append(score)
                 base = {"from_name": "label", "to_name": "image", "original_width": w, "original_height": h,
                         "image_rotation": 0, "score": score}
-                parts = polygon_parts(mask_crop(mask), options.tolerance) if options.polygons else None
+                parts, left_out = polygon_parts(mask_crop(mask), options) if options.polygons else (None, 0)
+                dropped += left_out
                 if parts is not None:
                     for j, part in enumerate(parts):
                         pts = (part / [w, h] * 100).round(4).tolist()
@@ -98,5 +99,5 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
                                      "score": float(np.mean(scores)) if scores else 0.0, "result": results}]}
             f.write((b"," if k else b"") + writers.json_bytes(task))
         f.write(b"]")
-    note = f"{kept_masks} masks with holes kept as brush masks" if options.polygons and kept_masks else ""
+    note = polygon_note(kept_masks, dropped, "brush masks", options)
     return path, note

@@ -5,12 +5,15 @@ coco-rle files (REQUIRES), when every class of the run is known: classes are num
 in the order of the categories' ids (dataset.Categories: a prompt file's ids, then names as
 they first come, then options.category for masks without one).
 
-Each mask is one polygon (polygons.single_polygon): its parts and holes joined by zero-width
-corridors, traced through the boundary pixels' centres, which OpenCV's fillPoly (what YOLO's
-data loaders rasterise with) fills back exactly, corridors aside. The note says how close the
-filled polygons come to the masks (mean IoU). Two images whose label files would have one name
-(a/x.jpg and a/x.png) are a collision: the second's labels are not written, and the run fails
-with both named."""
+A line holds one polygon, traced through the boundary pixels' centres, which OpenCV's fillPoly
+(what YOLO's data loaders rasterise with) fills back exactly; a mask's holes are joined to its
+outline by zero-width corridors (polygons.single_polygon). A mask of several parts is one line
+of them all joined the same way, a line per part, or its largest part (options.yolo_parts,
+formats.YOLO_PARTS). Filled back, a corridor covers the pixels it runs along. The note says how
+close the filled polygons come to the masks (mean IoU), and how many masks had several parts.
+
+Two images whose label files would have one name (a/x.jpg and a/x.png) are a collision: the
+second's labels are not written, and the run fails with both named."""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def write(img: ImageOutput) -> None:
 
 def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
     from ...masks import mask_crop
-    from ...polygons import crop_outline, fill_polygon, single_polygon
+    from ...polygons import crop_outline, fill_polygon
 
     options = options or FormatOptions()
     _, cats = Categories.scan(root, rels, options, LABELS + "/")
@@ -51,6 +54,7 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     ious: list[float] = []
     owner: dict[Path, str] = {}
     collisions = []
+    several = dropped = 0  # masks of several parts; parts left out (largest, min_area)
     for rel, doc in zip(rels, docs(root, rels, LABELS + "/")):
         path = label_path(root, rel)
         if owner.setdefault(path, rel) != rel:
@@ -60,17 +64,19 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
         lines = []
         for a in doc["annotations"]:
             crop = mask_crop(mask_of(a))
-            poly = single_polygon(crop_outline(crop, tolerance=options.tolerance, min_area=options.min_area,
-                                               centres=True))
-            if len(poly) == 0:
-                ious.append(0.0 if crop.mask.any() else 1.0)
-                continue
-            # the corridors join vertices, so the polygon stays inside the mask's box
-            filled = fill_polygon(poly - [crop.x0, crop.y0], crop.mask.shape)
+            outline = crop_outline(crop, tolerance=options.tolerance, min_area=options.min_area, centres=True)
+            several += len(outline.parts) > 1
+            dropped += outline.dropped
+            polys = line_polygons(outline, options.yolo_parts)
+            dropped += len(outline.parts) - len(polys) if options.yolo_parts == "largest" else 0
+            # the corridors join vertices, so each polygon stays inside the mask's box
+            filled = np.zeros(crop.mask.shape, bool)
+            for poly in polys:
+                filled |= fill_polygon(poly - [crop.x0, crop.y0], crop.mask.shape)
+                xy = np.clip(poly / [w, h], 0, 1)
+                lines.append(f"{cats.index_of(a)} " + " ".join(f"{v:.6f}" for v in xy.ravel()))
             union = int((filled | crop.mask).sum())
             ious.append(float((filled & crop.mask).sum() / union) if union else 1.0)
-            xy = np.clip(poly / [w, h], 0, 1)
-            lines.append(f"{cats.index_of(a)} " + " ".join(f"{v:.6f}" for v in xy.ravel()))
         writers.atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
     yaml = ["# classes of the masks sam wrote; add the dataset's path, train and val", f"nc: {len(classes)}",
             "names:"] + [f"  {k}: {json.dumps(n)}" for k, n in enumerate(classes)]
@@ -78,4 +84,33 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     if collisions:
         raise OutputError(f"{root / LABELS}: label files of several images would have one name: "
                           + "; ".join(collisions))
-    return root / LABELS, iou_note("polygons filled as YOLO loaders do", ious)
+    note = iou_note("polygons filled as YOLO loaders do", ious)
+    if several:
+        how = {"join": "joined into one line by corridors (--yolo-parts split: a line per part)",
+               "split": "written as a line per part", "largest": "cut to their largest part"}
+        note += f"; {several} masks of several parts {how[options.yolo_parts]}"
+    if dropped:
+        note += f"; {dropped} parts left out"
+    return root / LABELS, note
+
+
+def line_polygons(outline, how: str) -> list[np.ndarray]:
+    """The polygons (K×2, image pixels) of one mask's label lines: one (`join`, the parts and
+    holes by polygons.single_polygon), one per part (`split`, each with its holes joined), or
+    the largest part's (`largest`); none for an empty outline."""
+    from ...polygons import Outline, single_polygon
+
+    if not outline.parts:
+        return []
+    if how == "join":
+        return [single_polygon(outline)]
+    keep = range(len(outline.parts))
+    if how == "largest":
+        keep = [max(keep, key=lambda i: abs(_area(outline.parts[i])))]
+    return [single_polygon(Outline([outline.parts[i]], [q for q, p in zip(outline.holes, outline.hole_parts) if p == i],
+                                   [0] * outline.hole_parts.count(i))) for i in keep]
+
+
+def _area(p: np.ndarray) -> float:
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
