@@ -3,8 +3,10 @@ independent reader that cannot share the default test environment: datumaro 1.13
 Pillow 12, whose resize rounds differently from the Pillow the reference's preprocessing
 and sam's Pillow-exact resize are tested against. Run in an environment of its own:
 
-    python3 -m venv .venv-interop && .venv-interop/bin/pip install -e '.[test]' datumaro==1.13.12
-    .venv-interop/bin/python -m pytest -m interop tests/test_interop.py
+    python3 -m venv .venv-interop && .venv-interop/bin/pip install -e '.[test,interop]'
+    .venv-interop/bin/python -m pytest -m interop
+
+(CI does so after the default run.)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_polygon_formats import H, W, _run, auto_records, iou, objects
+from test_polygon_formats import H, W, _run, auto_records, coherent_ckpt, iou, objects  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.interop
 
@@ -82,3 +84,62 @@ def test_coco_read_back_by_datumaro(tmp_path, polygons):
             assert iou(by_id[k], m) >= (0.9 if k == 1 else 0.98)  # the first has a hole, filled
         else:
             assert np.array_equal(by_id[k], m)
+
+
+def test_example_photos_read_back_by_datumaro(coherent_ckpt, tmp_path):  # noqa: F811 (the fixture)
+    """`sam auto` on the example photos (the tiny model with region masks), written as cvat
+    (--polygons) and coco (RLE), each opened by datumaro as a user would: coco's masks exactly the
+    run's own (its coco-rle files), CVAT's <mask>s exactly, its polygons (a mask's parts share
+    a group) at mean IoU ≥ 0.98."""
+    import json
+
+    import datumaro as dm
+    from pycocotools import mask as coco_mask
+
+    from cli_helpers import run_sam
+    from conftest import EXAMPLES
+
+    out = tmp_path / "out"
+    settings = ("-c", coherent_ckpt, "--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0")
+    p = run_sam("auto", EXAMPLES, "-o", out, *settings, "-f", "coco", "-f", "cvat", "--polygons")
+    assert p.returncode == 0, p.stderr
+    names = sorted(x.name for x in EXAMPLES.glob("*.jpg"))
+    ours: dict[str, list[np.ndarray]] = {}
+    for n in names:
+        for a in json.loads((out / f"{n}.json").read_text())["annotations"]:
+            seg = a["segmentation"]
+            ours.setdefault(n[:-4], []).append(
+                coco_mask.decode({"size": seg["size"], "counts": seg["counts"].encode()}).astype(bool))
+    (out / "images").mkdir()  # the layout datumaro expects: the images beside the XML
+    for n in names:
+        shutil.copy(EXAMPLES / n, out / "images" / n)
+    items = {it.id: it for it in dm.Dataset.import_from(str(out / "annotations.xml"), "cvat")}
+    assert sorted(items) == sorted(ours)
+    ious, exact = [], 0
+    for k, item in items.items():
+        h, w = ours[k][0].shape
+        groups: dict[int, np.ndarray] = {}
+        for j, a in enumerate(item.annotations):
+            if a.type == dm.AnnotationType.mask:
+                assert any(np.array_equal(a.image.astype(bool), m) for m in ours[k])
+                exact += 1
+                continue
+            assert a.type == dm.AnnotationType.polygon
+            key = a.group or -1 - j  # a mask's parts share a group; a polygon alone is a mask
+            part = coco_mask.decode(coco_mask.frPyObjects([a.points], h, w)[0]).astype(bool)
+            groups[key] = groups.get(key, np.zeros((h, w), bool)) | part
+        ious += [max(iou(g, m) for m in ours[k]) for g in groups.values()]
+    assert exact + len(ious) == sum(map(len, ours.values()))
+    assert not ious or np.mean(ious) >= 0.98, np.mean(ious)
+    # coco.json (RLE: the run again without --polygons) in datumaro's COCO layout
+    p = run_sam("auto", EXAMPLES, "-o", tmp_path / "rle", *settings, "-f", "coco")
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "ds/annotations").mkdir(parents=True)
+    (tmp_path / "ds/images/default").mkdir(parents=True)
+    shutil.copy(tmp_path / "rle/coco.json", tmp_path / "ds/annotations/instances_default.json")
+    got = {it.id: [a.image.astype(bool) for a in it.annotations if a.type == dm.AnnotationType.mask]
+           for it in dm.Dataset.import_from(str(tmp_path / "ds"), "coco_instances")}
+    assert sorted(got) == sorted(ours)
+    for k, ms in got.items():
+        key = lambda m: m.tobytes()  # noqa: E731 (datumaro orders a COCO image's masks its own way)
+        assert sorted(map(key, ms)) == sorted(map(key, ours[k]))
