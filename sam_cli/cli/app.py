@@ -15,8 +15,8 @@ from .exitcodes import EXIT_CODES_HELP, ExitCode
 
 HELP = f"""Segment Anything from the command line.
 
-Prompted masks for one image (sam segment) and every object's mask over folders of images \
-(sam auto), with Meta's SAM checkpoints (vit_b, vit_l, vit_h).
+Masks from points and boxes, for one image or a whole prompt file (sam segment), and every \
+object's mask over folders of images (sam auto), with Meta's SAM checkpoints (vit_b, vit_l, vit_h).
 
 Exit codes:
 

@@ -26,7 +26,7 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     "image, a box with x1 < x0, an output folder made by a run with other settings",
     ExitCode.INPUT: "an input file is missing or unreadable",
     ExitCode.MODEL: "the checkpoint is missing, unreadable, refused or does not fit the model",
-    ExitCode.PARTIAL: "some inputs failed (sam auto); the others were processed",
+    ExitCode.PARTIAL: "some inputs failed (sam auto, sam segment --prompts); the others were processed",
     ExitCode.DOWNLOAD: "a checkpoint download failed (network, HTTP status, hash)",
     ExitCode.OUTPUT: "an output could not be written",
     ExitCode.MEMORY: "out of memory (GPU or host): finished outputs are kept; lower --batch-size or "
