@@ -107,18 +107,22 @@ class Counts:
 class Runner:
     def __init__(
         self, layout: OutputLayout, *, overwrite: bool = False, record: dict | None = None,
+        finish: bool = True,
     ) -> None:
         """record: what makes this run's outputs (io.outputs.RUN_RECORD); a folder made by
-        another is refused unless overwrite (OutputLayout.claim)."""
+        another is refused unless overwrite (OutputLayout.claim). finish: write the run-level
+        outputs at the end (not for a shard of a run: shards.py merges them)."""
         self.layout = layout
         self.overwrite = overwrite
         self.record = record
+        self.finish = finish
         self.stale: list[Path] = []  # temporary files of killed writers, removed at the start
         self.engine: Engine | None = None  # made by run() when the first item needs it
         self.counts = Counts()
         self._first: dict[str, str] = {}  # output key → real path of the input that has it
         self._claimed: set[str] = set()  # output keys decided in this run
-        self._finished: list[str] = []  # output keys of images with outputs, for finish()
+        self.finished: list[str] = []  # output keys of images with outputs, for finish()
+        self.failed: list[str] = []  # output keys of images that failed
 
     # ------------------------------------------------------------------------ decisions
     def decide(self, item: InputItem) -> InputItem | Skipped | Failed:
@@ -177,9 +181,9 @@ class Runner:
             finally:
                 if self.engine is not None:
                     self.engine.close()
-        if self._finished:
+        if self.finished and self.finish:
             try:
-                paths = self.layout.finish(self._finished)
+                paths = self.layout.finish(self.finished)
             except SamError as e:
                 self.counts.failures.append(str(e))
                 emit(RunOutputFailed(e))
@@ -208,8 +212,9 @@ class Runner:
         else:
             self.counts.failed += 1
             self.counts.failures.append(str(ev.error))
+            self.failed.append(ev.item.rel)
         if isinstance(ev, Done) or (isinstance(ev, Skipped) and ev.reason == "done"):
-            self._finished.append(ev.item.rel)
+            self.finished.append(ev.item.rel)
         emit(ev)
 
 

@@ -15,7 +15,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_polygon_formats import H, W, _run, auto_records, coherent_ckpt, iou, objects  # noqa: F401 (a fixture)
+from test_polygon_formats import H, W, _run, auto_records, iou, objects
 
 pytestmark = pytest.mark.interop
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.interop
 def _cvat(tmp_path, **options):
     masks, path, note = _run(tmp_path, "cvat", **options)
     (tmp_path / "images/s").mkdir(parents=True)  # datumaro wants the images beside the XML
-    for name in ("s/a.jpg", "b.png"):
+    for name in ("s/a.jpg", "z.png"):
         (tmp_path / "images" / name).write_bytes(b"")
     import datumaro as dm
 
@@ -34,7 +34,7 @@ def test_cvat_masks_read_back_by_datumaro(tmp_path):
     import datumaro as dm
 
     masks, items, _ = _cvat(tmp_path, category="thing")
-    assert set(items) == {"s/a", "b"} and items["b"].annotations == []
+    assert set(items) == {"s/a", "z"} and items["z"].annotations == []
     anns = items["s/a"].annotations
     assert all(a.type == dm.AnnotationType.mask for a in anns) and len(anns) == 5
     for a, m in zip(anns, masks):
@@ -86,7 +86,7 @@ def test_coco_read_back_by_datumaro(tmp_path, polygons):
             assert np.array_equal(by_id[k], m)
 
 
-def test_example_photos_read_back_by_datumaro(coherent_ckpt, tmp_path):  # noqa: F811 (the fixture)
+def test_example_photos_read_back_by_datumaro(coherent_ckpt, tmp_path):
     """`sam auto` on the example photos (the tiny model with region masks), written as cvat
     (--polygons) and coco (RLE), each opened by datumaro as a user would: coco's masks exactly the
     run's own (its coco-rle files), CVAT's <mask>s exactly, its polygons (a mask's parts share

@@ -130,8 +130,9 @@ def test_overlay_colours_each_mask_and_outlines_it(records):
 
 
 def test_coco_dataset_is_streamed_from_the_per_image_files(tmp_path, records):
-    """coco.json: every image's annotations, numbered across the run, with the images and the
-    category, as one JSON document pycocotools reads; a per-image file that cannot be read
+    """coco.json: every image's annotations, numbered across the run in output-key order (the
+    order a merge of shards has), with the images and the category, as one JSON document
+    pycocotools reads; a per-image file that cannot be read
     back is an error naming it, and leaves no coco.json or temporary file."""
     from pycocotools.coco import COCO
 
@@ -143,14 +144,14 @@ def test_coco_dataset_is_streamed_from_the_per_image_files(tmp_path, records):
     doc = json.loads(path.read_text())
     assert set(doc) == {"info", "annotations", "images", "categories"}
     assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in doc["images"]] == [
-        (1, "a/x.jpg", W, H), (2, "y.png", W, H), (3, "b/z.jpg", W, H)]
+        (1, "a/x.jpg", W, H), (2, "b/z.jpg", W, H), (3, "y.png", W, H)]
     anns = doc["annotations"]
     assert [a["id"] for a in anns] == list(range(1, 18))
-    assert [a["image_id"] for a in anns] == [1] * 5 + [3] * 12
+    assert [a["image_id"] for a in anns] == [1] * 5 + [2] * 12
     per_image = json.loads((tmp_path / "b/z.jpg.json").read_text())["annotations"]
     assert [a["segmentation"] for a in anns[5:]] == [a["segmentation"] for a in per_image]
     coco = COCO(str(path))
-    assert len(coco.getAnnIds(imgIds=[3])) == 12
+    assert len(coco.getAnnIds(imgIds=[2])) == 12
     ann = coco.loadAnns(coco.getAnnIds(imgIds=[1]))[0]
     assert coco.annToMask(ann).sum() == ann["area"]
 

@@ -47,6 +47,7 @@ def auto(
     workers: O.WorkersOpt = 2,
     compile_model: O.CompileOpt = False,
     overwrite: O.OverwriteOpt = False,
+    shard: O.ShardOpt = None,
     progress: O.ProgressOpt = None,
     model: O.ModelOpt = None,
     checkpoint: O.CheckpointOpt = None,
@@ -66,7 +67,7 @@ def auto(
     from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..io.outputs import OutputLayout
     from ..run import Runner
-    from .common import EventPrinter, load_sam, run_to_end
+    from .common import EventPrinter, load_sam, run_to_end, shard_items
 
     given = locals()
     settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
@@ -81,6 +82,8 @@ def auto(
     total = None
     if "-" not in inputs:  # a known total for the progress bar
         items = list(items)
+    items, part = shard_items(items, shard, quiet)
+    if isinstance(items, list):
         total = len(items)
     out = EventPrinter(total, quiet, progress)
 
@@ -89,4 +92,4 @@ def auto(
                                batch_size=batch_size, workers=workers, compile_model=compile_model,
                                embedding_cache=embedding_cache, warn=out.note, on_points=out.points)
 
-    run_to_end(runner, items, engine, out, inputs, excluded=excluded)
+    run_to_end(runner, items, engine, out, inputs, excluded=excluded, shard=part)

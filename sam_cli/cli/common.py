@@ -174,16 +174,43 @@ class EventPrinter:
 
 
 def run_to_end(runner, items, engine, out: EventPrinter, inputs: list[str], *, excluded=None,
-               empty: str | None = None) -> None:
+               empty: str | None = None, shard=None) -> None:
     """Run `runner` over `items` with `out` rendering the events, then the summary; exit 5
-    (partial) when some inputs failed. engine: the factory Runner.run calls when needed."""
+    (partial) when some inputs failed. engine: the factory Runner.run calls when needed.
+    shard: a shards.Shard whose images `items` already are (shard_items): the run ends with
+    its shard record instead of the run-level outputs."""
     import typer
 
     from .exitcodes import ExitCode
 
+    if shard is not None:
+        runner.finish = False
     try:
         runner.run(items, engine, out.event)
     finally:
         out.close()
+    if shard is not None:
+        from ..shards import write_record
+
+        layout = runner.layout
+        path = write_record(layout.root, shard, record=runner.record, formats=layout.formats,
+                            options=layout.options, images=runner.finished, failed=runner.failed)
+        message(f"shard {shard}: wrote {path}; once every shard has its record, `sam merge "
+                f"{layout.root}` writes the run-level outputs", out.quiet)
     if out.summary(runner, inputs, excluded, empty):
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+def shard_items(items, option: str | None, quiet: bool):
+    """(the items of this run's shard, the shards.Shard or None): --shard's, else the Slurm
+    or Kubernetes environment's (said on stderr, so an array job never shards unnoticed).
+    A list stays a list (a known total for the progress bar)."""
+    from ..shards import choose
+
+    shard = choose(option)
+    if shard is None:
+        return items, None
+    if shard.source != "--shard":
+        message(f"shard {shard} (from {shard.source}); --shard 0/1 processes every image", quiet)
+    picked = shard.select(items)
+    return (list(picked) if isinstance(items, list) else picked), shard

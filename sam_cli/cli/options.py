@@ -177,6 +177,14 @@ CompileOpt = Annotated[
                  show_default=False),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo images whose outputs exist.")]
+ShardOpt = Annotated[
+    Optional[str],
+    typer.Option("--shard", metavar="I/N",
+                 help="Process shard I of N only (I from 0 to N-1): the images whose output name hashes to "
+                 "I, the same on every machine; then `sam merge OUT` writes the run-level outputs. "
+                 "Default: from a Slurm array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or a "
+                 "Kubernetes Indexed Job (JOB_COMPLETION_INDEX, SAM_SHARD_COUNT); 0/1: every image."),
+]
 ProgressOpt = Annotated[
     Optional[bool],
     typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: only on a terminal)."),

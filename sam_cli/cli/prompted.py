@@ -10,7 +10,7 @@ def segment_prompts(
     coco_dataset: Path | None, class_names: Path | None, min_score: float | None, choice: str,
     refine: bool, formats: list[str] | None, format_options: tuple, batch_size: int | None, workers: int, overwrite: bool,
     progress: bool | None, model: str | None, checkpoint: Path | None, device: str, dtype: str,
-    embedding_cache: Path | None, quiet: bool,
+    embedding_cache: Path | None, quiet: bool, shard: str | None = None,
 ) -> None:
     from ..embedding_cache import check_folder
     from ..engines import PromptEngine, prompted_record
@@ -19,7 +19,7 @@ def segment_prompts(
     from ..io.outputs import OutputLayout
     from ..io.sources.base import PromptSource
     from ..run import Runner
-    from .common import EventPrinter, load_sam, run_to_end
+    from .common import EventPrinter, load_sam, run_to_end, shard_items
 
     src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),
                          prompt_format)
@@ -34,6 +34,8 @@ def segment_prompts(
     total = None
     if src.kind == "coco":  # read whole anyway: a known total for the progress bar
         items = list(items)
+    items, part = shard_items(items, shard, quiet)
+    if isinstance(items, list):
         total = len(items)
     out = EventPrinter(total, quiet, progress, unit="objects decoded")
 
@@ -42,4 +44,4 @@ def segment_prompts(
                             refine=refine, batch_size=batch_size, workers=workers,
                             embedding_cache=embedding_cache, warn=out.note, on_objects=out.points)
 
-    run_to_end(runner, items, engine, out, [prompts], empty=f"no images in {src.label}")
+    run_to_end(runner, items, engine, out, [prompts], empty=f"no images in {src.label}", shard=part)

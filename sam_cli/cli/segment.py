@@ -97,6 +97,7 @@ def segment(
     batch_size: O.BatchSizeOpt = None,
     workers: O.WorkersOpt = 2,
     overwrite: O.OverwriteOpt = False,
+    shard: O.ShardOpt = None,
     progress: O.ProgressOpt = None,
     model: O.ModelOpt = None,
     checkpoint: O.CheckpointOpt = None,
@@ -115,7 +116,7 @@ def segment(
     many = {"--images": images, "--prompt-format": prompt_format, "--coco-dataset": coco_dataset,
             "--names": class_names, "--min-score": min_score, "--format": fmt,
             "--polygons": polygons, "--image-root": image_root,
-            "--yolo-parts": yolo_parts != "join"}
+            "--yolo-parts": yolo_parts != "join", "--shard": shard}
     if not output:
         raise PromptError("missing option -o/--output")
     if best_mask and multimask:
@@ -133,7 +134,7 @@ def segment(
                             yolo_parts),
             batch_size=batch_size, workers=workers, overwrite=overwrite,
             progress=progress, model=model, checkpoint=checkpoint, device=device, dtype=dtype,
-            embedding_cache=embedding_cache, quiet=quiet)
+            embedding_cache=embedding_cache, quiet=quiet, shard=shard)
     if clash := next((k for k, v in many.items() if v), None):
         raise PromptError(f"{clash} works with --prompts FILE (many images)")
     if image is None:

@@ -105,8 +105,10 @@ class OutputLayout:
         return writers.remove_stale_temps(self.root, skip_dirs=folders)
 
     def finish(self, rels: list[str]) -> list[tuple[Path, str]]:
-        """The end-of-run steps (coco.json), over the output keys of the run's images: each
-        one's path and its note for the user ("" if none)."""
+        """The end-of-run steps (coco.json), over the output keys of the run's images, taken
+        in sorted order (so the outputs depend on the set of images alone, as a merge of
+        shards gives it: shards.py): each one's path and its note for the user ("" if none)."""
+        rels = sorted(set(rels))
         done = []
         for mod in self.modules.values():
             if hasattr(mod, "finish"):

@@ -1,0 +1,50 @@
+"""`sam merge`: the run-level outputs of a run split into shards (shards.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import Command, app
+from .options import QuietOpt
+
+EPILOG = """Examples:
+
+\b
+  sam auto photos/ -o out -f coco --shard 0/2 & sam auto photos/ -o out -f coco --shard 1/2; wait
+  sam merge out
+"""
+
+
+@app.command(epilog=EPILOG, cls=Command)
+def merge(
+    output: Annotated[Path, typer.Argument(metavar="OUT", help="The output folder the shards wrote to.",
+                                           show_default=False)],
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the run-level outputs (coco.json, yolo-seg's labels, annotations.xml, …) of a run
+    made in shards (--shard, --devices, --ray), once every shard has finished: the same
+    files a plain run over the same images writes."""
+    from ..io.formats import FormatOptions
+    from ..io.outputs import OutputLayout
+    from ..shards import gather
+    from .common import message
+    from .exitcodes import ExitCode
+
+    plan = gather(output)
+    layout = OutputLayout(output, plan.formats, options=FormatOptions(**plan.options))
+    paths = layout.finish(plan.images) if plan.images else []
+    for path, note in paths:
+        message(f"wrote {path}" + (f" ({note})" if note else ""), quiet)
+    message(f"merged {plan.count} shards: {len(plan.images)} images"
+            + (f", {len(plan.failed)} failed" if plan.failed else ""), quiet)
+    if not paths:
+        message("no run-level formats were asked for (-f coco, yolo-seg, cvat, labelstudio): "
+                "nothing to write", quiet)
+    if plan.failed:
+        more = f" and {len(plan.failed) - 5} more" if len(plan.failed) > 5 else ""
+        message(f"failed in their shards, so not in the run-level outputs: {', '.join(plan.failed[:5])}{more} "
+                "(rerun their shards, then merge again)", quiet)
+        raise typer.Exit(ExitCode.PARTIAL)

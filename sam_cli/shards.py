@@ -1,0 +1,159 @@
+"""Shards: one run's images split over processes, GPUs and machines, then merged.
+
+An image belongs to shard I of N when the SHA-256 of its output key (io: "a/x.jpg"), read as a
+number, is I modulo N: stable across machines, reruns and input order; the shards are disjoint
+and together hold every image. The shard comes from `--shard I/N` or, without it, from the
+environment of a Slurm array job or a Kubernetes Indexed Job (`from_env`).
+
+A sharded run writes each of its images' outputs as a plain run does, but not the run-level
+outputs (coco.json, the yolo-seg labels, …): at its end it writes a shard record,
+`sam-shards/I-of-N.json` (the run record, the formats and their options, the output keys of
+its images with outputs, those that failed). `merge` builds the run-level outputs once every
+shard has its record, over the union of their images, in output-key order: the result depends
+on the set of images, never on which shard finished first, and is byte for byte a plain run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import OutputError, PromptError
+from .io import writers
+
+SHARDS_DIR = "sam-shards"
+
+#: The environment variables a shard is read from, in this order (documented in the README).
+#: Slurm numbers array tasks from SLURM_ARRAY_TASK_MIN in steps of SLURM_ARRAY_TASK_STEP.
+SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
+#: A Kubernetes Indexed Job sets the index; its completions count is not in the environment:
+#: set SAM_SHARD_COUNT to it in the pod spec.
+KUBERNETES = ("JOB_COMPLETION_INDEX", "SAM_SHARD_COUNT")
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+    source: str = "--shard"  # where it came from, for the user: "--shard", "SLURM_ARRAY_TASK_ID=3", …
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def has(self, rel: str) -> bool:
+        return shard_of(rel, self.count) == self.index
+
+    def select(self, items: Iterable) -> Iterator:
+        """The items (with an output key `rel`) of this shard, lazily."""
+        return (it for it in items if self.has(it.rel))
+
+    @property
+    def name(self) -> str:
+        return f"{self.index}-of-{self.count}"
+
+
+def shard_of(rel: str, count: int) -> int:
+    return int.from_bytes(hashlib.sha256(rel.encode()).digest()[:8], "big") % count
+
+
+def parse(text: str, source: str = "--shard") -> Shard:
+    """'I/N' → Shard; PromptError (a usage error) naming `source` for anything else."""
+    try:
+        i, n = (int(s) for s in text.split("/"))
+    except ValueError:
+        raise PromptError(f"{source}: {text!r} is not I/N (e.g. 0/4: the first of 4 shards)") from None
+    if n < 1 or not 0 <= i < n:
+        raise PromptError(f"{source}: {text!r}: I must be 0 to N-1 and N at least 1")
+    return Shard(i, n, source)
+
+
+def from_env(env: Mapping[str, str] = os.environ) -> Shard | None:
+    """The shard of a Slurm array task or a Kubernetes Indexed Job's pod; None outside both."""
+    if env.get(SLURM[0]) and env.get(SLURM[1]):
+        task, first, step = int(env[SLURM[0]]), int(env.get("SLURM_ARRAY_TASK_MIN", 0)), \
+            int(env.get("SLURM_ARRAY_TASK_STEP", 1))
+        return parse(f"{(task - first) // step}/{env[SLURM[1]]}",
+                     f"{SLURM[0]}={task} of {SLURM[1]}={env[SLURM[1]]}")
+    if env.get(KUBERNETES[0]):
+        if not env.get(KUBERNETES[1]):
+            raise PromptError(f"{KUBERNETES[0]} is set (a Kubernetes Indexed Job) but not {KUBERNETES[1]}",
+                              hint=f"set {KUBERNETES[1]} to the Job's completions, or pass --shard I/N "
+                              "(--shard 0/1: every image)")
+        return parse(f"{env[KUBERNETES[0]]}/{env[KUBERNETES[1]]}",
+                     f"{KUBERNETES[0]}={env[KUBERNETES[0]]} of {KUBERNETES[1]}={env[KUBERNETES[1]]}")
+    return None
+
+
+def choose(option: str | None, env: Mapping[str, str] = os.environ) -> Shard | None:
+    """--shard's value, else the environment's shard; None for a plain run. `--shard 0/1`
+    is a plain run too (inside an array job that should not shard)."""
+    shard = parse(option) if option is not None else from_env(env)
+    return None if shard is None or shard.count == 1 else shard
+
+
+# ------------------------------------------------------------------------------ records
+def write_record(root: Path, shard: Shard, *, record: dict | None, formats: tuple[str, ...], options,
+                 images: list[str], failed: list[str]) -> Path:
+    """The shard record of a finished sharded run (see the module doc)."""
+    path = root / SHARDS_DIR / f"{shard.name}.json"
+    writers.write_json(path, {"shard": [shard.index, shard.count], "record": record, "formats": list(formats),
+                              "options": asdict(options), "images": sorted(images), "failed": sorted(failed)})
+    return path
+
+
+@dataclass
+class Merge:
+    formats: tuple[str, ...]
+    options: dict
+    images: list[str]  # output keys of every image with outputs, sorted
+    failed: list[str]  # output keys that failed in their shard
+    count: int  # shards
+
+
+def gather(root: Path) -> Merge:
+    """Read and check the shard records under root: one N, every shard 0..N-1 there, one run
+    record (the folder's own), one set of formats and options. PromptError (usage) naming what
+    is missing or differs."""
+    from .inputs import RUN_RECORD
+
+    folder = root / SHARDS_DIR
+    paths = sorted(folder.glob("*-of-*.json")) if folder.is_dir() else []
+    if not paths:
+        raise PromptError(f"{root}: no shard records ({SHARDS_DIR}/I-of-N.json) to merge",
+                          hint="sam merge builds the run-level outputs of a run made with --shard, "
+                          "--devices or --ray; a plain run writes its own")
+    recs = {}
+    for p in paths:
+        try:
+            recs[p.name] = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise OutputError(f"{p}: cannot read this shard record ({e})") from None
+    counts = sorted({r["shard"][1] for r in recs.values()})
+    if len(counts) > 1:
+        raise PromptError(f"{folder}: records of runs split {' and '.join(map(str, counts))} ways",
+                          hint="remove the records of the split you no longer use")
+    n = counts[0]
+    have = {r["shard"][0] for r in recs.values()}
+    if missing := [i for i in range(n) if i not in have]:
+        listed = ", ".join(f"{i}/{n}" for i in missing)
+        raise PromptError(f"{root}: shard{'s' if len(missing) > 1 else ''} {listed} not finished "
+                          f"(no record in {SHARDS_DIR}/)", hint="run them (a rerun resumes), then merge")
+    try:
+        folder_record = json.loads((root / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        folder_record = None
+    first = recs[paths[0].name]
+    for name, r in recs.items():
+        if r["record"] != folder_record:
+            raise PromptError(f"{folder / name}: made by another run than {root / RUN_RECORD} says",
+                              hint="rerun that shard with the folder's settings")
+        if (r["formats"], r["options"]) != (first["formats"], first["options"]):
+            raise PromptError(f"{folder / name}: other formats or format options than {paths[0].name}",
+                              hint="rerun the shards with the same -f and format options")
+    images = sorted({rel for r in recs.values() for rel in r["images"]})
+    failed = sorted({rel for r in recs.values() for rel in r["failed"]} - set(images))
+    return Merge(tuple(first["formats"]), first["options"], images, failed, n)

@@ -1,0 +1,128 @@
+"""Shards (--shard I/N, the Slurm and Kubernetes environments) and `sam merge`: the outputs of
+shards merged are byte for byte those of one plain run; a merge never builds on a missing
+shard, a stale record or another run's."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sam_cli.errors import PromptError
+from sam_cli.shards import choose, from_env, parse, shard_of
+
+from cli_helpers import run_sam
+from conftest import EXAMPLES
+
+RUN_FORMATS = ("-f", "coco", "-f", "png", "-f", "yolo-seg", "-f", "cvat", "-f", "labelstudio")
+
+
+def settings(ckpt) -> list:
+    return ["-c", ckpt, "--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
+            "--polygons", *RUN_FORMATS]
+
+
+def same_trees(a: Path, b: Path, ignore=("sam-shards",)) -> list[str]:
+    """The files that differ or are missing between two output folders (byte for byte)."""
+    diff = []
+
+    def walk(c: filecmp.dircmp, at: str) -> None:
+        diff.extend(at + n for n in c.left_only + c.right_only + c.diff_files + c.funny_files)
+        for name, sub in c.subdirs.items():
+            walk(sub, f"{at}{name}/")
+
+    walk(filecmp.dircmp(a, b, ignore=list(ignore)), "")
+    return diff
+
+
+def test_shard_of_is_stable_disjoint_and_complete():
+    # a fixed hash, not Python's salted hash(): the same shard on every machine and rerun
+    assert [shard_of(f"a/{k}.jpg", 4) for k in range(8)] == [shard_of(f"a/{k}.jpg", 4) for k in range(8)]
+    assert shard_of("a/x.jpg", 7) == int.from_bytes(__import__("hashlib").sha256(b"a/x.jpg").digest()[:8],
+                                                    "big") % 7
+    rels = [f"d{k // 10}/img{k}.jpg" for k in range(300)]
+    parts = [[r for r in rels if parse(f"{i}/3").has(r)] for i in range(3)]
+    assert sorted(sum(parts, [])) == sorted(rels) and all(40 < len(p) < 160 for p in parts)
+
+
+def test_shard_from_option_and_environment():
+    assert str(parse("2/5")) == "2/5"
+    for bad in ("5/5", "-1/2", "1/0", "a/b", "3"):
+        with pytest.raises(PromptError, match="--shard"):
+            parse(bad)
+    assert choose("0/1") is None and choose(None, {}) is None
+    # Slurm numbers tasks from SLURM_ARRAY_TASK_MIN, in steps (--array=1-7:2 gives 1, 3, 5, 7)
+    s = from_env({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1",
+                  "SLURM_ARRAY_TASK_STEP": "2"})
+    assert (s.index, s.count) == (2, 4) and "SLURM_ARRAY_TASK_ID=5" in s.source
+    k = from_env({"JOB_COMPLETION_INDEX": "3", "SAM_SHARD_COUNT": "8"})
+    assert (k.index, k.count) == (3, 8)
+    with pytest.raises(PromptError, match="SAM_SHARD_COUNT"):
+        from_env({"JOB_COMPLETION_INDEX": "3"})
+    assert choose("1/2", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4"}).count == 2  # the option wins
+
+
+def test_shards_then_merge_equal_a_plain_run(coherent_ckpt, tmp_path):
+    """(a) one plain run, (b) three shards, the second given by a Slurm array's environment,
+    then `sam merge`: the same files, byte for byte (per-image outputs, coco.json, yolo-seg's
+    labels, CVAT's XML, Label Studio's tasks)."""
+    plain, split = tmp_path / "plain", tmp_path / "split"
+    p = run_sam("auto", EXAMPLES, "-o", plain, *settings(coherent_ckpt))
+    assert p.returncode == 0, p.stderr
+    lines = []
+    for i in range(3):
+        env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3"} if i == 1 else {}
+        args = [] if i == 1 else ["--shard", f"{i}/3"]
+        p = run_sam("auto", EXAMPLES, "-o", split, *settings(coherent_ckpt), *args, env=env)
+        assert p.returncode == 0, p.stderr
+        err = p.stderr.decode()
+        assert f"shard {i}/3: wrote {split / 'sam-shards' / f'{i}-of-3.json'}" in err and "coco.json" not in err
+        if i == 1:
+            assert "shard 1/3 (from SLURM_ARRAY_TASK_ID=1 of SLURM_ARRAY_TASK_COUNT=3)" in err
+        lines += [json.loads(x) for x in p.stdout.decode().splitlines()]
+    assert sorted(x["input"] for x in lines) == sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+    assert not (split / "coco.json").exists()
+    p = run_sam("merge", split)
+    assert p.returncode == 0, p.stderr
+    assert f"wrote {split / 'coco.json'}" in p.stderr.decode() and "merged 3 shards: 4 images" in p.stderr.decode()
+    assert same_trees(plain, split) == []
+
+
+def test_merge_refuses_missing_stale_or_foreign_shards(tiny_ckpt, tmp_path):
+    out = tmp_path / "out"
+    base = ["-c", tiny_ckpt, "--points-per-side", "4", "-f", "coco"]
+    p = run_sam("merge", out)
+    assert p.returncode == 2 and "no shard records" in p.stderr.decode()
+    for i in (0, 2):
+        assert run_sam("auto", EXAMPLES, "-o", out, *base, "--shard", f"{i}/3").returncode == 0
+    p = run_sam("merge", out)
+    assert p.returncode == 2 and "shard 1/3 not finished" in p.stderr.decode(), p.stderr
+    assert not (out / "coco.json").exists()
+    assert run_sam("auto", EXAMPLES, "-o", out, *base, "--shard", "1/2").returncode == 0
+    p = run_sam("merge", out)
+    assert p.returncode == 2 and "split 2 and 3 ways" in p.stderr.decode(), p.stderr
+    (out / "sam-shards/1-of-2.json").unlink()
+    assert run_sam("auto", EXAMPLES, "-o", out, *base, "--shard", "1/3", "-f", "cvat").returncode == 0
+    p = run_sam("merge", out)
+    assert p.returncode == 2 and "other formats" in p.stderr.decode(), p.stderr
+    # a shard of other settings: refused at its start, the folder's record unchanged
+    p = run_sam("auto", EXAMPLES, "-o", out, *base, "--shard", "1/3", "--points-per-side", "5")
+    assert p.returncode == 2 and "made by another run" in p.stderr.decode()
+
+
+def test_merge_of_shards_with_a_failed_image(tiny_ckpt, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(EXAMPLES, src)
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    codes = [run_sam("auto", src, "-o", out, "-c", tiny_ckpt, "--points-per-side", "4", "-f", "coco",
+                     "--shard", f"{i}/2").returncode for i in range(2)]
+    assert sorted(codes) == [0, 5]  # the shard holding the broken file says so
+    p = run_sam("merge", out)
+    err = p.stderr.decode()
+    assert p.returncode == 5 and "merged 2 shards: 4 images, 1 failed" in err and "broken.jpg" in err
+    coco = json.loads((out / "coco.json").read_text())
+    assert sorted(i["file_name"] for i in coco["images"]) == sorted(x.name for x in EXAMPLES.glob("*.jpg"))
