@@ -157,9 +157,7 @@ class Runner:
         on the next ones (so a consumer sees each image as soon as it is done). `engine()` is
         called once, when the first item needs it. An exception from `emit` (a closed pipe)
         stops the run like any other."""
-        if self.record is not None:
-            self.layout.claim(self.record, self.overwrite)
-        self.stale = self.layout.remove_stale_temps()  # a killed run's leftovers
+        self.begin()
         writer = WriteBehind(lambda job: job())
         ok = False
         try:
@@ -181,15 +179,27 @@ class Runner:
             finally:
                 if self.engine is not None:
                     self.engine.close()
-        if self.finished and self.finish:
-            try:
-                paths = self.layout.finish(self.finished)
-            except SamError as e:
-                self.counts.failures.append(str(e))
-                emit(RunOutputFailed(e))
-                return
-            for path, note in paths:
-                emit(RunOutput(path, note))
+        if self.finish:
+            self.write_run_outputs(emit)
+
+    def begin(self) -> None:
+        """Claim the folder for this run's record, and remove a killed run's leftovers."""
+        if self.record is not None:
+            self.layout.claim(self.record, self.overwrite)
+        self.stale = self.layout.remove_stale_temps()
+
+    def write_run_outputs(self, emit: Callable[[Event], None]) -> None:
+        """The run-level outputs (coco.json) over the images with outputs, each as an event."""
+        if not self.finished:
+            return
+        try:
+            paths = self.layout.finish(self.finished)
+        except SamError as e:
+            self.counts.failures.append(str(e))
+            emit(RunOutputFailed(e))
+            return
+        for path, note in paths:
+            emit(RunOutput(path, note))
 
     def _settle(self, res: object, emit: Callable[[Event], None]) -> None:
         """On the writer thread, in order: write a result's outputs; count; emit its event."""
@@ -205,6 +215,11 @@ class Runner:
                 ev = Done(res.item, written, len(res.records), res.seconds)
             except SamError as e:
                 ev = Failed(res.item, e, res.seconds)
+        self.tally(ev)
+        emit(ev)
+
+    def tally(self, ev: Done | Skipped | Failed) -> None:
+        """Count an image's event (for the summary and the run-level outputs)."""
         if isinstance(ev, Done):
             self.counts.done += 1
         elif isinstance(ev, Skipped):
@@ -215,7 +230,6 @@ class Runner:
             self.failed.append(ev.item.rel)
         if isinstance(ev, Done) or (isinstance(ev, Skipped) and ev.reason == "done"):
             self.finished.append(ev.item.rel)
-        emit(ev)
 
 
 def _chain(first: object, rest: Iterator[object]) -> Iterator[object]:

@@ -89,6 +89,52 @@ def test_shards_then_merge_equal_a_plain_run(coherent_ckpt, tmp_path):
     assert p.returncode == 0, p.stderr
     assert f"wrote {split / 'coco.json'}" in p.stderr.decode() and "merged 3 shards: 4 images" in p.stderr.decode()
     assert same_trees(plain, split) == []
+    # (c) two worker processes, two CPUs standing in for two GPUs: the run-level outputs at its end
+    workers = tmp_path / "workers"
+    p = run_sam("auto", EXAMPLES, "-o", workers, *settings(coherent_ckpt), "--devices", "cpu,cpu")
+    assert p.returncode == 0, p.stderr
+    assert sorted(json.loads(x)["input"] for x in p.stdout.decode().splitlines()) == \
+        sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+    assert same_trees(plain, workers) == []
+
+
+def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
+    """--devices cpu,cpu over 8 images, one worker killed (SIGKILL) once the first image is
+    done: it is started again over the images it had not reported, and the run ends whole,
+    each image reported once, with the outputs of a plain run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(8):
+        shutil.copy(EXAMPLES / "chelsea.jpg", src / f"c{k}.jpg")
+    args = [src, "-c", tiny_ckpt, "--points-per-side", "12", "-f", "coco", "-f", "png"]
+    plain = run_sam("auto", *args, "-o", tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr
+    cmd = [sys.executable, "-m", "sam_cli", "auto", *map(str, args), "-o", str(tmp_path / "out"), "--devices", "cpu,cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
+    first = proc.stdout.readline()
+    assert b'"status": "ok"' in first
+
+    def workers() -> list[int]:
+        kids = []
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        return [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+    victims = workers()
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    lines = [first] + out.splitlines()
+    assert proc.returncode == 0, err
+    assert "ended (exit code -9); starting it again" in err.decode()
+    inputs = [json.loads(x)["input"] for x in lines]
+    assert sorted(inputs) == sorted(str(src / f"c{k}.jpg") for k in range(8))  # each once
+    assert same_trees(tmp_path / "plain", tmp_path / "out") == []
 
 
 def test_merge_refuses_missing_stale_or_foreign_shards(tiny_ckpt, tmp_path):

@@ -52,6 +52,7 @@ def auto(
     model: O.ModelOpt = None,
     checkpoint: O.CheckpointOpt = None,
     device: O.DeviceOpt = "auto",
+    devices: O.DevicesOpt = None,
     dtype: O.DtypeOpt = "fp32",
     embedding_cache: O.EmbeddingCacheOpt = None,
     max_pixels: O.MaxPixelsOpt = None,
@@ -62,12 +63,13 @@ def auto(
 
     from ..automatic import AmgSettings
     from ..embedding_cache import check_folder
-    from ..engines import AutomaticEngine, automatic_record
+    from ..engines import automatic_record
     from ..inputs import Exclusions, expand_inputs
     from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..io.outputs import OutputLayout
     from ..run import Runner
-    from .common import EventPrinter, load_sam, run_to_end, shard_items
+    from .common import EventPrinter, run_to_end, shard_items
+    from .workers import EngineSpec, parse_devices
 
     given = locals()
     settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
@@ -87,9 +89,8 @@ def auto(
         total = len(items)
     out = EventPrinter(total, quiet, progress)
 
-    def engine() -> AutomaticEngine:
-        return AutomaticEngine(load_sam(model, checkpoint, device, dtype, quiet), settings,
-                               batch_size=batch_size, workers=workers, compile_model=compile_model,
-                               embedding_cache=embedding_cache, warn=out.note, on_points=out.points)
-
-    run_to_end(runner, items, engine, out, inputs, excluded=excluded, shard=part)
+    spec = EngineSpec("automatic", model, checkpoint, dtype, quiet, {
+        "settings": settings, "batch_size": batch_size, "workers": workers, "compile_model": compile_model,
+        "embedding_cache": embedding_cache})
+    run_to_end(runner, items, lambda: spec.make(device, out.note, out.points), out, inputs, excluded=excluded,
+               shard=part, spec=spec, devices=parse_devices(devices) if devices else None)

@@ -177,6 +177,13 @@ CompileOpt = Annotated[
                  show_default=False),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo images whose outputs exist.")]
+DevicesOpt = Annotated[
+    Optional[str],
+    typer.Option("--devices", metavar="LIST",
+                 help="One worker process per device, each with its own model: cuda:0,cuda:1,… or a "
+                 "count N (cuda:0 to cuda:N-1); cpu may be named more than once (the cores are "
+                 "shared out). Replaces --device."),
+]
 ShardOpt = Annotated[
     Optional[str],
     typer.Option("--shard", metavar="I/N",

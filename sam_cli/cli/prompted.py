@@ -10,16 +10,17 @@ def segment_prompts(
     coco_dataset: Path | None, class_names: Path | None, min_score: float | None, choice: str,
     refine: bool, formats: list[str] | None, format_options: tuple, batch_size: int | None, workers: int, overwrite: bool,
     progress: bool | None, model: str | None, checkpoint: Path | None, device: str, dtype: str,
-    embedding_cache: Path | None, quiet: bool, shard: str | None = None,
+    embedding_cache: Path | None, quiet: bool, shard: str | None = None, devices: str | None = None,
 ) -> None:
     from ..embedding_cache import check_folder
-    from ..engines import PromptEngine, prompted_record
+    from ..engines import prompted_record
     from ..io import sources
     from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..io.outputs import OutputLayout
     from ..io.sources.base import PromptSource
     from ..run import Runner
-    from .common import EventPrinter, load_sam, run_to_end, shard_items
+    from .common import EventPrinter, run_to_end, shard_items
+    from .workers import EngineSpec, parse_devices
 
     src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),
                          prompt_format)
@@ -39,9 +40,9 @@ def segment_prompts(
         total = len(items)
     out = EventPrinter(total, quiet, progress, unit="objects decoded")
 
-    def engine() -> PromptEngine:
-        return PromptEngine(load_sam(model, checkpoint, device, dtype, quiet), choice=choice,
-                            refine=refine, batch_size=batch_size, workers=workers,
-                            embedding_cache=embedding_cache, warn=out.note, on_objects=out.points)
-
-    run_to_end(runner, items, engine, out, [prompts], empty=f"no images in {src.label}", shard=part)
+    spec = EngineSpec("prompts", model, checkpoint, dtype, quiet, {
+        "choice": choice, "refine": refine, "batch_size": batch_size, "workers": workers,
+        "embedding_cache": embedding_cache})
+    run_to_end(runner, items, lambda: spec.make(device, out.note, out.points), out, [prompts],
+               empty=f"no images in {src.label}", shard=part, spec=spec,
+               devices=parse_devices(devices) if devices else None)

@@ -102,6 +102,7 @@ def segment(
     model: O.ModelOpt = None,
     checkpoint: O.CheckpointOpt = None,
     device: O.DeviceOpt = "auto",
+    devices: O.DevicesOpt = None,
     dtype: O.DtypeOpt = "fp32",
     embedding_cache: O.EmbeddingCacheOpt = None,
     max_pixels: O.MaxPixelsOpt = None,
@@ -116,7 +117,8 @@ def segment(
     many = {"--images": images, "--prompt-format": prompt_format, "--coco-dataset": coco_dataset,
             "--names": class_names, "--min-score": min_score, "--format": fmt,
             "--polygons": polygons, "--image-root": image_root,
-            "--yolo-parts": yolo_parts != "join", "--shard": shard}
+            "--yolo-parts": yolo_parts != "join", "--shard": shard,
+            "--devices": devices}
     if not output:
         raise PromptError("missing option -o/--output")
     if best_mask and multimask:
@@ -134,7 +136,7 @@ def segment(
                             yolo_parts),
             batch_size=batch_size, workers=workers, overwrite=overwrite,
             progress=progress, model=model, checkpoint=checkpoint, device=device, dtype=dtype,
-            embedding_cache=embedding_cache, quiet=quiet, shard=shard)
+            embedding_cache=embedding_cache, quiet=quiet, shard=shard, devices=devices)
     if clash := next((k for k, v in many.items() if v), None):
         raise PromptError(f"{clash} works with --prompts FILE (many images)")
     if image is None:
