@@ -34,6 +34,8 @@ _sam() {
         --checkpoint|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --device|-d) COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         --devices) COMPREPLY=(); return ;;
+        --ray) COMPREPLY=(); return ;;
+        --ray-actors) COMPREPLY=(); return ;;
         --dtype) COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")); return ;;
         --embedding-cache) COMPREPLY=(); return ;;
         --max-pixels) COMPREPLY=(); return ;;
@@ -52,10 +54,10 @@ _sam() {
     esac
     case "$cmd" in
         "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto merge info segment models" -- "$cur")); fi ;;
-        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "merge") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
-        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --prompts --images --prompt-format --coco-dataset --names --min-score --best-mask --refine --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --point --neg-point --box --mask-input --multimask --overlay --save-logits --batch-size --workers --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --prompts --images --prompt-format --coco-dataset --names --min-score --best-mask --refine --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --point --neg-point --box --mask-input --multimask --overlay --save-logits --batch-size --workers --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=($(compgen -W "download verify" -- "$cur")); fi ;;
         "models download") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models verify") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

@@ -151,13 +151,16 @@ class Runner:
     # ---------------------------------------------------------------------------- run
     def run(
         self, items: Iterable[InputItem], engine: Callable[[], Engine], emit: Callable[[Event], None],
+        *, begin: bool = True,
     ) -> None:
         """Process `items`, handing each event to `emit` as it happens, in input order: an
         image's once its outputs are written, on the writer thread, while the engine works
         on the next ones (so a consumer sees each image as soon as it is done). `engine()` is
         called once, when the first item needs it. An exception from `emit` (a closed pipe)
-        stops the run like any other."""
-        self.begin()
+        stops the run like any other. begin: claim the folder and clear a killed run's leftovers
+        first (Runner.begin), unless the caller did (a Ray actor, once, not per batch)."""
+        if begin:
+            self.begin()
         writer = WriteBehind(lambda job: job())
         ok = False
         try:

@@ -96,6 +96,30 @@ def test_shards_then_merge_equal_a_plain_run(coherent_ckpt, tmp_path):
     assert sorted(json.loads(x)["input"] for x in p.stdout.decode().splitlines()) == \
         sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
     assert same_trees(plain, workers) == []
+    # (d) on a local Ray (started by sam, in the test's process tree; usage stats off)
+    on_ray = tmp_path / "ray"
+    p = run_sam("auto", EXAMPLES, "-o", on_ray, *settings(coherent_ckpt), "--ray", "local",
+                env={"RAY_USAGE_STATS_ENABLED": "0"})
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.decode().startswith("ray: 1 actor, 0 GPU and ")
+    assert sorted(json.loads(x)["input"] for x in p.stdout.decode().splitlines()) == \
+        sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
+    assert same_trees(plain, on_ray) == []
+
+
+def test_ray_missing_is_a_clear_error(tiny_ckpt, tmp_path):
+    fake = tmp_path / "noray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    import os
+
+    p = run_sam("auto", EXAMPLES, "-o", tmp_path / "out", "-c", tiny_ckpt, "--ray", "local",
+                env={"PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])})
+    assert p.returncode == 2
+    assert p.stderr.decode().strip().splitlines()[-1] == \
+        "Error: --ray needs Ray, which is not installed (pip install 'sam-cli[ray]')"
+    p = run_sam("auto", EXAMPLES, "-o", tmp_path / "out", "-c", tiny_ckpt, "--ray", "local", "--devices", "cpu,cpu")
+    assert p.returncode == 2 and "--ray and --devices both spread the work" in p.stderr.decode()
 
 
 def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):

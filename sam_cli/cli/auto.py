@@ -53,6 +53,8 @@ def auto(
     checkpoint: O.CheckpointOpt = None,
     device: O.DeviceOpt = "auto",
     devices: O.DevicesOpt = None,
+    ray: O.RayOpt = None,
+    ray_actors: O.RayActorsOpt = None,
     dtype: O.DtypeOpt = "fp32",
     embedding_cache: O.EmbeddingCacheOpt = None,
     max_pixels: O.MaxPixelsOpt = None,
@@ -69,7 +71,7 @@ def auto(
     from ..io.outputs import OutputLayout
     from ..run import Runner
     from .common import EventPrinter, run_to_end, shard_items
-    from .workers import EngineSpec, parse_devices
+    from .workers import EngineSpec, parse_devices, spread_on_ray
 
     given = locals()
     settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
@@ -93,4 +95,5 @@ def auto(
         "settings": settings, "batch_size": batch_size, "workers": workers, "compile_model": compile_model,
         "embedding_cache": embedding_cache})
     run_to_end(runner, items, lambda: spec.make(device, out.note, out.points), out, inputs, excluded=excluded,
-               shard=part, spec=spec, devices=parse_devices(devices) if devices else None)
+               shard=part, spec=spec, devices=parse_devices(devices) if devices else None,
+               ray=spread_on_ray(ray, device, ray_actors, devices))

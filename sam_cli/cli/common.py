@@ -174,12 +174,14 @@ class EventPrinter:
 
 
 def run_to_end(runner, items, engine, out: EventPrinter, inputs: list[str], *, excluded=None,
-               empty: str | None = None, shard=None, spec=None, devices: list[str] | None = None) -> None:
+               empty: str | None = None, shard=None, spec=None, devices: list[str] | None = None,
+               ray: tuple | None = None) -> None:
     """Run `runner` over `items` with `out` rendering the events, then the summary; exit 5
     (partial) when some inputs failed. engine: the factory Runner.run calls when needed.
     shard: a shards.Shard whose images `items` already are (shard_items): the run ends with
     its shard record instead of the run-level outputs. devices: more than one, a worker
-    process on each (workers.py), making its engine from `spec` (workers.EngineSpec)."""
+    process on each (workers.py), making its engine from `spec` (workers.EngineSpec). ray:
+    (address, device, actors), the run on Ray Data (ray_run.py) instead."""
     import typer
 
     from .exitcodes import ExitCode
@@ -187,7 +189,11 @@ def run_to_end(runner, items, engine, out: EventPrinter, inputs: list[str], *, e
     if shard is not None:
         runner.finish = False
     try:
-        if devices is not None and len(devices) > 1:
+        if ray is not None:
+            from .ray_run import run_on_ray
+
+            run_on_ray(runner, list(items), spec, *ray, out.event, out.note)
+        elif devices is not None and len(devices) > 1:
             from .workers import run_on_devices
 
             run_on_devices(runner, list(items), spec, devices, out.event, out.note)

@@ -184,6 +184,19 @@ DevicesOpt = Annotated[
                  "count N (cuda:0 to cuda:N-1); cpu may be named more than once (the cores are "
                  "shared out). Replaces --device."),
 ]
+RayOpt = Annotated[
+    Optional[str],
+    typer.Option("--ray", metavar="ADDRESS",
+                 help="Run on a Ray cluster (pip install 'sam-cli[ray]'): local (a Ray on this machine), "
+                 "auto (the cluster this machine is in) or ray://HOST:PORT. Inputs and -o must be on "
+                 "a filesystem every node sees."),
+]
+RayActorsOpt = Annotated[
+    Optional[int],
+    typer.Option("--ray-actors", metavar="N", min=1,
+                 help="--ray: how many actors, each with a model (default: one per GPU of the cluster, "
+                 "or 1)."),
+]
 ShardOpt = Annotated[
     Optional[str],
     typer.Option("--shard", metavar="I/N",

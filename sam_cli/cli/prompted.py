@@ -11,6 +11,7 @@ def segment_prompts(
     refine: bool, formats: list[str] | None, format_options: tuple, batch_size: int | None, workers: int, overwrite: bool,
     progress: bool | None, model: str | None, checkpoint: Path | None, device: str, dtype: str,
     embedding_cache: Path | None, quiet: bool, shard: str | None = None, devices: str | None = None,
+    ray: str | None = None, ray_actors: int | None = None,
 ) -> None:
     from ..embedding_cache import check_folder
     from ..engines import prompted_record
@@ -20,7 +21,7 @@ def segment_prompts(
     from ..io.sources.base import PromptSource
     from ..run import Runner
     from .common import EventPrinter, run_to_end, shard_items
-    from .workers import EngineSpec, parse_devices
+    from .workers import EngineSpec, parse_devices, spread_on_ray
 
     src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),
                          prompt_format)
@@ -45,4 +46,5 @@ def segment_prompts(
         "embedding_cache": embedding_cache})
     run_to_end(runner, items, lambda: spec.make(device, out.note, out.points), out, [prompts],
                empty=f"no images in {src.label}", shard=part, spec=spec,
-               devices=parse_devices(devices) if devices else None)
+               devices=parse_devices(devices) if devices else None,
+               ray=spread_on_ray(ray, device, ray_actors, devices))

@@ -103,6 +103,8 @@ def segment(
     checkpoint: O.CheckpointOpt = None,
     device: O.DeviceOpt = "auto",
     devices: O.DevicesOpt = None,
+    ray: O.RayOpt = None,
+    ray_actors: O.RayActorsOpt = None,
     dtype: O.DtypeOpt = "fp32",
     embedding_cache: O.EmbeddingCacheOpt = None,
     max_pixels: O.MaxPixelsOpt = None,
@@ -118,7 +120,7 @@ def segment(
             "--names": class_names, "--min-score": min_score, "--format": fmt,
             "--polygons": polygons, "--image-root": image_root,
             "--yolo-parts": yolo_parts != "join", "--shard": shard,
-            "--devices": devices}
+            "--devices": devices, "--ray": ray, "--ray-actors": ray_actors}
     if not output:
         raise PromptError("missing option -o/--output")
     if best_mask and multimask:
@@ -136,7 +138,8 @@ def segment(
                             yolo_parts),
             batch_size=batch_size, workers=workers, overwrite=overwrite,
             progress=progress, model=model, checkpoint=checkpoint, device=device, dtype=dtype,
-            embedding_cache=embedding_cache, quiet=quiet, shard=shard, devices=devices)
+            embedding_cache=embedding_cache, quiet=quiet, shard=shard, devices=devices,
+            ray=ray, ray_actors=ray_actors)
     if clash := next((k for k, v in many.items() if v), None):
         raise PromptError(f"{clash} works with --prompts FILE (many images)")
     if image is None:

@@ -61,6 +61,19 @@ def parse_devices(text: str) -> list[str]:
     return devices
 
 
+def spread_on_ray(address: str | None, device: str, actors: int | None, devices: str | None) -> tuple | None:
+    """--ray's (address, device, actors) for common.run_to_end; None without --ray."""
+    from ..errors import PromptError
+
+    if address is None:
+        if actors is not None:
+            raise PromptError("--ray-actors works with --ray")
+        return None
+    if devices:
+        raise PromptError("--ray and --devices both spread the work; give one (on Ray, an actor per GPU)")
+    return address, device, actors
+
+
 def _worker(spec: EngineSpec, layout_args: tuple, run_args: dict, items: list, device: str, threads: int | None,
             events) -> None:
     """A worker process: its shard's items through a Runner without run-level outputs; each
