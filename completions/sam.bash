@@ -5,7 +5,7 @@ _sam() {
         w="${COMP_WORDS[i]}"
         [[ $w == -* ]] && continue
         if [[ -z $cmd ]]; then cmd="$w"
-        elif [[ " models " == *" $cmd "* ]]; then cmd="$cmd $w"; break
+        elif [[ " export models " == *" $cmd "* ]]; then cmd="$cmd $w"; break
         else break; fi
     done
     case "$prev" in
@@ -51,13 +51,16 @@ _sam() {
         --mask-input) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --overlay) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --save-logits) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --opset) COMPREPLY=(); return ;;
     esac
     case "$cmd" in
-        "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto merge info segment models" -- "$cur")); fi ;;
+        "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto merge info segment export models" -- "$cur")); fi ;;
         "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "merge") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
         "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --prompts --images --prompt-format --coco-dataset --names --min-score --best-mask --refine --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --point --neg-point --box --mask-input --multimask --overlay --save-logits --batch-size --workers --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "export") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -W "onnx" -- "$cur")); fi ;;
+        "export onnx") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --model --checkpoint --encoder --return-single-mask --use-stability-score --return-extra-metrics --gelu-approximate --opset --quantize --check --no-check --quiet --help" -- "$cur")); else COMPREPLY=(); fi ;;
         "models") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=($(compgen -W "download verify" -- "$cur")); fi ;;
         "models download") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "models verify") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

@@ -169,9 +169,9 @@ class Runner:
                 if isinstance(job, InputItem):
                     self.engine = engine()
                     for res in self.engine(_chain(job, jobs)):
-                        writer.submit(partial(self._settle, res, emit))
+                        writer.submit(partial(self.settle, res, emit))
                     break
-                writer.submit(partial(self._settle, job, emit))
+                writer.submit(partial(self.settle, job, emit))
             ok = True
         finally:
             try:
@@ -204,7 +204,7 @@ class Runner:
         for path, note in paths:
             emit(RunOutput(path, note))
 
-    def _settle(self, res: object, emit: Callable[[Event], None]) -> None:
+    def settle(self, res: object, emit: Callable[[Event], None]) -> None:
         """On the writer thread, in order: write a result's outputs; count; emit its event."""
         if isinstance(res, Skipped):  # counted here, behind the model, not before it
             ev = Skipped(res.item, res.outputs, res.reason, self.layout.count(res.item.rel))
@@ -220,6 +220,20 @@ class Runner:
                 ev = Failed(res.item, e, res.seconds)
         self.tally(ev)
         emit(ev)
+
+    def triage(self, items: Iterable[InputItem], emit: Callable[[Event], None]) -> list[InputItem]:
+        """The runner's decisions over every item before a run is spread over workers (which
+        decide again, each over its own items only): collisions and repeats across the whole
+        run are caught here; each item not to process gets its event now. Returns the items
+        to process."""
+        todo = []
+        for it in items:
+            d = self.decide(it)
+            if isinstance(d, InputItem):
+                todo.append(d)
+            else:
+                self.settle(d, emit)
+        return todo
 
     def tally(self, ev: Done | Skipped | Failed) -> None:
         """Count an image's event (for the summary and the run-level outputs)."""

@@ -61,6 +61,7 @@ def main() -> None:
     a = ap.parse_args()
     sys.path.insert(0, str(REPO / "tests"))
     import torch
+
     from reference import arch_kwargs, build_reference
 
     tmp = Path(tempfile.mkdtemp(prefix="sam-scale-"))

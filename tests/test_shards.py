@@ -107,6 +107,85 @@ def test_shards_then_merge_equal_a_plain_run(coherent_ckpt, tmp_path):
     assert same_trees(plain, on_ray) == []
 
 
+def _launch(cmd: list[str]):
+    import os
+    import subprocess
+
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "NO_COLOR": "1", "RAY_USAGE_STATS_ENABLED": "0"})
+
+
+def _copies(tmp_path: Path, n: int) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(n):
+        shutil.copy(EXAMPLES / "chelsea.jpg", src / f"c{k:02d}.jpg")
+    return src
+
+
+def test_a_killed_ray_actor_is_restarted_and_the_job_completes(tiny_ckpt, tmp_path):
+    """--ray local over 12 images (3 batches), the actor killed (SIGKILL) once the first batch
+    is reported: Ray restarts it and retries the batch it held; every image is reported once
+    and the outputs are a plain run's, nothing half-written."""
+    import os
+    import signal
+    import sys
+
+    src = _copies(tmp_path, 12)
+    (src / "broken.jpg").write_bytes(b"not a jpeg")  # a failed row, not a failed job
+    args = [src, "-c", tiny_ckpt, "--points-per-side", "16", "-f", "coco", "-f", "png"]
+    plain = run_sam("auto", *args, "-o", tmp_path / "plain")
+    assert plain.returncode == 5, plain.stderr
+    proc = _launch([sys.executable, "-m", "sam_cli", "auto", *map(str, args), "-o", str(tmp_path / "out"),
+                    "--ray", "local"])
+    before = []  # up to the first image done (the broken file may come first)
+    while not before or b'"status": "ok"' not in before[-1]:
+        before.append(proc.stdout.readline())
+        assert before[-1], proc.stderr.read()
+    actors = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+              and b"MapBatches(Segmenter)" in _cmdline(p)]
+    assert len(actors) == 1
+    os.kill(actors[0], signal.SIGKILL)
+    out, err = _rest(proc)
+    assert proc.returncode == 5, err
+    assert not [x for x in before + out.splitlines() if not x.startswith(b"{")], out  # stdout: JSON alone
+    rows = [json.loads(x) for x in before + out.splitlines()]
+    assert sorted(r["input"] for r in rows) == sorted(str(p) for p in src.glob("*.jpg"))  # each once
+    assert [r["input"] for r in rows if r["status"] == "failed"] == [str(src / "broken.jpg")]
+    assert same_trees(tmp_path / "plain", tmp_path / "out") == []
+    assert not [p for p in (tmp_path / "out").rglob(".*") if p.name.endswith(".tmp")]
+
+
+def _rest(proc) -> tuple[bytes, bytes]:
+    """What a process still writes, once it ends: read through the same buffered files as the
+    lines read before (communicate() would read the pipes beneath them and lose what they
+    had buffered). Its stderr is small, so reading stdout first cannot block it."""
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait(timeout=300)
+    return out, err
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_collisions_are_caught_across_workers(tiny_ckpt, tmp_path):
+    """Two folders with an x.jpg each: their outputs would share a name. A plain run fails the
+    second; so does a run over two workers, which could otherwise each write it."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(EXAMPLES / "chelsea.jpg", tmp_path / d / "x.jpg")
+    p = run_sam("auto", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "out", "-c", tiny_ckpt,
+                "--points-per-side", "4", "--devices", "cpu,cpu")
+    assert p.returncode == 5
+    assert f"{tmp_path / 'b' / 'x.jpg'}: its outputs (x.jpg) would overwrite those of" in p.stderr.decode()
+    assert [json.loads(x)["status"] for x in p.stdout.decode().splitlines()] == ["failed", "ok"]
+
+
 def test_ray_missing_is_a_clear_error(tiny_ckpt, tmp_path):
     fake = tmp_path / "noray" / "ray"
     fake.mkdir(parents=True)
@@ -130,11 +209,9 @@ def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
     import signal
     import subprocess
     import sys
+    import time
 
-    src = tmp_path / "in"
-    src.mkdir()
-    for k in range(8):
-        shutil.copy(EXAMPLES / "chelsea.jpg", src / f"c{k}.jpg")
+    src = _copies(tmp_path, 8)
     args = [src, "-c", tiny_ckpt, "--points-per-side", "12", "-f", "coco", "-f", "png"]
     plain = run_sam("auto", *args, "-o", tmp_path / "plain")
     assert plain.returncode == 0, plain.stderr
@@ -152,13 +229,29 @@ def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
     victims = workers()
     assert len(victims) == 2
     os.kill(victims[0], signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
+    out, err = _rest(proc)
     lines = [first] + out.splitlines()
     assert proc.returncode == 0, err
     assert "ended (exit code -9); starting it again" in err.decode()
     inputs = [json.loads(x)["input"] for x in lines]
-    assert sorted(inputs) == sorted(str(src / f"c{k}.jpg") for k in range(8))  # each once
+    assert sorted(inputs) == sorted(str(p) for p in src.glob("*.jpg"))  # each once
     assert same_trees(tmp_path / "plain", tmp_path / "out") == []
+    # the parent (the driver) killed instead: its workers end with it, and a rerun resumes
+    proc = subprocess.Popen([*cmd[:-4], "-o", str(tmp_path / "again"), "--devices", "cpu,cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
+    assert b'"status": "ok"' in proc.stdout.readline()
+    victims = workers()
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(Path(f"/proc/{v}").exists() and b"spawn_main" in _cmdline(Path(f"/proc/{v}")) for v in victims):
+        assert time.monotonic() < deadline, "workers outlived their killed parent"
+        time.sleep(0.1)
+    p = run_sam("auto", *args, "-o", tmp_path / "again", "--devices", "cpu,cpu")
+    assert p.returncode == 0, p.stderr
+    statuses = [json.loads(x)["status"] for x in p.stdout.decode().splitlines()]
+    assert len(statuses) == 8 and "skipped" in statuses and "ok" in statuses
+    assert same_trees(tmp_path / "plain", tmp_path / "again") == []
 
 
 def test_merge_refuses_missing_stale_or_foreign_shards(tiny_ckpt, tmp_path):

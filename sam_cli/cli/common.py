@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -12,12 +13,30 @@ class PipeClosed(Exception):
     into exit 1: main() ends the run quietly with exit 0."""
 
 
+#: Where data lines go while sys.stdout is lent to stderr (stdout_for_data_only); else stdout.
+_DATA: list = []
+
+
 def out_line(text: str) -> None:
     """One line of data on stdout, now."""
     try:
-        print(text, flush=True)
+        print(text, file=_DATA[-1] if _DATA else sys.stdout, flush=True)
     except BrokenPipeError:
         raise PipeClosed() from None
+
+
+@contextmanager
+def stdout_for_data_only():
+    """For a block that runs a library printing to sys.stdout (Ray prints its raylet's error
+    messages there): its prints go to stderr, and stdout keeps sam's data lines alone."""
+    saved = sys.stdout
+    _DATA.append(saved)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+        _DATA.pop()
 
 
 def out_bytes(data: bytes) -> None:
@@ -192,7 +211,8 @@ def run_to_end(runner, items, engine, out: EventPrinter, inputs: list[str], *, e
         if ray is not None:
             from .ray_run import run_on_ray
 
-            run_on_ray(runner, list(items), spec, *ray, out.event, out.note)
+            with stdout_for_data_only():
+                run_on_ray(runner, list(items), spec, *ray, out.event, out.note)
         elif devices is not None and len(devices) > 1:
             from .workers import run_on_devices
 

@@ -195,7 +195,7 @@ RayActorsOpt = Annotated[
     Optional[int],
     typer.Option("--ray-actors", metavar="N", min=1,
                  help="--ray: how many actors, each with a model (default: one per GPU of the cluster, "
-                 "or 1)."),
+                 "or one per machine of a cluster without GPUs)."),
 ]
 ShardOpt = Annotated[
     Optional[str],

@@ -74,8 +74,7 @@ def run_on_ray(runner, items: list, spec, address: str, device: str, actors: int
     """The run over Ray (see the module doc): address 'local' (a Ray on this machine, started
     here), 'auto' (the cluster this machine is part of) or ray://host:port. `runner` (not run
     itself) counts the events and writes the run-level outputs at the end."""
-    from ..errors import PromptError, SamError
-    from ..run import Done, Failed, Skipped
+    from ..errors import PromptError
 
     try:
         import ray
@@ -102,19 +101,35 @@ def run_on_ray(runner, items: list, spec, address: str, device: str, actors: int
                               f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
-    size = actors or gpus or 1
-    per_actor = {"num_gpus": 1, "num_cpus": 1} if gpus else \
-        {"num_cpus": max(1, int(resources.get("CPU", 1)) // size)}
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    size = actors or gpus or max(1, nodes)  # one per GPU; on CPUs, one per machine
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = False
     runner.begin()
+    items = runner.triage(items, emit)  # collisions across actors; done images go nowhere
     layout = runner.layout
     layout_args = (layout.root, layout.formats, layout.prompted, layout.options)
     run_args = {"overwrite": runner.overwrite, "record": runner.record}
     rows = [{"item": pickle.dumps(it)} for it in items]
+    size = max(1, min(size, -(-len(rows) // BATCH)))  # no actor without a batch to do
+    per_actor = {"num_gpus": 1, "num_cpus": 1} if gpus else \
+        {"num_cpus": max(1, int(resources.get("CPU", 1)) // size)}
     note(f"ray: {size} actor{'s' if size > 1 else ''}, {per_actor.get('num_gpus', 0)} GPU and "
          f"{per_actor['num_cpus']} CPU each, over {len(rows)} images")
+    try:
+        _run(ray, rows, spec, layout_args, run_args, gpus, device, size, per_actor, address, runner, emit)
+    finally:
+        ray.shutdown()  # Ray's threads in this process print no more (common.stdout_for_data_only)
+    if runner.finish:
+        runner.write_run_outputs(emit)
+
+
+def _run(ray, rows, spec, layout_args, run_args, gpus, device, size, per_actor, address, runner, emit) -> None:
+    """The Ray Data job over `rows`, each status row counted and emitted as it comes."""
+    from ..errors import SamError
+    from ..run import Done, Failed, Skipped
+
     if rows:
         ds = ray.data.from_items(rows).map_batches(
             Segmenter, fn_constructor_args=(spec, layout_args, run_args, "cuda" if gpus else device),
@@ -130,8 +145,6 @@ def run_on_ray(runner, items: list, spec, address: str, device: str, actors: int
         except Exception as e:  # noqa: BLE001 - Ray's own failures, said in one line
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise SamError(f"--ray {address}: the Ray job failed ({type(e).__name__}: {first})") from None
-    if runner.finish:
-        runner.write_run_outputs(emit)
 
 
 class _quiet_stderr:

@@ -75,9 +75,13 @@ def spread_on_ray(address: str | None, device: str, actors: int | None, devices:
 
 
 def _worker(spec: EngineSpec, layout_args: tuple, run_args: dict, items: list, device: str, threads: int | None,
-            events) -> None:
+            events, parent: int) -> None:
     """A worker process: its shard's items through a Runner without run-level outputs; each
     event, note and its end (or the error that stopped it) put on `events`."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the workers
+    _end_with_parent(parent)
     if threads:
         os.environ["SAM_THREADS"] = str(threads)
     from ..io.outputs import OutputLayout
@@ -88,10 +92,27 @@ def _worker(spec: EngineSpec, layout_args: tuple, run_args: dict, items: list, d
     try:
         runner.run(items, lambda: spec.make(device, lambda text: events.put(("note", text)), None),
                    lambda ev: events.put(("event", ev)))
-    except BaseException as e:  # noqa: BLE001 - handed to the parent, which decides
+    except Exception as e:  # noqa: BLE001 - handed to the parent, which decides
         events.put(("error", e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}")))
         return
     events.put(("end", None))
+
+
+def _end_with_parent(parent: int) -> None:
+    """On Linux, have this worker sent SIGTERM when its parent dies (a killed driver must not
+    leave workers writing behind a rerun's back); elsewhere the parent's exit ends them."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(1)
 
 
 def _picklable(e: BaseException) -> bool:
@@ -121,8 +142,9 @@ def run_on_devices(runner, items: list, spec: EngineSpec, devices: list[str], em
     layout = runner.layout
     layout_args = (layout.root, layout.formats, layout.prompted, layout.options)
     run_args = {"overwrite": runner.overwrite, "record": runner.record}
-    shards = [items[w::n] for w in range(n)]  # round robin: even work, whatever the order
     runner.begin()
+    items = runner.triage(items, emit)  # collisions across workers; done images load no model
+    shards = [items[w::n] for w in range(n)]  # round robin: even work, whatever the order
     procs: list = [None] * n
     restarts = [0] * n
     reported = [0] * n  # events a worker has sent: a restart starts after them
@@ -131,7 +153,7 @@ def run_on_devices(runner, items: list, spec: EngineSpec, devices: list[str], em
     def start(w: int) -> None:
         procs[w] = ctx.Process(target=_worker, args=(spec, layout_args, run_args, shards[w][reported[w]:],
                                                      devices[w], threads if devices[w] == "cpu" else None,
-                                                     queues[w]), daemon=True)
+                                                     queues[w], os.getpid()), daemon=True)
         procs[w].start()
 
     live = set()

@@ -99,8 +99,11 @@ class Attention(nn.Module):
         row_bytes = b * heads * w * h * w * q.element_size()
         fits = [r for r in range(1, h + 1) if h % r == 0 and r * row_bytes <= budget]
         rows = max(fits, default=1)
+        tracing = torch.jit.is_tracing()  # an ONNX export: one call, the runtime plans memory
+        if tracing:
+            heads, rows = nh, h
         # one reused buffer, except under torch.compile, which owns the buffers (no out=)
-        reuse = not torch.compiler.is_compiling()
+        reuse = not torch.compiler.is_compiling() and not tracing
         buf = q.new_empty(b, heads, rows, w, h, w) if reuse else None
         out = q.new_empty(b, h * w, nh, c // nh)  # one band when rows == h
         for h0 in range(0, nh, heads):

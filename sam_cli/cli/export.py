@@ -1,0 +1,77 @@
+"""`sam export onnx`: the prompt encoder and mask decoder (Meta's interface) and, with
+--encoder, the image encoder, as ONNX files (export/onnx.py); checked in onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import options as O
+from .app import Command, app
+
+export_app = typer.Typer(help="Export the model to other runtimes.", no_args_is_help=True,
+                         rich_markup_mode=None)
+app.add_typer(export_app, name="export")
+
+EPILOG = """Examples:
+
+\b
+  sam export onnx -o onnx/                       # decoder.onnx, for apps written for Meta's export
+  sam export onnx --model vit_h --encoder -o onnx/ --return-single-mask
+  python scripts/onnx_segment.py onnx/ photo.jpg --point 320,240 -o mask.png   # onnxruntime alone
+"""
+
+@export_app.command(epilog=EPILOG, cls=Command)
+def onnx(
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for the .onnx files.",
+                                         show_default=False)],
+    model: O.ModelOpt = None,
+    checkpoint: O.CheckpointOpt = None,
+    encoder: Annotated[bool, typer.Option("--encoder", help="Also write encoder.onnx, the image encoder "
+                                          "(a 1x3x1024x1024 normalised image in, 1x256x64x64 out).")] = False,
+    return_single_mask: Annotated[bool, typer.Option(
+        "--return-single-mask", help="One mask: the best of three for one click, mask token 0 for more.")] = False,
+    use_stability_score: Annotated[bool, typer.Option(
+        "--use-stability-score", help="Report stability scores instead of predicted IoUs.")] = False,
+    return_extra_metrics: Annotated[bool, typer.Option(
+        "--return-extra-metrics", help="Also output stability_scores and areas.")] = False,
+    gelu_approximate: Annotated[bool, typer.Option(
+        "--gelu-approximate", help="tanh GELU, for runtimes without a fast erf (slightly other masks).")] = False,
+    opset: Annotated[int, typer.Option("--opset", metavar="N", min=11, help="ONNX opset.")] = 17,
+    quantize: Annotated[bool, typer.Option(
+        "--quantize", help="Weights of decoder.onnx dynamically quantised to uint8 (smaller, looser).")] = False,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Run each file in onnxruntime against "
+                                        "sam's own model once and report the difference.")] = True,
+    quiet: O.QuietOpt = False,
+) -> None:
+    """Write decoder.onnx (prompt encoder, mask decoder and post-processing, with the inputs and
+    outputs of Meta's export) and, with --encoder, encoder.onnx. Needs the onnx extra:
+    pip install 'sam-cli[onnx]'."""
+    from ..errors import PromptError
+    from .common import load_sam, message
+
+    for mod in ("onnx", "onnxruntime"):
+        try:
+            __import__(mod)
+        except ImportError:
+            raise PromptError(f"sam export onnx needs {mod}, which is not installed",
+                              hint="pip install 'sam-cli[onnx]'") from None
+    from ..export.onnx import DecoderOptions, check_decoder, check_encoder, export_decoder, export_encoder
+
+    o = DecoderOptions(return_single_mask, use_stability_score, return_extra_metrics, gelu_approximate, opset,
+                       quantize)
+    loaded = load_sam(model, checkpoint, "cpu", "fp32", quiet)
+    path = export_decoder(loaded.net, output / "decoder.onnx", o)
+    said = ""
+    if check:
+        said = f" (onnxruntime against sam: low-res logits relative L2 {check_decoder(loaded.net, path, o):.1e})"
+    message(f"wrote {path}{said}", quiet)
+    if encoder:
+        path = export_encoder(loaded.net, output / "encoder.onnx", opset)
+        data = path.with_name(path.name + ".data")
+        said = f", weights in {data.name}" if data.is_file() else ""
+        if check:
+            said += f" (onnxruntime against sam: embeddings relative L2 {check_encoder(loaded.net, path):.1e})"
+        message(f"wrote {path}{said}", quiet)
