@@ -32,6 +32,10 @@ ENVIRONMENT = [
     ("SAM_MALLOC", "system: leave glibc's malloc thresholds alone (by default sam raises them "
      "so that large freed blocks are reused; skipped when MALLOC_*, GLIBC_TUNABLES or "
      "LD_PRELOAD is set)."),
+    ("SAM_SHARD_COUNT", "With JOB_COMPLETION_INDEX (a Kubernetes Indexed Job's pod): the Job's completions; "
+     "sam auto and sam segment --prompts then process shard JOB_COMPLETION_INDEX of SAM_SHARD_COUNT "
+     "(--shard). In a Slurm array, SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (from "
+     "SLURM_ARRAY_TASK_MIN, in steps of SLURM_ARRAY_TASK_STEP) give the shard."),
     ("NO_COLOR", "No colour in help and messages."),
 ]
 EXAMPLES = [

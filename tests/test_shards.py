@@ -124,16 +124,16 @@ def _copies(tmp_path: Path, n: int) -> Path:
 
 
 def test_a_killed_ray_actor_is_restarted_and_the_job_completes(tiny_ckpt, tmp_path):
-    """--ray local over 12 images (3 batches), the actor killed (SIGKILL) once the first batch
+    """--ray local over 9 images (3 batches), the actor killed (SIGKILL) once the first batch
     is reported: Ray restarts it and retries the batch it held; every image is reported once
     and the outputs are a plain run's, nothing half-written."""
     import os
     import signal
     import sys
 
-    src = _copies(tmp_path, 12)
+    src = _copies(tmp_path, 8)
     (src / "broken.jpg").write_bytes(b"not a jpeg")  # a failed row, not a failed job
-    args = [src, "-c", tiny_ckpt, "--points-per-side", "16", "-f", "coco", "-f", "png"]
+    args = [src, "-c", tiny_ckpt, "--points-per-side", "10", "-f", "coco", "-f", "png"]
     plain = run_sam("auto", *args, "-o", tmp_path / "plain")
     assert plain.returncode == 5, plain.stderr
     proc = _launch([sys.executable, "-m", "sam_cli", "auto", *map(str, args), "-o", str(tmp_path / "out"),
@@ -212,7 +212,7 @@ def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
     import time
 
     src = _copies(tmp_path, 8)
-    args = [src, "-c", tiny_ckpt, "--points-per-side", "12", "-f", "coco", "-f", "png"]
+    args = [src, "-c", tiny_ckpt, "--points-per-side", "10", "-f", "coco", "-f", "png"]
     plain = run_sam("auto", *args, "-o", tmp_path / "plain")
     assert plain.returncode == 0, plain.stderr
     cmd = [sys.executable, "-m", "sam_cli", "auto", *map(str, args), "-o", str(tmp_path / "out"), "--devices", "cpu,cpu"]
