@@ -27,6 +27,7 @@ _sam() {
         --crop-overlap-ratio) COMPREPLY=(); return ;;
         --crop-n-points-downscale-factor) COMPREPLY=(); return ;;
         --min-mask-region-area) COMPREPLY=(); return ;;
+        --max-proposals) COMPREPLY=(); return ;;
         --batch-size) COMPREPLY=(); return ;;
         --workers) COMPREPLY=(); return ;;
         --shard) COMPREPLY=(); return ;;
@@ -55,7 +56,7 @@ _sam() {
     esac
     case "$cmd" in
         "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto merge info segment export models" -- "$cur")); fi ;;
-        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --batch-size --workers --compile --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --proposals --max-proposals --batch-size --workers --compile --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "merge") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
         "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --prompts --images --prompt-format --coco-dataset --names --min-score --best-mask --refine --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --point --neg-point --box --mask-input --multimask --overlay --save-logits --batch-size --workers --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

@@ -20,16 +20,19 @@ COMPILE_ON_CPU_NOTE = (
 
 def automatic_record(
     settings: AmgSettings, *, model: str | None, checkpoint: Path | None, dtype: str,
+    proposals: int | None = None,
 ) -> dict:
     """What decides an automatic run's masks, for its output folder's run record: the sam
     version, the weights (named without loading them), the precision and every setting but
-    points_per_batch (which changes only speed)."""
+    points_per_batch (which changes only speed); with proposals, how many are kept."""
     from dataclasses import asdict
 
     from . import __version__
     from .weights import describe
 
     kept = {k: v for k, v in asdict(settings).items() if k != "points_per_batch"}
+    if proposals is not None:
+        kept["proposals"] = proposals
     return {"sam": __version__, "mode": "automatic", "weights": describe(model, checkpoint),
             "dtype": dtype, "settings": kept}
 
@@ -44,7 +47,10 @@ class AutomaticEngine:
         self, loaded: LoadedModel, settings: AmgSettings, *, batch_size: int | None = None,
         workers: int = 2, compile_model: bool = False, embedding_cache: Path | None = None,
         warn: Callable[[str], None] = lambda text: None, on_points: Callable[[int], None] | None = None,
+        proposals: int | None = None,
     ) -> None:
+        """proposals: keep each image's best N masks as object proposals (automatic/proposals.py)."""
+        self.proposals = proposals
         net = loaded.net
         if compile_model:
             if net.device.type == "cpu":
@@ -68,8 +74,16 @@ class AutomaticEngine:
         self.workers = workers
 
     def __call__(self, jobs: Iterable[object]) -> Iterator[pipeline.ImageResult | object]:
-        return pipeline.generate_masks(self.gen, jobs, batch_size=self.batch_size,
-                                       workers=self.workers)
+        results = pipeline.generate_masks(self.gen, jobs, batch_size=self.batch_size,
+                                          workers=self.workers)
+        return results if self.proposals is None else map(self._ranked, results)
+
+    def _ranked(self, res: object) -> object:
+        from .automatic.proposals import rank
+
+        if isinstance(res, pipeline.ImageResult) and res.error is None:
+            res.records = rank(res.records, self.proposals)
+        return res
 
     def close(self) -> None:
         if self.cache is not None:

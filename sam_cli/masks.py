@@ -159,6 +159,7 @@ class MaskRecord:
     point: list[float]  # XY the mask was prompted with
     stability_score: float
     crop_box: list[int]  # XYXY half-open
+    score: float | None = None  # a proposal's rank score (automatic/proposals.py), else none
 
     @property
     def area(self) -> int:

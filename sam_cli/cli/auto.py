@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typer
+
 from . import options as O
 from .app import Command, app
 
@@ -23,6 +25,7 @@ image goes to stdout.
 
 @app.command(epilog=EPILOG, cls=Command)
 def auto(
+    ctx: typer.Context,
     inputs: O.InputsArg,
     output: O.OutputDirOpt,
     fmt: O.FormatOpt = None,
@@ -43,6 +46,8 @@ def auto(
     crop_overlap_ratio: O.CropOverlapOpt = 512 / 1500,
     crop_n_points_downscale_factor: O.CropDownscaleOpt = 1,
     min_mask_region_area: O.MinRegionOpt = 0,
+    proposals: O.ProposalsOpt = False,
+    max_proposals: O.MaxProposalsOpt = 1000,
     batch_size: O.BatchSizeOpt = None,
     workers: O.WorkersOpt = 2,
     compile_model: O.CompileOpt = False,
@@ -74,8 +79,14 @@ def auto(
     from .workers import EngineSpec, parse_devices, spread_on_ray
 
     given = locals()
+    if proposals:
+        from ..automatic.proposals import PRESET
+
+        # the preset where the option was not given (Typer's click: compared by name)
+        given.update((k, v) for k, v in PRESET.items() if ctx.get_parameter_source(k).name == "DEFAULT")
     settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
-    record = automatic_record(settings, model=model, checkpoint=checkpoint, dtype=dtype)
+    kept = max_proposals if proposals else None
+    record = automatic_record(settings, model=model, checkpoint=checkpoint, dtype=dtype, proposals=kept)
     options = FormatOptions(category, polygons, polygon_tolerance, polygon_min_area, image_root, yolo_parts)
     layout = OutputLayout(output, tuple(dict.fromkeys(fmt or DEFAULT_FORMATS)), options=options)
     runner = Runner(layout, overwrite=overwrite, record=record)
@@ -93,7 +104,7 @@ def auto(
 
     spec = EngineSpec("automatic", model, checkpoint, dtype, quiet, {
         "settings": settings, "batch_size": batch_size, "workers": workers, "compile_model": compile_model,
-        "embedding_cache": embedding_cache})
+        "embedding_cache": embedding_cache, "proposals": kept})
     run_to_end(runner, items, lambda: spec.make(device, out.note, out.points), out, inputs, excluded=excluded,
                shard=part, spec=spec, devices=parse_devices(devices) if devices else None,
                ray=spread_on_ray(ray, device, ray_actors, devices))

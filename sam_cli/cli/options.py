@@ -177,6 +177,15 @@ CompileOpt = Annotated[
                  show_default=False),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Redo images whose outputs exist.")]
+ProposalsOpt = Annotated[
+    bool,
+    typer.Option("--proposals", help="Object proposals as the paper makes them: a 64x64 grid, no crops, no "
+                 "IoU or stability filter, NMS 0.9 (options given explicitly win), masks ranked by "
+                 "the mean of predicted IoU and stability score (COCO's score), the best kept."),
+]
+MaxProposalsOpt = Annotated[
+    int, typer.Option("--max-proposals", metavar="N", min=1, help="--proposals: how many to keep per image."),
+]
 DevicesOpt = Annotated[
     Optional[str],
     typer.Option("--devices", metavar="LIST",

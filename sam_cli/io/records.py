@@ -44,6 +44,7 @@ def annotation(rec: M.MaskRecord | M.PromptedMask, coco_rle: dict | None = None)
         "point_coords": [[float(v) for v in rec.point]],
         "stability_score": float(rec.stability_score),
         "crop_box": M.crop_xyxy_to_xywh(rec.crop_box),
+        **({"score": float(rec.score)} if rec.score is not None else {}),
     }
 
 
