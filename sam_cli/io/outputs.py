@@ -22,9 +22,10 @@ class OutputLayout:
     """The outputs of `formats` (names in FORMATS) under the folder `root`."""
 
     def __init__(self, root: Path, formats: tuple[str, ...], *, prompted: bool = False,
-                 options: FormatOptions | None = None) -> None:
+                 options: FormatOptions | None = None, own: dict | None = None) -> None:
         """prompted: the records are PromptedMasks (`sam segment --prompts`); options: the
-        formats' settings."""
+        formats' settings; own: a command's own outputs, by name, each an object with a format
+        module's functions (`sam edges`' edge maps), beside or instead of the registry's."""
         self.root = Path(root)
         self.prompted = prompted
         self.options = options or FormatOptions()
@@ -34,6 +35,7 @@ class OutputLayout:
         self.modules: dict[str, ModuleType] = {}
         for name in formats:  # each format after the ones it reads
             self._add(name)
+        self.modules.update(own or {})
 
     def _add(self, name: str) -> None:
         if name in self.modules:
