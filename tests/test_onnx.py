@@ -205,3 +205,15 @@ def test_missing_extra_is_a_clear_error(tiny_ckpt, tmp_path):
     assert p.stderr.decode().strip() == ("Error: sam export onnx needs onnxruntime, which is not installed "
                                          "(pip install 'sam-cli[onnx]')")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_vit_b_encoder_export(tmp_path):
+    """encoder.onnx of a full-size vit_b (random weights) against sam's encoder."""
+    from sam_cli.export import onnx as X
+    from sam_cli.weights import load_model
+
+    from reference import arch_kwargs, build_reference, save_checkpoint
+
+    net = load_model(checkpoint=save_checkpoint(build_reference(**arch_kwargs("vit_b"), seed=0), tmp_path / "b.pth"))
+    assert X.check_encoder(net, X.export_encoder(net, tmp_path / "encoder.onnx")) <= 1e-4
