@@ -42,8 +42,11 @@ _sam() {
         --max-pixels) COMPREPLY=(); return ;;
         --grid) COMPREPLY=(); return ;;
         --nms) COMPREPLY=(); return ;;
-        --prompts) COMPREPLY=(); return ;;
         --images) COMPREPLY=(); return ;;
+        --clicks) COMPREPLY=(); return ;;
+        --first-click) COMPREPLY=(); return ;;
+        --seed) COMPREPLY=(); return ;;
+        --prompts) COMPREPLY=(); return ;;
         --prompt-format) COMPREPLY=($(compgen -W "jsonl coco yolo csv" -- "$cur")); return ;;
         --coco-dataset) COMPREPLY=(); return ;;
         --names) COMPREPLY=(); return ;;
@@ -57,9 +60,10 @@ _sam() {
         --opset) COMPREPLY=(); return ;;
     esac
     case "$cmd" in
-        "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto edges merge info segment export models" -- "$cur")); fi ;;
+        "") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--version --debug --help" -- "$cur")); else COMPREPLY=($(compgen -W "auto edges eval merge info segment export models" -- "$cur")); fi ;;
         "auto") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --points-per-side --points-per-batch --pred-iou-thresh --stability-score-thresh --stability-score-offset --box-nms-thresh --crop-n-layers --crop-nms-thresh --crop-overlap-ratio --crop-n-points-downscale-factor --min-mask-region-area --proposals --max-proposals --batch-size --workers --compile --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "edges") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --grid --nms --npy --workers --overwrite --no-progress --progress --model --checkpoint --device --dtype --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "eval") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --images --clicks --oracle --first-click --seed --box --refine --workers --overwrite --no-progress --progress --model --checkpoint --device --dtype --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "merge") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
         "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --prompts --images --prompt-format --coco-dataset --names --min-score --best-mask --refine --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --point --neg-point --box --mask-input --multimask --overlay --save-logits --batch-size --workers --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --embedding-cache --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;

@@ -71,7 +71,7 @@ words=(sam segment ''); CURRENT=3; _sam
 words=(sam models download -); CURRENT=4; _sam
 """
     out = subprocess.run([zsh, "-fc", script], capture_output=True, text=True).stdout.splitlines()
-    assert out == ["auto edges merge info segment export models", "auto cpu cuda mps", "FILES", "--quiet --help"]
+    assert out == ["auto edges eval merge info segment export models", "auto cpu cuda mps", "FILES", "--quiet --help"]
 
 
 def test_fish_completion():

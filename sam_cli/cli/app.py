@@ -62,7 +62,7 @@ def root(
 
 
 def _register() -> None:
-    from . import auto, edges, export, merge, models, segment  # noqa: F401  (commands register themselves on `app`)
+    from . import auto, edges, evaluate, export, merge, models, segment  # noqa: F401  (commands register themselves on `app`)
 
 
 _register()

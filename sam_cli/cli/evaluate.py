@@ -1,0 +1,112 @@
+"""`sam eval`: the paper's single-point valid-mask evaluation, or box prompts, on a COCO-format
+ground truth (evaluate.py), through the run engine (resumable, one JSON line per image)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import options as O
+from .app import Command, app
+
+EPILOG = """Examples:
+
+\b
+  sam eval instances_val.json --images val/ -o report/          # mIoU after 1, 2, 3, 5, 9 clicks
+  sam eval gt.json -o report/ --oracle --clicks 1,3,5
+  sam eval gt.json -o report/ --box --refine                    # mIoU and COCO mask AP
+"""
+
+
+def _clicks(text: str) -> tuple[int, ...]:
+    from ..errors import PromptError
+
+    try:
+        ks = tuple(sorted({int(v) for v in text.split(",")}))
+    except ValueError:
+        raise PromptError(f"--clicks {text}: give numbers of clicks, e.g. 1,2,3,5,9") from None
+    if not ks or ks[0] < 1:
+        raise PromptError(f"--clicks {text}: each must be at least 1")
+    return ks
+
+
+@app.command(name="eval", epilog=EPILOG, cls=Command)
+def evaluate(
+    ground_truth: Annotated[Path, typer.Argument(metavar="GT", show_default=False,
+                                                 help="A COCO dataset file with the objects' segmentations.")],
+    output: O.OutputDirOpt,
+    images: Annotated[Optional[Path], typer.Option("--images", metavar="DIR",
+                                                   help="Where the images are (default: GT's folder).")] = None,
+    clicks: Annotated[str, typer.Option("--clicks", metavar="LIST",
+                                        help="Report mIoU after these numbers of clicks.")] = "1,2,3,5,9",
+    oracle: Annotated[bool, typer.Option("--oracle", help="First click: the best of the three masks "
+                                         "against the ground truth, not the most confident.")] = False,
+    first_click: Annotated[str, typer.Option("--first-click", metavar="HOW",
+                                             help="center (the point farthest from the boundary) or random "
+                                             "(a seeded pixel of the object).")] = "center",
+    seed: Annotated[int, typer.Option("--seed", help="--first-click random's seed.")] = 0,
+    box: Annotated[bool, typer.Option("--box", help="Prompt with each object's box instead of clicks: mIoU "
+                                      "and COCO mask AP.")] = False,
+    refine: Annotated[bool, typer.Option("--refine", help="--box: decode again with the first mask as the "
+                                         "mask prompt.")] = False,
+    workers: O.WorkersOpt = 2,
+    overwrite: O.OverwriteOpt = False,
+    progress: O.ProgressOpt = None,
+    model: O.ModelOpt = None,
+    checkpoint: O.CheckpointOpt = None,
+    device: O.DeviceOpt = "auto",
+    dtype: O.DtypeOpt = "fp32",
+    max_pixels: O.MaxPixelsOpt = None,
+    quiet: O.QuietOpt = False,
+) -> None:
+    """The Segment Anything paper's interactive evaluation on your ground truth: a click at each
+    object's center, then at the middle of the largest error, the previous mask fed back; mIoU
+    after each number of clicks (stdout), every object's results (eval.json) and a plot
+    (eval.png). --box: box prompts, mIoU and COCO mask AP."""
+    import hashlib
+    import json
+
+    from ..errors import InputError, PromptError
+    from ..evaluate import EvalEngine, EvalOutput, EvalSettings, eval_record, read_ground_truth
+    from ..inputs import InputItem
+    from ..io.outputs import OutputLayout
+    from ..run import Runner
+    from .common import EventPrinter, load_sam, out_line, run_to_end
+
+    if first_click not in ("center", "random"):
+        raise PromptError(f"--first-click {first_click}: choose center or random")
+    if refine and not box:
+        raise PromptError("--refine works with --box")
+    report = _clicks(clicks)
+    gt = read_ground_truth(ground_truth)
+    s = EvalSettings(clicks=max(report), oracle=oracle, first=first_click, seed=seed, box=box, refine=refine)
+    try:
+        identity = hashlib.sha256(ground_truth.read_bytes()).hexdigest()
+    except OSError as e:
+        raise InputError(f"{ground_truth}: {e.strerror}") from None
+    record = eval_record(identity, s, model=model, checkpoint=checkpoint, dtype=dtype)
+    layout = OutputLayout(output, (), own={"eval": EvalOutput(gt, s, report)})
+    runner = Runner(layout, overwrite=overwrite, record=record)
+    root = images if images is not None else ground_truth.parent
+    items = [InputItem(root / gt.images[i]["file_name"], gt.images[i]["file_name"], image_id=i,
+                       where=f"{ground_truth} image {i}") for i in sorted(gt.objects)]
+    out = EventPrinter(len(items), quiet, progress, unit="objects")
+    report_path = layout.root / "eval.json"
+    before = report_path.stat().st_mtime_ns if report_path.is_file() else None
+
+    def say_table() -> None:  # on stdout, after the images' lines; never an earlier run's
+        if report_path.is_file() and report_path.stat().st_mtime_ns != before:
+            from ..evaluate import table
+
+            out_line(table(json.loads(report_path.read_text())["summary"], s))
+
+    try:
+        run_to_end(runner, items, lambda: EvalEngine(load_sam(model, checkpoint, device, dtype, quiet), gt, s,
+                                                     workers=workers), out, [str(ground_truth)],
+                   empty=f"no objects in {ground_truth}")
+    except typer.Exit:
+        say_table()  # some images failed: the others' table
+        raise
+    say_table()

@@ -1,0 +1,406 @@
+"""The paper's single-point valid-mask evaluation (Kirillov et al. 2023, §7.1 and appendix D.1)
+on a COCO-format ground truth, object by object.
+
+Clicks: the first is the object's "center", the pixel farthest from its boundary (a distance
+transform, the image border counting as boundary; ties: the first in row-major order), or a
+seeded random pixel of the object. Each next click is the pixel farthest from the boundary of
+the error region: of the missed pixels (a foreground click) or of the wrongly taken ones (a
+background click), whichever reaches farther (ties: foreground). The first prediction takes
+the most confident of the three multimask outputs (or with `oracle` the one closest to the
+ground truth); later ones the single output, with the previous low-res logits as the mask
+prompt. The IoU with the ground truth is recorded after every click.
+
+Box mode: the ground truth's box as the prompt (the single output), optionally refined once
+with its own logits as the mask prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+DEFAULT_CLICKS = (1, 2, 3, 5, 9)
+
+
+@dataclass
+class ObjectEval:
+    """One ground-truth object's results."""
+
+    image_id: int
+    ann_id: int
+    ious: list[float]  # after click 1, 2, … (clicks mode), or [IoU] (box mode)
+    clicks: list[list[float]]  # [x, y, label] per click ([] in box mode)
+    score: float  # the predicted IoU of the last mask
+    rle: dict | None = None  # the last mask (box mode, for COCO AP), COCO compressed RLE
+
+
+def farthest_inside(region: np.ndarray) -> tuple[int, int, float] | None:
+    """(x, y, distance) of the pixel of `region` farthest from its boundary (the image border
+    counts as boundary); None for an empty region."""
+    if not region.any():
+        return None
+    d = cv2.distanceTransform(np.pad(region, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    k = int(d.argmax())
+    y, x = divmod(k, d.shape[1])
+    return x, y, float(d[y, x])
+
+
+def next_click(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int, int] | None:
+    """(x, y, label) of the next click, or None when the prediction is the ground truth."""
+    fn = farthest_inside(gt & ~pred)
+    fp = farthest_inside(pred & ~gt)
+    if fn is None and fp is None:
+        return None
+    if fp is None or (fn is not None and fn[2] >= fp[2]):
+        return fn[0], fn[1], 1
+    return fp[0], fp[1], 0
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def _full(predictor, low: torch.Tensor) -> np.ndarray:
+    from .upscale import upscale_logits
+
+    net = predictor.model
+    return (upscale_logits(low, predictor.input_hw, predictor.orig_hw, net.img_size) > net.mask_threshold).cpu().numpy()
+
+
+def click_eval(predictor, gt: np.ndarray, clicks: int, *, oracle: bool = False,
+               first: tuple[int, int] | None = None) -> tuple[list[float], list[list[float]], float]:
+    """One object, the predictor set to its image: (IoU after each click, the clicks, the
+    last predicted IoU). A prediction equal to the ground truth ends the clicking: the rest
+    of the IoUs are that 1.0."""
+    dev = predictor.model.device
+    pts: list[list[float]] = []
+    ious: list[float] = []
+    low = score = None
+    pred = None
+    for k in range(clicks):
+        if k == 0:
+            x, y = first if first is not None else farthest_inside(gt)[:2]
+            label = 1
+        else:
+            nxt = next_click(gt, pred)
+            if nxt is None:
+                ious += [ious[-1]] * (clicks - k)
+                break
+            x, y, label = nxt
+        pts.append([float(x), float(y), float(label)])
+        arr = np.array(pts)
+        p = torch.as_tensor(predictor.to_input_frame(arr[:, :2]), dtype=torch.float32, device=dev)[None]
+        lab = torch.as_tensor(arr[:, 2], dtype=torch.float32, device=dev)[None]
+        with torch.inference_mode():
+            if k == 0:
+                lows, scores = predictor.decode(p, lab, None, None, True)  # 1×3
+                fulls = [_full(predictor, lows[:, j : j + 1])[0, 0] for j in range(lows.shape[1])]
+                j = int(np.argmax([iou(f, gt) for f in fulls])) if oracle else int(scores[0].argmax())
+                low, score, pred = lows[:, j : j + 1], float(scores[0, j]), fulls[j]
+            else:
+                low, s = predictor.decode(p, lab, None, low, False)
+                score, pred = float(s[0, 0]), _full(predictor, low)[0, 0]
+        ious.append(iou(pred, gt))
+    return ious, pts, float(score)
+
+
+def box_eval(predictor, gt: np.ndarray, box: list[float], *, refine: bool = False) -> tuple[float, float, np.ndarray]:
+    """One object, the predictor set to its image, from its XYXY box: (IoU, predicted IoU,
+    the mask)."""
+    dev = predictor.model.device
+    corners = predictor.to_input_frame(np.array(box, np.float64).reshape(2, 2)).reshape(1, 4)
+    b = torch.as_tensor(corners, dtype=torch.float32, device=dev)
+    with torch.inference_mode():
+        low, s = predictor.decode(None, None, b, None, False)
+        if refine:
+            low, s = predictor.decode(None, None, b, low, False)
+    pred = _full(predictor, low)[0, 0]
+    return iou(pred, gt), float(s[0, 0]), pred
+
+
+# ------------------------------------------------------------------ the ground truth
+@dataclass
+class GroundTruth:
+    """A COCO dataset's images and their objects' annotations (crowd regions left out)."""
+
+    path: str
+    images: dict[int, dict]  # id → image entry
+    objects: dict[int, list[dict]]  # image id → its annotations with a segmentation
+    crowd: int  # iscrowd annotations left out
+
+
+def read_ground_truth(path) -> GroundTruth:
+    """The COCO file at `path`; InputError naming it when it cannot be read or is not COCO."""
+    import json
+
+    from .errors import InputError
+
+    try:
+        doc = json.loads(open(path, "rb").read())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read the ground truth ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or \
+            not isinstance(doc.get("annotations"), list):
+        raise InputError(f"{path}: not a COCO dataset (it needs 'images' and 'annotations' lists)")
+    images = {}
+    for im in doc["images"]:
+        try:
+            images[int(im["id"])] = {"id": int(im["id"]), "file_name": str(im["file_name"]),
+                                     "height": int(im["height"]), "width": int(im["width"])}
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}: an image entry without id, file_name, width and height: {im!r:.80}") from None
+    objects: dict[int, list[dict]] = {}
+    crowd = 0
+    for a in doc["annotations"]:
+        if a.get("iscrowd"):
+            crowd += 1
+            continue
+        if "segmentation" not in a or a.get("image_id") not in images:
+            raise InputError(f"{path}: annotation {a.get('id')!r} has no segmentation or no image")
+        objects.setdefault(int(a["image_id"]), []).append(a)
+    return GroundTruth(str(path), images, objects, crowd)
+
+
+def gt_mask(ann: dict, h: int, w: int) -> np.ndarray:
+    """H×W bool of a COCO annotation's segmentation (polygons, RLE or compressed RLE)."""
+    from pycocotools import mask as coco_mask
+
+    seg = ann["segmentation"]
+    if isinstance(seg, list):
+        rle = coco_mask.merge(coco_mask.frPyObjects(seg, h, w))
+    elif isinstance(seg.get("counts"), list):
+        rle = coco_mask.frPyObjects(seg, h, w)
+    else:
+        rle = {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]}
+    return coco_mask.decode(rle).astype(bool)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    clicks: int = max(DEFAULT_CLICKS)
+    oracle: bool = False
+    first: str = "center"  # or "random"
+    seed: int = 0
+    box: bool = False
+    refine: bool = False
+
+
+def evaluate_image(predictor, image: np.ndarray, image_id: int, anns: list[dict], s: EvalSettings) -> list[ObjectEval]:
+    """Every object of one image (see the module doc)."""
+    from pycocotools import mask as coco_mask
+
+    h, w = image.shape[:2]
+    predictor.set_image(image)
+    out = []
+    for a in anns:
+        gt = gt_mask(a, h, w)
+        if s.box:
+            x, y, bw, bh = a["bbox"]
+            v, score, pred = box_eval(predictor, gt, [x, y, x + bw, y + bh], refine=s.refine)
+            rle = coco_mask.encode(np.asfortranarray(pred.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode()
+            out.append(ObjectEval(image_id, int(a.get("id", 0)), [v], [], score, rle))
+            continue
+        first = None
+        if s.first == "random" and gt.any():
+            ys, xs = np.nonzero(gt)
+            k = int(np.random.default_rng([s.seed, int(a.get("id", 0))]).integers(len(xs)))
+            first = (int(xs[k]), int(ys[k]))
+        if not gt.any():
+            out.append(ObjectEval(image_id, int(a.get("id", 0)), [0.0] * s.clicks, [], 0.0))
+            continue
+        ious, pts, score = click_eval(predictor, gt, s.clicks, oracle=s.oracle, first=first)
+        out.append(ObjectEval(image_id, int(a.get("id", 0)), ious, pts, score))
+    return out
+
+
+# ------------------------------------------------------------------ in the run engine
+class EvalEngine:
+    """Each image's objects evaluated (evaluate_image), as the image's one record: a list
+    of ObjectEval."""
+
+    def __init__(self, loaded, gt: GroundTruth, settings: EvalSettings, *, workers: int = 2) -> None:
+        from .predictor import Predictor
+
+        self.predictor = Predictor(loaded.net)
+        self.gt, self.s, self.workers = gt, settings, workers
+
+    def __call__(self, jobs):
+        import time
+
+        from .errors import InputError, SamError
+        from .io.images import read_image
+        from .pipeline import ImageResult, read_ahead
+
+        def load(item):
+            try:
+                img = read_image(item.path)
+            except SamError as e:
+                return item, None, e
+            except Exception as e:  # noqa: BLE001 - any decoder failure is this file's failure
+                return item, None, InputError(f"{item.path}: {type(e).__name__}: {e}")
+            want = self.gt.images[item.image_id]
+            if img.shape[:2] != (want["height"], want["width"]):
+                return item, None, InputError(f"{item.path}: {img.shape[1]}x{img.shape[0]} pixels, the ground truth "
+                                              f"says {want['width']}x{want['height']}")
+            return item, img, None
+
+        for job in read_ahead(load, jobs, self.workers, 2):
+            if not isinstance(job, tuple):
+                yield job
+                continue
+            item, img, err = job
+            if err is not None:
+                yield ImageResult(item, None, [], err)
+                continue
+            t = time.perf_counter()
+            objs = evaluate_image(self.predictor, img, item.image_id, self.gt.objects[item.image_id], self.s)
+            yield ImageResult(item, img, objs, None, time.perf_counter() - t)
+
+    def close(self) -> None:
+        pass
+
+
+REPORT = "eval.json"
+PLOT = "eval.png"
+
+
+class EvalOutput:
+    """`sam eval`'s outputs (io.outputs.OutputLayout's `own`): x.jpg.eval.json per image, and
+    at the end eval.json (settings, summary, every object) and, for clicks, eval.png."""
+
+    def __init__(self, gt: GroundTruth, settings: EvalSettings, report: tuple[int, ...]) -> None:
+        self.gt, self.s, self.report = gt, settings, report
+
+    def outputs(self, base):
+        from pathlib import Path
+
+        base = Path(base)
+        return [base.with_name(base.name + ".eval.json")]
+
+    def write(self, img) -> None:
+        from dataclasses import asdict
+
+        from .io import writers
+
+        writers.write_json(self.outputs(img.base)[0], {"image_id": img.image_id,
+                                                       "objects": [asdict(o) for o in img.records]})
+
+    def count(self, base) -> int | None:
+        import json
+
+        try:
+            return len(json.loads(self.outputs(base)[0].read_text())["objects"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def finish(self, root, rels: list[str], options=None):
+        import json
+        from dataclasses import asdict
+
+        from .errors import OutputError
+        from .io import writers
+
+        objects = []
+        for rel in rels:
+            src = self.outputs(root / rel)[0]
+            try:
+                objects += json.loads(src.read_text())["objects"]
+            except (OSError, ValueError, KeyError) as e:
+                raise OutputError(f"{src}: cannot read it back for {REPORT} ({e})") from None
+        summary = summarise(objects, self.s, self.report, self.gt)
+        writers.write_json(root / REPORT, {"ground_truth": self.gt.path, "settings": asdict(self.s),
+                                           "summary": summary, "objects": objects})
+        if not self.s.box and objects:
+            writers.atomic_write_bytes(root / PLOT, plot(summary["miou"], self.s.oracle))
+        return root / REPORT, table(summary, self.s).replace("\n", "; ")
+
+
+def summarise(objects: list[dict], s: EvalSettings, report: tuple[int, ...], gt: GroundTruth) -> dict:
+    """{objects, miou: {clicks or "box": mean IoU}, and in box mode ap: {AP, AP50, AP75}}."""
+    out: dict = {"objects": len(objects), "crowd_left_out": gt.crowd}
+    if not objects:
+        out["miou"] = {}
+        return out
+    if s.box:
+        out["miou"] = {"box": float(np.mean([o["ious"][0] for o in objects]))}
+        out["ap"] = coco_ap(objects, gt)
+        return out
+    out["miou"] = {str(k): float(np.mean([o["ious"][k - 1] for o in objects])) for k in report if k <= s.clicks}
+    return out
+
+
+def coco_ap(objects: list[dict], gt: GroundTruth) -> dict:
+    """COCO mask AP of the box-prompted masks (score: the predicted IoU), by pycocotools."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        coco = COCO(gt.path)
+        cat = {a["id"]: a["category_id"] for a in coco.dataset["annotations"]}
+        res = [{"image_id": o["image_id"], "category_id": cat[o["ann_id"]], "segmentation": o["rle"],
+                "score": o["score"]} for o in objects]
+        e = COCOeval(coco, coco.loadRes(res), "segm")
+        e.params.imgIds = sorted({o["image_id"] for o in objects})
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    return {"AP": float(e.stats[0]), "AP50": float(e.stats[1]), "AP75": float(e.stats[2])}
+
+
+def table(summary: dict, s: EvalSettings) -> str:
+    """The summary as text: a line per number of clicks (or the box line)."""
+    if not summary["miou"]:
+        return "no objects"
+    if s.box:
+        ap = summary["ap"]
+        return (f"box{' + refine' if s.refine else ''}: mIoU {summary['miou']['box']:.4f}, mask AP {ap['AP']:.4f} "
+                f"(AP50 {ap['AP50']:.4f}, AP75 {ap['AP75']:.4f}) over {summary['objects']} objects")
+    how = "oracle" if s.oracle else "most confident"
+    return "\n".join(f"{k} click{'s' if k != '1' else ''} ({how}, first click {s.first}): mIoU {v:.4f} "
+                     f"over {summary['objects']} objects" for k, v in summary["miou"].items())
+
+
+def plot(miou: dict[str, float], oracle: bool) -> bytes:
+    """mIoU against clicks, a PNG drawn with OpenCV."""
+    w, h, m = 480, 320, 50
+    img = np.full((h, w, 3), 255, np.uint8)
+    cv2.rectangle(img, (m, 20), (w - 20, h - m), (0, 0, 0), 1)
+    ks = [int(k) for k in miou]
+    kmax = max(max(ks), 2)
+
+    def at(k: float, v: float) -> tuple[int, int]:
+        return (int(m + (k - 1) / (kmax - 1) * (w - 20 - m)), int(h - m - v * (h - m - 20)))
+
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        cv2.putText(img, f"{v:.2f}", (5, at(1, v)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    for k in ks:
+        cv2.putText(img, str(k), (at(k, 0)[0] - 4, h - m + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    pts = [at(int(k), v) for k, v in miou.items()]
+    for a, b in zip(pts, pts[1:]):
+        cv2.line(img, a, b, (200, 80, 0), 2, cv2.LINE_AA)
+    for p in pts:
+        cv2.circle(img, p, 4, (200, 80, 0), -1, cv2.LINE_AA)
+    cv2.putText(img, "clicks", (w // 2 - 20, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, f"mIoU ({'oracle' if oracle else 'most confident'} first mask)", (m, 14),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    ok, buf = cv2.imencode(".png", img)
+    return buf.tobytes()
+
+
+def eval_record(gt_identity: str, s: EvalSettings, *, model, checkpoint, dtype: str) -> dict:
+    """What decides an evaluation's outputs, for its folder's run record."""
+    from dataclasses import asdict
+
+    from . import __version__
+    from .weights import describe
+
+    return {"sam": __version__, "mode": "eval", "weights": describe(model, checkpoint), "dtype": dtype,
+            "settings": {"ground_truth": gt_identity, **asdict(s)}}
