@@ -121,31 +121,10 @@ class EdgeEngine:
         self.grid, self.nms, self.workers = grid, nms, workers
 
     def __call__(self, jobs):
-        import time
+        from .pipeline import image_by_image
 
-        from .errors import InputError, SamError
-        from .io.images import read_image
-        from .pipeline import ImageResult, read_ahead
-
-        def load(item):
-            try:
-                return item, read_image(item.path), None
-            except SamError as e:
-                return item, None, e
-            except Exception as e:  # noqa: BLE001 - any decoder failure is this file's failure
-                return item, None, InputError(f"{item.path}: {type(e).__name__}: {e}")
-
-        for job in read_ahead(load, jobs, self.workers, 2):
-            if not isinstance(job, tuple):
-                yield job
-                continue
-            item, img, err = job
-            if err is not None:
-                yield ImageResult(item, None, [], err)
-                continue
-            t = time.perf_counter()
-            em = edge_map(self.predictor, img, grid=self.grid, nms=self.nms)
-            yield ImageResult(item, img, [em], None, time.perf_counter() - t)
+        return image_by_image(jobs, lambda item, img: [edge_map(self.predictor, img, grid=self.grid, nms=self.nms)],
+                              workers=self.workers)
 
     def close(self) -> None:
         pass

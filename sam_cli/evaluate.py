@@ -230,36 +230,20 @@ class EvalEngine:
         self.gt, self.s, self.workers = gt, settings, workers
 
     def __call__(self, jobs):
-        import time
+        from .errors import InputError
+        from .pipeline import image_by_image
 
-        from .errors import InputError, SamError
-        from .io.images import read_image
-        from .pipeline import ImageResult, read_ahead
-
-        def load(item):
-            try:
-                img = read_image(item.path)
-            except SamError as e:
-                return item, None, e
-            except Exception as e:  # noqa: BLE001 - any decoder failure is this file's failure
-                return item, None, InputError(f"{item.path}: {type(e).__name__}: {e}")
+        def check(item, img):
             want = self.gt.images[item.image_id]
             if img.shape[:2] != (want["height"], want["width"]):
-                return item, None, InputError(f"{item.path}: {img.shape[1]}x{img.shape[0]} pixels, the ground truth "
-                                              f"says {want['width']}x{want['height']}")
-            return item, img, None
+                return InputError(f"{item.path}: {img.shape[1]}x{img.shape[0]} pixels, the ground truth "
+                                  f"says {want['width']}x{want['height']}")
+            return None
 
-        for job in read_ahead(load, jobs, self.workers, 2):
-            if not isinstance(job, tuple):
-                yield job
-                continue
-            item, img, err = job
-            if err is not None:
-                yield ImageResult(item, None, [], err)
-                continue
-            t = time.perf_counter()
-            objs = evaluate_image(self.predictor, img, item.image_id, self.gt.objects[item.image_id], self.s)
-            yield ImageResult(item, img, objs, None, time.perf_counter() - t)
+        def work(item, img):
+            return evaluate_image(self.predictor, img, item.image_id, self.gt.objects[item.image_id], self.s)
+
+        return image_by_image(jobs, work, workers=self.workers, check=check)
 
     def close(self) -> None:
         pass

@@ -62,6 +62,35 @@ def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
         return _Loaded(item, None, [], InputError(f"{item.path}: {type(e).__name__}: {e}"), t)
 
 
+def image_by_image(
+    jobs: Iterable[InputItem | object], work: Callable[[InputItem, np.ndarray], list], *, workers: int = 2,
+    check: Callable[[InputItem, np.ndarray], SamError | None] = lambda item, img: None,
+) -> Iterator[ImageResult | object]:
+    """An ImageResult per InputItem of `jobs`, in order, for engines that take one image at a
+    time (`sam edges`, `sam eval`): images read ahead on threads (then `check`, an error for an image that cannot be used),
+    then `work(item, image)`'s records, timed; other objects come back unread in their place."""
+    def load(item: InputItem):
+        try:
+            img = read_image(item.path)
+        except SamError as e:
+            return item, None, e
+        except Exception as e:  # noqa: BLE001 - any decoder failure is this file's failure
+            return item, None, InputError(f"{item.path}: {type(e).__name__}: {e}")
+        return item, img, check(item, img)
+
+    for job in read_ahead(load, jobs, workers, 2):
+        if not isinstance(job, tuple):
+            yield job
+            continue
+        item, img, err = job
+        if err is not None:
+            yield ImageResult(item, None, [], err)
+            continue
+        t = time.perf_counter()
+        records = work(item, img)
+        yield ImageResult(item, img, records, None, time.perf_counter() - t)
+
+
 def read_ahead(
     load: Callable[[InputItem], T], jobs: Iterable[InputItem | object], workers: int, ahead: int,
 ) -> Iterator[T | object]:
