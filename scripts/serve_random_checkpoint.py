@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import shutil
+import signal
 import sys
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -51,7 +53,14 @@ def main() -> None:
     print(f"export SAM_BASE_URL={url} SAM_SHA256_{args.model.upper()}={digest} "
           f"SAM_CACHE_DIR={root / 'cache'}", flush=True)
     print(f"serving {spec.weights.file_name} ({len(data):,} bytes) from {root}", file=sys.stderr, flush=True)
-    server.serve_forever()
+    # the folder holds a full-size checkpoint: gone when the server is stopped (Ctrl-C or kill)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
