@@ -42,11 +42,31 @@ import benchmark as bm  # noqa: E402  (scripts/benchmark.py: photos, reference r
 IMPLS = ("ref", "ours", "ultralytics", "transformers")
 NAMES = {"ref": "Meta's reference", "ours": "sam", "ultralytics": "Ultralytics",
          "transformers": "transformers"}
-ROWS = ("encoder", "boxes", "auto", "folder")
+ROWS = ("encoder", "boxes", "auto", "auto-all", "folder")
 #: the row of scripts/benchmark.py that runs the reference and sam for each row here
-BM_ROW = {"encoder": "encoder", "boxes": "boxes", "auto": "auto-default", "folder": "folder"}
+BM_ROW = {"encoder": "encoder", "boxes": "boxes", "auto": "auto-default", "auto-all": "auto-all",
+          "folder": "folder"}
 #: the reference's automatic-mode defaults that every tool is given
 AMG = dict(pred_iou_thresh=0.88, stability_score_thresh=0.95, stability_score_offset=1.0, box_nms_thresh=0.7)
+#: every candidate kept: filters and NMS off (random weights leave one mask after NMS, so this row
+#: is the one where each tool's per-mask work, upscaling, RLE and the rest, is compared)
+AMG_ALL = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, stability_score_offset=1.0, box_nms_thresh=1.0)
+
+
+def ul_auto(pred, source, pps: int, amg: dict) -> np.ndarray:
+    """Ultralytics' everything mode with the reference's settings. It compares predicted IoU and
+    stability with > even at 0, so "off" is -1 there; its NMS threshold is the predictor's iou."""
+    pred.args.iou = amg["box_nms_thresh"]
+    off = -1.0
+    return ul_masks(pred(source=source, points_stride=pps, conf_thres=amg["pred_iou_thresh"] or off,
+                         stability_score_thresh=amg["stability_score_thresh"] or off,
+                         stability_score_offset=amg["stability_score_offset"]))
+
+
+def hf_auto(gen, image, pps: int, amg: dict) -> list:
+    return gen(image, points_per_crop=pps, points_per_batch=64, pred_iou_thresh=amg["pred_iou_thresh"],
+               stability_score_thresh=amg["stability_score_thresh"],
+               stability_score_offset=amg["stability_score_offset"], crops_nms_thresh=amg["box_nms_thresh"])["masks"]
 
 
 # ------------------------------------------------------------------- transformers' key names
@@ -188,8 +208,8 @@ def peer_worker(row: str, impl: str, a, out: Path) -> dict:
     dev = a.device
     if row == "folder":
         return peer_folder(impl, a, out)
-    if impl == "ultralytics":
-        pred = ul_predictor(a, out)
+    if impl == "ultralytics":  # every candidate: its after-NMS conf filter off too
+        pred = ul_predictor(a, out, conf=0.0 if row == "auto-all" else 0.25)
     else:
         net, proc = hf_model(a), hf_processor()
     if dev.startswith("cuda"):
@@ -230,23 +250,18 @@ def peer_worker(row: str, impl: str, a, out: Path) -> dict:
                     return m.numpy().astype(bool), len(m)
             res["seconds"], (masks, res["returned"]) = timed(predict, a.repeat, dev)
             np.save(out / f"{impl}.npy", masks)
-        elif row == "auto":
-            img = bm.read("chelsea.jpg")
-            bm.sync(dev)
-            t = time.perf_counter()
-            if impl == "ultralytics":
-                masks = ul_masks(pred(source=np.ascontiguousarray(img[:, :, ::-1]), points_stride=a.points_per_side,
-                                      conf_thres=AMG["pred_iou_thresh"],
-                                      stability_score_thresh=AMG["stability_score_thresh"],
-                                      stability_score_offset=AMG["stability_score_offset"]))
-            else:
+        else:  # auto, auto-all
+            img, amg = bm.read("chelsea.jpg"), AMG if row == "auto" else AMG_ALL
+            if impl == "transformers":
                 from PIL import Image
 
                 gen = hf_generator(a, net)
-                masks = gen(Image.fromarray(img), points_per_crop=a.points_per_side, points_per_batch=64,
-                            pred_iou_thresh=AMG["pred_iou_thresh"], stability_score_thresh=AMG["stability_score_thresh"],
-                            stability_score_offset=AMG["stability_score_offset"],
-                            crops_nms_thresh=AMG["box_nms_thresh"])["masks"]
+            bm.sync(dev)
+            t = time.perf_counter()
+            if impl == "ultralytics":
+                masks = ul_auto(pred, np.ascontiguousarray(img[:, :, ::-1]), a.points_per_side, amg)
+            else:
+                masks = hf_auto(gen, Image.fromarray(img), a.points_per_side, amg)
             bm.sync(dev)
             res["seconds"] = time.perf_counter() - t
             (out / f"{impl}.json").write_text(json.dumps(rles(masks)))  # after the clock: not counted
@@ -267,17 +282,12 @@ def peer_folder(impl: str, a, out: Path) -> dict:
         pred = ul_predictor(a, out)
 
         def masks_of(p: Path):
-            return ul_masks(pred(source=str(p), points_stride=a.folder_points_per_side,
-                                 conf_thres=AMG["pred_iou_thresh"], stability_score_thresh=AMG["stability_score_thresh"],
-                                 stability_score_offset=AMG["stability_score_offset"]))
+            return ul_auto(pred, str(p), a.folder_points_per_side, AMG)
     else:
         gen = hf_generator(a, hf_model(a))
 
         def masks_of(p: Path):
-            return gen(str(p), points_per_crop=a.folder_points_per_side, points_per_batch=64,
-                       pred_iou_thresh=AMG["pred_iou_thresh"], stability_score_thresh=AMG["stability_score_thresh"],
-                       stability_score_offset=AMG["stability_score_offset"],
-                       crops_nms_thresh=AMG["box_nms_thresh"])["masks"]
+            return hf_auto(gen, str(p), a.folder_points_per_side, AMG)
     with torch.inference_mode():
         for p in src:
             (dest / f"{p.stem}.json").write_text(json.dumps(rles(masks_of(p))))
@@ -340,6 +350,7 @@ LABELS = {
     "encoder": "image encoder (preprocessing included), s/image",
     "boxes": "prompted: 64 boxes on one photo (embedding ready), s",
     "auto": "automatic, {pps}x{pps} grid, the reference's default filters, s/image",
+    "auto-all": "automatic, {pps}x{pps} grid, filters and NMS off (every candidate kept), s/image",
     "folder": "a folder of {n} photos, automatic ({fpps}x{fpps}, default filters), s/image, steady state",
 }
 
