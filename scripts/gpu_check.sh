@@ -4,8 +4,12 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl pycocotools==2.0.11 segment-anything==1.0
 # With the device tool: carry .whl, timeout_s 580 (the stages below share 560 s and stop themselves).
-# Usage: bash scripts/gpu_check.sh [quick|full] [OUTDIR]
+# Usage: bash scripts/gpu_check.sh [quick|full|peers] [OUTDIR]
 #   quick: GPU tests + scripts/gpu_profile.py (about 3 minutes)
+#   peers: only scripts/peers_bench.py for vit_h (peers.md, peers.json): sam beside the reference,
+#          Ultralytics and transformers (the image's own transformers). Ultralytics travels as
+#          wheels too: add ultralytics==8.4.190 ultralytics-thop==2.2.3 ultralytics-platform==0.1.99
+#          to the download above (--python-version 3.12; they are pure Python)
 #   full:  GPU tests, then scripts/benchmark.py against the reference (vit_h, bf16):
 #          bench.md   confident weights: encoder, 64 boxes, default filters, folder, resize
 #          bench_coherent.md  region masks: every candidate kept (the bf16 vs fp32 agreement
@@ -42,6 +46,11 @@ stage() {  # stage CAP NAME COMMAND...: runs it if at least 30 s are left
 }
 BENCH=(python3 scripts/benchmark.py --device cuda --model vit_h --dtype bf16 --folder-images 20 --repeat 2)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
+if [ "$MODE" = peers ]; then  # every row but the folder's twenty photos, which ten stand for here
+    stage 540 "peers, vit_h" python3 scripts/peers_bench.py --device cuda --model vit_h --folder-images 10 \
+        --json "$OUTDIR/peers.json" 2>&1 | tee "$OUTDIR/peers.md"
+    exit 0
+fi
 python3 -c "import torch, typer, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'typer', typer.__version__)" | tee -a "$OUTDIR/gpu.txt"
 stage 150 tests python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUTDIR/gpu_tests.log" 2>&1
 tail -30 "$OUTDIR/gpu_tests.log"
