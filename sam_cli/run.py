@@ -123,6 +123,7 @@ class Runner:
         self._claimed: set[str] = set()  # output keys decided in this run
         self.finished: list[str] = []  # output keys of images with outputs, for finish()
         self.failed: list[str] = []  # output keys of images that failed
+        self._unclaim: Callable[[], None] = lambda: None  # OutputLayout.claim's undo
 
     # ------------------------------------------------------------------------ decisions
     def decide(self, item: InputItem) -> InputItem | Skipped | Failed:
@@ -167,7 +168,12 @@ class Runner:
             jobs = (self.decide(it) for it in items)
             for job in jobs:  # decisions before the first item to process: no model yet
                 if isinstance(job, InputItem):
-                    self.engine = engine()
+                    try:
+                        self.engine = engine()
+                    except BaseException:
+                        # nothing is written before the model: the folder is not this run's
+                        self._unclaim()
+                        raise
                     for res in self.engine(_chain(job, jobs)):
                         writer.submit(partial(self.settle, res, emit))
                     break
@@ -188,7 +194,7 @@ class Runner:
     def begin(self) -> None:
         """Claim the folder for this run's record, and remove a killed run's leftovers."""
         if self.record is not None:
-            self.layout.claim(self.record, self.overwrite)
+            self._unclaim = self.layout.claim(self.record, self.overwrite)
         self.stale = self.layout.remove_stale_temps()
 
     def write_run_outputs(self, emit: Callable[[Event], None]) -> None:

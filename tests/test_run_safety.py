@@ -58,6 +58,27 @@ def test_a_rerun_with_other_settings_is_refused_unless_overwrite(photos, tmp_pat
     assert json.loads((out / "sam-run.json").read_text())["settings"]["pred_iou_thresh"] == 0.3
 
 
+def test_a_run_whose_model_fails_to_load_leaves_the_folder_unclaimed(photos, tmp_path, tiny_ckpt):
+    """The run record is written before the model loads; a model that does not load (a bad
+    file, a failed download) writes no outputs, so the folder is not that run's: a new one is
+    removed again, an existing one gets its record back, and a retry with other weights runs."""
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint" * 100)
+    out = tmp_path / "out"
+    p = run_sam("auto", photos, "-o", out, "-c", bad, *FAST)
+    assert p.returncode == 4 and f"Error: {bad}: " in p.stderr.decode()
+    assert not out.exists()
+    p = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST)
+    assert p.returncode == 0 and [r["status"] for r in lines(p)] == ["ok"] * 2
+    record = (out / "sam-run.json").read_bytes()
+    # --overwrite with weights that fail: the folder keeps its outputs and its record
+    p = run_sam("auto", photos, "-o", out, "-c", bad, *FAST, "--overwrite")
+    assert p.returncode == 4
+    assert (out / "sam-run.json").read_bytes() == record
+    p = run_sam("auto", photos, "-o", out, "-c", tiny_ckpt, *FAST)
+    assert p.returncode == 0 and [r["status"] for r in lines(p)] == ["skipped"] * 2
+
+
 def test_outputs_are_never_read_as_inputs(photos, tiny_ckpt):
     """`sam auto p -o p/masks` twice: the second run reads the two photos, not the masks."""
     for status in ("ok", "skipped"):

@@ -6,6 +6,7 @@ is written under a temporary name and renamed)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -78,11 +79,15 @@ class OutputLayout:
             mod.write(img)
         return [str(p) for p in self.outputs(rel)]
 
-    def claim(self, record: dict, overwrite: bool) -> None:
+    def claim(self, record: dict, overwrite: bool) -> Callable[[], None]:
         """Check the folder's run record against this run's, before anything is decided or
         written: outputs made by other settings, weights or sam are never taken as this run's.
         Raises PromptError (a usage error) naming what differs unless `overwrite`; writes the
-        record when it is new or changed. A folder with no record is taken as it is."""
+        record when it is new or changed. A folder with no record is taken as it is.
+        Returns what undoes the claim (the record as it was, the folder removed if this made
+        it and it is empty), for a run that stops before writing anything: the model did not
+        load, say. A retry with other weights is then not refused over a folder with no
+        outputs."""
         path = self.root / RUN_RECORD
         try:
             old = json.loads(path.read_text())
@@ -91,13 +96,26 @@ class OutputLayout:
         except (OSError, ValueError) as e:
             raise OutputError(f"{path}: cannot read this folder's run record ({e})") from None
         if old == record:
-            return
+            return lambda: None
         if old is not None and not overwrite:
             raise PromptError(
                 f"{self.root}: its outputs were made by another run ({_differences(old, record)})",
                 hint="add --overwrite to redo them with these settings, or choose another -o",
             )
+        made = not self.root.exists()
         writers.write_json(path, record)
+
+        def undo() -> None:
+            try:
+                if old is None:
+                    path.unlink(missing_ok=True)
+                    if made:
+                        self.root.rmdir()  # only if empty: OSError otherwise
+                else:
+                    writers.write_json(path, old)
+            except OSError:
+                pass
+        return undo
 
     def remove_stale_temps(self) -> list[Path]:
         """Temporary files that killed writers left in the folder (io.writers)."""
