@@ -104,6 +104,12 @@ class Counts:
         return self.done + self.skipped + self.failed
 
 
+def mask_count(records: list) -> int:
+    """The masks an image's records stand for: one each, or what a record says it stands for
+    (an edge map: the masks whose boundaries made it, edges.EdgeMap.masks)."""
+    return sum(getattr(r, "masks", 1) for r in records)
+
+
 class Runner:
     def __init__(
         self, layout: OutputLayout, *, overwrite: bool = False, record: dict | None = None,
@@ -221,7 +227,7 @@ class Runner:
         else:
             try:
                 written = self.layout.write(res.item.rel, res.image, res.records, res.item.image_id)
-                ev = Done(res.item, written, len(res.records), res.seconds)
+                ev = Done(res.item, written, mask_count(res.records), res.seconds)
             except SamError as e:
                 ev = Failed(res.item, e, res.seconds)
         self.tally(ev)

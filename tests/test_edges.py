@@ -124,3 +124,6 @@ def test_cli_edges_size_orientation_and_resume(tiny_ckpt, tmp_path):
     assert [json.loads(x)["status"] for x in p.stdout.decode().splitlines()] == ["skipped"]
     p = run_sam("edges", src, "-o", tmp_path / "out", "-c", tiny_ckpt, "--grid", "5")
     assert p.returncode == 2 and "--grid 4 there, 5 now" in p.stderr.decode()
+    # the line counts the masks whose boundaries made the map: with NMS off, all 4x4x3
+    p = run_sam("edges", src, "-o", tmp_path / "all", "-c", tiny_ckpt, "--grid", "4", "--nms", "1.0")
+    assert [json.loads(x)["masks"] for x in p.stdout.decode().splitlines()] == [48]
