@@ -68,13 +68,15 @@ def test_shard_from_option_and_environment():
 def test_shards_then_merge_equal_a_plain_run(coherent_ckpt, tmp_path):
     """(a) one plain run, (b) three shards, the second given by a Slurm array's environment,
     then `sam merge`: the same files, byte for byte (per-image outputs, coco.json, yolo-seg's
-    labels, CVAT's XML, Label Studio's tasks)."""
+    labels, CVAT's XML, Label Studio's tasks). Every process on one thread: a CPU's float sums
+    follow its thread count (a score's last digits), and --devices cpu,cpu splits the cores."""
+    one = {"SAM_THREADS": "1"}
     plain, split = tmp_path / "plain", tmp_path / "split"
-    p = run_sam("auto", EXAMPLES, "-o", plain, *settings(coherent_ckpt))
+    p = run_sam("auto", EXAMPLES, "-o", plain, *settings(coherent_ckpt), env=one)
     assert p.returncode == 0, p.stderr
     lines = []
     for i in range(3):
-        env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3"} if i == 1 else {}
+        env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3", **one} if i == 1 else one
         args = [] if i == 1 else ["--shard", f"{i}/3"]
         p = run_sam("auto", EXAMPLES, "-o", split, *settings(coherent_ckpt), *args, env=env)
         assert p.returncode == 0, p.stderr
@@ -91,7 +93,7 @@ def test_shards_then_merge_equal_a_plain_run(coherent_ckpt, tmp_path):
     assert same_trees(plain, split) == []
     # (c) two worker processes, two CPUs standing in for two GPUs: the run-level outputs at its end
     workers = tmp_path / "workers"
-    p = run_sam("auto", EXAMPLES, "-o", workers, *settings(coherent_ckpt), "--devices", "cpu,cpu")
+    p = run_sam("auto", EXAMPLES, "-o", workers, *settings(coherent_ckpt), "--devices", "cpu,cpu", env=one)
     assert p.returncode == 0, p.stderr
     assert sorted(json.loads(x)["input"] for x in p.stdout.decode().splitlines()) == \
         sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
@@ -99,7 +101,7 @@ def test_shards_then_merge_equal_a_plain_run(coherent_ckpt, tmp_path):
     # (d) on a local Ray (started by sam, in the test's process tree; usage stats off)
     on_ray = tmp_path / "ray"
     p = run_sam("auto", EXAMPLES, "-o", on_ray, *settings(coherent_ckpt), "--ray", "local",
-                env={"RAY_USAGE_STATS_ENABLED": "0"})
+                env={"RAY_USAGE_STATS_ENABLED": "0", **one})
     assert p.returncode == 0, p.stderr
     assert p.stderr.decode().startswith("ray: 1 actor, 0 GPU and ")
     assert sorted(json.loads(x)["input"] for x in p.stdout.decode().splitlines()) == \
