@@ -206,7 +206,8 @@ def test_ray_missing_is_a_clear_error(tiny_ckpt, tmp_path):
 def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
     """--devices cpu,cpu over 8 images, one worker killed (SIGKILL) once the first image is
     done: it is started again over the images it had not reported, and the run ends whole,
-    each image reported once, with the outputs of a plain run."""
+    each image reported once, with the outputs of a plain run (every process on one thread, as in
+    test_shards_then_merge_equal_a_plain_run)."""
     import os
     import signal
     import subprocess
@@ -215,10 +216,12 @@ def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
 
     src = _copies(tmp_path, 8)
     args = [src, "-c", tiny_ckpt, "--points-per-side", "10", "-f", "coco", "-f", "png"]
-    plain = run_sam("auto", *args, "-o", tmp_path / "plain")
+    one = {"SAM_THREADS": "1"}
+    plain = run_sam("auto", *args, "-o", tmp_path / "plain", env=one)
     assert plain.returncode == 0, plain.stderr
     cmd = [sys.executable, "-m", "sam_cli", "auto", *map(str, args), "-o", str(tmp_path / "out"), "--devices", "cpu,cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
+    env = {**os.environ, "NO_COLOR": "1", **one}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     first = proc.stdout.readline()
     assert b'"status": "ok"' in first
 
@@ -240,7 +243,7 @@ def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
     assert same_trees(tmp_path / "plain", tmp_path / "out") == []
     # the parent (the driver) killed instead: its workers end with it, and a rerun resumes
     proc = subprocess.Popen([*cmd[:-4], "-o", str(tmp_path / "again"), "--devices", "cpu,cpu"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
+                            stderr=subprocess.PIPE, env=env)
     assert b'"status": "ok"' in proc.stdout.readline()
     victims = workers()
     proc.kill()
@@ -249,7 +252,7 @@ def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
     while any(Path(f"/proc/{v}").exists() and b"spawn_main" in _cmdline(Path(f"/proc/{v}")) for v in victims):
         assert time.monotonic() < deadline, "workers outlived their killed parent"
         time.sleep(0.1)
-    p = run_sam("auto", *args, "-o", tmp_path / "again", "--devices", "cpu,cpu")
+    p = run_sam("auto", *args, "-o", tmp_path / "again", "--devices", "cpu,cpu", env=one)
     assert p.returncode == 0, p.stderr
     statuses = [json.loads(x)["status"] for x in p.stdout.decode().splitlines()]
     assert len(statuses) == 8 and "skipped" in statuses and "ok" in statuses
