@@ -160,6 +160,74 @@ def folder_images(n: int, dest: Path) -> list[Path]:
     return out
 
 
+def boxes_prompt() -> np.ndarray:
+    """The boxes row's 64 seeded boxes (XYXY) on coffee.jpg."""
+    g = np.random.default_rng(0)
+    xy = g.uniform(0, 400, (64, 2))
+    return np.concatenate([xy, xy + g.uniform(40, 200, (64, 2))], 1).clip(0, [600, 400, 600, 400])
+
+
+def timed(fn, repeat: int, device: str):
+    """(the fastest of `repeat` calls of fn, synchronised, in seconds; the last call's result)."""
+    times, result = [], None
+    for _ in range(repeat):
+        sync(device)
+        t = time.perf_counter()
+        result = fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return min(times), result
+
+
+def make_checkpoint(a: argparse.Namespace, tmp: Path, weights: str) -> tuple[float, float] | None:
+    """The run's checkpoint (a.ckpt) and photo folder (a.folder_dir) in tmp: the reference's
+    architecture, seed 0, made coherent and confident as `weights` says, saved in Meta's layout.
+    Returns the confident weights' (logit scale, IoU shift), or None for plain random weights."""
+    from reference import arch_kwargs, build_reference, make_coherent, make_confident
+
+    ref = build_reference(**arch_kwargs(a.model), seed=0)
+    if weights == "coherent":
+        make_coherent(ref)
+    confident = None
+    if weights in ("confident", "coherent"):
+        confident = make_confident(ref, read("chelsea.jpg"), device=a.device)
+    a.ckpt = str(tmp / f"{a.model}.pth")
+    torch.save(ref.state_dict(), a.ckpt)
+    del ref
+    if a.device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the workers need the memory, not this process
+    folder = tmp / "photos"
+    folder.mkdir()
+    folder_images(a.folder_images, folder)
+    a.folder_dir = str(folder)
+    return confident
+
+
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    """The options this script and scripts/peers_bench.py share, and the worker protocol's
+    hidden ones (a measurement's subprocess gets --worker ROW IMPL, --ckpt, --out, --folder-dir)."""
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--points-per-side", type=int, default=32)
+    ap.add_argument("--folder-images", type=int, default=20)
+    ap.add_argument("--folder-points-per-side", type=int, default=32)
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--worker", nargs=2, metavar=("ROW", "IMPL"), help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--folder-dir", help=argparse.SUPPRESS)
+
+
+def run_worker(cmd: list[str], what: str, env: dict | None = None) -> dict | None:
+    """One measurement's subprocess: its result (the last line of its stdout, JSON), or None
+    with the end of its stderr printed."""
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode:
+        print(f"{what} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def load(impl: str, ckpt: str, model: str, device: str, dtype: str):
     if impl == "ref":
         from reference import arch_kwargs, build_reference
@@ -228,30 +296,13 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
         elif row == "encoder":
             img = read("chelsea.jpg")
             pred = predictor(impl, net)
-            times = []
-            for _ in range(a.repeat):
-                sync(dev)
-                t = time.perf_counter()
-                pred.set_image(img)
-                sync(dev)
-                times.append(time.perf_counter() - t)
-            res["seconds"] = min(times)
+            res["seconds"], _ = timed(lambda: pred.set_image(img), a.repeat, dev)
             np.save(out / f"{impl}.npy", features(impl, pred).float().cpu().numpy())
         elif row == "boxes":
-            img = read("coffee.jpg")
-            g = np.random.default_rng(0)
-            xy = g.uniform(0, 400, (64, 2))
-            boxes = np.concatenate([xy, xy + g.uniform(40, 200, (64, 2))], 1).clip(0, [600, 400, 600, 400])
+            img, boxes = read("coffee.jpg"), boxes_prompt()
             pred = predictor(impl, net)
             pred.set_image(img)
-            times = []
-            for _ in range(a.repeat):
-                sync(dev)
-                t = time.perf_counter()
-                masks = predict_boxes(impl, pred, boxes)
-                sync(dev)
-                times.append(time.perf_counter() - t)
-            res["seconds"] = min(times)
+            res["seconds"], masks = timed(lambda: predict_boxes(impl, pred, boxes), a.repeat, dev)
             np.save(out / f"{impl}.npy", masks)
         else:
             img = photo_12mp() if row == "memory-12mp" else read("chelsea.jpg")
@@ -638,11 +689,7 @@ def main() -> None:
                          "random: plain random weights, whose masks never pass the default filters "
                          "(the earliest tables)")
     ap.add_argument("--rows", default=",".join(ROWS))
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--points-per-side", type=int, default=32)
-    ap.add_argument("--folder-images", type=int, default=20)
-    ap.add_argument("--folder-points-per-side", type=int, default=32)
+    add_run_args(ap)
     ap.add_argument("--folder-filters", default="default", choices=["default", "off"])
     ap.add_argument("--batch-size", type=int, default=0,
                     help="`sam auto --batch-size` in the folder row (default: sam's own default)")
@@ -651,13 +698,8 @@ def main() -> None:
                          "to see how much of a ratio it accounts for")
     ap.add_argument("--compile", action="store_true",
                     help="the folder row runs `sam auto --compile` (the other rows are not compiled)")
-    ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--save-checkpoint", metavar="PATH",
                     help="keep the benchmark's checkpoint here (scripts/gpu_check.sh profiles it)")
-    ap.add_argument("--worker", nargs=2, metavar=("ROW", "IMPL"), help=argparse.SUPPRESS)
-    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    ap.add_argument("--folder-dir", help=argparse.SUPPRESS)
     a = ap.parse_args()
     sys.path.insert(0, str(REPO / "tests"))
 
@@ -667,23 +709,8 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="sam-bench-"))
-    from reference import arch_kwargs, build_reference, make_coherent, make_confident
-
     spec = MODELS.get(a.model)  # None for tiny
-    ref = build_reference(**arch_kwargs(a.model), seed=0)
-    if a.weights == "coherent":
-        make_coherent(ref)
-    if a.weights in ("confident", "coherent"):
-        scale, shift = make_confident(ref, read("chelsea.jpg"), device=a.device)
-        if a.device.startswith("cuda"):
-            torch.cuda.empty_cache()  # the workers need the memory, not this process
-    a.ckpt = str(tmp / f"{a.model}.pth")
-    torch.save(ref.state_dict(), a.ckpt)
-    del ref
-    folder = tmp / "photos"
-    folder.mkdir()
-    folder_images(a.folder_images, folder)
-    a.folder_dir = str(folder)
+    confident = make_checkpoint(a, tmp, a.weights)
 
     torch.set_num_threads(a.threads)
     peak = matmul_peak(a.device, a.dtype)
@@ -692,7 +719,8 @@ def main() -> None:
           f"{dev_name}, torch {torch.__version__}")
     peak_dtype = "bf16" if a.dtype == "bf16" and a.device != "cpu" else "fp32"
     print(f"# matmul peak measured in this run: {peak:.0f} GFLOP/s ({peak_dtype})")
-    if a.weights in ("confident", "coherent"):
+    if confident:
+        scale, shift = confident
         print(f"# confident weights: mask logits x{scale:.0f}, predicted IoUs {shift:+.3f} "
               "(tests/reference.make_confident)")
     if a.weights == "coherent":
@@ -720,13 +748,8 @@ def main() -> None:
                    "--folder-points-per-side", str(a.folder_points_per_side),
                    "--batch-size", str(a.batch_size), "--folder-filters", a.folder_filters,
                    "--ref-allocator", a.ref_allocator] + (["--compile"] if a.compile else [])
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode:
-                print(f"{row} {impl} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
-                res[impl] = None
-                failed += 1
-                continue
-            res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
+            res[impl] = run_worker(cmd, f"{row} {impl}")
+            failed += res[impl] is None
         res["agreement"] = agreement(row, out) if res["ref"] and res["ours"] else "-"
         results[row] = res
         print_row(row, res, a, spec, first=row == rows[0])

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -185,24 +184,6 @@ def rles(masks) -> list[dict]:
     return out
 
 
-def boxes_prompt() -> np.ndarray:
-    """The 64 seeded boxes of scripts/benchmark.py's boxes row, on coffee.jpg."""
-    g = np.random.default_rng(0)
-    xy = g.uniform(0, 400, (64, 2))
-    return np.concatenate([xy, xy + g.uniform(40, 200, (64, 2))], 1).clip(0, [600, 400, 600, 400])
-
-
-def timed(fn, repeat: int, device: str):
-    times, result = [], None
-    for _ in range(repeat):
-        bm.sync(device)
-        t = time.perf_counter()
-        result = fn()
-        bm.sync(device)
-        times.append(time.perf_counter() - t)
-    return min(times), result
-
-
 def peer_worker(row: str, impl: str, a, out: Path) -> dict:
     torch.set_num_threads(a.threads)
     dev = a.device
@@ -220,16 +201,16 @@ def peer_worker(row: str, impl: str, a, out: Path) -> dict:
             img = bm.read("chelsea.jpg")
             if impl == "ultralytics":
                 bgr = np.ascontiguousarray(img[:, :, ::-1])  # it takes OpenCV's BGR order
-                res["seconds"], _ = timed(lambda: pred.set_image(bgr), a.repeat, dev)
+                res["seconds"], _ = bm.timed(lambda: pred.set_image(bgr), a.repeat, dev)
                 emb = pred.features
             else:
                 def encode():
                     px = proc(images=img, return_tensors="pt")["pixel_values"].to(dev)
                     return net.get_image_embeddings(px)
-                res["seconds"], emb = timed(encode, a.repeat, dev)
+                res["seconds"], emb = bm.timed(encode, a.repeat, dev)
             np.save(out / f"{impl}.npy", emb.float().cpu().numpy())
         elif row == "boxes":
-            img, boxes = bm.read("coffee.jpg"), boxes_prompt()
+            img, boxes = bm.read("coffee.jpg"), bm.boxes_prompt()
             if impl == "ultralytics":
                 pred.set_image(np.ascontiguousarray(img[:, :, ::-1]))
 
@@ -248,7 +229,7 @@ def peer_worker(row: str, impl: str, a, out: Path) -> dict:
                     m = proc.image_processor.post_process_masks(o.pred_masks.cpu(), inputs["original_sizes"],
                                                                 inputs["reshaped_input_sizes"])[0]
                     return m.numpy().astype(bool), len(m)
-            res["seconds"], (masks, res["returned"]) = timed(predict, a.repeat, dev)
+            res["seconds"], (masks, res["returned"]) = bm.timed(predict, a.repeat, dev)
             np.save(out / f"{impl}.npy", masks)
         else:  # auto, auto-all
             img, amg = bm.read("chelsea.jpg"), AMG if row == "auto" else AMG_ALL
@@ -377,16 +358,7 @@ def main() -> None:
     ap.add_argument("--model", default="vit_b", choices=[*MODELS, "tiny"])
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--impls", default=",".join(IMPLS))
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--points-per-side", type=int, default=32)
-    ap.add_argument("--folder-images", type=int, default=20)
-    ap.add_argument("--folder-points-per-side", type=int, default=32)
-    ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--worker", nargs=2, metavar=("ROW", "IMPL"), help=argparse.SUPPRESS)
-    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    ap.add_argument("--folder-dir", help=argparse.SUPPRESS)
+    bm.add_run_args(ap)
     a = ap.parse_args()
     # what scripts/benchmark.py's workers read
     a.dtype, a.folder_filters, a.batch_size, a.compile, a.ref_allocator = "fp32", "default", 0, False, "system"
@@ -401,25 +373,12 @@ def main() -> None:
         print(json.dumps(res))
         return
 
-    from reference import arch_kwargs, build_reference, make_coherent, make_confident
-
     impls = [i for i in a.impls.split(",") if i]
     if "ref" not in impls:
         impls.insert(0, "ref")  # the agreement column needs it
     with tempfile.TemporaryDirectory(prefix="sam-peers-") as tmpdir:
         tmp = Path(tmpdir)
-        ref = build_reference(**arch_kwargs(a.model), seed=0)
-        make_coherent(ref)
-        scale, shift = make_confident(ref, bm.read("chelsea.jpg"), device=a.device)
-        a.ckpt = str(tmp / f"{a.model}.pth")
-        torch.save(ref.state_dict(), a.ckpt)
-        del ref
-        if a.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-        folder = tmp / "photos"
-        folder.mkdir()
-        bm.folder_images(a.folder_images, folder)
-        a.folder_dir = str(folder)
+        scale, shift = bm.make_checkpoint(a, tmp, "coherent")
         versions = tool_versions()
         dev_name = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
         print(f"# sam beside its peers: {a.model}, coherent confident random weights (mask logits x{scale:.0f}, "
@@ -439,13 +398,8 @@ def main() -> None:
                        "--repeat", str(a.repeat), "--points-per-side", str(a.points_per_side),
                        "--folder-dir", a.folder_dir, "--folder-points-per-side", str(a.folder_points_per_side)]
                 env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
-                p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if p.returncode:
-                    print(f"{row} {impl} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
-                    res[impl] = None
-                    failed += 1
-                    continue
-                res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
+                res[impl] = bm.run_worker(cmd, f"{row} {impl}", env)
+                failed += res[impl] is None
             for impl in impls:
                 if impl != "ref" and res.get(impl):
                     res[impl]["agreement"] = agreement(row, impl, out, res[impl]) if res.get("ref") else "-"
