@@ -101,7 +101,7 @@ def environment_info() -> dict:
     import platform
 
     from . import __version__
-    from .weights import base_url, cache_dir
+    from .fetch import base_url, cache_dir
 
     cuda = torch.cuda.is_available()
     return {

@@ -121,7 +121,7 @@ class EdgeEngine:
         self.grid, self.nms, self.workers = grid, nms, workers
 
     def __call__(self, jobs):
-        from .pipeline import image_by_image
+        from .stream import image_by_image
 
         return image_by_image(jobs, lambda item, img: [edge_map(self.predictor, img, grid=self.grid, nms=self.nms)],
                               workers=self.workers)
@@ -155,10 +155,27 @@ class EdgeOutput:
             writers.atomic_write_bytes(npy[0], npy_bytes(em.edges.astype(np.float32)))
 
 
-def edges_record(*, grid: int, nms: float, model, checkpoint, dtype: str) -> dict:
-    """What decides an edges run's outputs, for its folder's run record."""
-    from . import __version__
-    from .weights import describe
+@dataclass(frozen=True)
+class EdgeSettings:
+    grid: int = GRID
+    nms: float = DEFAULT_NMS
+    npy: bool = False  # also write the float32 map (an output, not in the run record)
 
-    return {"sam": __version__, "mode": "edges", "weights": describe(model, checkpoint), "dtype": dtype,
-            "settings": {"grid": grid, "nms": nms}}
+
+def _build(job, loaded, note, progress) -> EdgeEngine:
+    s = job.settings
+    return EdgeEngine(loaded, grid=s.grid, nms=s.nms, workers=job.run.workers)
+
+
+def _kind():
+    from .engines import EngineKind
+
+    return EngineKind(
+        "edges", _build, lambda s: {"grid": s.grid, "nms": s.nms},
+        own_outputs=lambda s: {"edges": EdgeOutput(s.npy)},
+        merge_args=lambda s: {"npy": s.npy},
+        own_from_merge=lambda args: {"edges": EdgeOutput(bool(args["npy"]))},
+    )
+
+
+KIND = _kind()

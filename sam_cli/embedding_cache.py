@@ -1,11 +1,13 @@
-"""Image embeddings kept on disk, so that another prompt or other automatic-mode settings on
+"""Image features kept on disk, so that another prompt or other automatic-mode settings on
 an image already seen skip the image encoder, most of a `sam segment` call on a CPU (on a
 2-core machine, vit_b: 7.9 s for a call that fills the cache, 1.7 s for one that reads it;
 vit_h: 34.9 and 1.9 s: `scripts/benchmark.py --rows point-again`, benchmarks/cpu.md).
 
-An entry is one .npy file, 1×256×64×64 float32 (4 MB), named by a SHA-256 over everything
-the embedding depends on: the pixels of the image (or crop) before the resize, the size it is
-resized to, and the model (`model_identity`). A hit is the very array the encoder produced,
+An entry is one .npz file holding an image's ImageFeatures (models/features.py): each of the
+family's tensors as float32 (SAM 1: "image_embed" 1×256×64×64, 4 MB) and the family's name
+under "__family__". It is named by a SHA-256 over everything the features depend on: the
+pixels of the image (or crop) before the resize, the size it is resized to, and the model
+(`model_identity`, which names the family). A hit is the very arrays the encoder produced,
 so results with and without the cache are the same bit for bit. Entries are written under a
 temporary name and renamed, so a reader never sees half a file; an unreadable or malformed
 entry is reported and computed again. Nothing is ever evicted: the folder is the user's to
@@ -25,29 +27,28 @@ import torch
 from . import __version__
 from .errors import OutputError
 from .io.writers import WriteBehind, atomic_open
-from .modeling import Sam
+from .models.features import ImageFeatures
 
 #: Bumped when what an entry holds changes meaning, so old entries are never read.
-FORMAT = "sam-embedding-1"
+FORMAT = "sam-embedding-2"
 
 
-def model_identity(net: Sam, weights_id: str | None = None) -> str:
+def model_identity(net: torch.nn.Module, weights_id: str | None = None) -> str:
     """What, besides the pixels, decides an embedding: the weights, the encoder's precision,
     the device type (a GPU's kernels round differently from a CPU's), whether the encoder is
     compiled (`sam auto --compile`: its kernels round differently too) and the sam and torch
-    versions. The weights are named by `weights_id` (weights.LoadedModel.weights_id: the
+    versions. The weights are named by `weights_id` (checkpoints.LoadedModel.weights_id: the
     checkpoint file's path, size and modification time), or, for a model built in memory,
     by a hash of the encoder's weights."""
-    enc = net.image_encoder
-    parts = [FORMAT, __version__, torch.__version__, net.device.type,
-             str(enc.blocks[0].attn.qkv.weight.dtype), str(enc.img_size)]
+    parts = [FORMAT, __version__, torch.__version__, net.family, net.device.type,
+             str(net.encoder_dtype), str(net.img_size)]
     if net.encoder_compiled:
         parts.append("compiled")
     if weights_id is not None:
         parts.append(weights_id)
     else:
         h = hashlib.sha256()
-        for name, t in enc.state_dict().items():
+        for name, t in net.encoder_state().items():
             h.update(name.encode())
             h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         parts.append(h.hexdigest())
@@ -71,14 +72,14 @@ class EmbeddingCache:
     once through `warn`, and the run goes on without saving."""
 
     def __init__(
-        self, root: Path, net: Sam, warn: Callable[[str], None] | None = None,
+        self, root: Path, net: torch.nn.Module, warn: Callable[[str], None] | None = None,
         weights_id: str | None = None,
     ) -> None:
         self.root = Path(root)
         check_folder(self.root)
         self.model_id = model_identity(net, weights_id)
-        pe = net.prompt_encoder
-        self.shape = (1, pe.embed_dim, *pe.image_embedding_size)
+        self.family = net.family
+        self.shapes = {k: (1, *v) for k, v in net.feature_shapes().items()}
         self.warn = warn or (lambda text: None)
         self.hits = 0
         self.misses = 0
@@ -97,49 +98,69 @@ class EmbeddingCache:
         return h.hexdigest()
 
     def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
+        return self.root / key[:2] / f"{key}.npz"
 
     # ---------------------------------------------------------------------------- read
-    def load(self, key: str) -> torch.Tensor | None:
-        """The cached 1×C×h×w float32 embedding (on the CPU), or None."""
+    def load(self, key: str, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> ImageFeatures | None:
+        """The cached features (on the CPU) of the image or crop of size orig_hw resized to
+        input_hw, or None."""
         p = self.path(key)
+        tensors = None
         try:
-            arr = np.load(p, allow_pickle=False)
+            with np.load(p, allow_pickle=False) as entry:
+                arrays = {k: entry[k] for k in entry.files}
         except (FileNotFoundError, NotADirectoryError):  # no such entry (yet)
-            arr = None
+            arrays = None
         except Exception as e:  # noqa: BLE001 - any bad entry (np.load raises many kinds) is recomputed
             self.warn(f"embedding cache: {p}: unreadable ({_reason(e)}); computing it again")
-            arr = None
-        if arr is not None and (arr.shape != self.shape or arr.dtype != np.float32):
-            self.warn(f"embedding cache: {p}: holds {arr.dtype} {arr.shape}, not float32 "
-                      f"{self.shape}; computing it again")
-            arr = None
+            arrays = None
+        if arrays is not None:
+            bad = self._bad_entry(arrays)
+            if bad:
+                self.warn(f"embedding cache: {p}: {bad}; computing it again")
+            else:
+                tensors = {k: torch.from_numpy(v) for k, v in arrays.items() if k != "__family__"}
         with self._lock:
-            if arr is None:
+            if tensors is None:
                 self.misses += 1
             else:
                 self.hits += 1
-        return None if arr is None else torch.from_numpy(arr)
+        return None if tensors is None else ImageFeatures(self.family, tensors, tuple(input_hw), tuple(orig_hw))
+
+    def _bad_entry(self, arrays: dict[str, np.ndarray]) -> str | None:
+        """What makes an entry unusable for this model, or None."""
+        fam = arrays.get("__family__")
+        if fam is None or fam.shape != () or fam.dtype.kind != "U" or str(fam) != self.family:
+            return f"not an entry of a {self.family} model"
+        names = sorted(k for k in arrays if k != "__family__")
+        if names != sorted(self.shapes):
+            return f"holds {', '.join(names) or 'no tensors'}, not {', '.join(sorted(self.shapes))}"
+        for k, shape in self.shapes.items():
+            a = arrays[k]
+            if a.shape != shape or a.dtype != np.float32:
+                return f"holds {k} as {a.dtype} {a.shape}, not float32 {shape}"
+        return None
 
     # --------------------------------------------------------------------------- write
-    def save(self, key: str, features: torch.Tensor) -> None:
-        """Queue features (1×C×h×w, any device) to be written under key."""
+    def save(self, key: str, features: ImageFeatures) -> None:
+        """Queue features (any device) to be written under key."""
         if self._write_failed:
             return
         if self._writer is None:
             self._writer = WriteBehind(self._save_queued, depth=8, name="sam-embed-cache")
-        self._writer.submit((key, features.detach()))
+        self._writer.submit((key, features))
 
-    def save_now(self, key: str, features: torch.Tensor) -> None:
+    def save_now(self, key: str, features: ImageFeatures) -> None:
         """Write one entry on this thread."""
         if self._write_failed:
             return
-        arr = features.to("cpu", torch.float32).contiguous().numpy()
-        if arr.shape != self.shape:
-            raise ValueError(f"embedding of shape {arr.shape}, expected {self.shape}")
+        arrays = {k: v.detach().to("cpu", torch.float32).contiguous().numpy() for k, v in features.tensors.items()}
+        for k, shape in self.shapes.items():
+            if k not in arrays or arrays[k].shape != shape:
+                raise ValueError(f"features {k} of shape {arrays[k].shape if k in arrays else None}, expected {shape}")
         try:
             with atomic_open(self.path(key)) as f:
-                np.save(f, arr, allow_pickle=False)
+                np.savez(f, __family__=np.array(features.family), **arrays)
         except OutputError as e:
             self._stop_writing(e.__context__ or e)  # the OSError, for its one-word reason
 
@@ -149,7 +170,7 @@ class EmbeddingCache:
         self.warn(f"embedding cache: {self.root}: cannot write ({_reason(e)}); "
                   "embeddings of this run are not kept")
 
-    def _save_queued(self, job: tuple[str, torch.Tensor]) -> None:
+    def _save_queued(self, job: tuple[str, ImageFeatures]) -> None:
         try:
             self.save_now(*job)
         except Exception as e:  # noqa: BLE001 - a cache write never stops the run

@@ -1,40 +1,66 @@
-"""Engines for the run engine (run.py): a loaded model made ready for a kind of run, turning
-the images it is sent into mask records, batched and streamed (pipeline.py)."""
+"""Engines for the run engine (run.py), one per mode, in a registry: a loaded model made
+ready for a kind of run, turning the images it is sent into records, batched and streamed
+(stream.py). A mode is an EngineKind: how to build its engine from a Job (job.py), what of
+its settings goes in the run record, its own outputs, and what `sam merge` needs of it.
+
+Adding a mode (a command) is its EngineKind in its own module plus a line in MODES
+(docs/architecture.md)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import pipeline
+from . import stream
 from .automatic import AmgSettings, AutomaticMaskGenerator
+from .checkpoints import LoadedModel
 from .embedding_cache import EmbeddingCache
-from .weights import LoadedModel
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """A mode of run. build(job, loaded, note, progress) → the engine (run.Engine);
+    record(settings) → the settings part of the run record; own_outputs(settings) → the
+    mode's own outputs for io.outputs.OutputLayout (None: the -f formats);
+    merge_args(settings) → JSON that own_from_merge(args) turns back into them in `sam merge`."""
+
+    mode: str
+    build: Callable
+    record: Callable[[object], dict]
+    prompted: bool = False
+    unit: str = "prompts decoded"  # what the progress callback counts
+    own_outputs: Callable[[object], dict | None] = lambda settings: None
+    merge_args: Callable[[object], dict | None] = lambda settings: None
+    own_from_merge: Callable[[dict | None], dict | None] = lambda args: None
+
+    @property
+    def record_mode(self) -> str:
+        return self.mode
+
+
+#: mode → "module:attribute" of its EngineKind (imported when a run of that mode starts)
+MODES: dict[str, str] = {
+    "automatic": "sam_cli.engines:AUTOMATIC",
+    "prompts": "sam_cli.engines:PROMPTS",
+    "edges": "sam_cli.edges:KIND",
+    "eval": "sam_cli.evaluate:KIND",
+}
+
+
+def get(mode: str) -> EngineKind:
+    if mode not in MODES:
+        raise KeyError(f"unknown mode {mode!r}")
+    module, attr = MODES[mode].split(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 #: Said when --compile is asked for on a CPU (measured with scripts/cpu_profile.py --compile).
 COMPILE_ON_CPU_NOTE = (
     "note: --compile is for GPUs; on a CPU compiling takes minutes and has not made sam "
     "measurably faster"
 )
-
-
-def automatic_record(
-    settings: AmgSettings, *, model: str | None, checkpoint: Path | None, dtype: str,
-    proposals: int | None = None,
-) -> dict:
-    """What decides an automatic run's masks, for its output folder's run record: the sam
-    version, the weights (named without loading them), the precision and every setting but
-    points_per_batch (which changes only speed); with proposals, how many are kept."""
-    from dataclasses import asdict
-
-    from . import __version__
-    from .weights import describe
-
-    kept = {k: v for k, v in asdict(settings).items() if k != "points_per_batch"}
-    if proposals is not None:
-        kept["proposals"] = proposals
-    return {"sam": __version__, "mode": "automatic", "weights": describe(model, checkpoint),
-            "dtype": dtype, "settings": kept}
 
 
 class AutomaticEngine:
@@ -73,7 +99,9 @@ class AutomaticEngine:
         self.batch_size = batch_size or (1 if self.gen.on_cpu else 4)
         self.workers = workers
 
-    def __call__(self, jobs: Iterable[object]) -> Iterator[pipeline.ImageResult | object]:
+    def __call__(self, jobs: Iterable[object]) -> Iterator[stream.ImageResult | object]:
+        from .automatic import pipeline
+
         results = pipeline.generate_masks(self.gen, jobs, batch_size=self.batch_size,
                                           workers=self.workers)
         return results if self.proposals is None else map(self._ranked, results)
@@ -81,25 +109,13 @@ class AutomaticEngine:
     def _ranked(self, res: object) -> object:
         from .automatic.proposals import rank
 
-        if isinstance(res, pipeline.ImageResult) and res.error is None:
+        if isinstance(res, stream.ImageResult) and res.error is None:
             res.records = rank(res.records, self.proposals)
         return res
 
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
-
-
-def prompted_record(
-    *, prompts: str, choice: str, refine: bool, model: str | None, checkpoint: Path | None, dtype: str,
-) -> dict:
-    """What decides a prompted run's masks, for its output folder's run record: the prompts
-    (io.sources.identity), the mask choice and refinement, the weights and the precision."""
-    from . import __version__
-    from .weights import describe
-
-    return {"sam": __version__, "mode": "prompts", "weights": describe(model, checkpoint),
-            "dtype": dtype, "settings": {"prompts": prompts, "masks": choice, "refine": refine}}
 
 
 class PromptEngine:
@@ -123,7 +139,7 @@ class PromptEngine:
         self.batch_size = batch_size or (1 if net.device.type == "cpu" else 4)
         self.workers = workers
 
-    def __call__(self, jobs: Iterable[object]) -> Iterator[pipeline.ImageResult | object]:
+    def __call__(self, jobs: Iterable[object]) -> Iterator[stream.ImageResult | object]:
         from .prompted import segment_prompts
 
         return segment_prompts(self.seg, jobs, batch_size=self.batch_size, workers=self.workers)
@@ -131,3 +147,49 @@ class PromptEngine:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+# ------------------------------------------------------------------------------- modes
+@dataclass(frozen=True)
+class AutomaticSettings:
+    amg: AmgSettings
+    proposals: int | None = None  # keep each image's best N masks as object proposals
+
+
+def _automatic_record(s: AutomaticSettings) -> dict:
+    """Every AMG setting but points_per_batch (which changes only speed); with proposals,
+    how many are kept."""
+    kept = {k: v for k, v in asdict(s.amg).items() if k != "points_per_batch"}
+    if s.proposals is not None:
+        kept["proposals"] = s.proposals
+    return kept
+
+
+def _build_automatic(job, loaded: LoadedModel, note, progress) -> AutomaticEngine:
+    r = job.run
+    return AutomaticEngine(loaded, job.settings.amg, batch_size=r.batch_size, workers=r.workers,
+                           compile_model=r.compile_model, embedding_cache=r.embedding_cache, warn=note,
+                           on_points=progress, proposals=job.settings.proposals)
+
+
+AUTOMATIC = EngineKind("automatic", _build_automatic, _automatic_record)
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    prompts: str  # the prompt file, as io.sources.identity names it
+    choice: str = "first"  # predictor.MASK_CHOICES
+    refine: bool = False
+
+
+def _build_prompts(job, loaded: LoadedModel, note, progress) -> PromptEngine:
+    r, s = job.run, job.settings
+    return PromptEngine(loaded, choice=s.choice, refine=s.refine, batch_size=r.batch_size, workers=r.workers,
+                        embedding_cache=r.embedding_cache, warn=note, on_objects=progress)
+
+
+PROMPTS = EngineKind(
+    "prompts", _build_prompts,
+    lambda s: {"prompts": s.prompts, "masks": s.choice, "refine": s.refine},
+    prompted=True, unit="objects decoded",
+)

@@ -231,7 +231,7 @@ class EvalEngine:
 
     def __call__(self, jobs):
         from .errors import InputError
-        from .pipeline import image_by_image
+        from .stream import image_by_image
 
         def check(item, img):
             want = self.gt.images[item.image_id]
@@ -379,12 +379,73 @@ def plot(miou: dict[str, float], oracle: bool) -> bytes:
     return buf.tobytes()
 
 
-def eval_record(gt_identity: str, s: EvalSettings, *, model, checkpoint, dtype: str) -> dict:
-    """What decides an evaluation's outputs, for its folder's run record."""
+@dataclass(frozen=True)
+class EvalRun:
+    """An evaluation's settings for its Job: the ground truth (its path and the sha256 of its
+    bytes, which names it in the run record), the protocol, and the click counts reported."""
+
+    ground_truth: str
+    identity: str
+    settings: EvalSettings
+    report: tuple[int, ...]
+
+
+_GT: dict[tuple[str, str], GroundTruth] = {}
+
+
+def ground_truth_of(run: EvalRun) -> GroundTruth:
+    """The run's ground truth, read once per process (workers and Ray actors read their own),
+    refused if the file is no longer the one the run was started with."""
+    import hashlib
+
+    from .errors import InputError
+
+    key = (run.ground_truth, run.identity)
+    if key not in _GT:
+        try:
+            data = open(run.ground_truth, "rb").read()
+        except OSError as e:
+            raise InputError(f"{run.ground_truth}: {e.strerror}") from None
+        if hashlib.sha256(data).hexdigest() != run.identity:
+            raise InputError(f"{run.ground_truth}: changed since this evaluation started",
+                             hint="run the evaluation again with --overwrite")
+        _GT[key] = read_ground_truth(run.ground_truth)
+    return _GT[key]
+
+
+def keep_ground_truth(run: EvalRun, gt: GroundTruth) -> None:
+    """Keep `gt`, already read from run.ground_truth, for ground_truth_of (named by the
+    run's absolute path, as every process names it)."""
+    import dataclasses
+
+    _GT[(run.ground_truth, run.identity)] = dataclasses.replace(gt, path=run.ground_truth)
+
+
+def _build(job, loaded, note, progress) -> EvalEngine:
+    return EvalEngine(loaded, ground_truth_of(job.settings), job.settings.settings, workers=job.run.workers)
+
+
+def _own(run: EvalRun) -> dict:
+    return {"eval": EvalOutput(ground_truth_of(run), run.settings, run.report)}
+
+
+def _from_merge(args: dict) -> dict:
+    run = EvalRun(args["ground_truth"], args["identity"], EvalSettings(**args["settings"]), tuple(args["report"]))
+    return _own(run)
+
+
+def _kind():
     from dataclasses import asdict
 
-    from . import __version__
-    from .weights import describe
+    from .engines import EngineKind
 
-    return {"sam": __version__, "mode": "eval", "weights": describe(model, checkpoint), "dtype": dtype,
-            "settings": {"ground_truth": gt_identity, **asdict(s)}}
+    return EngineKind(
+        "eval", _build, lambda r: {"ground_truth": r.identity, **asdict(r.settings)}, unit="objects",
+        own_outputs=_own,
+        merge_args=lambda r: {"ground_truth": r.ground_truth, "identity": r.identity,
+                              "settings": asdict(r.settings), "report": list(r.report)},
+        own_from_merge=_from_merge,
+    )
+
+
+KIND = _kind()

@@ -1,4 +1,5 @@
-"""Image → embedding once; prompts → masks as often as needed (what SamPredictor does)."""
+"""Image → ImageFeatures once; prompts → masks as often as needed (what SamPredictor does),
+for any model family (models/__init__.py: the seam)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from .embedding_cache import EmbeddingCache
-from .modeling import Sam
+from .models.features import ImageFeatures, split_batch
 from .transforms import resize_uint8, scale_coords, target_size
 from .upscale import low_res_needed, upscale_logits
 
@@ -37,16 +38,23 @@ MASK_CHOICES = ("first", "best", "all")
 
 
 class Predictor:
-    def __init__(self, model: Sam, cache: EmbeddingCache | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, cache: EmbeddingCache | None = None) -> None:
+        """model: a family's network (models/__init__.py)."""
         self.model = model
-        self.cache = cache  # embeddings kept on disk (set_image, AutomaticMaskGenerator)
-        self.features: torch.Tensor | None = None  # 1×256×64×64
-        self.orig_hw: tuple[int, int] = (0, 0)
-        self.input_hw: tuple[int, int] = (0, 0)
+        self.cache = cache  # features kept on disk (set_image, AutomaticMaskGenerator)
+        self.features: ImageFeatures | None = None
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def orig_hw(self) -> tuple[int, int]:
+        return self.features.orig_hw if self.features is not None else (0, 0)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.features.input_hw if self.features is not None else (0, 0)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """H×W×3 uint8 RGB → (1×3×h×w float tensor on the model's device, (h, w) resized)."""
@@ -60,36 +68,35 @@ class Predictor:
         return x, input_hw
 
     @torch.inference_mode()
-    def embed(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """Resized 1×3×h×w tensors → B×256×64×64 embeddings, one encoder batch."""
+    def embed(self, images: list[torch.Tensor], orig_hws: list[tuple[int, int]]) -> list[ImageFeatures]:
+        """Resized 1×3×h×w tensors (prepare's) of images (or crops) of sizes orig_hws →
+        their ImageFeatures, from one encoder batch."""
         x = torch.cat([self.model.preprocess(t) for t in images], dim=0)
-        return self.model.image_encoder(x).float()  # the encoder casts to its own dtype
+        sizes = [((t.shape[-2], t.shape[-1]), tuple(hw)) for t, hw in zip(images, orig_hws)]
+        return split_batch(self.model.family, self.model.encode(x), sizes)
 
     def set_image(self, image: np.ndarray) -> None:
-        """Embed an H×W×3 uint8 RGB image (or take its embedding from the cache)."""
-        self.orig_hw = (image.shape[0], image.shape[1])
+        """Encode an H×W×3 uint8 RGB image (or take its features from the cache)."""
         key, input_hw, cached = self.lookup(image)
         if cached is not None:
-            self.input_hw, self.features = input_hw, cached.to(self.device)
+            self.features = cached.to(self.device)
             return
-        x, self.input_hw = self.prepare(image)
-        self.features = self.embed([x])
+        x, _ = self.prepare(image)
+        self.features = self.embed([x], [image.shape[:2]])[0]
         if self.cache is not None:
             self.cache.save_now(key, self.features)
 
-    def lookup(self, image: np.ndarray) -> tuple[str, tuple[int, int], torch.Tensor | None]:
+    def lookup(self, image: np.ndarray) -> tuple[str, tuple[int, int], ImageFeatures | None]:
         """An H×W×3 image or crop in the embedding cache: (its key, "" without a cache; its
-        size after the resize; the cached 1×C×h×w embedding on the CPU, or None)."""
+        size after the resize; its cached ImageFeatures on the CPU, or None)."""
         input_hw = target_size(image.shape[0], image.shape[1], self.model.img_size)
         if self.cache is None:
             return "", input_hw, None
         key = self.cache.key(image, input_hw)
-        return key, input_hw, self.cache.load(key)
+        return key, input_hw, self.cache.load(key, input_hw, (image.shape[0], image.shape[1]))
 
-    def set_features(
-        self, features: torch.Tensor, orig_hw: tuple[int, int], input_hw: tuple[int, int]
-    ) -> None:
-        self.features, self.orig_hw, self.input_hw = features, orig_hw, input_hw
+    def set_features(self, features: ImageFeatures) -> None:
+        self.features = features
 
     def to_input_frame(self, coords: np.ndarray) -> np.ndarray:
         return scale_coords(coords, self.orig_hw, self.input_hw)
@@ -110,23 +117,17 @@ class Predictor:
         K×M×…, iou K×M and the K prompt indices (MaskDecoder.forward)."""
         if self.features is None:
             raise RuntimeError("set_image() must be called before decode()")
-        pe = self.model.prompt_encoder
-        sparse, dense = pe(
-            (points, labels) if points is not None else None, boxes, mask_input
-        )
         grid = None
         if image_part_only:
-            gh, gw = self.features.shape[-2:]
-            low = pe.mask_input_size  # low-res logits per side
+            gh, _ = self.model.grid_hw
+            low = self.model.low_res_hw  # low-res logits per side
             per_cell = low[0] // gh
             img = self.model.img_size
             grid = (
                 -(-low_res_needed(low[0], img, self.input_hw[0]) // per_cell),
                 -(-low_res_needed(low[1], img, self.input_hw[1]) // per_cell),
             )
-        return self.model.mask_decoder(
-            self.features, pe.get_dense_pe(), sparse, dense, multimask, grid, min_iou
-        )
+        return self.model.decode(self.features, points, labels, boxes, mask_input, multimask, grid, min_iou)
 
     @torch.inference_mode()
     def decode_chosen(

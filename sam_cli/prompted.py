@@ -26,9 +26,10 @@ import torch
 from . import masks as M
 from .errors import InputError, SamError
 from .io.images import read_image
-from .pipeline import ImageResult, in_batches, read_ahead
+from .models.features import ImageFeatures
 from .predictor import CPU_DECODER_BATCH, Predictor
 from .prompts import ObjectPrompt, ResolvedPrompt
+from .stream import ImageResult, in_batches, read_ahead
 from .upscale import upscale_logits
 
 #: Objects per decoder call on a GPU: a vit_h call of 64 boxes holds 64 × 3 masks of a 12 MP
@@ -44,7 +45,7 @@ class _Loaded:
     x: torch.Tensor | None  # 1×3×h×w resized for the encoder; None without objects or if cached
     input_hw: tuple[int, int]
     key: str  # embedding-cache key ("" without a cache)
-    cached: torch.Tensor | None  # 1×256×64×64 from the embedding cache
+    cached: ImageFeatures | None  # from the embedding cache
     error: SamError | None
     started: float
 
@@ -85,11 +86,12 @@ class PromptSegmenter:
             err = InputError(f"{item.path}: {type(e).__name__}: {e}")
         return _Loaded(item, None, [], None, (0, 0), "", None, err, t)
 
-    def embed(self, batch: list[_Loaded]) -> list[torch.Tensor | None]:
-        """1×256×64×64 features per image of the batch (None for one without objects): the
-        cache's, or from one encoder call for the rest."""
+    def embed(self, batch: list[_Loaded]) -> list[ImageFeatures | None]:
+        """ImageFeatures per image of the batch (None for one without objects): the cache's,
+        or from one encoder call for the rest."""
         todo = [ld for ld in batch if ld.x is not None]
-        feats = iter(self.predictor.embed([ld.x for ld in todo]).split(1) if todo else [])
+        feats = iter(self.predictor.embed([ld.x for ld in todo], [ld.image.shape[:2] for ld in todo])
+                     if todo else [])
         out = []
         for ld in batch:
             if ld.x is not None:
@@ -102,12 +104,12 @@ class PromptSegmenter:
                 out.append(None if ld.cached is None else ld.cached.to(self.predictor.device))
         return out
 
-    def segment(self, ld: _Loaded, features: torch.Tensor | None) -> list[M.PromptedMask]:
+    def segment(self, ld: _Loaded, features: ImageFeatures | None) -> list[M.PromptedMask]:
         """The masks of an image's objects, in object order (then the decoder's mask order)."""
         if not ld.prompts:
             return []
         hw = (ld.image.shape[0], ld.image.shape[1])
-        self.predictor.set_features(features, hw, ld.input_hw)
+        self.predictor.set_features(features)
         groups: dict[tuple, list[int]] = {}
         for i, o in enumerate(ld.item.objects):
             groups.setdefault(o.signature, []).append(i)

@@ -1,4 +1,5 @@
-"""Model types and their weights: one typed table."""
+"""Model types and their weights: one typed table, each entry naming its family
+(models/__init__.py). No torch here: `sam --help` and TAB completion read this table."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Image-encoder architecture (the prompt encoder and decoder are the same for all)."""
+    """SAM 1's architecture: its ViT image encoder (SAM 1's prompt encoder and decoder are
+    the same for vit_b, vit_l and vit_h)."""
 
     embed_dim: int
     depth: int
@@ -29,7 +31,8 @@ class WeightsSpec:
 @dataclass(frozen=True)
 class ModelType:
     name: str
-    arch: ArchSpec
+    family: str  # models.FAMILY_MODULES key: the module that builds and runs it
+    arch: object  # the family's architecture dataclass (SAM 1: ArchSpec)
     weights: WeightsSpec
     params_m: float
     gflop: int
@@ -47,7 +50,7 @@ MODELS: dict[str, ModelType] = {
     m.name: m
     for m in (
         ModelType(
-            "vit_b",
+            "vit_b", "sam1",
             ArchSpec(768, 12, 12, (2, 5, 8, 11)),
             WeightsSpec(
                 "sam_vit_b_01ec64.pth", 375_042_383,
@@ -56,7 +59,7 @@ MODELS: dict[str, ModelType] = {
             93.7, 972,
         ),
         ModelType(
-            "vit_l",
+            "vit_l", "sam1",
             ArchSpec(1024, 24, 16, (5, 11, 17, 23)),
             WeightsSpec(
                 "sam_vit_l_0b3195.pth", 1_249_524_607,
@@ -65,7 +68,7 @@ MODELS: dict[str, ModelType] = {
             312.0, 2986,
         ),
         ModelType(
-            "vit_h",
+            "vit_h", "sam1",
             ArchSpec(1280, 32, 16, (7, 15, 23, 31)),
             WeightsSpec(
                 "sam_vit_h_4b8939.pth", 2_564_550_879,

@@ -9,7 +9,7 @@ For each item, in input order, the runner decides before any model work:
     process  everything else, handed to the engine in input order
 
 The engine (`Engine`) turns the items to process into mask records, batched and streamed
-(pipeline.py); the runner writes each image's outputs behind it on one thread (io.writers.
+(stream.py, automatic/pipeline.py); the runner writes each image's outputs behind it on one thread (io.writers.
 WriteBehind) and, at the end, the formats' end-of-run outputs (coco.json). The engine is made
 only when the first item needs it: inputs that are all done never load a model.
 
@@ -74,7 +74,7 @@ Event = Done | Skipped | Failed | RunOutput | RunOutputFailed
 
 
 class Result(Protocol):
-    """What an engine gives for an item it was sent (pipeline.ImageResult)."""
+    """What an engine gives for an item it was sent (stream.ImageResult)."""
 
     item: InputItem
     image: object  # H×W×3 uint8 RGB, None on error
@@ -226,7 +226,7 @@ class Runner:
             ev = Failed(res.item, res.error, res.seconds)
         else:
             try:
-                written = self.layout.write(res.item.rel, res.image, res.records, res.item.image_id)
+                written = self.layout.write(res.item.rel, res.image, res.records, res.item.image_id, res.item.path)
                 ev = Done(res.item, written, mask_count(res.records), res.seconds)
             except SamError as e:
                 ev = Failed(res.item, e, res.seconds)

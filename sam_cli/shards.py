@@ -97,18 +97,21 @@ def choose(option: str | None, env: Mapping[str, str] = os.environ) -> Shard | N
 
 # ------------------------------------------------------------------------------ records
 def write_record(root: Path, shard: Shard, *, record: dict | None, formats: tuple[str, ...], options,
-                 images: list[str], failed: list[str]) -> Path:
-    """The shard record of a finished sharded run (see the module doc)."""
+                 images: list[str], failed: list[str], job: dict | None = None) -> Path:
+    """The shard record of a finished sharded run (see the module doc). job: what `sam merge`
+    needs of the run's Job to rebuild its run-level outputs (job.Job.merge_args)."""
     path = root / SHARDS_DIR / f"{shard.name}.json"
     writers.write_json(path, {"shard": [shard.index, shard.count], "record": record, "formats": list(formats),
-                              "options": asdict(options), "images": sorted(images), "failed": sorted(failed)})
+                              "options": asdict(options) if options is not None else None,
+                              "job": job, "images": sorted(images), "failed": sorted(failed)})
     return path
 
 
 @dataclass
 class Merge:
     formats: tuple[str, ...]
-    options: dict
+    options: dict | None
+    job: dict | None  # job.Job.merge_args of the run
     images: list[str]  # output keys of every image with outputs, sorted
     failed: list[str]  # output keys that failed in their shard
     count: int  # shards
@@ -151,9 +154,9 @@ def gather(root: Path) -> Merge:
         if r["record"] != folder_record:
             raise PromptError(f"{folder / name}: made by another run than {root / RUN_RECORD} says",
                               hint="rerun that shard with the folder's settings")
-        if (r["formats"], r["options"]) != (first["formats"], first["options"]):
+        if (r["formats"], r["options"], r.get("job")) != (first["formats"], first["options"], first.get("job")):
             raise PromptError(f"{folder / name}: other formats or format options than {paths[0].name}",
                               hint="rerun the shards with the same -f and format options")
     images = sorted({rel for r in recs.values() for rel in r["images"]})
     failed = sorted({rel for r in recs.values() for rel in r["failed"]} - set(images))
-    return Merge(tuple(first["formats"]), first["options"], images, failed, n)
+    return Merge(tuple(first["formats"]), first["options"], first.get("job"), images, failed, n)

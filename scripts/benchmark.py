@@ -235,7 +235,7 @@ def load(impl: str, ckpt: str, model: str, device: str, dtype: str):
         net = build_reference(**arch_kwargs(model))
         net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
         return net.to(device).eval()
-    from sam_cli.weights import load_model
+    from sam_cli.checkpoints import load_model
 
     return load_model(checkpoint=ckpt, device=device, dtype=dtype)
 

@@ -114,9 +114,9 @@ def main() -> None:
                     help="only the image embedding's drift, with and without the float32 stream")
     ap.add_argument("--repeat", type=int, default=1, help="with --encoder-only: best of this many")
     a = ap.parse_args()
+    from sam_cli.checkpoints import load_model
     from sam_cli.io.images import read_image
-    from sam_cli.modeling.mask_decoder import MaskDecoder
-    from sam_cli.weights import load_model
+    from sam_cli.models.sam1.mask_decoder import MaskDecoder
 
     # A bfloat16 upscaling after a float32 transformer (or the reverse) is not a mix sam runs:
     # the upscaling reads the transformer's output in its own weights' dtype here.

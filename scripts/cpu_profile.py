@@ -64,8 +64,8 @@ def main() -> None:
     a = ap.parse_args()
     from torch.profiler import ProfilerActivity, profile
 
+    from sam_cli.checkpoints import build_from_arch
     from sam_cli.device import tune_allocator
-    from sam_cli.weights import build_from_arch
 
     tune_allocator()
     torch.set_num_threads(a.threads)
@@ -132,9 +132,9 @@ def decoder_ops_table(a: argparse.Namespace, spec, prompts: int = 16, rounds: in
 
     from torch.profiler import ProfilerActivity, profile
 
+    from sam_cli.checkpoints import build_from_arch, load_model
     from sam_cli.io.images import read_image
     from sam_cli.transforms import target_size
-    from sam_cli.weights import build_from_arch, load_model
 
     net = (load_model(checkpoint=a.checkpoint, device="cpu") if a.checkpoint
            else build_from_arch(spec.arch).eval())
@@ -198,8 +198,8 @@ def steps_table(a: argparse.Namespace, spec) -> None:
     from gpu_profile import step_table
 
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.checkpoints import build_from_arch, load_model
     from sam_cli.io.images import read_image
-    from sam_cli.weights import build_from_arch, load_model
 
     net = (load_model(checkpoint=a.checkpoint, device="cpu") if a.checkpoint
            else build_from_arch(spec.arch).eval())
@@ -220,7 +220,7 @@ def steps_table(a: argparse.Namespace, spec) -> None:
 def attention_table(spec) -> None:
     """Seconds for one global and one windowed block's attention (after qkv), per setting of
     heads per call and mask band budget; the first row is sam's setting."""
-    from sam_cli.modeling.image_encoder import Attention, _window_partition
+    from sam_cli.models.sam1.image_encoder import Attention, _window_partition
 
     dim, nh, win = spec.arch.embed_dim, spec.arch.num_heads, spec.arch.window_size
     torch.manual_seed(0)
@@ -259,9 +259,9 @@ def decoder_table(a: argparse.Namespace, spec) -> None:
     import numpy as np
 
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.checkpoints import build_from_arch, load_model
     from sam_cli.io.images import read_image
     from sam_cli.predictor import Predictor
-    from sam_cli.weights import build_from_arch, load_model
 
     net = (load_model(checkpoint=a.checkpoint, device="cpu") if a.checkpoint
            else build_from_arch(spec.arch).eval())
@@ -275,9 +275,9 @@ def decoder_table(a: argparse.Namespace, spec) -> None:
             for n in batches for f, s in (("default", AmgSettings()), ("off", off))}
     first = gens[batches[0], "default"]
     crop = first.prepare_crops(img)[0]
-    feats = first.predictor.embed([crop.pixels])
+    feats = first.predictor.embed([crop.pixels], [crop.crop_hw])[0]
     pred = Predictor(net)
-    pred.set_features(feats, img.shape[:2], crop.input_hw)
+    pred.set_features(feats)
     from sam_cli import predictor as P
 
     def run(n: int, what: str) -> float:
@@ -332,7 +332,7 @@ def compile_table(spec) -> None:
     import os
     import tempfile
 
-    from sam_cli.weights import build_from_arch
+    from sam_cli.checkpoints import build_from_arch
 
     # Inductor keeps what it compiled on disk and a later run reuses it: time a first
     # compile, as on a new machine, unless told otherwise

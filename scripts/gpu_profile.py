@@ -71,9 +71,9 @@ def main() -> None:
     ap.add_argument("--points-per-side", type=int, default=32)
     a = ap.parse_args()
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.checkpoints import build_from_arch, load_model
     from sam_cli.io.images import read_image
     from sam_cli.registry import MODELS
-    from sam_cli.weights import build_from_arch, load_model
 
     torch.manual_seed(0)
     if a.checkpoint:
@@ -94,12 +94,12 @@ def main() -> None:
         default IoU filter first (random weights: no prompt passes, none is upscaled)."""
         gen = AutomaticMaskGenerator(net, AmgSettings(points_per_side=a.points_per_side))
         crop = gen.prepare_crops(img)[0]
-        feats = gen.predictor.embed([crop.pixels])
+        feats = gen.predictor.embed([crop.pixels], [crop.crop_hw])[0]
         pts, labels = grid_prompts(crop, a.device)
         for db in [int(x) for x in a.decoder_batches.split(",")]:
             for filt, kw in (("all upscaled", dict(pred_iou_thresh=0.0)), ("IoU filter first", {})):
                 gen = AutomaticMaskGenerator(net, AmgSettings(points_per_side=a.points_per_side, points_per_batch=db, **kw))
-                gen.predictor.set_features(feats, crop.crop_hw, crop.input_hw)
+                gen.predictor.set_features(feats)
                 try:
                     sec = timed(lambda: gen._decode_points(pts, labels))
                 except torch.OutOfMemoryError:
@@ -116,7 +116,7 @@ def main() -> None:
         gen = AutomaticMaskGenerator(net, AmgSettings())
         x = gen.prepare_crops(img)[0].pixels
         for b in [int(v) for v in a.encoder_batches.split(",")]:
-            sec = timed(lambda: gen.predictor.embed([x] * b)) / b
+            sec = timed(lambda: gen.predictor.embed([x] * b, [hw] * b)) / b
             rate = f", {spec.gflop / sec / 1e3:.0f} TFLOP/s" if spec else ""
             print(f"encoder bf16, batch {b}: {sec * 1e3:.1f} ms/image{rate}", flush=True)
         # Prompted throughput, as segment-anything-fast measures it (images/s through the
@@ -132,14 +132,13 @@ def main() -> None:
         xy = g.uniform(0, 300, (16, 2))
         boxes = np.concatenate([xy, xy + g.uniform(20, 150, (16, 2))], 1).clip(0, [450, 299, 450, 299])
 
-        ihw = gen.prepare_crops(img)[0].input_hw
 
         nb = a.prompted_batch
 
         def prompted() -> None:
-            feats = pred.embed([x] * nb)
+            feats = pred.embed([x] * nb, [hw] * nb)
             for i in range(nb):
-                pred.set_features(feats[i : i + 1], hw, ihw)
+                pred.set_features(feats[i])
                 pred.predict(boxes=boxes, multimask=False)
 
         sec = timed(prompted) / nb
@@ -159,11 +158,11 @@ def main() -> None:
             gen.prepare_crops(img)
         sync()
         print(f"prepare_crops (read image resized on the GPU): {(time.perf_counter() - t) * 100:.1f} ms", flush=True)
-        feats = gen.predictor.embed([crop.pixels])
+        feats = gen.predictor.embed([crop.pixels], [crop.crop_hw])[0]
         # the whole decoder (no prompt skipped by the IoU filter), as in the decoder rows
         full = AutomaticMaskGenerator(net, AmgSettings(points_per_side=n, pred_iou_thresh=0.0))
         crop = full.prepare_crops(img)[0]
-        full.predictor.set_features(feats, crop.crop_hw, crop.input_hw)
+        full.predictor.set_features(feats)
         pts, labels = grid_prompts(crop, a.device)
         if not a.no_profile:
             from torch.profiler import profile
@@ -182,7 +181,7 @@ def main() -> None:
         layer_norm_rows(full.points_per_batch, -(-h // 16) * -(-w // 16), a.device)
         if a.compile:
             # Sam.compile_parts, as `sam auto --compile` does: encoder, transformer, upscaling
-            eager = gen.predictor.embed([x] * 4)
+            eager = gen.predictor.embed([x] * 4, [hw] * 4)[0]["image_embed"]
             net.compile_parts()
             t = time.perf_counter()
             full._decode_points(pts, labels)
@@ -193,10 +192,10 @@ def main() -> None:
                   f"all upscaled: {sec * 1e3:.1f} ms", flush=True)
             # the image encoder against its eager self at batch 4
             t = time.perf_counter()
-            compiled = gen.predictor.embed([x] * 4)
+            compiled = gen.predictor.embed([x] * 4, [hw] * 4)[0]["image_embed"]
             sync()
             first = time.perf_counter() - t
-            sec = timed(lambda: gen.predictor.embed([x] * 4)) / 4
+            sec = timed(lambda: gen.predictor.embed([x] * 4, [hw] * 4)[0]["image_embed"]) / 4
             rel = float((compiled - eager).norm() / eager.norm())
             print(f"encoder bf16 under torch.compile, batch 4: first call {first:.1f} s, then "
                   f"{sec * 1e3:.1f} ms/image (rel. L2 to eager {rel:.1e})", flush=True)

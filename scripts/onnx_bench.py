@@ -45,10 +45,10 @@ def main() -> None:
     import torch
     from segment_anything import SamPredictor
 
+    from sam_cli.checkpoints import load_model
     from sam_cli.export.onnx import DecoderOptions, export_decoder
     from sam_cli.io.images import read_image
     from sam_cli.predictor import Predictor
-    from sam_cli.weights import load_model
 
     from reference import arch_kwargs, build_reference
 

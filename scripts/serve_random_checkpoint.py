@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from sam_cli.weights import build_from_arch
+    from sam_cli.checkpoints import build_from_arch
 
     spec = MODELS[args.model]
     torch.manual_seed(args.seed)

@@ -40,7 +40,7 @@ def coherent_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_ckpt):
-    from sam_cli.weights import load_model
+    from sam_cli.checkpoints import load_model
 
     return load_model(checkpoint=tiny_ckpt)
 

@@ -117,3 +117,32 @@ def make_coherent(sam):
 def save_checkpoint(sam, path: Path) -> Path:
     torch.save(sam.state_dict(), path)
     return path
+
+
+def match(ref: list[dict], ours) -> tuple[int, list[tuple[dict, object]]]:
+    """One-to-one matches at mask IoU ≥ 0.99 among masks prompted by the same point: the
+    reference generator's records (`ref`, dicts) against sam's MaskRecords (`ours`)."""
+    import numpy as np
+
+    from sam_cli import masks as M
+
+    by_point: dict[tuple, list[int]] = {}
+    for j, r in enumerate(ours):
+        by_point.setdefault(tuple(np.round(r.point, 3)), []).append(j)
+    used: set[int] = set()
+    pairs = []
+    for a in ref:
+        ma = M.rle_to_mask(a["segmentation"])
+        best, best_iou = None, 0.0
+        for j in by_point.get(tuple(np.round(a["point_coords"][0], 3)), []):
+            if j in used:
+                continue
+            mb = M.rle_to_mask(ours[j].rle)
+            union = (ma | mb).sum()
+            iou = (ma & mb).sum() / union if union else 1.0
+            if iou > best_iou:
+                best, best_iou = j, iou
+        if best is not None and best_iou >= 0.99:
+            used.add(best)
+            pairs.append((a, ours[best]))
+    return len(pairs), pairs

@@ -15,6 +15,7 @@ from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
 from sam_cli.io.images import read_image
 
 from conftest import EXAMPLES
+from reference import match
 
 CASES = {
     "no filters, no NMS": dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0,
@@ -36,35 +37,11 @@ IMAGES = {"no filters, no NMS": "coffee.jpg", "filters and NMS on": "chelsea.jpg
           "crop layer and small regions": "chelsea.jpg"}
 
 
-def match(ref: list[dict], ours) -> tuple[int, list[tuple[dict, object]]]:
-    """One-to-one matches at mask IoU ≥ 0.99 among masks prompted by the same point."""
-    by_point: dict[tuple, list[int]] = {}
-    for j, r in enumerate(ours):
-        by_point.setdefault(tuple(np.round(r.point, 3)), []).append(j)
-    used: set[int] = set()
-    pairs = []
-    for a in ref:
-        ma = M.rle_to_mask(a["segmentation"])
-        best, best_iou = None, 0.0
-        for j in by_point.get(tuple(np.round(a["point_coords"][0], 3)), []):
-            if j in used:
-                continue
-            mb = M.rle_to_mask(ours[j].rle)
-            union = (ma | mb).sum()
-            iou = (ma & mb).sum() / union if union else 1.0
-            if iou > best_iou:
-                best, best_iou = j, iou
-        if best is not None and best_iou >= 0.99:
-            used.add(best)
-            pairs.append((a, ours[best]))
-    return len(pairs), pairs
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """The tiny reference with its IoU head shifted (reference.build_shifted_tiny), and sam's
     model loaded from its checkpoint."""
-    from sam_cli.weights import load_model
+    from sam_cli.checkpoints import load_model
 
     from reference import build_shifted_tiny, save_checkpoint
 

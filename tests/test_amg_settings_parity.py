@@ -25,7 +25,7 @@ from sam_cli.automatic.generator import CropMasks
 from sam_cli.io.images import read_image
 
 from conftest import EXAMPLES
-from test_amg_parity import match
+from reference import match
 
 SEED = 2026
 IMAGES = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg")
@@ -61,7 +61,7 @@ def draw_settings(n: int) -> tuple[str, dict]:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from sam_cli.weights import load_model
+    from sam_cli.checkpoints import load_model
 
     from reference import build_shifted_tiny, save_checkpoint
 

@@ -13,7 +13,7 @@ import pytest
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
-from cli_helpers import SAM, four_photo_run, run_sam
+from cli_helpers import SAM, four_photo_run, lines, run_sam
 from conftest import EXAMPLES
 
 FAST = ["--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
@@ -33,10 +33,6 @@ def folder(tmp_path):
     cv2.imwrite(str(d / "b" / "x.png"), cv2.imread(str(EXAMPLES / "astronaut.jpg"))[:200, :300])
     (d / "notes.txt").write_text("not an image")
     return d
-
-
-def lines(proc):
-    return [json.loads(x) for x in proc.stdout.decode().splitlines()]
 
 
 def test_all_formats(folder, tmp_path, tiny_ckpt):
@@ -198,7 +194,7 @@ def test_out_of_memory_is_exit_8_with_a_hint(tiny_ckpt, folder, tmp_path, monkey
     exit code 8, no traceback."""
     import torch
 
-    from sam_cli import pipeline
+    from sam_cli.automatic import pipeline
     from sam_cli.cli import app
 
     def out_of_memory(*args, **kwargs):
@@ -240,7 +236,7 @@ def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, f
     import torch
 
     from sam_cli.cli import app
-    from sam_cli.modeling.sam import Sam
+    from sam_cli.models.sam1.sam import Sam
 
     traced = []
     original = Sam.compile_parts
@@ -269,7 +265,7 @@ def test_compile_that_fails_says_so_once_and_runs_uncompiled(tiny_ckpt, folder, 
     import torch
 
     from sam_cli.cli import app
-    from sam_cli.modeling.sam import Sam
+    from sam_cli.models.sam1.sam import Sam
 
     original = Sam.compile_parts
 

@@ -10,14 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from cli_helpers import run_sam
+from cli_helpers import lines, run_sam
 from conftest import EXAMPLES
 
 NAMES = ["chelsea.jpg", "coffee.jpg", "rocket.jpg"]  # 451×300, 600×400, 640×427
-
-
-def lines(p) -> list[dict]:
-    return [json.loads(x) for x in p.stdout.decode().splitlines()]
 
 
 @pytest.fixture

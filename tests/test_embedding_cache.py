@@ -33,15 +33,19 @@ def test_second_image_embedding_comes_from_the_cache_unchanged(tiny_model, photo
         first.set_image(photo)
         assert (cache.hits, cache.misses) == (0, 1)
         files = entries(root)
-        assert len(files) == 1 and files[0].suffix == ".npy"  # no temporary left behind
+        assert len(files) == 1 and files[0].suffix == ".npz"  # no temporary left behind
         again = Predictor(tiny_model, cache)
         again.set_image(photo)
         assert (cache.hits, cache.misses) == (1, 1)
-    assert torch.equal(again.features, first.features)
-    assert again.input_hw == first.input_hw and again.orig_hw == first.orig_hw
+    assert torch.equal(again.features["image_embed"], first.features["image_embed"])
+    assert again.features.tensors.keys() == first.features.tensors.keys() == {"image_embed"}
+    assert again.features.family == first.features.family == "sam1"
+    assert again.input_hw == first.input_hw and again.orig_hw == first.orig_hw == photo.shape[:2]
     plain = Predictor(tiny_model)
     plain.set_image(photo)
-    assert torch.equal(plain.features, first.features)
+    assert torch.equal(plain.features["image_embed"], first.features["image_embed"])
+    with np.load(files[0], allow_pickle=False) as entry:  # every tensor, and the family
+        assert sorted(entry.files) == ["__family__", "image_embed"] and str(entry["__family__"]) == "sam1"
     # the prompts' results are the same too
     a = first.predict(point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]))
     b = again.predict(point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]))
@@ -49,7 +53,7 @@ def test_second_image_embedding_comes_from_the_cache_unchanged(tiny_model, photo
 
 
 def test_keys_follow_pixels_size_and_model(tiny_ckpt, photo, tmp_path):
-    from sam_cli.weights import load
+    from sam_cli.checkpoints import load
 
     loaded = load(checkpoint=tiny_ckpt)
     cache = EmbeddingCache(tmp_path / "emb", loaded.net, weights_id=loaded.weights_id)
@@ -79,7 +83,7 @@ def test_keys_follow_pixels_size_and_model(tiny_ckpt, photo, tmp_path):
 
 
 def test_models_built_in_memory_are_named_by_their_weights(tiny_reference):
-    from sam_cli.weights import build_from_arch, infer_arch, load_state_dict_into
+    from sam_cli.checkpoints import build_from_arch, infer_arch, load_state_dict_into
 
     sd = tiny_reference.state_dict()
     nets = []
@@ -100,17 +104,27 @@ def test_bad_entries_are_reported_and_computed_again(tiny_model, photo, tmp_path
     good = Predictor(tiny_model, cache)
     good.set_image(photo)
     path = entries(root)[0]
-    for bad in (b"not numpy", b"PK\x03\x04 not a zip either", None):
-        if bad is None:  # a valid .npy of the wrong shape
-            np.save(path, np.zeros((1, 3, 4, 4), np.float32))
+    want = good.features["image_embed"]
+    wrong = [  # valid .npz files that are not this model's entry
+        {"__family__": np.array("sam1"), "image_embed": np.zeros((1, 3, 4, 4), np.float32)},  # shape
+        {"__family__": np.array("sam2"), "image_embed": want.numpy()},  # another family's
+        {"image_embed": want.numpy()},  # no family
+        {"__family__": np.array("sam1"), "image_embed": want.numpy(), "extra": want.numpy()},  # tensors
+        {"__family__": np.array("sam1"), "image_embed": want.numpy().astype(np.float64)},  # dtype
+    ]
+    for bad in (b"not numpy", b"PK\x03\x04 not a zip either", *wrong):
+        if isinstance(bad, dict):
+            with open(path, "wb") as f:
+                np.savez(f, **bad)
         else:
             path.write_bytes(bad)
         told.clear()
         p = Predictor(tiny_model, cache)
         p.set_image(photo)
-        assert len(told) == 1 and str(path) in told[0] and "computing it again" in told[0]
-        assert torch.equal(p.features, good.features)
-        assert torch.equal(torch.from_numpy(np.load(path)), good.features)  # rewritten
+        assert len(told) == 1 and str(path) in told[0] and "computing it again" in told[0], (bad, told)
+        assert torch.equal(p.features["image_embed"], want)
+        with np.load(path, allow_pickle=False) as entry:  # rewritten
+            assert torch.equal(torch.from_numpy(entry["image_embed"]), want)
 
 
 def test_a_folder_that_cannot_be_written_warns_once(tiny_model, photo, tmp_path):

@@ -37,8 +37,8 @@ def rel(a, b):
 def test_cuda_parity_with_reference(arch, tmp_path, photo):
     from segment_anything import SamPredictor
 
+    from sam_cli.checkpoints import load_model
     from sam_cli.predictor import Predictor
-    from sam_cli.weights import load_model
 
     ref_model = build_reference(**arch_kwargs(arch), seed=5)
     ck = tmp_path / "m.pth"
@@ -49,7 +49,7 @@ def test_cuda_parity_with_reference(arch, tmp_path, photo):
     torch.backends.cudnn.allow_tf32 = False
     ref.set_image(photo)
     ours.set_image(photo)
-    assert rel(ref.features, ours.features) <= 1e-4
+    assert rel(ref.features, ours.features["image_embed"]) <= 1e-4
     pts, lab = np.array([[220.0, 150.0], [40, 40]]), np.array([1, 0])
     m1, i1, l1 = ref.predict(point_coords=pts, point_labels=lab, multimask_output=True)
     p = ours.predict(point_coords=pts, point_labels=lab, multimask=True)
@@ -65,8 +65,8 @@ def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, phot
     whole-mask IoU measures noise (0.79 mean on an H200, 2026-11-27); the check is on pixels
     whose fp32 logit is clearly away from the threshold (twice the mean magnitude: a random
     model's logits are small), and on the predicted IoU."""
+    from sam_cli.checkpoints import load_model
     from sam_cli.predictor import Predictor
-    from sam_cli.weights import load_model
 
     ck = tmp_path / "m.pth"
     torch.save(build_reference(**arch_kwargs(arch), seed=5).state_dict(), ck)
@@ -76,7 +76,7 @@ def test_bf16_agrees_with_fp32_where_the_model_is_confident(arch, tmp_path, phot
     assert bf16.model.mask_decoder.transformer.image_dtype == torch.bfloat16
     fp32.set_image(photo)
     bf16.set_image(photo)
-    assert rel(fp32.features, bf16.features) <= 3e-2
+    assert rel(fp32.features["image_embed"], bf16.features["image_embed"]) <= 3e-2
     a = fp32.predict(boxes=boxes, multimask=True)
     b = bf16.predict(boxes=boxes, multimask=True)
     assert b.low_res.dtype == np.float32 and b.iou.dtype == np.float32
@@ -115,11 +115,11 @@ def test_cuda_automatic_mode_matches_reference(shifted_tiny, crop_layers):
     from segment_anything import SamAutomaticMaskGenerator
 
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.checkpoints import load_model
     from sam_cli.io.images import read_image
-    from sam_cli.weights import load_model
 
     from conftest import EXAMPLES
-    from test_amg_parity import match
+    from reference import match
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -177,11 +177,11 @@ def test_compiled_model_gives_the_eager_masks(shifted_tiny):
     import copy
 
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+    from sam_cli.checkpoints import load_model
     from sam_cli.io.images import read_image
-    from sam_cli.weights import load_model
 
     from conftest import EXAMPLES
-    from test_amg_parity import match
+    from reference import match
 
     _, ck = shifted_tiny
     eager = load_model(checkpoint=ck, device=DEV)

@@ -15,13 +15,14 @@ import shutil
 
 import numpy as np
 import pytest
-from test_polygon_formats import H, W, _run, auto_records, iou, objects
+
+from shapes import H, W, auto_records, iou, objects, write_one
 
 pytestmark = pytest.mark.interop
 
 
 def _cvat(tmp_path, **options):
-    masks, path, note = _run(tmp_path, "cvat", **options)
+    masks, path, note = write_one(tmp_path, "cvat", **options)
     (tmp_path / "images/s").mkdir(parents=True)  # datumaro wants the images beside the XML
     for name in ("s/a.jpg", "z.png"):
         (tmp_path / "images" / name).write_bytes(b"")

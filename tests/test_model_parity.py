@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from sam_cli.checkpoints import build_from_arch, infer_arch, load_model
 from sam_cli.predictor import Predictor
-from sam_cli.weights import build_from_arch, infer_arch, load_model
 
 from reference import arch_kwargs, build_reference
 
@@ -55,7 +55,7 @@ def tiny_pair(tiny_reference, tiny_model, photo):
 
 def test_image_embedding_matches(tiny_pair):
     ref, ours = tiny_pair
-    a, b = ref.features.numpy(), ours.features.numpy()
+    a, b = ref.features.numpy(), ours.features["image_embed"].numpy()
     assert a.shape == b.shape == (1, 256, 64, 64)
     assert rel_l2(a, b) <= REL_L2
 
@@ -111,7 +111,7 @@ def test_other_device_layouts_match_on_the_cpu(tiny_pair, tiny_model, photo, mon
     """The layouts sam picks on GPUs (encoder attention with every head in one call and one
     band; image → token logits heads-outermost; the upscaling batched), and the smallest mask
     bands, run here on the CPU and still match the reference."""
-    from sam_cli.modeling import image_encoder, mask_decoder, transformer
+    from sam_cli.models.sam1 import image_encoder, mask_decoder, transformer
 
     if layout == "accelerator":
         monkeypatch.setattr(image_encoder.Attention, "CPU_HEADS", 1 << 10)
@@ -123,7 +123,7 @@ def test_other_device_layouts_match_on_the_cpu(tiny_pair, tiny_model, photo, mon
     ref, _ = tiny_pair
     ours = Predictor(tiny_model)
     ours.set_image(photo)
-    assert rel_l2(ref.features.numpy(), ours.features.numpy()) <= REL_L2
+    assert rel_l2(ref.features.numpy(), ours.features["image_embed"].numpy()) <= REL_L2
     boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300]]
     p = ours.predict(boxes=boxes, multimask=True)
     for k, b in enumerate(boxes):
@@ -141,7 +141,7 @@ def test_compiled_parts_are_traced_whole_and_match(tiny_pair, tiny_model, photo,
     compiler and minutes on this CPU); tests/test_gpu.py runs Inductor itself."""
     import copy
 
-    from sam_cli.modeling import mask_decoder
+    from sam_cli.models.sam1 import mask_decoder
 
     if layout == "accelerator":
         monkeypatch.setattr(mask_decoder.MaskDecoder, "UPSCALE_ONE_BY_ONE_ON", ())
@@ -158,7 +158,7 @@ def test_compiled_parts_are_traced_whole_and_match(tiny_pair, tiny_model, photo,
     n_encoder = len(graphs)
     ref, _ = tiny_pair
     assert n_encoder == 1  # the whole encoder, one graph
-    assert rel_l2(ref.features.numpy(), ours.features.numpy()) <= REL_L2
+    assert rel_l2(ref.features.numpy(), ours.features["image_embed"].numpy()) <= REL_L2
     boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [0, 0, 451, 300]]
     p = ours.predict(boxes=boxes, multimask=True)
     # one graph each for the transformer and the upscaling: a graph break would make more
@@ -191,7 +191,7 @@ def test_compiled_bf16_parts_are_traced_whole_and_match_eager(tiny_ckpt, photo):
     for net in (eager, copy.deepcopy(eager).compile_parts(backend=record)):
         p = Predictor(net)
         p.set_image(photo)
-        outs.append((p.features, p.predict(boxes=boxes, multimask=True)))
+        outs.append((p.features["image_embed"], p.predict(boxes=boxes, multimask=True)))
     torch._dynamo.reset()
     assert len(graphs) == 3  # encoder, transformer, upscaling: no graph breaks
     (fa, a), (fb, b) = outs
@@ -216,7 +216,7 @@ def test_a_part_whose_compilation_fails_runs_uncompiled(tiny_pair, tiny_model, p
     ours = Predictor(net)
     ours.set_image(photo)
     ref, _ = tiny_pair
-    assert rel_l2(ref.features.numpy(), ours.features.numpy()) <= REL_L2
+    assert rel_l2(ref.features.numpy(), ours.features["image_embed"].numpy()) <= REL_L2
     for _ in range(2):  # the second call goes straight to the eager parts
         p = ours.predict(boxes=[[10, 10, 200, 150]], multimask=True)
     m1, i1, l1 = ref.predict(box=np.asarray([10, 10, 200, 150], float), multimask_output=True)
@@ -273,7 +273,7 @@ def test_full_size_vit_b_parity(tmp_path, photo):
     ref, ours = SamPredictor(ref_model), Predictor(net)
     ref.set_image(photo)
     ours.set_image(photo)
-    assert rel_l2(ref.features.numpy(), ours.features.numpy()) <= REL_L2
+    assert rel_l2(ref.features.numpy(), ours.features["image_embed"].numpy()) <= REL_L2
     for case in ("one point", "box and points"):
         assert_close(*run_both(ref, ours, multimask=True, **CASES[case]))
 
@@ -376,8 +376,8 @@ def test_bf16_precision_runs_the_heavy_parts_in_bfloat16(tiny_ckpt, tiny_pair, p
     assert next(net.prompt_encoder.parameters()).dtype == torch.float32
     ours = Predictor(net)
     ours.set_image(photo)
-    assert ours.features.dtype == torch.float32
-    assert rel_l2(f32.features.numpy(), ours.features.numpy()) <= 3e-2
+    assert ours.features["image_embed"].dtype == torch.float32
+    assert rel_l2(f32.features["image_embed"].numpy(), ours.features["image_embed"].numpy()) <= 3e-2
     boxes = [[10, 10, 200, 150], [150, 100, 450, 299], [100, 50, 300, 250]]
     a = f32.predict(boxes=boxes, point_coords=[[220, 150]], point_labels=[1], multimask=True)
     b = ours.predict(boxes=boxes, point_coords=[[220, 150]], point_labels=[1], multimask=True)

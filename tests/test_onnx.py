@@ -160,7 +160,7 @@ def test_encoder_export_and_external_data(tiny_model, tmp_path, monkeypatch):
     with torch.no_grad():
         ours = net.image_encoder(torch.from_numpy(x)).numpy()
     assert rel(got, ours) <= 1e-4
-    assert rel(got, pred.features.float().numpy()) <= 1e-4  # the script prepares the image as sam does
+    assert rel(got, pred.features["image_embed"].float().numpy()) <= 1e-4  # the script prepares the image as sam does
     monkeypatch.setattr(X, "PROTOBUF_LIMIT", 2**26 + 1024)  # as if it were vit_h's 2.5 GB
     path = X.export_encoder(net, tmp_path / "ext" / "encoder.onnx")
     assert sorted(p.name for p in path.parent.iterdir()) == ["encoder.onnx", "encoder.onnx.data"]
@@ -203,15 +203,15 @@ def test_missing_extra_is_a_clear_error(tiny_ckpt, tmp_path):
                 env={"PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])})
     assert p.returncode == 2
     assert p.stderr.decode().strip() == ("Error: sam export onnx needs onnxruntime, which is not installed "
-                                         "(pip install 'sam-cli[onnx]')")
+                                         "(pip install 'segment-anything-cli[onnx]')")
     assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
 def test_vit_b_encoder_export(tmp_path):
     """encoder.onnx of a full-size vit_b (random weights) against sam's encoder."""
+    from sam_cli.checkpoints import load_model
     from sam_cli.export import onnx as X
-    from sam_cli.weights import load_model
 
     from reference import arch_kwargs, build_reference, save_checkpoint
 

@@ -17,32 +17,10 @@ from sam_cli import masks as M
 from sam_cli.errors import OutputError
 from sam_cli.io.formats import FormatOptions
 from sam_cli.io.outputs import OutputLayout
-from sam_cli.masks import MaskRecord, PromptedMask
+from sam_cli.masks import PromptedMask
 from sam_cli.polygons import Outline, crop_outline, outline_to_mask
 
-H, W = 120, 160
-
-
-def objects() -> np.ndarray:
-    """Five masks: a disc with a hole, a square, an ellipse, two blobs apart, a thin bar."""
-    ms = np.zeros((5, H, W), np.uint8)
-    cv2.circle(ms[0], (50, 60), 40, 1, -1)
-    cv2.circle(ms[0], (50, 60), 12, 0, -1)
-    cv2.rectangle(ms[1], (100, 10), (150, 50), 1, -1)
-    cv2.ellipse(ms[2], (120, 90), (30, 15), 20, 0, 360, 1, -1)
-    cv2.circle(ms[3], (20, 20), 10, 1, -1)
-    cv2.circle(ms[3], (60, 110), 8, 1, -1)
-    ms[4, 100:104, 90:150] = 1
-    return ms.astype(bool)
-
-
-def auto_records(masks):
-    rles = M.masks_to_rle(torch.from_numpy(masks))
-    return [MaskRecord(r, [0, 0, 0, 0], 0.9, [1.0, 2.0], 0.95, [0, 0, W, H]) for r in rles]
-
-
-def iou(a, b) -> float:
-    return float((a & b).sum() / (a | b).sum())
+from shapes import H, W, auto_records, iou, objects, write_one
 
 
 def test_coco_polygons_read_back_by_pycocotools(tmp_path):
@@ -114,7 +92,9 @@ def test_yolo_seg_labels_read_back_as_a_loader_does(tmp_path):
     # two discs 95 pixels apart: the corridor joining them fills its line of pixels (YOLO-seg
     # holds one polygon per object), so the IoU drops, as the run's note reports
     assert 0.8 <= ious[3] < 0.9 and got[3][1][20, 20] and got[3][1][110, 60]
-    assert (tmp_path / "data.yaml").read_text().splitlines()[1:] == ["nc: 1", "names:", '  0: "object"']
+    assert (tmp_path / "data.yaml").read_text().splitlines()[1:] == [
+        f"path: {json.dumps(str(tmp_path.resolve()))}", "train: images", "val: images", "nc: 1", "names:",
+        '  0: "object"']
 
 
 @pytest.mark.parametrize("how", ["split", "largest"])
@@ -153,20 +133,11 @@ def test_yolo_seg_classes_from_prompts_and_collisions(tmp_path):
                                           r"would be .*labels/a/x.txt, as a/x.jpg's are\)"):
         layout.finish(["a/x.jpg", "a/x.png", "y.jpg"])
     assert [c for c, _ in read_yolo(tmp_path / "labels/y.txt", W, H)] == [1, 0, 2]  # ids 17, 47, then names
-    assert (tmp_path / "data.yaml").read_text().splitlines()[3:] == ['  0: "cat"', '  1: "cup"', '  2: "dog"']
+    assert (tmp_path / "data.yaml").read_text().splitlines()[6:] == ['  0: "cat"', '  1: "cup"', '  2: "dog"']
     assert json.loads((tmp_path / "y.jpg.json").read_text())["annotations"][2]["category"] == "dog"
 
 
 # ------------------------------------------------------------------ CVAT and Label Studio
-def _run(tmp_path, fmt: str, **options):
-    masks = objects()
-    layout = OutputLayout(tmp_path, (fmt,), options=FormatOptions(**options))
-    layout.write("s/a.jpg", np.zeros((H, W, 3), np.uint8), auto_records(masks))
-    layout.write("z.png", np.zeros((H, W, 3), np.uint8), [])
-    [(path, note)] = layout.finish(["s/a.jpg", "z.png"])
-    return masks, path, note
-
-
 def read_cvat(path) -> dict[str, list[dict]]:
     """CVAT for images 1.1 as CVAT's importers read it (datumaro's CVAT reader, which
     CVAT uses: a mask's rle counts runs over its box, row by row, from a run of 0s): per image
@@ -199,7 +170,7 @@ def read_cvat(path) -> dict[str, list[dict]]:
 
 
 def test_cvat_masks_read_back(tmp_path):
-    masks, path, _ = _run(tmp_path, "cvat", category="thing")
+    masks, path, _ = write_one(tmp_path, "cvat", category="thing")
     got = read_cvat(path)
     assert list(got) == ["s/a.jpg", "z.png"] and got["z.png"] == []  # in output-key order
     shapes = got["s/a.jpg"]
@@ -211,7 +182,7 @@ def test_cvat_masks_read_back(tmp_path):
 
 
 def test_cvat_polygons_keep_masks_with_holes(tmp_path):
-    masks, path, note = _run(tmp_path, "cvat", polygons=True)
+    masks, path, note = write_one(tmp_path, "cvat", polygons=True)
     assert note == "1 masks with holes kept as masks"
     shapes = read_cvat(path)["s/a.jpg"]
     assert [s["kind"] for s in shapes] == ["mask"] + ["polygon"] * 5  # the disc with a hole stays a mask
@@ -229,10 +200,11 @@ def test_polygon_min_area_in_cvat_and_labelstudio(tmp_path, fmt):
     """Parts under --polygon-min-area are left out of the polygons and counted: the small
     disc (≈200 px) of the two-disc mask; the larger (≈310 px) stays, alone, ungrouped; the bar
     (240 px) stays."""
-    masks, path, note = _run(tmp_path, fmt, polygons=True, min_area=230)
+    masks, path, note = write_one(tmp_path, fmt, polygons=True, min_area=230)
     kept_as = "masks" if fmt == "cvat" else "brush masks"
+    config = "; its labelling config in labelstudio-config.xml" if fmt == "labelstudio" else ""
     assert note == f"1 masks with holes or only parts under --polygon-min-area kept as {kept_as}; " \
-                   "1 parts under --polygon-min-area left out"
+                   "1 parts under --polygon-min-area left out" + config
     if fmt == "cvat":
         shapes = read_cvat(path)["s/a.jpg"]
         assert [s["kind"] for s in shapes] == ["mask"] + ["polygon"] * 4 and not any(s["group"] for s in shapes)
@@ -248,7 +220,7 @@ def test_labelstudio_brush_masks_read_back_by_its_converter(tmp_path):
     """label-studio-converter's own brush decoder reads every mask back, pixel for pixel."""
     from label_studio_converter.brush import decode_rle
 
-    masks, path, _ = _run(tmp_path, "labelstudio", image_root="/data/local-files/?d=")
+    masks, path, _ = write_one(tmp_path, "labelstudio", image_root="/data/local-files/?d=")
     tasks = json.loads(path.read_text())
     assert [t["data"]["image"] for t in tasks] == ["/data/local-files/?d=s/a.jpg", "/data/local-files/?d=z.png"]
     [pred] = tasks[0]["predictions"]
@@ -262,8 +234,8 @@ def test_labelstudio_brush_masks_read_back_by_its_converter(tmp_path):
 
 
 def test_labelstudio_polygons_in_percent(tmp_path):
-    masks, path, note = _run(tmp_path, "labelstudio", polygons=True)
-    assert note == "1 masks with holes kept as brush masks"
+    masks, path, note = write_one(tmp_path, "labelstudio", polygons=True)
+    assert note == "1 masks with holes kept as brush masks; its labelling config in labelstudio-config.xml"
     results = json.loads(path.read_text())[0]["predictions"][0]["result"]
     assert [r["type"] for r in results] == ["brushlabels"] + ["polygonlabels"] * 5
     square = results[1]["value"]["points"]  # the square 100..150 × 10..50
@@ -337,8 +309,10 @@ def test_example_photos_in_every_format_read_back(coherent_ckpt, tmp_path):
     for n in names:
         h, w = cv2.imread(str(EXAMPLES / n)).shape[:2]
         got = read_yolo(out / "labels" / n.replace(".jpg", ".txt"), w, h)
-        assert len(got) == 9 and {c for c, _ in got} <= {0, 1}
-        ious += [iou(m, ours[n, k]) for k, (_, m) in enumerate(got)]
+        # a mask given twice (two of a click's three masks can be one) is one line: loaders drop
+        # the second as a duplicate, so sam leaves it out and says so
+        assert 1 <= len(got) <= 9 and {c for c, _ in got} <= {0, 1}
+        ious += [max(iou(m, ours[n, k]) for k in range(9)) for _, m in got]
     assert np.median(ious) >= 0.95, np.round(ious, 3)
     # --yolo-parts split, the same run's masks: a line per part, each object's lines in a row,
     # which together fill the masks back (the issue's bar: mean IoU ≥ 0.98 at the default tolerance)
@@ -350,9 +324,65 @@ def test_example_photos_in_every_format_read_back(coherent_ckpt, tmp_path):
     for n in names:
         h, w = cv2.imread(str(EXAMPLES / n)).shape[:2]
         got = [m for _, m in read_yolo(out / "labels" / n.replace(".jpg", ".txt"), w, h)]
-        for k in range(9):
-            parts = len(crop_outline(M.mask_crop(ours[n, k]), centres=True).parts)
-            ious.append(iou(np.logical_or.reduce(got[:parts]), ours[n, k]))
-            got = got[parts:]
-        assert got == []
+        for k in range(9):  # a mask: the lines of its parts (a part two masks share is written once)
+            inside = [m for m in got if (m & ours[n, k]).sum() >= 0.9 * m.sum()]
+            ious.append(iou(np.logical_or.reduce(inside), ours[n, k]) if inside else 0.0)
     assert np.mean(ious) >= 0.98, (np.mean(ious), np.round(ious, 3))
+
+
+def test_yolo_seg_leaves_out_a_line_two_masks_share(tmp_path):
+    """--yolo-parts split: two masks with one part in common would give two equal lines, which
+    a YOLO loader drops as duplicates; the second is left out and counted."""
+    a, b = np.zeros((2, H, W), bool)
+    a[10:30, 10:30] = b[10:30, 10:30] = True  # the shared part
+    a[60:90, 60:90] = True
+    b[60:90, 100:130] = True
+    masks = np.stack([a, b])
+    layout = OutputLayout(tmp_path, ("yolo-seg",), options=FormatOptions(yolo_parts="split"))
+    layout.write("x.jpg", np.zeros((H, W, 3), np.uint8), auto_records(masks))
+    [(_, note)] = layout.finish(["x.jpg"])
+    text = (tmp_path / "labels/x.txt").read_text().splitlines()
+    assert len(text) == 3 and len(set(text)) == 3
+    assert note.endswith("; 1 lines left out as the same class and polygon as another of their image's")
+
+
+def test_yolo_seg_is_a_dataset_with_its_images(tmp_path, tiny_ckpt):
+    """images/ beside labels/ (links, or copies), as Ultralytics looks for them; data.yaml names
+    the dataset's path and its train and val images (tests/test_peers_bench.py loads it with
+    Ultralytics itself)."""
+    from conftest import EXAMPLES
+
+    from cli_helpers import run_sam
+
+    for how in ("link", "copy", "none"):
+        out = tmp_path / how
+        p = run_sam("auto", EXAMPLES / "chelsea.jpg", EXAMPLES / "coffee.jpg", "-o", out, "-f", "yolo-seg",
+                    "--yolo-images", how, "-c", tiny_ckpt, "--points-per-side", "2", "--pred-iou-thresh", "0",
+                    "--stability-score-thresh", "0", cwd=EXAMPLES)
+        assert p.returncode == 0, p.stderr
+        got = sorted(q.name for q in (out / "images").iterdir()) if (out / "images").exists() else []
+        if how == "none":
+            assert got == [] and "--yolo-images none" in p.stderr.decode()
+            continue
+        assert got == ["chelsea.jpg", "coffee.jpg"]
+        assert ((out / "images/chelsea.jpg").is_symlink()) == (how == "link")
+        assert (out / "images/coffee.jpg").read_bytes() == (EXAMPLES / "coffee.jpg").read_bytes()
+        assert (out / "labels/chelsea.txt").is_file()
+
+
+def test_label_studio_scores_are_0_to_1_and_the_config_is_written(tmp_path):
+    from label_studio_converter import Converter
+
+    masks = objects()
+    recs = auto_records(masks)
+    recs[0].predicted_iou, recs[1].predicted_iou = -0.3, 1.2  # a random model's IoU head strays
+    layout = OutputLayout(tmp_path, ("labelstudio",), options=FormatOptions(polygons=True, category='a "b" <c>'))
+    layout.write("x.jpg", np.zeros((H, W, 3), np.uint8), recs)
+    [(_, note)] = layout.finish(["x.jpg"])
+    assert note.endswith("its labelling config in labelstudio-config.xml")
+    scores = [r["score"] for r in json.loads((tmp_path / "labelstudio.json").read_text())[0]["predictions"][0]["result"]]
+    assert min(scores) == 0.0 and max(scores) == 1.0
+    config = (tmp_path / "labelstudio-config.xml").read_text()
+    parsed = Converter(config=config, project_dir=str(tmp_path))._schema  # Label Studio's own parser
+    assert parsed["label"]["type"] == "BrushLabels" and parsed["polygon"]["type"] == "PolygonLabels"
+    assert parsed["label"]["labels"] == ['a "b" <c>'] and parsed["label"]["to_name"] == ["image"]

@@ -15,15 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import SAM, four_photo_run, run_sam
+from cli_helpers import SAM, four_photo_run, lines, run_sam
 from conftest import EXAMPLES
 
 FAST = ["--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
         "--box-nms-thresh", "1.0"]
-
-
-def lines(proc):
-    return [json.loads(x) for x in proc.stdout.decode().splitlines()]
 
 
 @pytest.fixture
@@ -317,9 +313,9 @@ def test_many_boxes_are_upscaled_and_written_a_chunk_at_a_time(tmp_path, tiny_ck
     """sam segment with 40 boxes: no upscale holds more than one decoder call's objects
     (16 on the CPU), and the masks are those of one whole predict() call."""
     from sam_cli import predictor as P
+    from sam_cli.checkpoints import load_model
     from sam_cli.cli import app
     from sam_cli.io.images import read_image
-    from sam_cli.weights import load_model
 
     boxes = [f"{10 + i * 9},{20 + i % 7},{60 + i * 9},{120 + i % 5}" for i in range(40)]
     sizes = []

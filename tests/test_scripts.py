@@ -74,7 +74,7 @@ def test_benchmark_table_agrees_with_the_reference(tmp_path):
     assert (tmp_path / "b.json").stat().st_size > 0
     # the kept checkpoint (gpu_check.sh profiles it) loads whole, and holds the benchmark's
     # confident weights: the tiny model's, with the mask and IoU heads changed
-    from sam_cli.weights import load_model, read_state_dict
+    from sam_cli.checkpoints import load_model, read_state_dict
 
     from reference import TINY, build_reference
 

@@ -4,7 +4,6 @@ shard, a stale record or another run's."""
 
 from __future__ import annotations
 
-import filecmp
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from sam_cli.errors import PromptError
 from sam_cli.shards import choose, from_env, parse, shard_of
 
-from cli_helpers import run_sam
+from cli_helpers import run_sam, same_trees
 from conftest import EXAMPLES
 
 RUN_FORMATS = ("-f", "coco", "-f", "png", "-f", "yolo-seg", "-f", "cvat", "-f", "labelstudio")
@@ -23,19 +22,6 @@ RUN_FORMATS = ("-f", "coco", "-f", "png", "-f", "yolo-seg", "-f", "cvat", "-f", 
 def settings(ckpt) -> list:
     return ["-c", ckpt, "--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
             "--polygons", *RUN_FORMATS]
-
-
-def same_trees(a: Path, b: Path, ignore=("sam-shards",)) -> list[str]:
-    """The files that differ or are missing between two output folders (byte for byte)."""
-    diff = []
-
-    def walk(c: filecmp.dircmp, at: str) -> None:
-        diff.extend(at + n for n in c.left_only + c.right_only + c.diff_files + c.funny_files)
-        for name, sub in c.subdirs.items():
-            walk(sub, f"{at}{name}/")
-
-    walk(filecmp.dircmp(a, b, ignore=list(ignore)), "")
-    return diff
 
 
 def test_shard_of_is_stable_disjoint_and_complete():
@@ -198,7 +184,7 @@ def test_ray_missing_is_a_clear_error(tiny_ckpt, tmp_path):
                 env={"PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])})
     assert p.returncode == 2
     assert p.stderr.decode().strip().splitlines()[-1] == \
-        "Error: --ray needs Ray, which is not installed (pip install 'sam-cli[ray]')"
+        "Error: --ray needs Ray, which is not installed (pip install 'segment-anything-cli[ray]')"
     p = run_sam("auto", EXAMPLES, "-o", tmp_path / "out", "-c", tiny_ckpt, "--ray", "local", "--devices", "cpu,cpu")
     assert p.returncode == 2 and "--ray and --devices both spread the work" in p.stderr.decode()
 

@@ -1,7 +1,7 @@
 """The automatic mask generator, split into steps a streaming pipeline can batch:
 
     prepare_crops(image)        → CropInput per crop (resized pixels, boxes, points)
-    predictor.embed([...])      → encoder, many crops / images per batch
+    embed_crops([...])          → ImageFeatures per crop: the encoder, many crops / images per batch
     decode_crop(features, crop) → CropMasks: filtered masks of one crop as RLE
     finalize(crops, hw)         → MaskRecord list (NMS across crops, small-region cleanup)
 
@@ -29,7 +29,7 @@ from .. import masks as M
 from ..embedding_cache import EmbeddingCache
 from ..errors import PromptError
 from ..masks import MaskRecord
-from ..modeling import Sam
+from ..models.features import ImageFeatures
 from ..predictor import CPU_DECODER_BATCH, Predictor
 from ..transforms import scale_coords
 from ..upscale import upscale_logits
@@ -110,7 +110,7 @@ class CropInput:
     crop_hw: tuple[int, int]
     points: np.ndarray  # P×2 XY in crop pixels
     cache_key: str = ""  # in the predictor's embedding cache ("" without one)
-    features: torch.Tensor | None = None  # 1×256×64×64 from the cache (on the CPU)
+    features: ImageFeatures | None = None  # from the cache (on the CPU)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,7 +134,7 @@ class CropMasks:
 
 class AutomaticMaskGenerator:
     def __init__(
-        self, model: Sam, settings: AmgSettings | None = None, *,
+        self, model: torch.nn.Module, settings: AmgSettings | None = None, *,
         upscale_budget_bytes: int = 512 << 20, logits_budget_bytes: int = 1 << 30,
         decoder_batch: int | None = None, embedding_cache: EmbeddingCache | None = None,
         on_points: Callable[[int], None] | None = None,
@@ -181,20 +181,20 @@ class AutomaticMaskGenerator:
             out.append(CropInput(box, layer, pixels, input_hw, crop_hw, points, key))
         return out
 
-    def embed_crops(self, crops: list[CropInput], batch_size: int = 1) -> list[torch.Tensor]:
-        """1×256×64×64 embeddings of crops (of one or several images), in order: those the
-        cache had, and the others from the encoder in batches of batch_size crops (then put
-        in the cache)."""
+    def embed_crops(self, crops: list[CropInput], batch_size: int = 1) -> list[ImageFeatures]:
+        """The ImageFeatures of crops (of one or several images), in order: those the cache
+        had, and the others from the encoder in batches of batch_size crops (then put in the
+        cache)."""
         dev = self.predictor.device
-        feats: list[torch.Tensor | None] = [
+        feats: list[ImageFeatures | None] = [
             None if c.features is None else c.features.to(dev) for c in crops
         ]
         todo = [i for i, c in enumerate(crops) if c.features is None]
         cache = self.predictor.cache
         for a in range(0, len(todo), batch_size):
             idx = todo[a : a + batch_size]
-            emb = self.predictor.embed([crops[i].pixels for i in idx])
-            for i, e in zip(idx, emb.split(1)):
+            emb = self.predictor.embed([crops[i].pixels for i in idx], [crops[i].crop_hw for i in idx])
+            for i, e in zip(idx, emb):
                 feats[i] = e
                 if cache is not None and crops[i].cache_key:
                     cache.save(crops[i].cache_key, e)
@@ -202,9 +202,9 @@ class AutomaticMaskGenerator:
 
     @torch.inference_mode()
     def decode_crop(
-        self, features: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]
+        self, features: ImageFeatures, crop: CropInput, orig_hw: tuple[int, int]
     ) -> CropMasks:
-        """features: 1×256×64×64 of this crop → its masks after filters and in-crop NMS.
+        """features: this crop's → its masks after filters and in-crop NMS.
 
         Point batches are decoded back to back and their low-res logits kept on the device,
         a group of batches at a time: the mask-level IoU filter, which needs the host to learn
@@ -213,7 +213,7 @@ class AutomaticMaskGenerator:
         the same for any grouping."""
         s = self.s
         p = self.predictor
-        p.set_features(features, crop.crop_hw, crop.input_hw)
+        p.set_features(features)
         result = CropMasks(crop.box)
         dev = p.device
         n = len(crop.points)
@@ -246,7 +246,7 @@ class AutomaticMaskGenerator:
         at one batch), else as many as `logits_budget` bytes of float32 logits allow."""
         if self.on_cpu:
             return 1
-        low = self.model.prompt_encoder.mask_input_size
+        low = self.model.low_res_hw
         per_batch = self.points_per_batch * 3 * low[0] * low[1] * 4
         return max(1, self.logits_budget // per_batch)
 

@@ -1,64 +1,13 @@
-"""The `sam` application: commands, and the one place that maps errors to exit codes."""
+"""The `sam` application: its commands (each registers itself on base.app), main(), and the
+one place that maps errors to exit codes."""
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from typing import Annotated
 
-import typer
-from typer.core import TyperArgument, TyperCommand
-
-from .. import __version__
-from .exitcodes import EXIT_CODES_HELP, ExitCode
-
-HELP = f"""Segment Anything from the command line.
-
-Masks from points and boxes, for one image or a whole prompt file (sam segment), and every \
-object's mask over folders of images (sam auto), with Meta's SAM checkpoints (vit_b, vit_l, vit_h).
-
-Exit codes:
-
-\b
-{EXIT_CODES_HELP}
-"""
-
-app = typer.Typer(
-    name="sam", help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False,
-)
-
-
-class Command(TyperCommand):
-    """A command whose usage line names a required argument as man pages do (INPUTS...), not
-    in Typer's braces ({INPUTS}...), and whose arguments are listed by their metavar alone
-    (INPUTS, IMAGE), without Typer's type tag (<list[str]>, <path>)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        for p in self.params:
-            if isinstance(p, TyperArgument):
-                p.display_type_rich = lambda ctx: None
-
-    def collect_usage_pieces(self, ctx) -> list[str]:
-        return [re.sub(r"^\{(.+)\}", r"\1", p) for p in super().collect_usage_pieces(ctx)]
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"sam {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
-    ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-) -> None:
-    """Segment Anything from the command line."""
+from .base import app
+from .exitcodes import ExitCode
 
 
 def _register() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import options as O
-from .app import Command, app
+from .base import Command, app
 
 EPILOG = """Examples:
 
@@ -35,6 +35,7 @@ def auto(
     polygon_min_area: O.PolygonMinAreaOpt = 0,
     image_root: O.ImageRootOpt = "",
     yolo_parts: O.YoloPartsOpt = "join",
+    yolo_images: O.YoloImagesOpt = "link",
     points_per_side: O.PointsPerSideOpt = 32,
     points_per_batch: O.PointsPerBatchOpt = None,
     pred_iou_thresh: O.PredIouThreshOpt = 0.88,
@@ -48,20 +49,20 @@ def auto(
     min_mask_region_area: O.MinRegionOpt = 0,
     proposals: O.ProposalsOpt = False,
     max_proposals: O.MaxProposalsOpt = 1000,
-    batch_size: O.BatchSizeOpt = None,
-    workers: O.WorkersOpt = 2,
-    compile_model: O.CompileOpt = False,
-    overwrite: O.OverwriteOpt = False,
-    shard: O.ShardOpt = None,
-    progress: O.ProgressOpt = None,
     model: O.ModelOpt = None,
     checkpoint: O.CheckpointOpt = None,
     device: O.DeviceOpt = "auto",
+    dtype: O.DtypeOpt = "fp32",
+    compile_model: O.CompileOpt = False,
+    embedding_cache: O.EmbeddingCacheOpt = None,
+    batch_size: O.BatchSizeOpt = None,
+    workers: O.WorkersOpt = 2,
+    overwrite: O.OverwriteOpt = False,
+    progress: O.ProgressOpt = None,
+    shard: O.ShardOpt = None,
     devices: O.DevicesOpt = None,
     ray: O.RayOpt = None,
     ray_actors: O.RayActorsOpt = None,
-    dtype: O.DtypeOpt = "fp32",
-    embedding_cache: O.EmbeddingCacheOpt = None,
     max_pixels: O.MaxPixelsOpt = None,
     quiet: O.QuietOpt = False,
 ) -> None:
@@ -70,13 +71,12 @@ def auto(
 
     from ..automatic import AmgSettings
     from ..embedding_cache import check_folder
-    from ..engines import automatic_record
+    from ..engines import AutomaticSettings
     from ..inputs import Exclusions, expand_inputs
     from ..io.formats import DEFAULT_FORMATS, FormatOptions
-    from ..io.outputs import OutputLayout
-    from ..run import Runner
+    from ..job import Job, ModelSpec, RunOptions
+    from ..spread import choose
     from .common import EventPrinter, run_to_end, shard_items
-    from .workers import EngineSpec, parse_devices, spread_on_ray
 
     given = locals()
     if proposals:
@@ -85,26 +85,19 @@ def auto(
         # the preset where the option was not given (Typer's click: compared by name)
         given.update((k, v) for k, v in PRESET.items() if ctx.get_parameter_source(k).name == "DEFAULT")
     settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
-    kept = max_proposals if proposals else None
-    record = automatic_record(settings, model=model, checkpoint=checkpoint, dtype=dtype, proposals=kept)
-    options = FormatOptions(category, polygons, polygon_tolerance, polygon_min_area, image_root, yolo_parts)
-    layout = OutputLayout(output, tuple(dict.fromkeys(fmt or DEFAULT_FORMATS)), options=options)
-    runner = Runner(layout, overwrite=overwrite, record=record)
+    job = Job(
+        "automatic", AutomaticSettings(settings, max_proposals if proposals else None), output,
+        ModelSpec(model, checkpoint, device, dtype), tuple(dict.fromkeys(fmt or DEFAULT_FORMATS)),
+        FormatOptions(category, polygons, polygon_tolerance, polygon_min_area, image_root, yolo_parts, yolo_images),
+        RunOptions(batch_size, workers, compile_model, embedding_cache), overwrite, quiet)
+    runner = job.runner()
     if embedding_cache is not None:
         check_folder(embedding_cache)
     excluded = Exclusions(output)
     items = expand_inputs(inputs, exclude=excluded)
-    total = None
     if "-" not in inputs:  # a known total for the progress bar
         items = list(items)
     items, part = shard_items(items, shard, quiet)
-    if isinstance(items, list):
-        total = len(items)
-    out = EventPrinter(total, quiet, progress)
-
-    spec = EngineSpec("automatic", model, checkpoint, dtype, quiet, {
-        "settings": settings, "batch_size": batch_size, "workers": workers, "compile_model": compile_model,
-        "embedding_cache": embedding_cache, "proposals": kept})
-    run_to_end(runner, items, lambda: spec.make(device, out.note, out.points), out, inputs, excluded=excluded,
-               shard=part, spec=spec, devices=parse_devices(devices) if devices else None,
-               ray=spread_on_ray(ray, device, ray_actors, devices))
+    out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress)
+    run_to_end(job, runner, items, out, inputs, excluded=excluded, shard=part,
+               spread=choose(devices, ray, ray_actors))

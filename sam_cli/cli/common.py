@@ -57,7 +57,7 @@ def message(text: str, quiet: bool = False) -> None:
 
 
 def download_progress(quiet: bool):
-    """A weights.ProgressFactory drawing a tqdm bar on stderr (terminals only)."""
+    """A fetch.ProgressFactory drawing a tqdm bar on stderr (terminals only)."""
     if quiet or not stderr_is_tty():
         return None
 
@@ -82,17 +82,12 @@ def download_progress(quiet: bool):
 
 def load_sam(model: str | None, checkpoint: Path | None, device: str, dtype: str, quiet: bool):
     """Resolve the device, then load (downloading if needed) the model in `dtype`: a
-    weights.LoadedModel. The option values are already checked against the registries."""
-    from ..device import configure_threads, resolve_device, slow_bf16_note, tune_allocator
-    from ..weights import load
+    checkpoints.LoadedModel, for commands that run no Job (sam segment on one image, sam
+    export). The option values are already checked against the registries."""
+    from ..job import ModelSpec, load
 
-    dev = resolve_device(device)
-    if dtype == "bf16" and (note := slow_bf16_note(dev)):
-        message(note, quiet)
-    configure_threads()
-    tune_allocator()
-    return load(model=model, checkpoint=checkpoint, device=dev, dtype=dtype,
-                progress=download_progress(quiet))
+    return load(ModelSpec(model, checkpoint, device, dtype), device, lambda text: message(text, quiet),
+                download_progress(quiet))
 
 
 class EventPrinter:
@@ -192,57 +187,33 @@ class EventPrinter:
         return bool(counts.failures)
 
 
-def run_to_end(runner, items, engine, out: EventPrinter, inputs: list[str], *, excluded=None,
-               empty: str | None = None, shard=None, spec=None, devices: list[str] | None = None,
-               ray: tuple | None = None) -> None:
-    """Run `runner` over `items` with `out` rendering the events, then the summary; exit 5
-    (partial) when some inputs failed. engine: the factory Runner.run calls when needed.
-    shard: a shards.Shard whose images `items` already are (shard_items): the run ends with
-    its shard record instead of the run-level outputs. devices: more than one, a worker
-    process on each (workers.py), making its engine from `spec` (workers.EngineSpec). ray:
-    (address, device, actors), the run on Ray Data (ray_run.py) instead."""
+def run_to_end(job, runner, items, out: EventPrinter, inputs: list[str], *, excluded=None,
+               empty: str | None = None, shard=None, spread=None) -> None:
+    """Run `job` (job.Job) over `items` through spread.run_job, with `out` rendering the
+    events, then the summary; exit 5 (partial) when some inputs failed. runner: the job's
+    run.Runner, made by the command before its inputs were listed (its output folder checked
+    first). shard: a shards.Shard whose images `items` already are (shard_items). spread:
+    a spread.Spread (--devices, --ray)."""
+    import contextlib
+
     import typer
 
+    from ..spread import Spread, run_job
     from .exitcodes import ExitCode
 
-    if shard is not None:
-        runner.finish = False
+    spread = spread or Spread()
     try:
-        if ray is not None:
-            from .ray_run import run_on_ray
-
-            with stdout_for_data_only():
-                run_on_ray(runner, list(items), spec, *ray, out.event, out.note)
-        elif devices is not None and len(devices) > 1:
-            from .workers import run_on_devices
-
-            run_on_devices(runner, list(items), spec, devices, out.event, out.note)
-        else:
-            runner.run(items, engine, out.event)
+        with stdout_for_data_only() if spread.ray is not None else contextlib.nullcontext():
+            runner = run_job(job, items, out.event, out.note, shard=shard, spread=spread, progress=out.points,
+                             download=download_progress(out.quiet), runner=runner)
     finally:
         out.close()
-    if shard is not None:
-        from ..shards import write_record
-
-        layout = runner.layout
-        path = write_record(layout.root, shard, record=runner.record, formats=layout.formats,
-                            options=layout.options, images=runner.finished, failed=runner.failed)
-        message(f"shard {shard}: wrote {path}; once every shard has its record, `sam merge "
-                f"{layout.root}` writes the run-level outputs", out.quiet)
     if out.summary(runner, inputs, excluded, empty):
         raise typer.Exit(ExitCode.PARTIAL)
 
 
 def shard_items(items, option: str | None, quiet: bool):
-    """(the items of this run's shard, the shards.Shard or None): --shard's, else the Slurm
-    or Kubernetes environment's (said on stderr, so an array job never shards unnoticed).
-    A list stays a list (a known total for the progress bar)."""
-    from ..shards import choose
+    """spread.shard_items, its note on stderr."""
+    from ..spread import shard_items as pick
 
-    shard = choose(option)
-    if shard is None:
-        return items, None
-    if shard.source != "--shard":
-        message(f"shard {shard} (from {shard.source}); --shard 0/1 processes every image", quiet)
-    picked = shard.select(items)
-    return (list(picked) if isinstance(items, list) else picked), shard
+    return pick(items, option, lambda text: message(text, quiet))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as O
-from .app import Command, app
+from .base import Command, app
 
 EPILOG = """Examples:
 
@@ -31,10 +31,14 @@ def edges(
     npy: Annotated[bool, typer.Option("--npy", help="Also write x.jpg.edges.npy, the float32 map.")] = False,
     workers: O.WorkersOpt = 2,
     overwrite: O.OverwriteOpt = False,
+    shard: O.ShardOpt = None,
     progress: O.ProgressOpt = None,
     model: O.ModelOpt = None,
     checkpoint: O.CheckpointOpt = None,
     device: O.DeviceOpt = "auto",
+    devices: O.DevicesOpt = None,
+    ray: O.RayOpt = None,
+    ray_actors: O.RayActorsOpt = None,
     dtype: O.DtypeOpt = "fp32",
     max_pixels: O.MaxPixelsOpt = None,
     quiet: O.QuietOpt = False,
@@ -42,21 +46,20 @@ def edges(
     """Edge maps, the Segment Anything paper's way: a 16x16 grid of points, duplicate masks
     removed by NMS, each mask's probability edges on its boundary, the strongest kept, thinned.
     Writes x.jpg.edges.png (16-bit, 65535 the strongest edge) per image."""
-    from ..edges import EdgeEngine, EdgeOutput, edges_record
+    from ..edges import EdgeSettings
     from ..inputs import Exclusions, expand_inputs
-    from ..io.outputs import OutputLayout
-    from ..run import Runner
-    from .common import EventPrinter, load_sam, run_to_end
+    from ..job import Job, ModelSpec, RunOptions
+    from ..spread import choose
+    from .common import EventPrinter, run_to_end, shard_items
 
-    record = edges_record(grid=grid, nms=nms, model=model, checkpoint=checkpoint, dtype=dtype)
-    layout = OutputLayout(output, (), own={"edges": EdgeOutput(npy)})
-    runner = Runner(layout, overwrite=overwrite, record=record)
+    job = Job("edges", EdgeSettings(grid, nms, npy), output, ModelSpec(model, checkpoint, device, dtype),
+              run=RunOptions(workers=workers), overwrite=overwrite, quiet=quiet)
+    runner = job.runner()
     excluded = Exclusions(output)
     items = expand_inputs(inputs, exclude=excluded)
-    total = None
     if "-" not in inputs:
         items = list(items)
-        total = len(items)
-    out = EventPrinter(total, quiet, progress)
-    run_to_end(runner, items, lambda: EdgeEngine(load_sam(model, checkpoint, device, dtype, quiet), grid=grid,
-                                                 nms=nms, workers=workers), out, inputs, excluded=excluded)
+    items, part = shard_items(items, shard, quiet)
+    out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress)
+    run_to_end(job, runner, items, out, inputs, excluded=excluded, shard=part,
+               spread=choose(devices, ray, ray_actors))

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as O
-from .app import Command, app
+from .base import Command, app
 
 EPILOG = """Examples:
 
@@ -53,10 +53,14 @@ def evaluate(
                                          "mask prompt.")] = False,
     workers: O.WorkersOpt = 2,
     overwrite: O.OverwriteOpt = False,
+    shard: O.ShardOpt = None,
     progress: O.ProgressOpt = None,
     model: O.ModelOpt = None,
     checkpoint: O.CheckpointOpt = None,
     device: O.DeviceOpt = "auto",
+    devices: O.DevicesOpt = None,
+    ray: O.RayOpt = None,
+    ray_actors: O.RayActorsOpt = None,
     dtype: O.DtypeOpt = "fp32",
     max_pixels: O.MaxPixelsOpt = None,
     quiet: O.QuietOpt = False,
@@ -67,13 +71,14 @@ def evaluate(
     (eval.png). --box: box prompts, mIoU and COCO mask AP."""
     import hashlib
     import json
+    import os
 
     from ..errors import InputError, PromptError
-    from ..evaluate import EvalEngine, EvalOutput, EvalSettings, eval_record, read_ground_truth
+    from ..evaluate import EvalRun, EvalSettings, keep_ground_truth, read_ground_truth, table
     from ..inputs import InputItem
-    from ..io.outputs import OutputLayout
-    from ..run import Runner
-    from .common import EventPrinter, load_sam, out_line, run_to_end
+    from ..job import Job, ModelSpec, RunOptions
+    from ..spread import choose
+    from .common import EventPrinter, message, run_to_end, shard_items
 
     if first_click not in ("center", "random"):
         raise PromptError(f"--first-click {first_click}: choose center or random")
@@ -86,26 +91,26 @@ def evaluate(
         identity = hashlib.sha256(ground_truth.read_bytes()).hexdigest()
     except OSError as e:
         raise InputError(f"{ground_truth}: {e.strerror}") from None
-    record = eval_record(identity, s, model=model, checkpoint=checkpoint, dtype=dtype)
-    layout = OutputLayout(output, (), own={"eval": EvalOutput(gt, s, report)})
-    runner = Runner(layout, overwrite=overwrite, record=record)
+    run = EvalRun(os.path.abspath(ground_truth), identity, s, report)
+    keep_ground_truth(run, gt)  # read once in this process
+    job = Job("eval", run, output, ModelSpec(model, checkpoint, device, dtype), run=RunOptions(workers=workers),
+              overwrite=overwrite, quiet=quiet)
+    runner = job.runner()
     root = images if images is not None else ground_truth.parent
     items = [InputItem(root / gt.images[i]["file_name"], gt.images[i]["file_name"], image_id=i,
                        where=f"{ground_truth} image {i}") for i in sorted(gt.objects)]
+    items, part = shard_items(items, shard, quiet)
     out = EventPrinter(len(items), quiet, progress, unit="objects")
-    report_path = layout.root / "eval.json"
+    report_path = runner.layout.root / "eval.json"
     before = report_path.stat().st_mtime_ns if report_path.is_file() else None
 
-    def say_table() -> None:  # on stdout, after the images' lines; never an earlier run's
+    def say_table() -> None:  # for people, on stderr, after the images' lines; never an earlier run's
         if report_path.is_file() and report_path.stat().st_mtime_ns != before:
-            from ..evaluate import table
-
-            out_line(table(json.loads(report_path.read_text())["summary"], s))
+            message(table(json.loads(report_path.read_text())["summary"], s), quiet)
 
     try:
-        run_to_end(runner, items, lambda: EvalEngine(load_sam(model, checkpoint, device, dtype, quiet), gt, s,
-                                                     workers=workers), out, [str(ground_truth)],
-                   empty=f"no objects in {ground_truth}")
+        run_to_end(job, runner, items, out, [str(ground_truth)], empty=f"no objects in {ground_truth}",
+                   shard=part, spread=choose(devices, ray, ray_actors))
     except typer.Exit:
         say_table()  # some images failed: the others' table
         raise

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from . import options as O
-from .app import Command, app
+from .base import Command, app
 
 export_app = typer.Typer(help="Export the model to other runtimes.", no_args_is_help=True,
                          rich_markup_mode=None)
@@ -22,6 +22,10 @@ EPILOG = """Examples:
   sam export onnx --model vit_h --encoder -o onnx/ --return-single-mask
   python scripts/onnx_segment.py onnx/ photo.jpg --point 320,240 -o mask.png   # onnxruntime alone
 """
+
+#: model families with an ONNX export (export/onnx.py)
+EXPORTS = ("sam1",)
+
 
 @export_app.command(epilog=EPILOG, cls=Command)
 def onnx(
@@ -48,7 +52,7 @@ def onnx(
 ) -> None:
     """Write decoder.onnx (prompt encoder, mask decoder and post-processing, with the inputs and
     outputs of Meta's export) and, with --encoder, encoder.onnx. Needs the onnx extra:
-    pip install 'sam-cli[onnx]'."""
+    pip install 'segment-anything-cli[onnx]'."""
     from ..errors import PromptError
     from .common import load_sam, message
 
@@ -57,12 +61,15 @@ def onnx(
             __import__(mod)
         except ImportError:
             raise PromptError(f"sam export onnx needs {mod}, which is not installed",
-                              hint="pip install 'sam-cli[onnx]'") from None
+                              hint="pip install 'segment-anything-cli[onnx]'") from None
     from ..export.onnx import DecoderOptions, check_decoder, check_encoder, export_decoder, export_encoder
 
     o = DecoderOptions(return_single_mask, use_stability_score, return_extra_metrics, gelu_approximate, opset,
                        quantize)
     loaded = load_sam(model, checkpoint, "cpu", "fp32", quiet)
+    if loaded.family not in EXPORTS:
+        raise PromptError(f"sam export onnx: {loaded.checkpoint}: a {loaded.family} model, which has no ONNX "
+                          f"export yet (it has: {', '.join(EXPORTS)})")
     path = export_decoder(loaded.net, output / "decoder.onnx", o)
     said = ""
     if check:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import Command, app
+from .base import Command, app
 from .options import QuietOpt
 
 EPILOG = """Examples:
@@ -27,6 +27,7 @@ def merge(
     """Write the run-level outputs (coco.json, yolo-seg's labels, annotations.xml, …) of a run
     made in shards (--shard, --devices, --ray), once every shard has finished: the same
     files a plain run over the same images writes."""
+    from ..engines import get
     from ..io.formats import FormatOptions
     from ..io.outputs import OutputLayout
     from ..shards import gather
@@ -34,13 +35,16 @@ def merge(
     from .exitcodes import ExitCode
 
     plan = gather(output)
-    layout = OutputLayout(output, plan.formats, options=FormatOptions(**plan.options))
+    job = plan.job or {"mode": "automatic"}
+    own = get(job["mode"]).own_from_merge(job.get("own"))
+    options = FormatOptions(**plan.options) if plan.options is not None else None
+    layout = OutputLayout(output, plan.formats, options=options, own=own)
     paths = layout.finish(plan.images) if plan.images else []
     for path, note in paths:
         message(f"wrote {path}" + (f" ({note})" if note else ""), quiet)
     message(f"merged {plan.count} shards: {len(plan.images)} images"
             + (f", {len(plan.failed)} failed" if plan.failed else ""), quiet)
-    if not paths:
+    if not paths and own is None:
         message("no run-level formats were asked for (-f coco, yolo-seg, cvat, labelstudio): "
                 "nothing to write", quiet)
     if plan.failed:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import Command, app
+from .base import Command, app
 from .exitcodes import ExitCode
 from .options import ModelNamesArg as NamesArg
 from .options import QuietOpt
@@ -38,8 +38,8 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List the model types, what is cached, sizes and whether verified."""
     if ctx.invoked_subcommand is not None:
         return
+    from ..fetch import cache_status
     from ..registry import DEFAULT_MODEL, MODELS
-    from ..weights import cache_status
 
     rows = []
     for name, m in MODELS.items():
@@ -61,8 +61,8 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @models_app.command(cls=Command)
 def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
     """Download checkpoints into the cache (resumes a partial download; checks sha256)."""
+    from ..fetch import download as fetch
     from ..registry import MODELS
-    from ..weights import download as fetch
     from .common import download_progress, message
 
     for n in _check(names):
@@ -73,8 +73,8 @@ def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
 @models_app.command(cls=Command)
 def verify(names: NamesArg = None) -> None:
     """Hash cached checkpoints again against the expected sha256 (exit 4 on a mismatch)."""
+    from ..fetch import cache_dir, cached_path, verify_cached
     from ..registry import MODELS
-    from ..weights import cache_dir, cached_path, verify_cached
 
     bad = checked = 0
     for n in _check(names):

@@ -7,15 +7,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 
-from ..io.formats import FORMATS, YOLO_PARTS
+from ..io.formats import FORMATS, YOLO_IMAGES, YOLO_PARTS
 from ..io.sources import SOURCES
 from ..registry import DEVICES, DTYPES, MODELS
 
-MODEL_NAMES = tuple(MODELS)
+
+def model_names() -> list[str]:
+    """The registry's model names, read when an option is parsed (a family's entries count)."""
+    return list(MODELS)
 
 
 def choice(what: Callable[[], Iterable[str]], pattern: str | None = None):
@@ -45,9 +48,9 @@ def source_names() -> list[str]:
 
 # Values offered for an option's argument, by parameter name (completions and man page).
 CHOICES: dict[str, Callable[[], Iterable[str]]] = {
-    "model": lambda: MODEL_NAMES, "device": lambda: DEVICES, "dtype": lambda: DTYPES,
-    "fmt": format_names, "names": lambda: MODEL_NAMES, "prompt_format": source_names,
-    "yolo_parts": lambda: YOLO_PARTS,
+    "model": model_names, "device": lambda: DEVICES, "dtype": lambda: DTYPES,
+    "fmt": format_names, "names": model_names, "prompt_format": source_names,
+    "yolo_parts": lambda: YOLO_PARTS, "yolo_images": lambda: YOLO_IMAGES,
 }
 
 ModelOpt = Annotated[
@@ -56,13 +59,13 @@ ModelOpt = Annotated[
         "--model", "-m", metavar="NAME",
         help="Model type: vit_b (default: 375 MB, usable on a laptop CPU), vit_l or vit_h "
         "(best masks, 2.6 GB). Downloaded into the cache on first use.",
-        autocompletion=lambda: list(MODEL_NAMES), callback=choice(CHOICES["model"]),
+        autocompletion=model_names, callback=choice(CHOICES["model"]),
     ),
 ]
 ModelNamesArg = Annotated[
     Optional[list[str]],
     typer.Argument(metavar="NAMES", show_default=False, help="Model types (vit_b, vit_l, vit_h); all when omitted.",
-                   autocompletion=lambda: list(MODEL_NAMES), callback=choice(CHOICES["names"])),
+                   autocompletion=model_names, callback=choice(CHOICES["names"])),
 ]
 CheckpointOpt = Annotated[
     Optional[Path],
@@ -132,29 +135,29 @@ EmbeddingCacheOpt = Annotated[
 ]
 
 # ------------------------------------------------ automatic mode's settings (AmgSettings)
-PointsPerSideOpt = Annotated[int, typer.Option(help="Grid points per side of the image.")]
+PointsPerSideOpt = Annotated[int, typer.Option(metavar="N", help="Grid points per side of the image.")]
 PointsPerBatchOpt = Annotated[
     Optional[int],
-    typer.Option(help="Points decoded together (memory vs speed; masks are the same). "
+    typer.Option(metavar="N", help="Points decoded together (memory vs speed; masks are the same). "
                  "[default: 64 on the CPU, 256 on a GPU]", show_default=False),
 ]
 PredIouThreshOpt = Annotated[
-    float, typer.Option(help="Keep masks whose predicted IoU is above this (0 turns the filter off).")
+    float, typer.Option(metavar="T", help="Keep masks whose predicted IoU is above this (0 turns the filter off).")
 ]
 StabilityThreshOpt = Annotated[
-    float, typer.Option(help="Keep masks with a stability score at least this (0 turns it off).")
+    float, typer.Option(metavar="T", help="Keep masks with a stability score at least this (0 turns it off).")
 ]
-StabilityOffsetOpt = Annotated[float, typer.Option(help="Logit offset of the stability score.")]
-BoxNmsOpt = Annotated[float, typer.Option(help="Box IoU above which duplicate masks are removed.")]
-CropLayersOpt = Annotated[int, typer.Option(help="Extra layers of smaller crops (0: the whole image only).")]
-CropNmsOpt = Annotated[float, typer.Option(help="Box IoU for duplicates across crops.")]
+StabilityOffsetOpt = Annotated[float, typer.Option(metavar="X", help="Logit offset of the stability score.")]
+BoxNmsOpt = Annotated[float, typer.Option(metavar="IOU", help="Box IoU above which duplicate masks are removed.")]
+CropLayersOpt = Annotated[int, typer.Option(metavar="N", help="Extra layers of smaller crops (0: the whole image only).")]
+CropNmsOpt = Annotated[float, typer.Option(metavar="IOU", help="Box IoU for duplicates across crops.")]
 CropOverlapOpt = Annotated[
-    float, typer.Option(help="Overlap of neighbouring crops, as a share of the short side.",
+    float, typer.Option(metavar="R", help="Overlap of neighbouring crops, as a share of the short side.",
                         show_default="0.3413")
 ]
-CropDownscaleOpt = Annotated[int, typer.Option(help="Crop layer i uses points-per-side / factor^i.")]
+CropDownscaleOpt = Annotated[int, typer.Option(metavar="F", help="Crop layer i uses points-per-side / factor^i.")]
 MinRegionOpt = Annotated[
-    int, typer.Option(help="Fill holes and remove islands smaller than this many pixels (0: off).")
+    int, typer.Option(metavar="PX", help="Fill holes and remove islands smaller than this many pixels (0: off).")
 ]
 
 # ------------------------------------------------------------ runs over many images
@@ -166,10 +169,10 @@ InputsArg = Annotated[
 OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.")]
 BatchSizeOpt = Annotated[
     Optional[int],
-    typer.Option(min=1, help="Images (crops) per image-encoder batch. "
+    typer.Option(min=1, metavar="N", help="Images (crops) per image-encoder batch. "
                  "[default: 1 on the CPU, 4 on a GPU]", show_default=False),
 ]
-WorkersOpt = Annotated[int, typer.Option(min=1, help="Threads decoding images ahead.")]
+WorkersOpt = Annotated[int, typer.Option(min=1, metavar="N", help="Threads decoding images ahead.")]
 CompileOpt = Annotated[
     bool,
     typer.Option("--compile", help="torch.compile the encoder and decoder: the first batches take "
@@ -196,7 +199,7 @@ DevicesOpt = Annotated[
 RayOpt = Annotated[
     Optional[str],
     typer.Option("--ray", metavar="ADDRESS",
-                 help="Run on a Ray cluster (pip install 'sam-cli[ray]'): local (a Ray on this machine), "
+                 help="Run on a Ray cluster (pip install 'segment-anything-cli[ray]'): local (a Ray on this machine), "
                  "auto (the cluster this machine is in) or ray://HOST:PORT. Inputs and -o must be on "
                  "a filesystem every node sees."),
 ]
@@ -301,8 +304,47 @@ YoloPartsOpt = Annotated[
                  "(a line per part: exact, but the object becomes several) or largest (the other "
                  "parts dropped, counted)."),
 ]
+YoloImagesOpt = Annotated[
+    str,
+    typer.Option("--yolo-images", metavar="HOW", autocompletion=lambda: list(YOLO_IMAGES),
+                 callback=choice(CHOICES["yolo_images"]),
+                 help="yolo-seg, the dataset's images/ folder beside labels/ (where Ultralytics looks): "
+                 "link (default: a symbolic link to each image), copy, or none."),
+]
 PolygonMinAreaOpt = Annotated[
     int,
     typer.Option("--polygon-min-area", metavar="N", min=0,
                  help="Leave out parts of a mask smaller than N pixels from its polygons (counted)."),
 ]
+
+
+# ------------------------------------------------------------ the titled groups of --help
+def _panel(name: str, *aliases) -> None:
+    for alias in aliases:
+        get_args(alias)[1].rich_help_panel = name
+
+
+#: Each option group, defined once: `--help` prints a titled group per panel (base.Command),
+#: in the order a command first uses them; `sam segment` reads them to tell one-image options
+#: from many-image ones.
+PROMPT_FILE = "Prompt file (many images)"
+MASKS = "Masks"
+OUTPUT = "Output"
+FORMATS_PANEL = "Output formats"
+AUTOMATIC = "Automatic settings"
+MODEL = "Model"
+RUN = "Run"
+SPREAD = "Spreading over GPUs and machines"
+GENERAL = "General"
+_panel(PROMPT_FILE, PromptsOpt, ImagesOpt, PromptFormatOpt, CocoDatasetOpt, NamesOpt, MinScoreOpt)
+_panel(MASKS, BestMaskOpt, RefineOpt)
+_panel(OUTPUT, OutputDirOpt)
+_panel(FORMATS_PANEL, FormatOpt, CategoryOpt, PolygonsOpt, PolygonToleranceOpt, PolygonMinAreaOpt, ImageRootOpt,
+       YoloPartsOpt, YoloImagesOpt)
+_panel(AUTOMATIC, PointsPerSideOpt, PointsPerBatchOpt, PredIouThreshOpt, StabilityThreshOpt, StabilityOffsetOpt,
+       BoxNmsOpt, CropLayersOpt, CropNmsOpt, CropOverlapOpt, CropDownscaleOpt, MinRegionOpt, ProposalsOpt,
+       MaxProposalsOpt)
+_panel(MODEL, ModelOpt, CheckpointOpt, DeviceOpt, DtypeOpt, CompileOpt, EmbeddingCacheOpt)
+_panel(RUN, BatchSizeOpt, WorkersOpt, OverwriteOpt, ProgressOpt)
+_panel(SPREAD, ShardOpt, DevicesOpt, RayOpt, RayActorsOpt)
+_panel(GENERAL, MaxPixelsOpt, QuietOpt)

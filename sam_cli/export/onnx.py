@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..modeling.sam import Sam
+from ..models.sam1 import Sam
 
 DEFAULT_OPSET = 17
 #: onnx's limit on one protobuf file; larger models keep their weights in external data

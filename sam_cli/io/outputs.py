@@ -72,9 +72,9 @@ class OutputLayout:
         return None
 
     def write(self, rel: str, image: np.ndarray, records: list[MaskRecord] | list[PromptedMask],
-              image_id: int | None = None) -> list[str]:
-        """Write every per-image output; returns their paths."""
-        img = ImageOutput(self.root / rel, rel, image, records, image_id, self.prompted, self.options)
+              image_id: int | None = None, source: Path | None = None) -> list[str]:
+        """Write every per-image output; returns their paths. source: the image file read."""
+        img = ImageOutput(self.root / rel, rel, image, records, image_id, self.prompted, self.options, source)
         for mod in self.modules.values():
             mod.write(img)
         return [str(p) for p in self.outputs(rel)]

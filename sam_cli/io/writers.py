@@ -71,6 +71,20 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         raise
 
 
+def atomic_link(path: str | Path, target: str | Path) -> None:
+    """A symbolic link at `path` to `target` (absolute), made under a temporary name and
+    renamed into place (an OSError becomes an OutputError naming `path`)."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.abspath(target), tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """A folder to fill for `path`: made under a temporary name beside it and renamed into

@@ -57,6 +57,7 @@ class FormatOptions:
     min_area: int = 0  # polygon parts smaller than this many pixels are left out (and counted)
     image_root: str = ""  # labelstudio: put before each image's path (a URL or a folder)
     yolo_parts: str = "join"  # yolo-seg, a mask of several parts: one of YOLO_PARTS
+    yolo_images: str = "link"  # yolo-seg, the dataset's images/: one of YOLO_IMAGES
 
 
 #: yolo-seg's ways with a mask of several parts (a line holds one polygon): `join` them into one
@@ -64,6 +65,9 @@ class FormatOptions:
 #: line of its own (`split`: the fill is exact, the object becomes several), or keep the
 #: `largest` (the others are counted as dropped).
 YOLO_PARTS = ("join", "split", "largest")
+#: yolo-seg's images/ folder, beside labels/ as Ultralytics' loaders look for it: a symbolic
+#: `link` to each image read, a `copy` of it (a dataset that moves), or `none`.
+YOLO_IMAGES = ("link", "copy", "none")
 
 
 FORMATS: dict[str, FormatSpec] = {
@@ -98,6 +102,7 @@ class ImageOutput:
     image_id: int | None = None  # the dataset's id for the image, when the prompts gave one
     prompted: bool = False  # a prompted run's (PromptedMask records), even when there are none
     options: FormatOptions = FormatOptions()
+    source: Path | None = None  # the image file it was read from
 
     @cached_property
     def annotations(self) -> list[dict]:

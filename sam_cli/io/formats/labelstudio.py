@@ -24,6 +24,8 @@ from .dataset import Categories, docs, mask_of, polygon_note, polygon_parts
 
 REQUIRES = ("coco-rle",)
 LS_FILE = "labelstudio.json"
+#: beside it: the project's labelling config, to paste in Settings → Labeling Interface
+CONFIG_FILE = "labelstudio-config.xml"
 #: rle-pack's header: the run-length field sizes, in bits, that a 2-bit index chooses from.
 RLE_SIZES = (3, 4, 8, 16)
 
@@ -40,26 +42,48 @@ def brush_rle(mask: np.ndarray) -> list[int]:
     """H×W bool → Label Studio's brush RLE bytes: 32 bits the number of values (H·W·4), 5 bits
     the word size − 1 (8 bits), 4 bits each RLE_SIZES − 1, then each run of equal values as
     1, a 2-bit size index, the length − 1 in that size, and the 8-bit value (0 or 255); runs
-    longer than 65,536 are split; padded with 0 bits to whole bytes."""
-    flat = mask.ravel()
+    longer than 65,536 are split; padded with 0 bits to whole bytes. Linear in the number of
+    runs: the fields are laid out with numpy, one pass per bit of the widest field."""
+    flat = np.ascontiguousarray(mask, dtype=bool).ravel()
     n = flat.size
     edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    starts = np.concatenate([[0], edges])
+    starts = np.concatenate([[0], edges]).astype(np.int64)
     lengths = np.diff(np.concatenate([starts, [n]])) * 4  # RGBA: four values per pixel
-    bits: list[tuple[int, int]] = [(n * 4, 32), (7, 5)] + [(s - 1, 4) for s in RLE_SIZES]
-    for start, length in zip(starts.tolist(), lengths.tolist()):
-        value = 255 if flat[start] else 0
-        while length > 0:
-            chunk = min(length, 1 << 16)
-            index = next(k for k, s in enumerate(RLE_SIZES) if chunk <= 1 << s)
-            bits += [(1, 1), (index, 2), (chunk - 1, RLE_SIZES[index]), (value, 8)]
-            length -= chunk
-    acc, nbits = 0, 0
-    for value, width in bits:
-        acc = (acc << width) | value
-        nbits += width
-    pad = -nbits % 8
-    return list((acc << pad).to_bytes((nbits + pad) // 8, "big"))
+    values = np.where(flat[starts], 255, 0) if n else np.zeros(0, np.int64)
+    # runs longer than 2**16 values become several of at most 2**16 (the last one shorter)
+    pieces = -(-lengths // (1 << 16))
+    run_of = np.repeat(np.arange(len(lengths)), pieces)
+    first_piece = np.repeat(np.cumsum(pieces) - pieces, pieces)
+    k = np.arange(len(run_of)) - first_piece
+    chunk = np.minimum(lengths[run_of] - k * (1 << 16), 1 << 16)
+    index = np.searchsorted(np.array([1 << s for s in RLE_SIZES]), chunk)  # the smallest size that holds it
+    size = np.array(RLE_SIZES)[index]
+    m = len(chunk)
+    head = [(n * 4, 32), (7, 5)] + [(s - 1, 4) for s in RLE_SIZES]
+    field_values = np.concatenate([np.array([v for v, _ in head], np.int64),
+                                   np.stack([np.ones(m, np.int64), index, chunk - 1, values[run_of]], 1).ravel()])
+    field_widths = np.concatenate([np.array([w for _, w in head], np.int64),
+                                   np.stack([np.ones(m, np.int64), np.full(m, 2), size, np.full(m, 8)], 1).ravel()])
+    ends = np.cumsum(field_widths)
+    total = int(ends[-1])
+    bits = np.zeros(total + (-total % 8), np.uint8)
+    begins = ends - field_widths
+    for b in range(int(field_widths.max())):  # bit b of each field from its most significant
+        has = field_widths > b
+        shift = field_widths[has] - 1 - b
+        bits[begins[has] + b] = (field_values[has] >> shift) & 1
+    return np.packbits(bits).tolist()
+
+
+def labelling_config(names: list[str], polygons: bool) -> str:
+    """The Label Studio labelling config that tasks of these category names need."""
+    from xml.sax.saxutils import quoteattr
+
+    labels = "".join(f"\n    <Label value={quoteattr(n)}/>" for n in names)
+    polygon = (f'\n  <PolygonLabels name="polygon" toName="image">{labels}\n  </PolygonLabels>'
+               if polygons else "")
+    return (f'<View>\n  <Image name="image" value="$image"/>\n  <BrushLabels name="label" toName="image">'
+            f"{labels}\n  </BrushLabels>{polygon}\n</View>\n")
 
 
 def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
@@ -78,7 +102,8 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
             scores = []
             for i, a in enumerate(doc["annotations"]):
                 mask = mask_of(a)
-                score = float(a.get("score", a["predicted_iou"]))
+                # Label Studio scores are 0..1; a predicted IoU can stray outside
+                score = min(1.0, max(0.0, float(a.get("score", a["predicted_iou"]))))
                 scores.append(score)
                 base = {"from_name": "label", "to_name": "image", "original_width": w, "original_height": h,
                         "image_rotation": 0, "score": score}
@@ -99,5 +124,8 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
                                      "score": float(np.mean(scores)) if scores else 0.0, "result": results}]}
             f.write((b"," if k else b"") + writers.json_bytes(task))
         f.write(b"]")
+    names = list(dict.fromkeys(cats.ids.values()))
+    writers.atomic_write_bytes(root / CONFIG_FILE, labelling_config(names, options.polygons).encode())
     note = polygon_note(kept_masks, dropped, "brush masks", options)
-    return path, note
+    config = f"its labelling config in {CONFIG_FILE}"
+    return path, f"{note}; {config}" if note else config

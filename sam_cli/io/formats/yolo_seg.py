@@ -1,9 +1,11 @@
-"""yolo-seg: labels/a/x.txt for the image a/x.jpg, a line per mask `class x1 y1 … xn yn`
-(vertices normalised to 0..1 of the image's width and height), and data.yaml naming the
-classes, for YOLO segmentation training. Written at the end of the run from the per-image
-coco-rle files (REQUIRES), when every class of the run is known: classes are numbered 0, 1, …
-in the order of the categories' ids (dataset.Categories: a prompt file's ids, then names as
-they first come, then options.category for masks without one).
+"""yolo-seg: a dataset Ultralytics trains on as it is: images/a/x.jpg (a link to the image
+read, or a copy: options.yolo_images), labels/a/x.txt beside it with a line per mask
+`class x1 y1 … xn yn` (vertices normalised to 0..1 of the image's width and height), and
+data.yaml with the dataset's path, its train and val images and the classes' names. Labels
+are written at the end of the run from the per-image coco-rle files (REQUIRES), when every
+class of the run is known: classes are numbered 0, 1, … in the order of the categories' ids
+(dataset.Categories: a prompt file's ids, then names as they first come, then
+options.category for masks without one).
 
 A line holds one polygon, traced through the boundary pixels' centres, which OpenCV's fillPoly
 (what YOLO's data loaders rasterise with) fills back exactly; a mask's holes are joined to its
@@ -36,12 +38,24 @@ def label_path(root: Path, rel: str) -> Path:
     return root / LABELS / Path(rel).with_suffix(".txt")
 
 
+IMAGES = "images"
+
+
 def outputs(base: Path) -> list[Path]:
     return []  # per image, coco-rle's file (REQUIRES); the labels are written at the end
 
 
 def write(img: ImageOutput) -> None:
-    pass
+    """The image into images/ (as Ultralytics finds labels: images/ → labels/)."""
+    how = img.options.yolo_images
+    if how == "none" or img.source is None:
+        return
+    root = img.base.parents[len(Path(img.file_name).parts) - 1]
+    dest = root / IMAGES / img.file_name
+    if how == "copy":
+        writers.atomic_write_bytes(dest, Path(img.source).read_bytes())
+    else:
+        writers.atomic_link(dest, img.source)
 
 
 def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
@@ -54,14 +68,15 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     ious: list[float] = []
     owner: dict[Path, str] = {}
     collisions = []
-    several = dropped = 0  # masks of several parts; parts left out (largest, min_area)
+    several = dropped = duplicates = 0  # masks of several parts; parts left out; lines given twice
     for rel, doc in zip(rels, docs(root, rels, LABELS + "/")):
         path = label_path(root, rel)
         if owner.setdefault(path, rel) != rel:
             collisions.append(f"{rel} (its labels would be {path}, as {owner[path]}'s are)")
             continue
         w, h = doc["image"]["width"], doc["image"]["height"]
-        lines = []
+        lines: list[str] = []
+        seen: set[str] = set()
         for a in doc["annotations"]:
             crop = mask_crop(mask_of(a))
             outline = crop_outline(crop, tolerance=options.tolerance, min_area=options.min_area, centres=True)
@@ -74,12 +89,21 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
             for poly in polys:
                 filled |= fill_polygon(poly - [crop.x0, crop.y0], crop.mask.shape)
                 xy = np.clip(poly / [w, h], 0, 1)
-                lines.append(f"{cats.index_of(a)} " + " ".join(f"{v:.6f}" for v in xy.ravel()))
+                line = f"{cats.index_of(a)} " + " ".join(f"{v:.6f}" for v in xy.ravel())
+                if line in seen:  # a part two masks share: a loader drops the second as a duplicate
+                    duplicates += 1
+                    continue
+                seen.add(line)
+                lines.append(line)
             union = int((filled | crop.mask).sum())
             ious.append(float((filled & crop.mask).sum() / union) if union else 1.0)
         writers.atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
-    yaml = ["# classes of the masks sam wrote; add the dataset's path, train and val", f"nc: {len(classes)}",
-            "names:"] + [f"  {k}: {json.dumps(n)}" for k, n in enumerate(classes)]
+    # Ultralytics: `path` the dataset's folder, `train` and `val` image folders under it, whose
+    # labels it finds by replacing images/ with labels/ (one set of images for both: split them
+    # for real training)
+    yaml = ["# a YOLO segmentation dataset written by sam (train and val are the same images)",
+            f"path: {json.dumps(str(root.resolve()))}", f"train: {IMAGES}", f"val: {IMAGES}",
+            f"nc: {len(classes)}", "names:"] + [f"  {k}: {json.dumps(n)}" for k, n in enumerate(classes)]
     writers.atomic_write_bytes(root / DATA_YAML, ("\n".join(yaml) + "\n").encode())
     if collisions:
         raise OutputError(f"{root / LABELS}: label files of several images would have one name: "
@@ -91,6 +115,10 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
         note += f"; {several} masks of several parts {how[options.yolo_parts]}"
     if dropped:
         note += f"; {dropped} parts left out"
+    if duplicates:
+        note += f"; {duplicates} lines left out as the same class and polygon as another of their image's"
+    if options.yolo_images == "none":
+        note += f"; no {IMAGES}/ (--yolo-images none): put the images there to train"
     return root / LABELS, note
 
 

@@ -1,5 +1,5 @@
 """`--ray ADDRESS`: the run's images over a Ray cluster with Ray Data (`pip install
-'sam-cli[ray]'`; Ray is imported only here, only for --ray).
+'segment-anything-cli[ray]'`; Ray is imported only here, only for --ray).
 
 A pool of actors (ActorPoolStrategy), one GPU each on a GPU cluster, each holding a loaded
 model and the run engine (run.Runner, without run-level outputs), receives batches of work
@@ -38,31 +38,26 @@ class _Keep:
 class Segmenter:
     """A Ray Data actor: batches of {"item": pickled InputItem} → {"event": pickled event}."""
 
-    def __init__(self, spec, layout_args: tuple, run_args: dict, device: str) -> None:
-        from ..io.outputs import OutputLayout
-
-        root, formats, prompted, options = layout_args
-        self.layout = OutputLayout(root, formats, prompted=prompted, options=options)
-        self.run_args = run_args
-        self.spec = spec
+    def __init__(self, job, device: str) -> None:
+        self.job = job
         self.device = device
         self.engine = None
 
     def _engine(self):
         if self.engine is None:
-            self.engine = _Keep(self.spec.make(self.device, lambda text: None, None))
+            self.engine = _Keep(self.job.engine(self.device, lambda text: None))
         return self.engine
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
         from ..errors import SamError
-        from ..run import Failed, Runner
+        from ..run import Failed
 
         # the driver pickled these items a moment ago; never a file's contents
         items = [pickle.loads(b) for b in batch["item"]]
         events: list = []
-        runner = Runner(self.layout, finish=False, **self.run_args)
+        runner = self.job.runner(finish=False)
         try:
             runner.run(items, self._engine, events.append, begin=False)
         except Exception as e:  # noqa: BLE001 - the batch's unreported images fail, not the job
@@ -70,7 +65,7 @@ class Segmenter:
         return {"event": np.array([pickle.dumps(ev) for ev in events], dtype=object)}
 
 
-def run_on_ray(runner, items: list, spec, address: str, device: str, actors: int | None, emit, note) -> None:
+def run_on_ray(runner, items: list, job, address: str, device: str, actors: int | None, emit, note) -> None:
     """The run over Ray (see the module doc): address 'local' (a Ray on this machine, started
     here), 'auto' (the cluster this machine is part of) or ray://host:port. `runner` (not run
     itself) counts the events and writes the run-level outputs at the end."""
@@ -81,7 +76,7 @@ def run_on_ray(runner, items: list, spec, address: str, device: str, actors: int
         import ray.data
     except ImportError:
         raise PromptError("--ray needs Ray, which is not installed",
-                          hint="pip install 'sam-cli[ray]'") from None
+                          hint="pip install 'segment-anything-cli[ray]'") from None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's own chatter (plans, timings, a note on actor restarts) is not the user's business;
     # its errors still come through
@@ -108,9 +103,6 @@ def run_on_ray(runner, items: list, spec, address: str, device: str, actors: int
     ctx.execution_options.preserve_order = False
     runner.begin()
     items = runner.triage(items, emit)  # collisions across actors; done images go nowhere
-    layout = runner.layout
-    layout_args = (layout.root, layout.formats, layout.prompted, layout.options)
-    run_args = {"overwrite": runner.overwrite, "record": runner.record}
     rows = [{"item": pickle.dumps(it)} for it in items]
     size = max(1, min(size, -(-len(rows) // BATCH)))  # no actor without a batch to do
     per_actor = {"num_gpus": 1, "num_cpus": 1} if gpus else \
@@ -118,21 +110,21 @@ def run_on_ray(runner, items: list, spec, address: str, device: str, actors: int
     note(f"ray: {size} actor{'s' if size > 1 else ''}, {per_actor.get('num_gpus', 0)} GPU and "
          f"{per_actor['num_cpus']} CPU each, over {len(rows)} images")
     try:
-        _run(ray, rows, spec, layout_args, run_args, gpus, device, size, per_actor, address, runner, emit)
+        _run(ray, rows, job, gpus, device, size, per_actor, address, runner, emit)
     finally:
         ray.shutdown()  # Ray's threads in this process print no more (common.stdout_for_data_only)
     if runner.finish:
         runner.write_run_outputs(emit)
 
 
-def _run(ray, rows, spec, layout_args, run_args, gpus, device, size, per_actor, address, runner, emit) -> None:
+def _run(ray, rows, job, gpus, device, size, per_actor, address, runner, emit) -> None:
     """The Ray Data job over `rows`, each status row counted and emitted as it comes."""
     from ..errors import SamError
     from ..run import Done, Failed, Skipped
 
     if rows:
         ds = ray.data.from_items(rows).map_batches(
-            Segmenter, fn_constructor_args=(spec, layout_args, run_args, "cuda" if gpus else device),
+            Segmenter, fn_constructor_args=(job, "cuda" if gpus else device),
             batch_size=BATCH, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size), **per_actor)
         try:
             for row in ds.iter_rows():

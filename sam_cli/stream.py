@@ -1,10 +1,6 @@
-"""Stream many images through the automatic mask generator.
-
-    read + decode + resize   worker threads, a bounded number of images ahead (with an
-                             embedding cache they look each crop up, and skip its resize)
-    image encoder            crops of several images per batch (--batch-size), except those
-                             the cache had; new embeddings are written to it behind
-    decoder, filters, NMS    point batches per crop
+"""Generic streaming for the engines (no mode's own code): images decoded ahead on worker
+threads in input order (read_ahead), loaded images grouped into batches without reordering
+(in_batches), and one image at a time for engines that take no batch (image_by_image).
 
 Every stage is a generator; memory is bounded by the look-ahead and the batch, not by the
 number of images. A worker's error surfaces in the consumer with the file name attached.
@@ -18,13 +14,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TypeVar
 
 import numpy as np
-import torch
 
-from .automatic.generator import AutomaticMaskGenerator, CropInput
 from .errors import InputError, SamError
 from .inputs import InputItem
 from .io.images import read_image
@@ -40,26 +33,6 @@ class ImageResult:
     records: list[MaskRecord] | list[PromptedMask] = field(default_factory=list)
     error: SamError | None = None
     seconds: float = 0.0  # encoder + decoder time spent on this image (not queueing)
-
-
-@dataclass
-class _Loaded:
-    item: InputItem
-    image: np.ndarray | None
-    crops: list[CropInput]
-    error: SamError | None
-    started: float
-
-
-def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
-    t = time.perf_counter()
-    try:
-        img = read_image(item.path)
-        return _Loaded(item, img, gen.prepare_crops(img), None, t)
-    except SamError as e:
-        return _Loaded(item, None, [], e, t)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is this file's failure
-        return _Loaded(item, None, [], InputError(f"{item.path}: {type(e).__name__}: {e}"), t)
 
 
 def image_by_image(
@@ -109,35 +82,6 @@ def read_ahead(
                 yield inflight.popleft().result()
         while inflight:
             yield inflight.popleft().result()
-
-
-def generate_masks(
-    gen: AutomaticMaskGenerator, jobs: Iterable[InputItem | object], *, batch_size: int = 1,
-    workers: int = 2, ahead: int = 4,
-) -> Iterator[ImageResult | object]:
-    """An ImageResult per InputItem of `jobs`, in order; any other object in `jobs` (the run
-    engine's decisions about images it does not send here) comes back unread in its place."""
-    def flush(batch: list[_Loaded]) -> Iterator[ImageResult]:
-        t0 = time.perf_counter()
-        crops = [c for ld in batch for c in ld.crops]
-        feats: list[torch.Tensor | None] = list(gen.embed_crops(crops, batch_size))
-        k = 0
-        for ld in batch:
-            hw = (ld.image.shape[0], ld.image.shape[1])
-            parts = []
-            for c in ld.crops:
-                parts.append(gen.decode_crop(feats[k], c, hw))
-                feats[k] = None  # free each embedding once its crop is decoded
-                k += 1
-            records = gen.finalize(parts, hw)
-            now = time.perf_counter()
-            # compute time of this image: since the batch began or the previous image ended
-            yield ImageResult(ld.item, ld.image, records, None, now - t0)
-            t0 = now
-
-    # While a batch is on the device, the next one is being read: look ahead a batch at least.
-    loaded = read_ahead(partial(_load, gen), jobs, workers, max(ahead, 2 * batch_size))
-    yield from in_batches(loaded, _Loaded, flush, lambda b: sum(len(x.crops) for x in b) >= batch_size)
 
 
 def in_batches(

@@ -36,6 +36,10 @@ class _CompiledOrEager:
 
 
 class Sam(nn.Module):
+    """SAM 1: a ViT image encoder, the prompt encoder and the two-way mask decoder. Its
+    features are one 1×256×64×64 "image_embed" (models/__init__.py: the family seam)."""
+
+    family = "sam1"
     mask_threshold: float = 0.0
 
     def __init__(
@@ -46,7 +50,11 @@ class Sam(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        # Not part of checkpoints (persistent=False), as in Meta's files.
+        self.init_constants()
+
+    def init_constants(self) -> None:
+        """The buffers checkpoints do not hold (persistent=False, as in Meta's files): pixel
+        mean and std, made again after a load onto the meta device."""
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), False)
 
@@ -57,6 +65,41 @@ class Sam(nn.Module):
     @property
     def img_size(self) -> int:
         return self.image_encoder.img_size
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        return tuple(self.prompt_encoder.image_embedding_size)
+
+    @property
+    def low_res_hw(self) -> tuple[int, int]:
+        return tuple(self.prompt_encoder.mask_input_size)
+
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        return self.image_encoder.blocks[0].attn.qkv.weight.dtype
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        return self.image_encoder.state_dict()
+
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"image_embed": (self.prompt_encoder.embed_dim, *self.grid_hw)}
+
+    def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """B×3×S×S (preprocess's) → {"image_embed": B×256×64×64 float32}."""
+        return {"image_embed": self.image_encoder(x).float()}  # the encoder casts to its own dtype
+
+    def decode(
+        self, features, points: torch.Tensor | None, labels: torch.Tensor | None,
+        boxes: torch.Tensor | None, mask_input: torch.Tensor | None, multimask: bool,
+        grid: tuple[int, int] | None = None, min_iou: float | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """features: an ImageFeatures of this family; prompts in its input frame (points
+        B×N×2 XY, labels B×N, boxes B×4 XYXY, mask_input B×1×256×256). Returns low-res logits
+        B×M×h×w and IoU B×M (MaskDecoder.forward: grid and min_iou)."""
+        pe = self.prompt_encoder
+        sparse, dense = pe((points, labels) if points is not None else None, boxes, mask_input)
+        return self.mask_decoder(features["image_embed"], pe.get_dense_pe(), sparse, dense, multimask,
+                                 grid, min_iou)
 
     def set_precision(self, dtype: torch.dtype) -> Sam:
         """Run the heavy parts in `dtype` (bfloat16 on GPUs): the image encoder's attention

@@ -8,9 +8,10 @@ import os
 import pytest
 import torch
 
+from sam_cli.checkpoints import infer_arch, load_model, read_state_dict
 from sam_cli.errors import CheckpointError, DownloadError
+from sam_cli.fetch import cached_path, download
 from sam_cli.registry import MODELS
-from sam_cli.weights import cached_path, download, infer_arch, load_model, read_state_dict
 
 from httpserver import FileServer
 
@@ -28,7 +29,7 @@ def test_weights_are_the_files_tensors_in_every_format(tiny_ckpt, photo, tmp_pat
     """load_model takes the mapped file's tensors as the model's weights (no copy); files in
     torch's old format, which cannot be mapped, and half-precision files load the same way,
     as float32, and give the same embedding."""
-    from sam_cli.modeling.sam import PIXEL_MEAN
+    from sam_cli.models.sam1.sam import PIXEL_MEAN
     from sam_cli.predictor import Predictor
 
     sd = torch.load(tiny_ckpt, weights_only=True)
@@ -44,7 +45,7 @@ def test_weights_are_the_files_tensors_in_every_format(tiny_ckpt, photo, tmp_pat
         assert torch.equal(net.pixel_mean.flatten(), torch.tensor(PIXEL_MEAN))
         p = Predictor(net)
         p.set_image(photo)
-        feats[name] = p.features
+        feats[name] = p.features["image_embed"]
     assert torch.equal(feats["zip"], feats["legacy"])
     assert (feats["half"] - feats["zip"]).norm() / feats["zip"].norm() < 1e-2  # weights rounded
 
@@ -53,7 +54,7 @@ def test_the_model_maps_the_file_and_takes_its_tensors(tiny_ckpt, tmp_path, monk
     """The weights are not copied: the model's parameters are the tensors read from the file,
     and a zip-format file is mapped (so on an embedding-cache hit the image encoder's weights
     are never read from disk)."""
-    import sam_cli.weights as W
+    import sam_cli.checkpoints as W
 
     mine = tmp_path / "mapped-here.pth"
     mine.write_bytes(tiny_ckpt.read_bytes())
@@ -80,12 +81,12 @@ def test_loading_draws_no_random_values(tiny_ckpt):
     import subprocess
     import sys
 
-    code = ("import sys; from sam_cli.weights import load_model; "
+    code = ("import sys; from sam_cli.checkpoints import load_model; "
             f"load_model(checkpoint={str(tiny_ckpt)!r}); print('torch._dynamo' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "False"
-    from sam_cli.weights import build_from_arch
+    from sam_cli.checkpoints import build_from_arch
 
     net = build_from_arch(infer_arch(read_state_dict(tiny_ckpt)))
     for t in (net.mask_decoder.iou_token.weight, net.prompt_encoder.no_mask_embed.weight,
@@ -300,7 +301,7 @@ def test_two_downloads_into_one_cache_take_turns(monkeypatch, payload):
 
 
 def test_a_stalling_server_is_given_up(monkeypatch, payload):
-    from sam_cli import weights
+    from sam_cli import fetch as weights
 
     monkeypatch.setattr(weights, "STALL_SECONDS", 0.5)
     with FileServer({NAME: payload}) as srv:

@@ -1,0 +1,273 @@
+"""Fetching weights: the cache folder, downloads from Meta or a mirror (resumed, locked,
+limited, verified by sha256) and the cache's record of what it verified. Reading and loading
+a checkpoint is checkpoints.py's."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import http.client
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import CheckpointError, DownloadError
+from .registry import DEFAULT_BASE_URL, DEFAULT_MODEL, MODELS, ModelType
+
+ENV_CACHE = "SAM_CACHE_DIR"
+ENV_BASE_URL = "SAM_BASE_URL"
+ENV_SHA_PREFIX = "SAM_SHA256_"  # + model name upper-cased, e.g. SAM_SHA256_VIT_B
+
+# progress(total_bytes_or_None, already_have) -> update(n_bytes) callable, closed by calling
+# it with -1. The CLI passes a tqdm-backed one; the library never prints.
+ProgressFactory = Callable[[int | None, int], Callable[[int], None]]
+
+
+def cache_dir() -> Path:
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sam"
+
+
+def base_url() -> str:
+    url = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def expected_sha256(model: ModelType) -> str:
+    """Meta's hash, unless the user names the hash of the file their mirror serves."""
+    return os.environ.get(ENV_SHA_PREFIX + model.name.upper(), model.weights.sha256).lower()
+
+
+def describe(model: str | None, checkpoint: str | Path | None) -> str:
+    """Names the weights a run uses without loading (or downloading) them: a checkpoint file
+    by its real path, size and modification time; a model type by the sha256 its file must
+    have."""
+    if checkpoint is not None:
+        st = _file_stat(checkpoint)
+        size = f"{st[1]} bytes, modified {st[2]}" if st else "missing"
+        return f"checkpoint {os.path.realpath(checkpoint)} ({size})"
+    name = model or DEFAULT_MODEL
+    return f"{name} sha256 {expected_sha256(MODELS[name])}"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_path(model: ModelType) -> Path:
+    """Meta's file name for Meta's weights. A mirror's other weights (SAM_SHA256_*) are kept
+    under a name holding their hash, so they never pass for Meta's once the variable is gone."""
+    name = model.weights.file_name
+    want = expected_sha256(model)
+    if want != model.weights.sha256:
+        stem, _, ext = name.rpartition(".")
+        name = f"{stem}.sha256-{want[:16]}.{ext}"
+    return cache_dir() / name
+
+
+#: A download that receives less than STALL_BYTES in STALL_SECONDS is given up (a server that
+#: trickles a byte now and then would otherwise hold it for ever; it resumes on the next try).
+STALL_SECONDS = 120.0
+STALL_BYTES = 1 << 20
+
+
+def download(
+    model: ModelType, *, progress: ProgressFactory | None = None, timeout: float = 60.0,
+    replace: bool = False,
+) -> Path:
+    """Download `model`'s checkpoint into the cache and verify its sha256.
+
+    Bytes go to `<file>.part`, which a later call resumes with an HTTP Range request; the
+    verified file is renamed into place, so the cache never holds a partial checkpoint
+    under its real name. A cached file is used only if its hash is the expected one (as
+    recorded when it was verified, else hashed again now): another file there is refused
+    (CheckpointError), or, with `replace` (`sam models download`), fetched again.
+    Two processes downloading into one cache take turns (a lock file beside it): the second
+    finds the first's verified file.
+    """
+    dest = cached_path(model)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(dest.with_name(dest.name + ".lock")):
+        return _download(model, dest, progress, timeout, replace)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock held while the block runs (POSIX flock; none where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _download(
+    model: ModelType, dest: Path, progress: ProgressFactory | None, timeout: float, replace: bool,
+) -> Path:
+    want = expected_sha256(model)
+    if dest.exists():
+        if cache_status(model)["verified"]:
+            return dest
+        digest = sha256_file(dest)
+        if digest == want:
+            _record_verified(dest, digest)
+            return dest
+        if not replace:
+            raise CheckpointError(
+                f"{dest}: the cached file's sha256 is {digest}, not the expected {want}",
+                hint=f"run `sam models download {model.name}` to fetch it again, or pass --checkpoint PATH",
+            )
+        dest.unlink()
+        _stamp(dest).unlink(missing_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    url = base_url() + model.weights.file_name
+    # Meta's files have a known size; a mirror's other weights at most Content-Length
+    limit = model.weights.size if want == model.weights.sha256 else None
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "sam-cli"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            if have and resp.status != 206:
+                have = 0  # server ignored the range: start again
+            length = resp.headers.get("Content-Length")
+            total = have + int(length) if length is not None else None
+            if limit is not None and total is not None and total > limit:
+                raise DownloadError(f"download failed: {url}: the server sends {total} bytes, "
+                                    f"but the file has {limit}", hint="is SAM_BASE_URL a SAM mirror?")
+            update = progress(total, have) if progress else None
+            got = have
+            mark, since = got, time.monotonic()
+            with open(part, "ab" if have else "wb") as f:
+                while block := resp.read1(1 << 20):
+                    f.write(block)
+                    got += len(block)
+                    if update:
+                        update(len(block))
+                    if (total or limit) is not None and got > (total or limit):
+                        raise DownloadError(f"download failed: {url}: more than the "
+                                            f"{total or limit} bytes expected")
+                    now = time.monotonic()
+                    if got - mark >= STALL_BYTES:
+                        mark, since = got, now
+                    elif now - since > STALL_SECONDS:
+                        raise DownloadError(
+                            f"download failed: {url}: stalled (less than {STALL_BYTES >> 20} MiB "
+                            f"in {STALL_SECONDS:.0f} s)", hint="run the command again to resume it")
+            if update:
+                update(-1)
+            if total is not None and got < total:
+                raise DownloadError(
+                    f"download failed: {url}: connection closed after {got} of {total} bytes",
+                    hint="run the command again to resume the download",
+                )
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # range past the end: the .part is already whole
+            pass
+        else:
+            raise DownloadError(
+                f"download failed: {url}: HTTP {e.code} {e.reason}",
+                hint="pass a local file with --checkpoint PATH, or set SAM_BASE_URL to a mirror",
+            ) from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the network
+            raise DownloadError(f"download failed: {part}: the disk is full ({e.strerror})",
+                                hint="free some space, or set SAM_CACHE_DIR to another disk; "
+                                "the download resumes") from None
+        if not isinstance(e, (urllib.error.URLError, TimeoutError, ConnectionError)) and e.filename:
+            raise DownloadError(f"download failed: {e.filename}: cannot write ({e.strerror})",
+                                hint="set SAM_CACHE_DIR to a folder you can write") from None
+        reason = getattr(e, "reason", e)
+        raise DownloadError(
+            f"download failed: {url}: {reason}",
+            hint="no network? download the file elsewhere and pass --checkpoint PATH, "
+            "or set SAM_BASE_URL to a mirror",
+        ) from None
+    except http.client.HTTPException:
+        raise DownloadError(
+            f"download failed: {url}: {reason}",
+            hint="no network? download the file elsewhere and pass --checkpoint PATH, "
+            "or set SAM_BASE_URL to a mirror",
+        ) from None
+    digest = sha256_file(part)
+    want = expected_sha256(model)
+    if digest != want:
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"download failed: {url}: sha256 {digest} does not match the expected {want}",
+            hint="the file was corrupted or is not Meta's; the partial file was removed",
+        )
+    os.replace(part, dest)
+    _record_verified(dest, digest)
+    return dest
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _record_verified(path: Path, digest: str) -> None:
+    """Remember that `path` (as it is now: size and mtime) hashed to `digest`."""
+    st = path.stat()
+    _stamp(path).write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
+
+
+def cache_status(model: ModelType) -> dict:
+    """What the cache holds for `model`: path, present, bytes, verified (its recorded hash
+    matches the expected one and the file has not changed since it was hashed)."""
+    path = cached_path(model)
+    out = {"model": model.name, "file": str(path), "cached": path.is_file(), "bytes": 0,
+           "verified": False}
+    if out["cached"]:
+        st = path.stat()
+        out["bytes"] = st.st_size
+        try:
+            digest, size, mtime = _stamp(path).read_text().split()
+            out["verified"] = (
+                digest == expected_sha256(model) and int(size) == st.st_size
+                and int(mtime) == st.st_mtime_ns
+            )
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def verify_cached(model: ModelType) -> bool:
+    """Hash the cached file again; record and return whether it matches."""
+    path = cached_path(model)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not downloaded", hint=f"run: sam models download {model.name}")
+    digest = sha256_file(path)
+    ok = digest == expected_sha256(model)
+    if ok:
+        _record_verified(path, digest)
+    else:
+        _stamp(path).unlink(missing_ok=True)
+    return ok
+
+
+def _file_stat(path: str | Path) -> tuple[str, int, int] | None:
+    """(real path, size, modification time in ns) of a file, or None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)

@@ -1,0 +1,45 @@
+"""ImageFeatures: what a family's image encoder made of one image, the value every engine
+passes from the encoder to the decoder (and the embedding cache keeps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ImageFeatures:
+    """One image's (or crop's) features.
+
+    tensors: the family's tensors, each 1×C×h×w float32 (SAM 1: "image_embed" 1×256×64×64;
+    a family with several levels holds one entry per level).
+    input_hw: the image's size after the resize to the encoder's input, before padding.
+    orig_hw: the image's (or crop's) own size, which masks come back at."""
+
+    family: str
+    tensors: dict[str, torch.Tensor]
+    input_hw: tuple[int, int]
+    orig_hw: tuple[int, int]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def to(self, device: torch.device | str) -> ImageFeatures:
+        return ImageFeatures(self.family, {k: v.to(device) for k, v in self.tensors.items()},
+                             self.input_hw, self.orig_hw)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.tensors.values())).device
+
+
+def split_batch(
+    family: str, tensors: dict[str, torch.Tensor], sizes: list[tuple[tuple[int, int], tuple[int, int]]],
+) -> list[ImageFeatures]:
+    """A batch's tensors {name: B×C×h×w} → one ImageFeatures per image; sizes: (input_hw,
+    orig_hw) of each, in batch order."""
+    return [
+        ImageFeatures(family, {k: v[i : i + 1] for k, v in tensors.items()}, input_hw, orig_hw)
+        for i, (input_hw, orig_hw) in enumerate(sizes)
+    ]
