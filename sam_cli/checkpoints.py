@@ -85,6 +85,17 @@ def _torch_load(path: Path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _looks_like_torch(path: Path) -> bool:
+    """A PyTorch file by its first bytes: a zip archive (torch.save since 1.6) or a pickle
+    (the legacy format starts with its protocol marker)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint's tensors without ever executing code from the file."""
     path = Path(path)
@@ -94,6 +105,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if path.suffix == ".safetensors":
         sd = _read_safetensors(path)
+    elif not _looks_like_torch(path):
+        raise CheckpointError(f"{path}: not a checkpoint (neither a PyTorch file nor .safetensors)",
+                              hint="pass Meta's .pth file, or a .safetensors file")
     else:
         try:
             sd = _torch_load(path)

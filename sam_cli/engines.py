@@ -106,6 +106,11 @@ class AutomaticEngine:
                                           workers=self.workers)
         return results if self.proposals is None else map(self._ranked, results)
 
+    def notes(self) -> list[str]:
+        """What the run's summary should add: why no mask was kept, when the filters took all."""
+        why = self.gen.counts.why_none(self.gen.s)
+        return [why] if why else []
+
     def _ranked(self, res: object) -> object:
         from .automatic.proposals import rank
 

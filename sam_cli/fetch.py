@@ -103,18 +103,33 @@ def download(
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """An exclusive lock held while the block runs (POSIX flock; none where there is none)."""
+    """An exclusive lock held while the block runs (POSIX flock; none where there is none).
+    The lock file is removed when the block ends, while still locked; a process that was
+    waiting on the removed file sees it is no longer the one at `path`, and locks anew."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(path, "a") as f:
+    while True:
+        f = open(path, "a")
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()  # it was removed by the process that held it: lock the new one
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def _download(
@@ -183,10 +198,7 @@ def _download(
         if e.code == 416 and have:  # range past the end: the .part is already whole
             pass
         else:
-            raise DownloadError(
-                f"download failed: {url}: HTTP {e.code} {e.reason}",
-                hint="pass a local file with --checkpoint PATH, or set SAM_BASE_URL to a mirror",
-            ) from None
+            raise DownloadError(f"download failed: {url}: HTTP {e.code} {e.reason}", hint=_mirror_hint()) from None
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the network
             raise DownloadError(f"download failed: {part}: the disk is full ({e.strerror})",
@@ -196,17 +208,10 @@ def _download(
             raise DownloadError(f"download failed: {e.filename}: cannot write ({e.strerror})",
                                 hint="set SAM_CACHE_DIR to a folder you can write") from None
         reason = getattr(e, "reason", e)
-        raise DownloadError(
-            f"download failed: {url}: {reason}",
-            hint="no network? download the file elsewhere and pass --checkpoint PATH, "
-            "or set SAM_BASE_URL to a mirror",
-        ) from None
-    except http.client.HTTPException:
-        raise DownloadError(
-            f"download failed: {url}: {reason}",
-            hint="no network? download the file elsewhere and pass --checkpoint PATH, "
-            "or set SAM_BASE_URL to a mirror",
-        ) from None
+        raise DownloadError(f"download failed: {url}: {reason}", hint=_mirror_hint(offline=True)) from None
+    except http.client.HTTPException as e:
+        raise DownloadError(f"download failed: {url}: {type(e).__name__}: {e}",
+                            hint=_mirror_hint(offline=True)) from None
     digest = sha256_file(part)
     want = expected_sha256(model)
     if digest != want:
@@ -218,6 +223,16 @@ def _download(
     os.replace(part, dest)
     _record_verified(dest, digest)
     return dest
+
+
+def _mirror_hint(offline: bool = False) -> str:
+    """What to try after a failed download: another source, or a look at the mirror set."""
+    if os.environ.get(ENV_BASE_URL):
+        return (f"{ENV_BASE_URL} is set to {os.environ[ENV_BASE_URL]}: is that mirror up, and does it "
+                "serve this file? Or pass a local file with --checkpoint PATH")
+    if offline:
+        return "no network? download the file elsewhere and pass --checkpoint PATH, or set SAM_BASE_URL to a mirror"
+    return "pass a local file with --checkpoint PATH, or set SAM_BASE_URL to a mirror"
 
 
 def _stamp(path: Path) -> Path:

@@ -64,13 +64,21 @@ class RunOutput:
 
 
 @dataclass(frozen=True)
+class RunOutputStarted:
+    """An end-of-run output about to be written (format name, over how many images)."""
+
+    name: str
+    images: int
+
+
+@dataclass(frozen=True)
 class RunOutputFailed:
     """An end-of-run output that could not be written (a full disk); counted as a failure."""
 
     error: SamError
 
 
-Event = Done | Skipped | Failed | RunOutput | RunOutputFailed
+Event = Done | Skipped | Failed | RunOutputStarted | RunOutput | RunOutputFailed
 
 
 class Result(Protocol):
@@ -127,6 +135,8 @@ class Runner:
         self.counts = Counts()
         self._first: dict[str, str] = {}  # output key → real path of the input that has it
         self._claimed: set[str] = set()  # output keys decided in this run
+        self._output_of: dict[Path, str] = {}  # each output (relative to the folder) → its key
+        self._holding: dict[Path, str] = {}  # each folder an output lies in → the output's key
         self.finished: list[str] = []  # output keys of images with outputs, for finish()
         self.failed: list[str] = []  # output keys of images that failed
         self._unclaim: Callable[[], None] = lambda: None  # OutputLayout.claim's undo
@@ -143,6 +153,8 @@ class Runner:
                 f"{item.path}: its outputs ({item.rel}) would overwrite those of {first}"))
         if item.rel in self._claimed:
             return Skipped(item, self._outputs(item), "repeated")
+        if nested := self._nested(item.rel):
+            return Failed(item, OutputError(f"{item.path}: its outputs ({item.rel}) would {nested}"))
         self._claimed.add(item.rel)
         try:
             check_file(item.path)
@@ -151,6 +163,23 @@ class Runner:
         if not self.overwrite and self.layout.is_complete(item.rel):
             return Skipped(item, self._outputs(item), "done")
         return item
+
+    def _nested(self, rel: str) -> str | None:
+        """How `rel`'s outputs would nest with another key's of this run (x.png.masks/0.png's
+        inside x.png's png folder, or the other way round), or None; else they are noted."""
+        root = self.layout.root
+        mine = [p.relative_to(root) for p in self.layout.outputs(rel)]
+        for out in mine:
+            if (other := self._holding.get(out)) is not None and other != rel:
+                return f"hold those of {self._first[other]} ({other})"
+            for folder in out.parents:
+                if (other := self._output_of.get(folder)) is not None and other != rel:
+                    return f"lie inside those of {self._first[other]} ({other})"
+        for out in mine:
+            self._output_of[out] = rel
+            for folder in out.parents:
+                self._holding.setdefault(folder, rel)
+        return None
 
     def _outputs(self, item: InputItem) -> list[str]:
         return [str(p) for p in self.layout.outputs(item.rel)]
@@ -204,16 +233,20 @@ class Runner:
         self.stale = self.layout.remove_stale_temps()
 
     def write_run_outputs(self, emit: Callable[[Event], None]) -> None:
-        """The run-level outputs (coco.json) over the images with outputs, each as an event."""
+        """The run-level outputs (coco.json) over the images with outputs: each announced
+        (RunOutputStarted: they can take minutes), then written whole or not at all and
+        reported (RunOutput), or its failure reported (RunOutputFailed) and the next one
+        written all the same."""
         if not self.finished:
             return
-        try:
-            paths = self.layout.finish(self.finished)
-        except SamError as e:
-            self.counts.failures.append(str(e))
-            emit(RunOutputFailed(e))
-            return
-        for path, note in paths:
+        for name in self.layout.run_level():
+            emit(RunOutputStarted(name, len(set(self.finished))))
+            try:
+                path, note = self.layout.finish_one(name, self.finished)
+            except SamError as e:
+                self.counts.failures.append(str(e))
+                emit(RunOutputFailed(e))
+                continue
             emit(RunOutput(path, note))
 
     def settle(self, res: object, emit: Callable[[Event], None]) -> None:

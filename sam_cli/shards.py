@@ -107,6 +107,47 @@ def write_record(root: Path, shard: Shard, *, record: dict | None, formats: tupl
     return path
 
 
+def _malformed(rec: object, root: Path) -> str | None:
+    """What makes a shard record unusable, or None. Records sit in a folder others write to:
+    every field is checked, and every image key must name a place inside `root`."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    shard = rec.get("shard")
+    if not (isinstance(shard, list) and len(shard) == 2 and all(type(v) is int for v in shard)
+            and 0 <= shard[0] < shard[1]):
+        return f"shard {shard!r} is not [I, N] with 0 <= I < N"
+    if not (rec.get("record") is None or isinstance(rec.get("record"), dict)):
+        return "its run record is not an object"
+    if not (isinstance(rec.get("formats"), list) and all(isinstance(f, str) for f in rec["formats"])):
+        return "formats is not a list of names"
+    for key in ("options", "job"):
+        if not (rec.get(key) is None or isinstance(rec.get(key), dict)):
+            return f"{key} is not an object"
+    for key in ("images", "failed"):
+        keys = rec.get(key)
+        if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            return f"{key} is not a list of image names"
+        for k in keys:
+            if bad := _unsafe_key(k, root):
+                return f"image {k!r} in {key}: {bad}"
+    return None
+
+
+def _unsafe_key(key: str, root: Path) -> str | None:
+    """Why an output key from a shard record may not be used under root, or None."""
+    if not key or "\0" in key or "\\" in key:
+        return "empty, or holds a NUL or a backslash"
+    if os.path.isabs(key) or key.startswith("~"):
+        return "not a relative path"
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "not a normalised relative path"
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(os.path.join(real_root, key))]) != real_root:
+        return f"outside {root}"
+    return None
+
+
 @dataclass
 class Merge:
     formats: tuple[str, ...]
@@ -132,9 +173,12 @@ def gather(root: Path) -> Merge:
     recs = {}
     for p in paths:
         try:
-            recs[p.name] = json.loads(p.read_text())
+            recs[p.name] = json.loads(p.read_bytes().decode("utf-8"))
         except (OSError, ValueError) as e:
             raise OutputError(f"{p}: cannot read this shard record ({e})") from None
+        if bad := _malformed(recs[p.name], root):
+            raise PromptError(f"{p}: not a shard record sam wrote ({bad})",
+                              hint="remove it, and rerun its shard")
     counts = sorted({r["shard"][1] for r in recs.values()})
     if len(counts) > 1:
         raise PromptError(f"{folder}: records of runs split {' and '.join(map(str, counts))} ways",

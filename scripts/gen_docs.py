@@ -59,6 +59,8 @@ class Opt:
     default: object = None
     choices: list[str] = field(default_factory=list)
     path: bool = False
+    panel: str = "Options"  # its titled group in --help
+    name: str = ""  # the parameter's name
 
 
 @dataclass
@@ -94,9 +96,10 @@ def walk(cmd, path: list[str]) -> Cmd:
             continue
         names = sorted(p.opts + p.secondary_opts, key=lambda s: (not s.startswith("--"), s))
         flag = bool(getattr(p, "is_flag", False))
-        opts.append(Opt(names, p.metavar, p.help or "", flag, None if flag else p.default,
-                        _choices(p), _is_path(p)))
-    opts.append(Opt(["--help", "-h"], None, "Show the help and exit.", True))
+        shown = not flag and getattr(p, "show_default", None) is not False and p.default not in ("", None)
+        opts.append(Opt(names, p.metavar, p.help or "", flag, p.default if shown else None,
+                        _choices(p), _is_path(p), getattr(p, "rich_help_panel", None) or "Options", p.name))
+    opts.append(Opt(["--help", "-h"], None, "Show the help and exit.", True, panel="Help"))
     subs = [walk(c, path + [name]) for name, c in getattr(cmd, "commands", {}).items()]
     return Cmd(path, (cmd.help or "").strip(), opts, args, subs)
 
@@ -131,17 +134,23 @@ def first_para(text: str) -> str:
     return text.split("\n\n")[0].replace("\n", " ").strip()
 
 
+#: The man page's date (.TH): when its text last changed; a fixed string, so --check is stable.
+MAN_DATE = "2026-12-07"
+
+
 def man_page(tree: Cmd) -> str:
     out = [
-        f'.TH SAM 1 "" "sam {__version__}" "User Commands"',
+        f'.TH SAM 1 "{MAN_DATE}" "sam {__version__}" "User Commands"',
         ".SH NAME",
         "sam \\- Segment Anything masks from the command line",
         ".SH SYNOPSIS",
     ]
-    for c in tree.subcommands:
+    for k, c in enumerate(tree.subcommands):
         args = " ".join(f"\\fI{a[0].upper()}\\fR" for a in c.args)
         sub = "|".join(s.path[-1] for s in c.subcommands)
-        out.append(f".B sam {c.path[-1]}\n[\\fIOPTIONS\\fR] {args}{(' [' + sub + ']') if sub else ''}\n.br")
+        out.append(f".B sam {c.path[-1]}\n[\\fIOPTIONS\\fR] {args}{(' [' + sub + ']') if sub else ''}".rstrip())
+        if k < len(tree.subcommands) - 1:
+            out.append(".br")
     out += [
         ".SH DESCRIPTION",
         roff("sam gives Segment Anything (SAM) masks for one image (sam segment) and every object's "
@@ -164,15 +173,21 @@ def man_page(tree: Cmd) -> str:
             roff("Downloaded checkpoints (NAME.pth), partial downloads (NAME.pth.part) and "
                  "verification stamps (NAME.pth.sha256)."),
             ".SH EXAMPLES"]
-    for text, cmd in EXAMPLES:
-        out += [".PP", roff(text), ".PP", ".RS 4", ".nf", roff(cmd), ".fi", ".RE"]
-    out += [".SH SEE ALSO", "The README of the sam repository."]
-    return "\n".join(out) + "\n"
+    for k, (text, cmd) in enumerate(EXAMPLES):
+        out += ([".PP"] if k else []) + [roff(text), ".PP", ".RS 4", ".nf", roff(cmd), ".fi", ".RE"]
+    out += [".SH SEE ALSO", "The README of the sam repository, and its docs/ folder."]
+    return "\n".join(line.rstrip() for text in out for line in text.split("\n")) + "\n"
 
 
-def opt_lines(opts: list[Opt]) -> list[str]:
-    out = []
-    for o in opts:
+def opt_lines(opts: list[Opt], panels: bool = False) -> list[str]:
+    """Each option as a tagged paragraph; with panels, under its group's title (as --help)."""
+    out: list[str] = []
+    last = None
+    order = list(dict.fromkeys(o.panel for o in opts))
+    for o in sorted(opts, key=lambda o: order.index(o.panel)) if panels else opts:
+        if panels and o.panel != last:
+            out += [".PP", f"\\fI{roff(o.panel)}:\\fR"]
+        last = o.panel
         names = ", ".join(f"\\fB{roff(n)}\\fR" for n in o.names)
         meta = "" if o.flag else f" \\fI{roff(o.metavar or 'VALUE')}\\fR"
         text = first_para(o.help)
@@ -187,7 +202,7 @@ def command_lines(c: Cmd) -> list[str]:
     out = [".SS " + roff(" ".join(c.path)), roff(first_para(c.help))]
     for name, help_, _ in c.args:
         out += [".TP", f"\\fI{name.upper()}\\fR", roff(help_)]
-    out += opt_lines(c.options)
+    out += opt_lines(c.options, panels=True)
     for s in c.subcommands:
         out += command_lines(s)
     return out
@@ -311,12 +326,26 @@ def _fish_opt(cond: str, o: Opt, esc) -> str:
         parts.append(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}")
     if not o.flag:
         parts.append("-r" if o.path else "-x")
-        if o.choices:
-            parts.append(f"-a '{' '.join(o.choices)}'")
-        elif o.path:
+        if o.choices:  # a line per value, each with its own description (not the option's help)
+            return "\n".join(" ".join(parts + [f"-a '{v}'", f"-d '{esc(_choice_help(o.name, v))}'"])
+                             for v in o.choices)
+        if o.path:
             parts.append("-F")
     parts.append(f"-d '{esc(o.help)}'")
     return " ".join(parts)
+
+
+def _choice_help(param: str, value: str) -> str:
+    """What one value of an option with choices is, for a completion menu."""
+    from sam_cli.io.formats import FORMATS
+    from sam_cli.registry import MODELS
+
+    if param == "fmt" and value in FORMATS:
+        return FORMATS[value].summary
+    if param in ("model", "names") and value in MODELS:
+        m = MODELS[value]
+        return f"{m.family}, {m.params_m:g}M parameters, {m.weights.size / 1e6:.0f} MB"
+    return value
 
 
 def outputs() -> dict[Path, str]:

@@ -350,9 +350,8 @@ def test_yolo_seg_is_a_dataset_with_its_images(tmp_path, tiny_ckpt):
     """images/ beside labels/ (links, or copies), as Ultralytics looks for them; data.yaml names
     the dataset's path and its train and val images (tests/test_peers_bench.py loads it with
     Ultralytics itself)."""
-    from conftest import EXAMPLES
-
     from cli_helpers import run_sam
+    from conftest import EXAMPLES
 
     for how in ("link", "copy", "none"):
         out = tmp_path / how

@@ -102,6 +102,27 @@ class AmgSettings:
 
 
 @dataclass
+class FilterCounts:
+    """How many masks passed each filter of automatic mode (summed over a run)."""
+
+    candidates: int = 0  # three per point prompt
+    iou_kept: int = 0  # above pred_iou_thresh
+    stable_kept: int = 0  # and above stability_score_thresh, not on a crop's inner edge
+
+    def why_none(self, s: AmgSettings) -> str | None:
+        """Why a run kept no mask, when the filters took them all (None otherwise)."""
+        if not self.candidates or self.stable_kept:
+            return None
+        if not self.iou_kept:
+            return (f"no mask kept: all {self.candidates} candidate masks were below --pred-iou-thresh "
+                    f"{s.pred_iou_thresh:g} (random or untrained weights? --pred-iou-thresh 0 "
+                    "--stability-score-thresh 0 keep them)")
+        return (f"no mask kept: of {self.candidates} candidate masks, {self.iou_kept} passed --pred-iou-thresh "
+                f"{s.pred_iou_thresh:g} and none --stability-score-thresh {s.stability_score_thresh:g} "
+                "(--stability-score-thresh 0 keeps them)")
+
+
+@dataclass
 class CropInput:
     box: list[int]  # XYXY half-open, in the image
     layer: int
@@ -159,6 +180,9 @@ class AutomaticMaskGenerator:
         #: Called with the number of point prompts just decoded: progress within an image,
         #: which on a CPU takes a minute (the run engine's progress bar shows it).
         self.on_points = on_points
+        #: masks of the run so far, at each filter: the decoder's candidates, those above
+        #: pred_iou_thresh, those also stable enough and inside their crop (FilterCounts)
+        self.counts = FilterCounts()
 
     # ------------------------------------------------------------------------- steps
     def prepare_crops(self, image: np.ndarray) -> list[CropInput]:
@@ -233,8 +257,12 @@ class AutomaticMaskGenerator:
                     keep = iou > s.pred_iou_thresh
                     low, iou, point_idx = low[keep], iou[keep], point_idx[keep]
                 pts_kept = pts[point_idx.cpu().numpy()]
+            self.counts.candidates += len(pts) * 3
+            self.counts.iou_kept += low.shape[0]
+            before = len(result.rles)
             with record_function("sam.full_res"):
                 self._upscale_and_filter(low, iou, pts_kept, crop, orig_hw, result)
+            self.counts.stable_kept += len(result.rles) - before
             if self.on_points is not None:
                 self.on_points(len(pts))
         with record_function("sam.nms"):

@@ -23,7 +23,7 @@ image goes to stdout.
 """
 
 
-@app.command(epilog=EPILOG, cls=Command)
+@app.command(epilog=EPILOG, cls=Command, short_help="Every object's mask, over files, folders and globs.")
 def auto(
     ctx: typer.Context,
     inputs: O.InputsArg,
@@ -76,7 +76,7 @@ def auto(
     from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
-    from .common import EventPrinter, run_to_end, shard_items
+    from .common import EventPrinter, refuse_all_missing, run_to_end, shard_items
 
     given = locals()
     if proposals:
@@ -97,6 +97,7 @@ def auto(
     items = expand_inputs(inputs, exclude=excluded)
     if "-" not in inputs:  # a known total for the progress bar
         items = list(items)
+    refuse_all_missing(items)
     items, part = shard_items(items, shard, quiet)
     out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress)
     run_to_end(job, runner, items, out, inputs, excluded=excluded, shard=part,

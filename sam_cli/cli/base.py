@@ -7,6 +7,7 @@ import re
 from typing import Annotated
 
 import typer
+import typer.core
 from typer.core import TyperArgument, TyperCommand
 
 from .. import __version__
@@ -23,8 +24,18 @@ Exit codes:
 {EXIT_CODES_HELP}
 """
 
+#: `sam --help` lists the commands in this order: by how often they are reached for.
+ORDER = ("segment", "auto", "eval", "edges", "merge", "export", "models", "info")
+
+
+class Group(typer.core.TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+
 app = typer.Typer(
-    name="sam", help=HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    name="sam", help=HELP, cls=Group, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False,
 )
 

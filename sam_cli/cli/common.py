@@ -123,8 +123,12 @@ class EventPrinter:
 
     def event(self, ev) -> None:
         from ..io.writers import json_text
-        from ..run import Done, Failed, RunOutput, RunOutputFailed, Skipped
+        from ..run import Done, Failed, RunOutput, RunOutputFailed, RunOutputStarted, Skipped
 
+        if isinstance(ev, RunOutputStarted):
+            self.close()  # the images are done: the bar gives way to the end-of-run steps
+            self.note(f"writing {ev.name} over {ev.images} image{'s' if ev.images != 1 else ''}…")
+            return
         if isinstance(ev, RunOutput):
             self.note(f"wrote {ev.path}" + (f" ({ev.note})" if ev.note else ""))
             return
@@ -139,7 +143,12 @@ class EventPrinter:
         elif isinstance(ev, Failed):
             self.note(f"Error: {ev.error}", error=True)
             line.update(status="failed", error=str(ev.error), seconds=round(ev.seconds, 3))
-        out_line(json_text(line))
+        if self.bar is not None and sys.stdout.isatty():  # one terminal: the line above the bar
+            self.bar.clear()
+            out_line(json_text(line))
+            self.bar.refresh()
+        else:
+            out_line(json_text(line))
         self.decoded = 0
         if self.bar is not None:
             self.bar.set_postfix_str("", refresh=False)
@@ -148,6 +157,7 @@ class EventPrinter:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
     def summary(self, runner, inputs: list[str], excluded=None, empty: str | None = None) -> bool:
         """The run's summary on stderr; True when some inputs failed. runner: the run.Runner
@@ -179,11 +189,16 @@ class EventPrinter:
             kinds = ", ".join(f"{c} {ext}" for ext, c in sorted(excluded.other_files.items()))
             what = "file that is not an image" if n == 1 else "files that are not images"
             message(f"not read: {n} {what} ({kinds})", self.quiet)
+        notes = getattr(runner.engine, "notes", None)
+        for note in notes() if notes is not None and counts.done else []:
+            message(note, self.quiet)
         if cache is not None and cache.hits + cache.misses:
             message(f"embedding cache: {cache.hits} of {cache.hits + cache.misses} embeddings "
                     f"read from {cache.root}", self.quiet)
-        if counts.failures:
-            message("failed inputs:\n  " + "\n  ".join(counts.failures), self.quiet)
+        outputs_failed = len(counts.failures) - counts.failed  # each named on its own line above
+        if outputs_failed > 0:
+            message(f"{outputs_failed} end-of-run output{'s' if outputs_failed > 1 else ''} could not be written "
+                    "(named above)", self.quiet)
         return bool(counts.failures)
 
 
@@ -202,6 +217,8 @@ def run_to_end(job, runner, items, out: EventPrinter, inputs: list[str], *, excl
     from .exitcodes import ExitCode
 
     spread = spread or Spread()
+    if shard is not None and empty is None:  # said only if this shard has no image
+        empty = f"no images in shard {shard} (images go to shards by a hash of their output names)"
     try:
         with stdout_for_data_only() if spread.ray is not None else contextlib.nullcontext():
             runner = run_job(job, items, out.event, out.note, shard=shard, spread=spread, progress=out.points,
@@ -210,6 +227,22 @@ def run_to_end(job, runner, items, out: EventPrinter, inputs: list[str], *, excl
         out.close()
     if out.summary(runner, inputs, excluded, empty):
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+def refuse_all_missing(items, hint: str | None = None) -> None:
+    """Exit 3 (InputError) before the output folder is claimed or a model loaded, when not one
+    of the run's images exists: a typo, or image paths read from the wrong folder. A run with
+    some images there goes on, each missing one failing on its own (exit 5)."""
+    from ..errors import InputError
+
+    if not isinstance(items, list) or not items:
+        return
+    missing = [it for it in items if getattr(it, "error", None) is None and not Path(it.path).exists()]
+    if len(missing) < len(items):
+        return
+    n = len(missing) - 1
+    more = "" if not n else " (nor is the other image)" if n == 1 else f" (nor are the other {n} images)"
+    raise InputError(f"{missing[0].path}: no such file{more}", hint=hint)
 
 
 def shard_items(items, option: str | None, quiet: bool):

@@ -18,7 +18,7 @@ EPILOG = """Examples:
 """
 
 
-@app.command(epilog=EPILOG, cls=Command)
+@app.command(epilog=EPILOG, cls=Command, short_help="The paper's zero-shot edge maps of images.")
 def edges(
     inputs: O.InputsArg,
     output: O.OutputDirOpt,
@@ -50,7 +50,7 @@ def edges(
     from ..inputs import Exclusions, expand_inputs
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
-    from .common import EventPrinter, run_to_end, shard_items
+    from .common import EventPrinter, refuse_all_missing, run_to_end, shard_items
 
     job = Job("edges", EdgeSettings(grid, nms, npy), output, ModelSpec(model, checkpoint, device, dtype),
               run=RunOptions(workers=workers), overwrite=overwrite, quiet=quiet)
@@ -59,6 +59,7 @@ def edges(
     items = expand_inputs(inputs, exclude=excluded)
     if "-" not in inputs:
         items = list(items)
+    refuse_all_missing(items)
     items, part = shard_items(items, shard, quiet)
     out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress)
     run_to_end(job, runner, items, out, inputs, excluded=excluded, shard=part,

@@ -32,7 +32,8 @@ def _clicks(text: str) -> tuple[int, ...]:
     return ks
 
 
-@app.command(name="eval", epilog=EPILOG, cls=Command)
+@app.command(name="eval", epilog=EPILOG, cls=Command,
+             short_help="mIoU after 1, 2, 3… clicks (or boxes) on a COCO ground truth.")
 def evaluate(
     ground_truth: Annotated[Path, typer.Argument(metavar="GT", show_default=False,
                                                  help="A COCO dataset file with the objects' segmentations.")],
@@ -78,7 +79,7 @@ def evaluate(
     from ..inputs import InputItem
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
-    from .common import EventPrinter, message, run_to_end, shard_items
+    from .common import EventPrinter, message, refuse_all_missing, run_to_end, shard_items
 
     if first_click not in ("center", "random"):
         raise PromptError(f"--first-click {first_click}: choose center or random")
@@ -99,6 +100,9 @@ def evaluate(
     root = images if images is not None else ground_truth.parent
     items = [InputItem(root / gt.images[i]["file_name"], gt.images[i]["file_name"], image_id=i,
                        where=f"{ground_truth} image {i}") for i in sorted(gt.objects)]
+    refuse_all_missing(items, None if images is not None else
+                       f"the images are looked for beside {ground_truth}; pass --images DIR, the folder its "
+                       "file_name paths start from")
     items, part = shard_items(items, shard, quiet)
     out = EventPrinter(len(items), quiet, progress, unit="objects")
     report_path = runner.layout.root / "eval.json"

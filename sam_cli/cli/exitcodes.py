@@ -26,7 +26,7 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     "image, a box with x1 < x0, an output folder made by a run with other settings",
     ExitCode.INPUT: "an input file is missing or unreadable",
     ExitCode.MODEL: "the checkpoint is missing, unreadable, refused or does not fit the model",
-    ExitCode.PARTIAL: "some inputs failed (sam auto, sam segment --prompts); the others were processed",
+    ExitCode.PARTIAL: "some inputs failed (a run over many images or objects); the others were processed",
     ExitCode.DOWNLOAD: "a checkpoint download failed (network, HTTP status, hash)",
     ExitCode.OUTPUT: "an output could not be written",
     ExitCode.MEMORY: "out of memory (GPU or host): finished outputs are kept; lower --batch-size or "
@@ -35,4 +35,13 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.TERMINATED: "terminated (SIGTERM: timeout, docker stop, Slurm); finished outputs are kept",
 }
 
-EXIT_CODES_HELP = "\n".join(f"{int(c):>3}  {DESCRIPTIONS[c]}" for c in ExitCode)
+def _help_lines() -> str:
+    """The codes for `sam --help`, each description wrapped under its own start (78 columns
+    with click's indent)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(DESCRIPTIONS[c], width=72, initial_indent=f"{int(c):>3}  ",
+                                   subsequent_indent=" " * 5) for c in ExitCode)
+
+
+EXIT_CODES_HELP = _help_lines()

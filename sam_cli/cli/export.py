@@ -11,8 +11,8 @@ import typer
 from . import options as O
 from .base import Command, app
 
-export_app = typer.Typer(help="Export the model to other runtimes.", no_args_is_help=True,
-                         rich_markup_mode=None)
+export_app = typer.Typer(help="Export the model to other runtimes.", short_help="ONNX files for onnxruntime apps.",
+                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(export_app, name="export")
 
 EPILOG = """Examples:

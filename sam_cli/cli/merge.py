@@ -18,7 +18,7 @@ EPILOG = """Examples:
 """
 
 
-@app.command(epilog=EPILOG, cls=Command)
+@app.command(epilog=EPILOG, cls=Command, short_help="The run-level outputs of a run made in shards.")
 def merge(
     output: Annotated[Path, typer.Argument(metavar="OUT", help="The output folder the shards wrote to.",
                                            show_default=False)],
@@ -28,6 +28,7 @@ def merge(
     made in shards (--shard, --devices, --ray), once every shard has finished: the same
     files a plain run over the same images writes."""
     from ..engines import get
+    from ..errors import SamError
     from ..io.formats import FormatOptions
     from ..io.outputs import OutputLayout
     from ..shards import gather
@@ -39,14 +40,23 @@ def merge(
     own = get(job["mode"]).own_from_merge(job.get("own"))
     options = FormatOptions(**plan.options) if plan.options is not None else None
     layout = OutputLayout(output, plan.formats, options=options, own=own)
-    paths = layout.finish(plan.images) if plan.images else []
-    for path, note in paths:
+    failed = []
+    for name in layout.run_level() if plan.images else []:
+        message(f"writing {name} over {len(plan.images)} images…", quiet)
+        try:
+            path, note = layout.finish_one(name, plan.images)
+        except SamError as e:  # the others are written all the same
+            message(f"Error: {e}")
+            failed.append(name)
+            continue
         message(f"wrote {path}" + (f" ({note})" if note else ""), quiet)
     message(f"merged {plan.count} shards: {len(plan.images)} images"
             + (f", {len(plan.failed)} failed" if plan.failed else ""), quiet)
-    if not paths and own is None:
+    if not layout.run_level():
         message("no run-level formats were asked for (-f coco, yolo-seg, cvat, labelstudio): "
                 "nothing to write", quiet)
+    if failed:  # an output that could not be written (a full disk)
+        raise typer.Exit(ExitCode.OUTPUT)
     if plan.failed:
         more = f" and {len(plan.failed) - 5} more" if len(plan.failed) > 5 else ""
         message(f"failed in their shards, so not in the run-level outputs: {', '.join(plan.failed[:5])}{more} "

@@ -14,6 +14,7 @@ from .options import QuietOpt
 
 models_app = typer.Typer(
     help="List, download and verify model checkpoints (the cache is $SAM_CACHE_DIR or ~/.cache/sam).",
+    short_help="List, download and verify checkpoints.",
     no_args_is_help=False, invoke_without_command=True, rich_markup_mode=None,
     epilog="Examples:\n\n\b\n  sam models\n  sam models download vit_h\n  sam models verify",
 )
@@ -58,7 +59,8 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
               f"{'yes' if r['verified'] else 'no':<10}{r['file']}{flag}")
 
 
-@models_app.command(cls=Command)
+@models_app.command(cls=Command, epilog="Examples:\n\n\b\n  sam models download vit_h   # before a job, "
+                    "or on a machine with network\n  sam models download         # every model")
 def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
     """Download checkpoints into the cache (resumes a partial download; checks sha256)."""
     from ..fetch import download as fetch
@@ -70,7 +72,8 @@ def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
         message(f"{n}: {path}", quiet)
 
 
-@models_app.command(cls=Command)
+@models_app.command(cls=Command, epilog="Examples:\n\n\b\n  sam models verify           # every cached checkpoint\n"
+                    "  sam models verify vit_b     # one (exit 4 if it does not match)")
 def verify(names: NamesArg = None) -> None:
     """Hash cached checkpoints again against the expected sha256 (exit 4 on a mismatch)."""
     from ..fetch import cache_dir, cached_path, verify_cached
@@ -93,7 +96,8 @@ def verify(names: NamesArg = None) -> None:
         raise typer.Exit(ExitCode.MODEL)
 
 
-@app.command()
+@app.command(cls=Command, short_help="Versions, the device auto picks, threads, the cache.",
+             epilog="Examples:\n\n\b\n  sam info\n  sam info --json | jq .device")
 def info(as_json: JsonOpt = False) -> None:
     """Print versions, the device `--device auto` picks, threads and the cache folder."""
     from ..device import environment_info

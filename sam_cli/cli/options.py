@@ -152,8 +152,8 @@ BoxNmsOpt = Annotated[float, typer.Option(metavar="IOU", help="Box IoU above whi
 CropLayersOpt = Annotated[int, typer.Option(metavar="N", help="Extra layers of smaller crops (0: the whole image only).")]
 CropNmsOpt = Annotated[float, typer.Option(metavar="IOU", help="Box IoU for duplicates across crops.")]
 CropOverlapOpt = Annotated[
-    float, typer.Option(metavar="R", help="Overlap of neighbouring crops, as a share of the short side.",
-                        show_default="0.3413")
+    float, typer.Option(metavar="R", help="Overlap of neighbouring crops, as a share of the short side. "
+                        "[default: 0.3413 (512/1500)]", show_default=False)
 ]
 CropDownscaleOpt = Annotated[int, typer.Option(metavar="F", help="Crop layer i uses points-per-side / factor^i.")]
 MinRegionOpt = Annotated[

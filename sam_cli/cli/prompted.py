@@ -15,13 +15,17 @@ def segment_prompts(
 ) -> None:
     from ..embedding_cache import check_folder
     from ..engines import PromptSettings
+    from ..errors import PromptError
     from ..io import sources
     from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..io.sources.base import PromptSource
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
-    from .common import EventPrinter, run_to_end, shard_items
+    from .common import EventPrinter, message, refuse_all_missing, run_to_end, shard_items
 
+    if output.suffix.lower() in (".png", ".jpg", ".jpeg", ".json", ".npy", ".csv") and not output.is_dir():
+        raise PromptError(f"--output {output}: with --prompts, -o is an output folder (this looks like a file name)",
+                          hint="give a folder, e.g. -o masks/")
     src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),
                          prompt_format)
     job = Job("prompts", PromptSettings(sources.identity(src), choice, refine), output,
@@ -34,7 +38,15 @@ def segment_prompts(
     items = sources.read(src)
     if src.kind == "coco":  # read whole anyway: a known total for the progress bar
         items = list(items)
+    refuse_all_missing(items, None if images is not None or src.path == "-" else
+                       f"the image paths of {src.label} are taken from its folder {src.image_root()}; pass "
+                       "--images DIR, the folder they start from")
     items, part = shard_items(items, shard, quiet)
     out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress, unit="objects decoded")
-    run_to_end(job, runner, items, out, [prompts], empty=f"no images in {src.label}", shard=part,
-               spread=choose(devices, ray, ray_actors))
+    try:
+        run_to_end(job, runner, items, out, [prompts], empty=f"no images in {src.label}", shard=part,
+                   spread=choose(devices, ray, ray_actors))
+    finally:
+        if src.below_min_score:
+            message(f"{src.below_min_score} object{'s' if src.below_min_score != 1 else ''} left out: scored below "
+                    f"--min-score {min_score:g}", quiet)

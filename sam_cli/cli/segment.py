@@ -64,7 +64,8 @@ LogitsOpt = Annotated[Optional[Path], typer.Option(
     help="Also save low-res logits (.npy) to feed back with --mask-input.")]
 
 
-@app.command(epilog=EPILOG, cls=Command)
+@app.command(epilog=EPILOG, cls=Command,
+             short_help="Masks from points, boxes or masks: one image, or a prompt file.")
 def segment(
     ctx: typer.Context,
     image: Annotated[

@@ -124,17 +124,21 @@ class OutputLayout:
         folders = tuple(s for mod in self.modules.values() if (s := getattr(mod, "FOLDER_SUFFIX", None)))
         return writers.remove_stale_temps(self.root, skip_dirs=folders)
 
+    def run_level(self) -> list[str]:
+        """The formats (and own outputs) with an end-of-run step (coco.json), in order."""
+        return [name for name, mod in self.modules.items() if hasattr(mod, "finish")]
+
+    def finish_one(self, name: str, rels: list[str]) -> tuple[Path, str]:
+        """One end-of-run step (coco.json), over the output keys of the run's images, taken in
+        sorted order (so the outputs depend on the set of images alone, as a merge of shards
+        gives it: shards.py): its path and its note for the user ("" if none). Each writes
+        its files whole or not at all (io.writers)."""
+        res = self.modules[name].finish(self.root, sorted(set(rels)), self.options)
+        return res if isinstance(res, tuple) else (res, "")
+
     def finish(self, rels: list[str]) -> list[tuple[Path, str]]:
-        """The end-of-run steps (coco.json), over the output keys of the run's images, taken
-        in sorted order (so the outputs depend on the set of images alone, as a merge of
-        shards gives it: shards.py): each one's path and its note for the user ("" if none)."""
-        rels = sorted(set(rels))
-        done = []
-        for mod in self.modules.values():
-            if hasattr(mod, "finish"):
-                res = mod.finish(self.root, rels, self.options)
-                done.append(res if isinstance(res, tuple) else (res, ""))
-        return done
+        """Every end-of-run step (finish_one), stopping at the first error."""
+        return [self.finish_one(name, rels) for name in self.run_level()]
 
 
 def _differences(old: dict, new: dict) -> str:

@@ -59,9 +59,6 @@ def write(img: ImageOutput) -> None:
 
 
 def finish(root: Path, rels: list[str], options: FormatOptions | None = None) -> tuple[Path, str]:
-    from ...masks import mask_crop
-    from ...polygons import crop_outline, fill_polygon
-
     options = options or FormatOptions()
     _, cats = Categories.scan(root, rels, options, LABELS + "/")
     classes = list(cats.ids.values())
@@ -69,35 +66,18 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     owner: dict[Path, str] = {}
     collisions = []
     several = dropped = duplicates = 0  # masks of several parts; parts left out; lines given twice
-    for rel, doc in zip(rels, docs(root, rels, LABELS + "/")):
-        path = label_path(root, rel)
-        if owner.setdefault(path, rel) != rel:
-            collisions.append(f"{rel} (its labels would be {path}, as {owner[path]}'s are)")
-            continue
-        w, h = doc["image"]["width"], doc["image"]["height"]
-        lines: list[str] = []
-        seen: set[str] = set()
-        for a in doc["annotations"]:
-            crop = mask_crop(mask_of(a))
-            outline = crop_outline(crop, tolerance=options.tolerance, min_area=options.min_area, centres=True)
-            several += len(outline.parts) > 1
-            dropped += outline.dropped
-            polys = line_polygons(outline, options.yolo_parts)
-            dropped += len(outline.parts) - len(polys) if options.yolo_parts == "largest" else 0
-            # the corridors join vertices, so each polygon stays inside the mask's box
-            filled = np.zeros(crop.mask.shape, bool)
-            for poly in polys:
-                filled |= fill_polygon(poly - [crop.x0, crop.y0], crop.mask.shape)
-                xy = np.clip(poly / [w, h], 0, 1)
-                line = f"{cats.index_of(a)} " + " ".join(f"{v:.6f}" for v in xy.ravel())
-                if line in seen:  # a part two masks share: a loader drops the second as a duplicate
-                    duplicates += 1
-                    continue
-                seen.add(line)
-                lines.append(line)
-            union = int((filled | crop.mask).sum())
-            ious.append(float((filled & crop.mask).sum() / union) if union else 1.0)
-        writers.atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
+    # the labels/ folder whole or not at all: filled under a temporary name, renamed at the end
+    with writers.atomic_dir(root / LABELS) as folder:
+        for rel, doc in zip(rels, docs(root, rels, LABELS + "/")):
+            path = label_path(root, rel)
+            if owner.setdefault(path, rel) != rel:
+                collisions.append(f"{rel} (its labels would be {path}, as {owner[path]}'s are)")
+                continue
+            lines, counts = _label_lines(doc, cats, options, ious)
+            several, dropped, duplicates = several + counts[0], dropped + counts[1], duplicates + counts[2]
+            dest = folder / Path(rel).with_suffix(".txt")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text("\n".join(lines) + "\n" if lines else "")
     # Ultralytics: `path` the dataset's folder, `train` and `val` image folders under it, whose
     # labels it finds by replacing images/ with labels/ (one set of images for both: split them
     # for real training)
@@ -120,6 +100,39 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     if options.yolo_images == "none":
         note += f"; no {IMAGES}/ (--yolo-images none): put the images there to train"
     return root / LABELS, note
+
+
+def _label_lines(doc: dict, cats: Categories, options: FormatOptions, ious: list[float]) -> tuple[list[str], tuple]:
+    """One image's label lines, each mask's IoU with its filled polygons added to `ious`;
+    with (masks of several parts, parts left out, lines left out as given twice)."""
+    from ...masks import mask_crop
+    from ...polygons import crop_outline, fill_polygon
+
+    w, h = doc["image"]["width"], doc["image"]["height"]
+    lines: list[str] = []
+    seen: set[str] = set()
+    several = dropped = duplicates = 0
+    for a in doc["annotations"]:
+        crop = mask_crop(mask_of(a))
+        outline = crop_outline(crop, tolerance=options.tolerance, min_area=options.min_area, centres=True)
+        several += len(outline.parts) > 1
+        dropped += outline.dropped
+        polys = line_polygons(outline, options.yolo_parts)
+        dropped += len(outline.parts) - len(polys) if options.yolo_parts == "largest" else 0
+        # the corridors join vertices, so each polygon stays inside the mask's box
+        filled = np.zeros(crop.mask.shape, bool)
+        for poly in polys:
+            filled |= fill_polygon(poly - [crop.x0, crop.y0], crop.mask.shape)
+            xy = np.clip(poly / [w, h], 0, 1)
+            line = f"{cats.index_of(a)} " + " ".join(f"{v:.6f}" for v in xy.ravel())
+            if line in seen:  # a part two masks share: a loader drops the second as a duplicate
+                duplicates += 1
+                continue
+            seen.add(line)
+            lines.append(line)
+        union = int((filled | crop.mask).sum())
+        ious.append(float((filled & crop.mask).sum() / union) if union else 1.0)
+    return lines, (several, dropped, duplicates)
 
 
 def line_polygons(outline, how: str) -> list[np.ndarray]:

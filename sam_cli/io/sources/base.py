@@ -35,6 +35,7 @@ class PromptSource:
     min_score: float | None = None  # objects scored below it are dropped
     kind: str = field(default="")  # set by detect()
     seen: dict[str, str] = field(default_factory=dict, repr=False)  # output key → where first named
+    below_min_score: int = field(default=0, repr=False)  # objects left out by min_score so far
 
     @property
     def label(self) -> str:
@@ -58,7 +59,9 @@ class PromptSource:
         if error is None and first != where:
             error = PromptError(f"{where}: {name} was named at {first} already; "
                                 "give all of an image's objects in one place")
-        objects = [o for o in objects if self.min_score is None or o.score is None or o.score >= self.min_score]
+        kept = [o for o in objects if self.min_score is None or o.score is None or o.score >= self.min_score]
+        self.below_min_score += len(objects) - len(kept)
+        objects = kept
         return PromptItem(path, rel, error=error, image_id=image_id, where=where, objects=tuple(objects))
 
     def failed(self, where: str, message: str) -> PromptItem:
