@@ -344,7 +344,8 @@ def predictor(impl: str, net):
 
 
 def features(impl: str, pred) -> torch.Tensor:
-    return pred.features
+    """The image embedding, 1×256×64×64: the reference's tensor, sam's ImageFeatures' own."""
+    return pred.features if impl == "ref" else pred.features["image_embed"]
 
 
 def predict_boxes(impl: str, pred, boxes: np.ndarray) -> np.ndarray:

@@ -91,16 +91,16 @@ def encoder_table(base, img, repeat: int) -> None:
         for name, p in preds.items():
             t = time.perf_counter()
             p.set_image(img)
-            if p.features.is_cuda:
+            if p.features.device.type == "cuda":
                 torch.cuda.synchronize()
             best[name] = min(best[name], time.perf_counter() - t)
-    ref = preds.pop("fp32").features.float()
+    ref = preds.pop("fp32").features["image_embed"].float()
     print(f"# image embedding against fp32 (fp32: {best['fp32']:.3f} s per image; "
           f"best of {repeat}, taking turns)")
     print("| encoder in bfloat16 | embedding rel. L2 | s |")
     print("|---|---:|---:|")
     for name, p in preds.items():
-        f = p.features.float()
+        f = p.features["image_embed"].float()
         print(f"| {name} | {float((f - ref).norm() / ref.norm()):.2e} | {best[name]:.3f} |")
 
 

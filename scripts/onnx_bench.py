@@ -65,7 +65,7 @@ def main() -> None:
     ours.set_image(img)
     meta = SamPredictor(ref)
     meta.set_image(img)
-    emb = ours.features.float().numpy()
+    emb = ours.features["image_embed"].float().numpy()
     opts = ort.SessionOptions()
     if a.threads:
         opts.intra_op_num_threads = a.threads

@@ -82,7 +82,7 @@ def test_clicks_match_an_independent_implementation_on_the_reference(coherent_ck
     assert p.returncode == 0, p.stderr
     (line,) = p.stdout.decode().splitlines()  # JSON Lines alone on stdout; the table on stderr
     assert json.loads(line)["status"] == "ok"
-    lines = [x for x in p.stderr.decode().splitlines() if " click" in x]
+    lines = [x for x in p.stderr.decode().splitlines() if x[:1].isdigit() and " click" in x]
     assert lines[0].startswith("1 click (most confident, first click center): mIoU ") and lines[0].endswith("over 3 objects")
     assert lines[2].startswith("3 clicks")
     report = json.loads((tmp_path / "r/eval.json").read_text())
@@ -102,7 +102,7 @@ def test_clicks_match_an_independent_implementation_on_the_reference(coherent_ck
     assert json.loads((tmp_path / "r/chelsea.jpg.eval.json").read_text())["image_id"] == 7
     # resumed: nothing to redo, the same table
     p2 = run_sam("eval", ground_truth, "-o", tmp_path / "r", "-c", coherent_ckpt, "--clicks", "1,2,3")
-    assert [x for x in p2.stderr.decode().splitlines() if " click" in x] == lines
+    assert [x for x in p2.stderr.decode().splitlines() if x[:1].isdigit() and " click" in x] == lines
 
 
 def test_box_mode_miou_and_coco_ap(tiny_ckpt, ground_truth, tmp_path):
