@@ -25,7 +25,11 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError("--device cuda: no CUDA device is available", hint="use --device cpu")
+        raise DeviceError(f"--device {name}: no CUDA device is available", hint="use --device cpu")
+    if name.startswith("cuda:") and name[5:].isdigit() and int(name[5:]) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise DeviceError(f"--device {name}: this machine has {n} CUDA device{'s' if n != 1 else ''} "
+                          f"(cuda:0 to cuda:{n - 1})")
     if name == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):

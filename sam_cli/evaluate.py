@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import torch
 
+from .ground_truth import GroundTruth, gt_mask, read_ground_truth  # noqa: F401  (read_ground_truth: the CLI's)
+
 DEFAULT_CLICKS = (1, 2, 3, 5, 9)
 
 
@@ -35,6 +37,7 @@ class ObjectEval:
     clicks: list[list[float]]  # [x, y, label] per click ([] in box mode)
     score: float  # the predicted IoU of the last mask
     rle: dict | None = None  # the last mask (box mode, for COCO AP), COCO compressed RLE
+    empty: bool = False  # a ground truth of no pixels: left out of mIoU and AP, and counted
 
 
 def farthest_inside(region: np.ndarray) -> tuple[int, int, float] | None:
@@ -123,62 +126,6 @@ def box_eval(predictor, gt: np.ndarray, box: list[float], *, refine: bool = Fals
 
 
 # ------------------------------------------------------------------ the ground truth
-@dataclass
-class GroundTruth:
-    """A COCO dataset's images and their objects' annotations (crowd regions left out)."""
-
-    path: str
-    images: dict[int, dict]  # id → image entry
-    objects: dict[int, list[dict]]  # image id → its annotations with a segmentation
-    crowd: int  # iscrowd annotations left out
-
-
-def read_ground_truth(path) -> GroundTruth:
-    """The COCO file at `path`; InputError naming it when it cannot be read or is not COCO."""
-    import json
-
-    from .errors import InputError
-
-    try:
-        doc = json.loads(open(path, "rb").read())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read the ground truth ({e})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or \
-            not isinstance(doc.get("annotations"), list):
-        raise InputError(f"{path}: not a COCO dataset (it needs 'images' and 'annotations' lists)")
-    images = {}
-    for im in doc["images"]:
-        try:
-            images[int(im["id"])] = {"id": int(im["id"]), "file_name": str(im["file_name"]),
-                                     "height": int(im["height"]), "width": int(im["width"])}
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path}: an image entry without id, file_name, width and height: {im!r:.80}") from None
-    objects: dict[int, list[dict]] = {}
-    crowd = 0
-    for a in doc["annotations"]:
-        if a.get("iscrowd"):
-            crowd += 1
-            continue
-        if "segmentation" not in a or a.get("image_id") not in images:
-            raise InputError(f"{path}: annotation {a.get('id')!r} has no segmentation or no image")
-        objects.setdefault(int(a["image_id"]), []).append(a)
-    return GroundTruth(str(path), images, objects, crowd)
-
-
-def gt_mask(ann: dict, h: int, w: int) -> np.ndarray:
-    """H×W bool of a COCO annotation's segmentation (polygons, RLE or compressed RLE)."""
-    from pycocotools import mask as coco_mask
-
-    seg = ann["segmentation"]
-    if isinstance(seg, list):
-        rle = coco_mask.merge(coco_mask.frPyObjects(seg, h, w))
-    elif isinstance(seg.get("counts"), list):
-        rle = coco_mask.frPyObjects(seg, h, w)
-    else:
-        rle = {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]}
-    return coco_mask.decode(rle).astype(bool)
-
-
 @dataclass(frozen=True)
 class EvalSettings:
     clicks: int = max(DEFAULT_CLICKS)
@@ -198,6 +145,9 @@ def evaluate_image(predictor, image: np.ndarray, image_id: int, anns: list[dict]
     out = []
     for a in anns:
         gt = gt_mask(a, h, w)
+        if not gt.any():  # no pixel to click, and any mask scores 0: left out, said in the summary
+            out.append(ObjectEval(image_id, int(a.get("id", 0)), [], [], 0.0, empty=True))
+            continue
         if s.box:
             x, y, bw, bh = a["bbox"]
             v, score, pred = box_eval(predictor, gt, [x, y, x + bw, y + bh], refine=s.refine)
@@ -210,9 +160,6 @@ def evaluate_image(predictor, image: np.ndarray, image_id: int, anns: list[dict]
             ys, xs = np.nonzero(gt)
             k = int(np.random.default_rng([s.seed, int(a.get("id", 0))]).integers(len(xs)))
             first = (int(xs[k]), int(ys[k]))
-        if not gt.any():
-            out.append(ObjectEval(image_id, int(a.get("id", 0)), [0.0] * s.clicks, [], 0.0))
-            continue
         ious, pts, score = click_eval(predictor, gt, s.clicks, oracle=s.oracle, first=first)
         out.append(ObjectEval(image_id, int(a.get("id", 0)), ious, pts, score))
     return out
@@ -306,7 +253,9 @@ class EvalOutput:
 
 def summarise(objects: list[dict], s: EvalSettings, report: tuple[int, ...], gt: GroundTruth) -> dict:
     """{objects, miou: {clicks or "box": mean IoU}, and in box mode ap: {AP, AP50, AP75}}."""
-    out: dict = {"objects": len(objects), "crowd_left_out": gt.crowd}
+    empty = sum(bool(o.get("empty")) for o in objects)
+    objects = [o for o in objects if not o.get("empty")]
+    out: dict = {"objects": len(objects), "crowd_left_out": gt.crowd, "empty_left_out": empty}
     if not objects:
         out["miou"] = {}
         return out
@@ -341,6 +290,12 @@ def coco_ap(objects: list[dict], gt: GroundTruth) -> dict:
 
 def table(summary: dict, s: EvalSettings) -> str:
     """The summary as text: a line per number of clicks (or the box line)."""
+    empty = summary.get("empty_left_out", 0)
+    left_out = f"\n{empty} object{'s' if empty != 1 else ''} of no pixels left out" if empty else ""
+    return _lines(summary, s) + left_out
+
+
+def _lines(summary: dict, s: EvalSettings) -> str:
     if not summary["miou"]:
         return "no objects"
     if s.box:

@@ -63,6 +63,27 @@ class Prompts:
                 raise PromptError(f"--box {box} is outside {image_name} ({w}×{h} pixels)")
 
 
+def _read_logits(path: Path) -> np.ndarray:
+    """A .npy of real numbers, 256×256 or 1×256×256, checked from its header before its data
+    is read (a header can declare an array of any size), as float32 256×256."""
+    try:
+        with open(path, "rb") as f:
+            fmt = np.lib.format
+            major, _ = fmt.read_magic(f)
+            shape, _, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
+            if dtype.kind not in "biuf" or dtype.hasobject:
+                raise InputError(f"{path}: mask logits must be real numbers, not {dtype}")
+            if tuple(shape) not in ((256, 256), (1, 256, 256), (1, 1, 256, 256)):
+                raise InputError(f"{path}: mask logits must be 256×256, got {'×'.join(map(str, shape)) or 'a scalar'}")
+            f.seek(0)
+            arr = np.load(f, allow_pickle=False)
+    except InputError:
+        raise
+    except (ValueError, TypeError, OSError, EOFError):  # not a .npy, truncated
+        raise InputError(f"{path}: not a readable .npy array of numbers") from None
+    return np.asarray(arr, dtype=np.float32).reshape(256, 256)
+
+
 def load_mask_prompt(path: str | Path, image_hw: tuple[int, int], img_size: int = 1024) -> np.ndarray:
     """A mask prompt file → 1×256×256 float32 logits.
 
@@ -73,19 +94,12 @@ def load_mask_prompt(path: str | Path, image_hw: tuple[int, int], img_size: int 
     """
     import cv2
 
-    from .io.images import read_image
+    from .io.images import check_file, read_image
 
     path = Path(path)
+    check_file(path)  # missing, a folder, or a FIFO that would block: said before reading
     if path.suffix.lower() == ".npy":
-        if not path.exists():
-            raise InputError(f"{path}: no such file")
-        try:
-            arr = np.load(path, allow_pickle=False)
-            arr = np.asarray(arr, dtype=np.float32).squeeze()
-        except (ValueError, TypeError, OSError):  # unreadable, empty, or a structured array
-            raise InputError(f"{path}: not a readable .npy array of numbers") from None
-        if arr.shape != (256, 256):
-            raise InputError(f"{path}: mask logits must be 256×256, got {'×'.join(map(str, arr.shape))}")
+        arr = _read_logits(path)
         if not np.isfinite(arr).all():
             raise InputError(f"{path}: mask logits must be finite numbers (it holds NaN or infinity)")
         return arr[None]

@@ -25,11 +25,12 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from .errors import OutputError, SamError
+from .errors import InputError, OutputError, SamError
 from .inputs import InputItem
 from .io.images import check_file
 from .io.outputs import OutputLayout
 from .io.writers import WriteBehind
+from .names import bad_text
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,9 @@ class Runner:
         """The item itself to process it, or the event that says why not."""
         if item.error is not None:  # a bad prompt row, known before reading anything
             return Failed(item, item.error)
+        if bad := bad_text(item.rel):  # its name goes into JSON, CSV, XML and YAML files
+            return Failed(item, InputError(f"{item.where or item.path!r}: the image's name {item.rel!r} {bad}, "
+                                           "which the output formats cannot hold"))
         real = os.path.realpath(item.path)
         first = self._first.setdefault(item.rel, real)
         if first != real:

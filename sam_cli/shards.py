@@ -74,8 +74,11 @@ def parse(text: str, source: str = "--shard") -> Shard:
 def from_env(env: Mapping[str, str] = os.environ) -> Shard | None:
     """The shard of a Slurm array task or a Kubernetes Indexed Job's pod; None outside both."""
     if env.get(SLURM[0]) and env.get(SLURM[1]):
-        task, first, step = int(env[SLURM[0]]), int(env.get("SLURM_ARRAY_TASK_MIN", 0)), \
-            int(env.get("SLURM_ARRAY_TASK_STEP", 1))
+        task, first, step = (_env_int(env, name, default) for name, default in
+                             ((SLURM[0], None), ("SLURM_ARRAY_TASK_MIN", 0), ("SLURM_ARRAY_TASK_STEP", 1)))
+        if step < 1:
+            raise PromptError(f"SLURM_ARRAY_TASK_STEP={step}: must be at least 1",
+                              hint="pass --shard I/N to choose the shard yourself")
         return parse(f"{(task - first) // step}/{env[SLURM[1]]}",
                      f"{SLURM[0]}={task} of {SLURM[1]}={env[SLURM[1]]}")
     if env.get(KUBERNETES[0]):
@@ -86,6 +89,17 @@ def from_env(env: Mapping[str, str] = os.environ) -> Shard | None:
         return parse(f"{env[KUBERNETES[0]]}/{env[KUBERNETES[1]]}",
                      f"{KUBERNETES[0]}={env[KUBERNETES[0]]} of {KUBERNETES[1]}={env[KUBERNETES[1]]}")
     return None
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int:
+    text = env.get(name)
+    if text is None and default is not None:
+        return default
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise PromptError(f"{name}={text!r}: not a whole number",
+                          hint="pass --shard I/N to choose the shard yourself") from None
 
 
 def choose(option: str | None, env: Mapping[str, str] = os.environ) -> Shard | None:

@@ -86,7 +86,7 @@ def evaluate(
     if refine and not box:
         raise PromptError("--refine works with --box")
     report = _clicks(clicks)
-    gt = read_ground_truth(ground_truth)
+    gt = read_ground_truth(ground_truth, boxes=box)
     s = EvalSettings(clicks=max(report), oracle=oracle, first=first_click, seed=seed, box=box, refine=refine)
     try:
         identity = hashlib.sha256(ground_truth.read_bytes()).hexdigest()

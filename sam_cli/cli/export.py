@@ -43,7 +43,8 @@ def onnx(
         "--return-extra-metrics", help="Also output stability_scores and areas.")] = False,
     gelu_approximate: Annotated[bool, typer.Option(
         "--gelu-approximate", help="tanh GELU, for runtimes without a fast erf (slightly other masks).")] = False,
-    opset: Annotated[int, typer.Option("--opset", metavar="N", min=11, help="ONNX opset.")] = 17,
+    opset: Annotated[int, typer.Option("--opset", metavar="N", min=14,
+                                       help="ONNX opset (14 or later: the attention needs it).")] = 17,
     quantize: Annotated[bool, typer.Option(
         "--quantize", help="Weights of decoder.onnx dynamically quantised to uint8 (smaller, looser).")] = False,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Run each file in onnxruntime against "
@@ -62,7 +63,14 @@ def onnx(
         except ImportError:
             raise PromptError(f"sam export onnx needs {mod}, which is not installed",
                               hint="pip install 'segment-anything-cli[onnx]'") from None
+    import onnx
+
     from ..export.onnx import DecoderOptions, check_decoder, check_encoder, export_decoder, export_encoder
+    from ..io.writers import check_folder_writable
+
+    if opset > (newest := onnx.defs.onnx_opset_version()):
+        raise PromptError(f"--opset {opset}: the installed onnx knows opsets up to {newest}")
+    check_folder_writable(output)  # a file in the way, no permission, a read-only disk: before any work
 
     o = DecoderOptions(return_single_mask, use_stability_score, return_extra_metrics, gelu_approximate, opset,
                        quantize)
@@ -70,15 +78,26 @@ def onnx(
     if loaded.family not in EXPORTS:
         raise PromptError(f"sam export onnx: {loaded.checkpoint}: a {loaded.family} model, which has no ONNX "
                           f"export yet (it has: {', '.join(EXPORTS)})")
-    path = export_decoder(loaded.net, output / "decoder.onnx", o)
+    path = _written(lambda: export_decoder(loaded.net, output / "decoder.onnx", o), output / "decoder.onnx")
     said = ""
     if check:
         said = f" (onnxruntime against sam: low-res logits relative L2 {check_decoder(loaded.net, path, o):.1e})"
     message(f"wrote {path}{said}", quiet)
     if encoder:
-        path = export_encoder(loaded.net, output / "encoder.onnx", opset)
+        path = _written(lambda: export_encoder(loaded.net, output / "encoder.onnx", opset), output / "encoder.onnx")
         data = path.with_name(path.name + ".data")
         said = f", weights in {data.name}" if data.is_file() else ""
         if check:
             said += f" (onnxruntime against sam: embeddings relative L2 {check_encoder(loaded.net, path):.1e})"
         message(f"wrote {path}{said}", quiet)
+
+
+def _written(export, path):
+    """export()'s result; a write that fails (a full or read-only disk) is an OutputError
+    naming the file."""
+    from ..errors import OutputError
+
+    try:
+        return export()
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None

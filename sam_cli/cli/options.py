@@ -271,9 +271,17 @@ RefineOpt = Annotated[
 ]
 
 # ------------------------------------------------------------ what the formats write
+def _name(value: str) -> str:
+    from ..names import bad_text
+
+    if bad := bad_text(value):
+        raise typer.BadParameter(f"{value!r} {bad}, which the output formats cannot hold")
+    return value
+
+
 CategoryOpt = Annotated[
     str,
-    typer.Option("--category", metavar="NAME",
+    typer.Option("--category", metavar="NAME", callback=_name,
                  help="The category of masks that have none (all of automatic mode's), in coco, "
                  "yolo-seg and the other formats that name categories."),
 ]

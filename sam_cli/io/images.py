@@ -84,10 +84,13 @@ def check_file(path: str | Path) -> None:
     """Raise read_image's InputError for a path that is missing or a folder, without reading
     it (a run rejects such inputs before any model work)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # through links
-            raise IsADirectoryError
+        mode = os.stat(path).st_mode  # through links
     except OSError as e:
         raise _file_error(Path(path), e) from None
+    if stat.S_ISDIR(mode):
+        raise _file_error(Path(path), IsADirectoryError())
+    if not stat.S_ISREG(mode):  # reading a FIFO or a device would block, or never end
+        raise InputError(f"{path}: not a regular file (a pipe, device or socket), which sam does not read")
 
 
 def _file_error(path: Path, e: OSError) -> InputError:

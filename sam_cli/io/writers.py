@@ -5,6 +5,7 @@ that writes behind the model (`WriteBehind`)."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -43,7 +44,12 @@ def check_folder_writable(folder: str | Path, what: str | None = None) -> None:
         raise OutputError(f"{name}: {where}")
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         where = "" if probe == folder else f" ({probe})"
-        raise OutputError(f"{name}: cannot write into the folder{where}: permission denied")
+        try:
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        why = "it is on a read-only filesystem" if read_only else "permission denied"
+        raise OutputError(f"{name}: cannot write into the folder{where}: {why}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -131,11 +137,19 @@ def _replace_dir(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+#: The longest file name most filesystems take, in bytes.
+NAME_MAX = 255
+
+
 def temp_name(path: Path) -> Path:
     """The hidden name beside `path` that it is written under: unique to this host, process
     and thread, so two writers of one output (shards on one or several machines) never write
     into each other's file, and a later run can tell a dead writer's leftovers."""
-    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tail = f".{_HOST}.{os.getpid()}.{threading.get_ident()}.tmp"
+    name = path.name
+    if len(f".{name}{tail}".encode()) > NAME_MAX:  # a long name: its hash in the temporary name instead
+        name = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:32]
+    return path.with_name(f".{name}{tail}")
 
 
 def remove_stale_temps(root: str | Path, skip_dirs: tuple[str, ...] = ()) -> list[Path]:

@@ -82,6 +82,11 @@ def run_job(job, items: Iterable, emit: Callable, note: Callable[[str], None], *
     runner = runner or job.runner()
     if shard is not None:
         runner.finish = False
+    if spread.devices:  # each named device must be there: never a silent fall back to the CPU
+        from ..device import resolve_device
+
+        for d in spread.devices:
+            resolve_device(d)
     if spread.ray is not None:
         from .ray import run_on_ray
 

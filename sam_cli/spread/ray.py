@@ -86,6 +86,7 @@ def run_on_ray(runner, items: list, job, address: str, device: str, actors: int 
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if not ray.is_initialized():
+        _reachable(address)
         local = address == "local"
         kwargs = {"object_store_memory": 256 * 2**20} if local else {"address": address}
         try:
@@ -137,6 +138,33 @@ def _run(ray, rows, job, gpus, device, size, per_actor, address, runner, emit) -
         except Exception as e:  # noqa: BLE001 - Ray's own failures, said in one line
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise SamError(f"--ray {address}: the Ray job failed ({type(e).__name__}: {first})") from None
+
+
+#: Seconds to wait for a cluster's address to answer before saying it does not (Ray itself
+#: retries for minutes without a word).
+CONNECT_TIMEOUT = 10.0
+
+
+def _reachable(address: str) -> None:
+    """For an address naming a host and port (ray://HOST:PORT, HOST:PORT), a TCP connect within
+    CONNECT_TIMEOUT seconds, else a PromptError that says so; `local` and `auto` pass."""
+    import re
+    import socket
+
+    from ..errors import PromptError
+
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if m is None:
+        return
+    host, port = m.group(1), int(m.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise PromptError(f"--ray {address}: cannot reach {host}:{port} ({why} within {CONNECT_TIMEOUT:g} s)",
+                          hint="is the Ray head running there? (ray start --head; ray://HOST:10001 for a client)"
+                          ) from None
 
 
 class _quiet_stderr:

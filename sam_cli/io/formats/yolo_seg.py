@@ -19,12 +19,12 @@ second's labels are not written, and the run fails with both named."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import OutputError
+from ...names import yaml_quoted
 from .. import writers
 from . import FormatOptions, ImageOutput
 from .dataset import Categories, docs, iou_note, mask_of
@@ -82,8 +82,8 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     # labels it finds by replacing images/ with labels/ (one set of images for both: split them
     # for real training)
     yaml = ["# a YOLO segmentation dataset written by sam (train and val are the same images)",
-            f"path: {json.dumps(str(root.resolve()))}", f"train: {IMAGES}", f"val: {IMAGES}",
-            f"nc: {len(classes)}", "names:"] + [f"  {k}: {json.dumps(n)}" for k, n in enumerate(classes)]
+            f"path: {yaml_quoted(str(root.resolve()))}", f"train: {IMAGES}", f"val: {IMAGES}",
+            f"nc: {len(classes)}", "names:"] + [f"  {k}: {yaml_quoted(n)}" for k, n in enumerate(classes)]
     writers.atomic_write_bytes(root / DATA_YAML, ("\n".join(yaml) + "\n").encode())
     if collisions:
         raise OutputError(f"{root / LABELS}: label files of several images would have one name: "

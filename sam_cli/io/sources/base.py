@@ -3,6 +3,7 @@ checking of one object's values."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
@@ -14,6 +15,7 @@ from typing import TextIO
 
 from ...errors import PromptError
 from ...inputs import InputItem, safe_rel
+from ...names import bad_text
 from ...prompts import ObjectPrompt
 
 
@@ -71,12 +73,23 @@ class PromptSource:
 
 @contextmanager
 def open_text(src: PromptSource, **kw) -> Iterator[TextIO]:
-    """The prompt file as text (UTF-8), or stdin for `-` (left open)."""
+    """The prompt file as text (UTF-8, a byte-order mark as Excel's "CSV UTF-8" writes it
+    skipped; bytes that are not UTF-8 kept for not_utf8 to find), or stdin for `-` (left open)."""
     if src.path == "-":
-        yield sys.stdin
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape", **kw)
+        try:
+            yield stdin
+        finally:
+            stdin.detach()  # stdin stays open
         return
-    with open(src.path, encoding="utf-8", **kw) as f:
+    with open(src.path, encoding="utf-8-sig", errors="surrogateescape", **kw) as f:
         yield f
+
+
+def not_utf8(text: str) -> bool:
+    """Whether open_text's text holds bytes that were not UTF-8 (kept as lone surrogates, so
+    that one bad line fails alone instead of stopping the file)."""
+    return any("\udc80" <= c <= "\udcff" for c in text)
 
 
 # ------------------------------------------------------------ checking an object's values
@@ -123,6 +136,9 @@ def make_object(
     if bx is None and not pts and mk is None:
         raise PromptError(f"{where}: an object needs a box, a point or a mask")
     cat_name = cat_id = None
+    for name in (category, category_name):
+        if isinstance(name, str) and (bad := bad_text(name)):
+            raise PromptError(f"{where}: the category name {name!r} {bad}")
     if isinstance(category, bool) or not (category is None or isinstance(category, (int, str))):
         raise PromptError(f"{where}: category must be a name or an integer id, got {category!r}")
     if isinstance(category, int):

@@ -32,9 +32,13 @@ def _check_dataset(doc, path: Path, what: str) -> None:
         hint = ("one JSON object per line? name it .jsonl or give --prompt-format jsonl"
                 if isinstance(doc, dict) and "image" in doc else None)
         raise PromptError(f"{what} {path}: not a COCO dataset (it needs an \"images\" list)", hint=hint)
+    seen: dict[int, int] = {}
     for k, im in enumerate(doc["images"]):
-        if not (isinstance(im, dict) and isinstance(im.get("file_name"), str) and isinstance(im.get("id"), int)):
+        if not (isinstance(im, dict) and isinstance(im.get("file_name"), str) and _is_id(im.get("id"))):
             raise PromptError(f"{what} {path}: images[{k}] needs an integer \"id\" and a \"file_name\"")
+        if (first := seen.setdefault(im["id"], k)) != k:  # every annotation of that id would be ambiguous
+            raise PromptError(f"{what} {path}: images[{k}] has the id {im['id']} of images[{first}]",
+                              hint="image ids must be unique")
 
 
 def read(src: PromptSource) -> Iterator[PromptItem]:
@@ -56,13 +60,13 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
         if not isinstance(anns, list):
             raise PromptError(f"--prompts {path}: \"annotations\" must be a list")
     names = {c["id"]: c.get("name") for c in dataset.get("categories", [])
-             if isinstance(c, dict) and isinstance(c.get("id"), int)}
+             if isinstance(c, dict) and _is_id(c.get("id"))}
     ids = {im["id"] for im in dataset["images"]}
     by_image: dict[int, list[tuple[int, dict]]] = defaultdict(list)
     unknown: dict[object, int] = {}
     for k, a in enumerate(anns):
         image_id = a.get("image_id") if isinstance(a, dict) else None
-        if image_id in ids:
+        if _is_id(image_id) and image_id in ids:  # true is not image 1
             by_image[image_id].append((k, a))
         else:
             unknown.setdefault(image_id if isinstance(image_id, (int, str)) else repr(image_id), k)
@@ -76,6 +80,8 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
                     raise PromptError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
                 x, y, w, h = bbox
                 cat = a.get("category_id")
+                if cat is not None and not _is_id(cat):  # "1" is not category 1, nor a new one
+                    raise PromptError(f"{where}: category_id must be an integer, got {cat!r}")
                 objects.append(make_object(where=where, box=[x, y, x + w, y + h] if _numbers(bbox) else bbox,
                                            category=cat, category_name=names.get(cat), score=a.get("score"),
                                            object_id=a.get("id")))
@@ -86,6 +92,11 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
                        image_id=im["id"], error=error)
     for image_id, k in unknown.items():
         yield src.failed(f"{path.name}, {what} {k}", f"image_id {image_id} is not one of the dataset's images")
+
+
+def _is_id(v: object) -> bool:
+    """A COCO id: an integer, not a bool (JSON's true is not 1) nor a string or list."""
+    return type(v) is int
 
 
 def _numbers(v: list) -> bool:

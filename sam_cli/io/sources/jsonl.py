@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import PromptError
-from .base import PromptItem, PromptSource, make_object, open_text
+from .base import PromptItem, PromptSource, make_object, not_utf8, open_text
 
 #: How much of a .json file's first line is read to tell JSON Lines from one JSON document.
 LOOK = 16 << 20
 OBJECT_KEYS = {"box", "points", "point_labels", "mask", "category", "score", "id"}
+LINE_KEYS = {"image", "image_id", "objects"}
 
 
 def looks_like(path: Path) -> bool:
@@ -46,6 +47,8 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
 
 
 def _item(src: PromptSource, line: str, where: str, base: Path) -> PromptItem:
+    if not_utf8(line):
+        return src.failed(where, "not UTF-8 text")
     try:
         doc = json.loads(line)
     except ValueError as e:
@@ -55,6 +58,9 @@ def _item(src: PromptSource, line: str, where: str, base: Path) -> PromptItem:
     image = doc["image"]
     image_id = doc.get("image_id")
     try:
+        if unknown := sorted(set(doc) - LINE_KEYS):  # a box given beside "image" would be dropped unseen
+            raise PromptError(f"{where}: unknown key {unknown[0]!r} (a line holds {', '.join(sorted(LINE_KEYS))}; "
+                              "boxes and points go in its objects)")
         if image_id is not None and (isinstance(image_id, bool) or not isinstance(image_id, int)):
             raise PromptError(f"{where}: image_id must be an integer, got {image_id!r}")
         objs = doc.get("objects", [])

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import PromptError
-from .base import PromptItem, PromptSource, make_object, open_text
+from .base import PromptItem, PromptSource, make_object, not_utf8, open_text
 
 BOX = ("x0", "y0", "x1", "y1")
 POINT = ("x", "y")
@@ -57,6 +57,8 @@ def _item(src: PromptSource, group: list[tuple[int, list[str]]], col: dict[str, 
     first, row0 = group[0]
     image = row0[col["image"]].strip()
     where = f"{src.label} line {first}"
+    if bad := next((n for n, row in group if any(not_utf8(c) for c in row)), None):
+        return src.failed(f"{src.label} line {bad}", "not UTF-8 text")
     if not image:
         return src.failed(where, "no image named in the `image` column")
     if image in seen:

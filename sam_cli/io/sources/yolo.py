@@ -24,7 +24,7 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
         raise PromptError(f"--prompts {labels}: YOLO labels need --images, the folder of their images")
     if not src.images.is_dir():
         raise PromptError(f"--images {src.images}: no such folder")
-    names = read_names(src.names) if src.names is not None else None
+    names = _checked(read_names(src.names), src.names) if src.names is not None else None
     for image in walk_images(src.images, Exclusions()):
         rel = image.relative_to(src.images)
         txt = labels / rel.with_suffix(".txt")
@@ -45,6 +45,10 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
         yield src.item(rel.as_posix(), [] if error else objects, where=str(txt), error=error)
 
 
+#: YOLO classes are indices into the names: beyond this no dataset has a name for them
+MAX_CLASS = 2**31
+
+
 def _object(line: str, where: str, names: list[str] | dict[int, str] | None):
     parts = line.split()
     if len(parts) not in (5, 6):
@@ -55,6 +59,8 @@ def _object(line: str, where: str, names: list[str] | dict[int, str] | None):
         cx, cy, w, h, *conf = (float(v) for v in parts[1:])
     except ValueError:
         raise PromptError(f"{where}: {line.strip()!r} is not `class cx cy w h [confidence]`") from None
+    if not 0 <= cls < MAX_CLASS:
+        raise PromptError(f"{where}: class {parts[0]} is not an index from 0 to {MAX_CLASS - 1}")
     if names is not None and (cls not in names if isinstance(names, dict) else not 0 <= cls < len(names)):
         raise PromptError(f"{where}: class {cls} has no name in the names file")
     return make_object(where=where, box=[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], category=cls,
@@ -63,39 +69,139 @@ def _object(line: str, where: str, names: list[str] | dict[int, str] | None):
 
 
 def read_names(path: Path) -> list[str] | dict[int, str]:
-    """Class names from a YOLO data.yaml (`names: [a, b]`, a `names:` block of `- a` items or
-    of `0: a` pairs) or a text file of one name per line. No YAML library: only `names`."""
+    """Class names from a YOLO data.yaml (`names: [a, b]`, `names: {0: a, 1: b}`, a `names:`
+    block of `- a` items or of `0: a` pairs) or a text file of one name per line. No YAML
+    library: only `names`, with YAML's quoting (commas and # inside quotes are the name's,
+    double-quoted escapes as JSON's); anything else is a PromptError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise PromptError(f"--names {path}: not UTF-8 text") from None
     except OSError as e:
         raise PromptError(f"--names {path}: cannot read it ({e.strerror or e})") from None
     if path.suffix.lower() not in (".yaml", ".yml"):
         return [s.strip() for s in text.splitlines() if s.strip()]
     lines = text.splitlines()
-    for i, line in enumerate(lines):
-        m = re.match(r"^names\s*:\s*(.*?)\s*(#.*)?$", line)
-        if not m:
-            continue
-        inline = m.group(1)
-        if inline.startswith("["):
-            return [_unquote(s) for s in inline.strip("[]").split(",") if s.strip()]
-        if inline.startswith("{"):
-            return {int(k): _unquote(v) for k, v in (p.split(":", 1) for p in inline.strip("{}").split(",") if p.strip())}
-        block = []
-        for sub in lines[i + 1:]:
-            if sub.strip() and not sub.startswith((" ", "\t", "-")):
-                break
-            if sub.strip() and not sub.strip().startswith("#"):
-                block.append(sub.strip())
-        if all(b.startswith("-") for b in block):
-            return [_unquote(b[1:]) for b in block]
-        try:
-            return {int(k): _unquote(v) for k, v in (b.split(":", 1) for b in block)}
-        except ValueError:
-            break
+    try:
+        for i, line in enumerate(lines):
+            m = re.match(r"^names\s*:(.*)$", line)
+            if not m:
+                continue
+            inline = _strip_comment(m.group(1)).strip()
+            if inline.startswith("["):
+                return [_scalar(v) for v in _flow_items(inline, "[]")]
+            if inline.startswith("{"):
+                return _pairs(_flow_items(inline, "{}"))
+            block = []
+            for sub in lines[i + 1:]:
+                if sub.strip() and not sub.startswith((" ", "\t", "-")):
+                    break
+                if _strip_comment(sub).strip():
+                    block.append(_strip_comment(sub).strip())
+            if block and all(b.startswith("-") for b in block):
+                return [_scalar(b[1:]) for b in block]
+            return _pairs(block)
+    except ValueError as e:
+        raise PromptError(f"--names {path}: {e}") from None
     raise PromptError(f"--names {path}: no `names:` list or mapping in it")
 
 
-def _unquote(s: str) -> str:
-    s = s.split(" #")[0].strip()
-    return s[1:-1] if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"" else s
+def _checked(names, path: Path):
+    from ...names import bad_text
+
+    for n in names.values() if isinstance(names, dict) else names:
+        if bad := bad_text(n):
+            raise PromptError(f"--names {path}: the name {n!r} {bad}")
+    return names
+
+
+def _strip_comment(text: str) -> str:
+    """text without a # comment (a # inside quotes is text)."""
+    quote, escaped = None, False
+    for k, c in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif quote == '"' and c == "\\":
+                escaped = True
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (k == 0 or text[k - 1] in " \t"):
+            return text[:k]
+    return text
+
+
+def _flow_items(text: str, brackets: str) -> list[str]:
+    """The comma-separated items of a YAML flow list or mapping (commas in quotes kept)."""
+    if not (text.startswith(brackets[0]) and text.endswith(brackets[1])):
+        raise ValueError(f"names: {text!r} is not closed by {brackets[1]!r}")
+    items, cur, quote, escaped = [], "", None, False
+    for c in text[1:-1]:
+        if quote:
+            if escaped:
+                escaped = False
+            elif quote == '"' and c == "\\":
+                escaped = True
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == ",":
+            items.append(cur)
+            cur = ""
+            continue
+        cur += c
+    if quote:
+        raise ValueError("names: a quote is not closed")
+    return [v for v in (*items, cur) if v.strip()]
+
+
+def _pairs(items: list[str]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for item in items:
+        key, sep, value = item.partition(":")
+        if not sep or not re.fullmatch(r"\s*\d+\s*", key):
+            raise ValueError(f"names: {item.strip()!r} is not `index: name` with a whole number index")
+        out[int(key)] = _scalar(value)
+    return out
+
+
+#: YAML double-quoted escapes (those JSON lacks are YAML's own: \x, \U, \0, \a, \e …)
+ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r",
+           "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\", "N": "\x85", "_": "\xa0"}
+HEX = {"x": 2, "u": 4, "U": 8}
+
+
+def _double_quoted(body: str) -> str:
+    out, k = [], 0
+    while k < len(body):
+        c = body[k]
+        if c != "\\":
+            out.append(c)
+            k += 1
+            continue
+        e = body[k + 1 : k + 2]
+        if e in ESCAPES:
+            out.append(ESCAPES[e])
+            k += 2
+        elif e in HEX and re.fullmatch(r"[0-9a-fA-F]+", body[k + 2 : k + 2 + HEX[e]] or "-"):
+            code = int(body[k + 2 : k + 2 + HEX[e]], 16)
+            if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+                raise ValueError(f"names: \\{e} escape of a surrogate or beyond Unicode")
+            out.append(chr(code))
+            k += 2 + HEX[e]
+        else:
+            raise ValueError(f"names: unknown escape \\{e} in a double-quoted name")
+    return "".join(out)
+
+
+def _scalar(text: str) -> str:
+    """A YAML scalar: double-quoted (YAML's escapes), single-quoted ('' for '), or plain."""
+    s = text.strip()
+    if len(s) >= 2 and s[0] == s[-1] == '"':
+        return _double_quoted(s[1:-1])
+    if len(s) >= 2 and s[0] == s[-1] == "'":
+        return s[1:-1].replace("''", "'")
+    return s
