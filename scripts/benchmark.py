@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 ROWS = ("encoder", "boxes", "point-again", "auto-nofilter", "auto-all", "auto-default", "folder",
-        "prompts-folder", "memory-12mp", "resize-12mp", "write-12mp", "regions-12mp")
+        "prompts-folder", "memory-12mp", "resize-12mp", "write-12mp", "regions-12mp", "brush-rle")
 #: Boxes per photo in the prompts-folder row.
 PROMPT_BOXES = 20
 #: --min-mask-region-area in the regions-12mp row.
@@ -277,6 +277,8 @@ def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
         return prompts_worker(impl, a, out)
     if row == "write-12mp":
         return write_worker(impl, a, out)
+    if row == "brush-rle":
+        return brush_worker(impl, a, out)
     if row == "regions-12mp":
         return regions_worker(impl, a, out)
     net = None if row == "resize-12mp" else load(impl, a.ckpt, a.model, dev, a.dtype if impl == "ours" else "fp32")
@@ -479,6 +481,33 @@ def prompts_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     return {"seconds": secs, "steady": steady, "peak_mb": peak, "loop": loop, "loop_peak_mb": loop_peak or None}
 
 
+def brush_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
+    """Label Studio's brush RLE of an 800×800 mask of pixel noise (320,000 runs, what a random
+    model's masks look like): the reference here is Label Studio's own encoder
+    (label-studio-converter's mask2rle); sam's is -f labelstudio's. Each result decoded back by
+    Label Studio's decoder, for the agreement."""
+    from label_studio_converter.brush import decode_rle
+
+    mask = np.random.default_rng(0).random((800, 800)) < 0.5
+    if impl == "ref":
+        from label_studio_converter.brush import mask2rle
+
+        def encode():
+            return mask2rle(mask.astype(np.uint8) * 255)
+    else:
+        from sam_cli.io.formats.labelstudio import brush_rle
+
+        def encode():
+            return brush_rle(mask)
+    times, rle = [], None
+    for _ in range(a.repeat):
+        t = time.perf_counter()
+        rle = encode()
+        times.append(time.perf_counter() - t)
+    np.save(out / f"{impl}.npy", np.reshape(decode_rle(rle), (800, 800, 4))[:, :, 3] > 0)
+    return {"seconds": min(times), "peak_mb": peak_mb("cpu")}
+
+
 def write_worker(impl: str, a: argparse.Namespace, out: Path) -> dict:
     """A 12 MP photo's masks, from the generator's RLEs to a folder of PNGs and metadata.csv:
     the reference's way is scripts/amg.py's (each mask decoded whole, as the generator's
@@ -620,7 +649,7 @@ def agreement(row: str, out: Path) -> str:
     if row == "encoder":
         r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
         return f"embedding rel. L2 {np.linalg.norm(r - o) / np.linalg.norm(r):.1e}"
-    if row in ("boxes", "point-again", "write-12mp"):
+    if row in ("boxes", "point-again", "write-12mp", "brush-rle"):
         r, o = np.load(out / "ref.npy"), np.load(out / "ours.npy")
         return f"{(r == o).mean() * 100:.3f}% pixels equal" if r.shape == o.shape else "shapes differ"
     from sam_cli.masks import rle_to_mask
@@ -775,6 +804,7 @@ LABELS = {
                       "start-up (reference: a SamPredictor loop; sam: `sam segment --prompts`)",
     "memory-12mp": "automatic on a 12 MP photo (8x8 grid, filters and NMS off), s",
     "resize-12mp": "resize a 12 MP photo to the encoder's input, s",
+    "brush-rle": "Label Studio brush RLE of an 800x800 noise mask, s (reference: Label Studio's encoder)",
     "regions-12mp": "remove holes and islands under {ra} pixels from a 12 MP photo's {wm} masks "
                     "(`--min-mask-region-area {ra}`), then NMS, s",
     "write-12mp": "write a 12 MP photo's {wm} masks (its largest colour regions) as PNGs and "

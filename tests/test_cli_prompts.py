@@ -86,9 +86,12 @@ def test_jsonl_on_stdin_relative_to_the_working_folder(tiny_ckpt, tmp_path, phot
     assert [r["input"] for r in recs] == [f"photos/{n}" for n in NAMES]
     meta = (tmp_path / "out/photos/chelsea.jpg.masks/metadata.csv").read_text().splitlines()
     assert meta[0] == ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,object_index,mask_index,predicted_iou,"
-                       "category_id,category,score,object_id")
-    row = meta[1].split(",")
+                       "category_id,category,score,object_id,prompt")
+    import csv
+
+    row = next(csv.reader(meta[1:]))
     assert len(meta) == 2 and row[6] == "0" and row[7] in "012" and row[10] == "x"
+    assert json.loads(row[13]) == {"points": [[50.0, 60.0]], "point_labels": [1]}  # the prompt it came from
     m = cv2.imread(str(tmp_path / "out/photos/chelsea.jpg.masks/0.png"), cv2.IMREAD_UNCHANGED)
     assert int(row[1]) == int((m > 0).sum())
     lm = cv2.imread(str(tmp_path / "out/photos/chelsea.jpg.labels.png"), cv2.IMREAD_UNCHANGED)

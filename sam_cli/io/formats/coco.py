@@ -45,7 +45,9 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
     ann_id = 1
     ious: list[float] = []
     with writers.atomic_open(path) as f:
-        info = {"description": "Segment Anything masks made by sam"}
+        info = {"description": "Segment Anything masks made by sam",
+                "file_name": "each image's path as sam names its outputs: relative to the folder given as "
+                "input (for a prompt file, --images or the file's folder), else as given on the command line"}
         f.write(b'{"info":' + writers.json_bytes(info) + b',"annotations":[')
         for image_id, doc in zip(ids, docs(root, rels, COCO_FILE)):
             for a in doc["annotations"]:
@@ -57,8 +59,9 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
                     polygon_segmentation(out, options, ious)
                 f.write((b"," if ann_id > 1 else b"") + writers.json_bytes(out))
                 ann_id += 1
-        out_images = [{"id": i, "file_name": im["file_name"], "width": im["width"], "height": im["height"]}
-                      for i, im in zip(ids, images)]
+        # name: the image's unique name (kwcoco reads it; the output key is unique in a run)
+        out_images = [{"id": i, "file_name": im["file_name"], "name": im["file_name"], "width": im["width"],
+                       "height": im["height"]} for i, im in zip(ids, images)]
         categories = [{"id": i, "name": n, "supercategory": "object"} for i, n in cats.ids.items()]
         f.write(b'],"images":' + writers.json_bytes(out_images) + b',"categories":'
                 + writers.json_bytes(categories) + b"}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,10 +20,11 @@ METADATA_HEADER = (
     "stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h"
 )
 #: metadata.csv of a prompted run (`sam segment --prompts`): object_index is the object's
-#: position among its image's prompts, mask_index which of the decoder's masks it is.
+#: position among its image's prompts, mask_index which of the decoder's masks it is, prompt
+#: the prompts it was decoded from (JSON: the box after clipping, points and labels, a mask file).
 PROMPTED_HEADER = (
     "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,object_index,mask_index,predicted_iou,category_id,"
-    "category,score,object_id"
+    "category,score,object_id,prompt"
 )
 #: Its output is a folder named so (not entered when looking for a killed run's leftovers).
 FOLDER_SUFFIX = ".masks"
@@ -84,5 +86,6 @@ def prompted_metadata(anns: list[dict]) -> str:
     out.writerow(PROMPTED_HEADER.split(","))
     for i, a in enumerate(anns):
         out.writerow([i, a["area"], *a["bbox"], a["object_index"], a["mask_index"], a["predicted_iou"],
-                      *(a.get(k, "") for k in ("category_id", "category", "score", "object_id"))])
+                      *(a.get(k, "") for k in ("category_id", "category", "score", "object_id")),
+                      json.dumps(a.get("prompt", {}), ensure_ascii=False, separators=(",", ":"))])
     return buf.getvalue()
