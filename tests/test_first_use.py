@@ -138,3 +138,13 @@ def test_segment_options_of_the_other_mode_are_usage_errors(args, tmp_path):
     p = run_sam("segment", *args, "-o", tmp_path / "o.png")
     assert p.returncode == 2 and ("is for one image" in p.stderr.decode()
                                   or "works with --prompts FILE" in p.stderr.decode())
+
+
+def test_a_format_option_no_asked_format_reads_is_a_usage_error(tiny_ckpt, tmp_path):
+    p = run_sam("auto", EXAMPLES / "chelsea.jpg", "-o", tmp_path / "o", "-c", tiny_ckpt, "--yolo-parts", "split")
+    assert p.returncode == 2 and not (tmp_path / "o").exists()
+    assert p.stderr.decode() == ("Error: --yolo-parts is read by yolo-seg, and none of them is asked for (-f png) "
+                                 "(add -f yolo-seg, or leave the option out)\n")
+    p = run_sam("auto", EXAMPLES / "chelsea.jpg", "-o", tmp_path / "o", "-c", tiny_ckpt, *FAST, "--polygons",
+                "-f", "coco", "-f", "png")
+    assert p.returncode == 0, p.stderr

@@ -73,7 +73,7 @@ def auto(
     from ..embedding_cache import check_folder
     from ..engines import AutomaticSettings
     from ..inputs import Exclusions, expand_inputs
-    from ..io.formats import DEFAULT_FORMATS, FormatOptions
+    from ..io.formats import DEFAULT_FORMATS
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
     from .common import EventPrinter, refuse_all_missing, run_to_end, shard_items
@@ -85,10 +85,10 @@ def auto(
         # the preset where the option was not given (Typer's click: compared by name)
         given.update((k, v) for k, v in PRESET.items() if ctx.get_parameter_source(k).name == "DEFAULT")
     settings = AmgSettings(**{f.name: given[f.name] for f in fields(AmgSettings)}).check()
+    formats = tuple(dict.fromkeys(fmt or DEFAULT_FORMATS))
     job = Job(
         "automatic", AutomaticSettings(settings, max_proposals if proposals else None), output,
-        ModelSpec(model, checkpoint, device, dtype), tuple(dict.fromkeys(fmt or DEFAULT_FORMATS)),
-        FormatOptions(category, polygons, polygon_tolerance, polygon_min_area, image_root, yolo_parts, yolo_images),
+        ModelSpec(model, checkpoint, device, dtype), formats, O.format_options(ctx, formats),
         RunOptions(batch_size, workers, compile_model, embedding_cache), overwrite, quiet)
     runner = job.runner()
     if embedding_cache is not None:

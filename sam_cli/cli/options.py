@@ -11,7 +11,7 @@ from typing import Annotated, Optional, get_args
 
 import typer
 
-from ..io.formats import FORMATS, YOLO_IMAGES, YOLO_PARTS
+from ..io.formats import FORMATS, YOLO_IMAGES, YOLO_PARTS, FormatOptions, unread_option
 from ..io.sources import SOURCES
 from ..registry import DEVICES, DTYPES, MODELS
 
@@ -356,3 +356,31 @@ _panel(MODEL, ModelOpt, CheckpointOpt, DeviceOpt, DtypeOpt, CompileOpt, Embeddin
 _panel(RUN, BatchSizeOpt, WorkersOpt, OverwriteOpt, ProgressOpt)
 _panel(SPREAD, ShardOpt, DevicesOpt, RayOpt, RayActorsOpt)
 _panel(GENERAL, MaxPixelsOpt, QuietOpt)
+
+
+
+# ------------------------------------------------------------ each group builds its dataclass
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the parameter `name` was given (on the command line or in the environment)."""
+    source = ctx.get_parameter_source(name)  # Typer's own click: compared by name
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+#: the output-format options' parameters → FormatOptions' fields
+FORMAT_FIELDS = {"category": "category", "polygons": "polygons", "polygon_tolerance": "tolerance",
+                 "polygon_min_area": "min_area", "image_root": "image_root", "yolo_parts": "yolo_parts",
+                 "yolo_images": "yolo_images"}
+
+
+def format_options(ctx: typer.Context, formats: tuple[str, ...]) -> FormatOptions:
+    """The Output formats group as FormatOptions; an option given that none of `formats`
+    reads (each format declares its own: FormatSpec.options) is a usage error."""
+    from ..errors import PromptError
+
+    fields = [FORMAT_FIELDS[n] for n in FORMAT_FIELDS if given(ctx, n)]
+    if (field := unread_option(formats, fields)) is not None:
+        name = next(k for k, v in FORMAT_FIELDS.items() if v == field)
+        readers = [f for f, spec in FORMATS.items() if field in spec.options]
+        raise PromptError(f"--{name.replace('_', '-')} is read by {', '.join(readers)}, and none of them is asked for "
+                          f"(-f {' -f '.join(formats)})", hint=f"add -f {readers[0]}, or leave the option out")
+    return FormatOptions(**{v: ctx.params[k] for k, v in FORMAT_FIELDS.items()})

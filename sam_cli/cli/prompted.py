@@ -8,7 +8,7 @@ from pathlib import Path
 def segment_prompts(
     prompts: str, output: Path, *, images: Path | None, prompt_format: str | None,
     coco_dataset: Path | None, class_names: Path | None, min_score: float | None, choice: str,
-    refine: bool, formats: list[str] | None, format_options: tuple, batch_size: int | None, workers: int, overwrite: bool,
+    refine: bool, formats: tuple[str, ...], format_options, batch_size: int | None, workers: int, overwrite: bool,
     progress: bool | None, model: str | None, checkpoint: Path | None, device: str, dtype: str,
     embedding_cache: Path | None, quiet: bool, shard: str | None = None, devices: str | None = None,
     ray: str | None = None, ray_actors: int | None = None,
@@ -17,7 +17,6 @@ def segment_prompts(
     from ..engines import PromptSettings
     from ..errors import PromptError
     from ..io import sources
-    from ..io.formats import DEFAULT_FORMATS, FormatOptions
     from ..io.sources.base import PromptSource
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
@@ -29,8 +28,8 @@ def segment_prompts(
     src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),
                          prompt_format)
     job = Job("prompts", PromptSettings(sources.identity(src), choice, refine), output,
-              ModelSpec(model, checkpoint, device, dtype), tuple(dict.fromkeys(formats or DEFAULT_FORMATS)),
-              FormatOptions(*format_options), RunOptions(batch_size, workers, False, embedding_cache),
+              ModelSpec(model, checkpoint, device, dtype), formats, format_options,
+              RunOptions(batch_size, workers, False, embedding_cache),
               overwrite, quiet)
     runner = job.runner()
     if embedding_cache is not None:

@@ -124,13 +124,14 @@ def segment(
         raise PromptError("--best-mask and --multimask ask for different masks; give one")
     choice = "all" if multimask else "best" if best_mask else "first"
     if prompts is not None:
+        from ..io.formats import DEFAULT_FORMATS
         from .prompted import segment_prompts
 
+        formats = tuple(dict.fromkeys(fmt or DEFAULT_FORMATS))
         return segment_prompts(
             prompts, Path(output), images=images, prompt_format=prompt_format, coco_dataset=coco_dataset,
-            class_names=class_names, min_score=min_score, choice=choice, refine=refine, formats=fmt,
-            format_options=(category, polygons, polygon_tolerance, polygon_min_area, image_root, yolo_parts,
-                            yolo_images),
+            class_names=class_names, min_score=min_score, choice=choice, refine=refine, formats=formats,
+            format_options=O.format_options(ctx, formats),
             batch_size=batch_size, workers=workers, overwrite=overwrite, progress=progress, model=model,
             checkpoint=checkpoint, device=device, dtype=dtype, embedding_cache=embedding_cache, quiet=quiet,
             shard=shard, devices=devices, ray=ray, ray_actors=ray_actors)

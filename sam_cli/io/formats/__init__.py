@@ -41,6 +41,9 @@ class FormatSpec:
     name: str
     summary: str  # a few words for --help
     module: str  # the module that writes it, imported on first use
+    #: the FormatOptions fields it reads (its own options): one given without any format that
+    #: reads it is a usage error, not an option silently dropped
+    options: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -75,15 +78,25 @@ FORMATS: dict[str, FormatSpec] = {
     for s in (
         FormatSpec("png", "x.jpg.masks/0.png … and metadata.csv, the default", f"{__name__}.png"),
         FormatSpec("coco-rle", "x.jpg.json, COCO RLE records", f"{__name__}.coco_rle"),
-        FormatSpec("coco", "coco.json, one COCO dataset for the run", f"{__name__}.coco"),
-        FormatSpec("yolo-seg", "labels/x.txt polygons and data.yaml, for YOLO training", f"{__name__}.yolo_seg"),
-        FormatSpec("cvat", "annotations.xml, CVAT for images 1.1", f"{__name__}.cvat"),
-        FormatSpec("labelstudio", "labelstudio.json, Label Studio tasks with predictions", f"{__name__}.labelstudio"),
+        FormatSpec("coco", "coco.json, one COCO dataset for the run", f"{__name__}.coco",
+                   ("category", "polygons", "tolerance", "min_area")),
+        FormatSpec("yolo-seg", "images/, labels/x.txt polygons and data.yaml: a YOLO dataset", f"{__name__}.yolo_seg",
+                   ("category", "tolerance", "min_area", "yolo_parts", "yolo_images")),
+        FormatSpec("cvat", "annotations.xml, CVAT for images 1.1", f"{__name__}.cvat",
+                   ("category", "polygons", "tolerance", "min_area")),
+        FormatSpec("labelstudio", "labelstudio.json, Label Studio tasks with predictions", f"{__name__}.labelstudio",
+                   ("category", "polygons", "tolerance", "min_area", "image_root")),
         FormatSpec("label-map", "x.jpg.labels.png, 16-bit label image", f"{__name__}.label_map"),
         FormatSpec("overlay", "x.jpg.overlay.jpg, to look at", f"{__name__}.overlay"),
     )
 }
 DEFAULT_FORMATS = ("png",)
+
+
+def unread_option(formats: tuple[str, ...], given: list[str]) -> str | None:
+    """The first FormatOptions field in `given` that none of `formats` reads, or None."""
+    read = {o for f in formats for o in FORMATS[f].options}
+    return next((o for o in given if o not in read), None)
 
 
 def register(spec: FormatSpec) -> None:
