@@ -199,7 +199,7 @@ def test_missing_extra_is_a_clear_error(tiny_ckpt, tmp_path):
     fake = tmp_path / "noonnx" / "onnxruntime"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named onnxruntime')\n")
-    p = run_sam("export", "onnx", "-c", tiny_ckpt, "-o", tmp_path / "x",
+    p = run_sam("export", "onnx", "-c", tiny_ckpt, "-o", tmp_path / "x", process=True,  # a PYTHONPATH of its own
                 env={"PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])})
     assert p.returncode == 2
     assert p.stderr.decode().strip() == ("Error: sam export onnx needs onnxruntime, which is not installed "

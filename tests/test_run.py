@@ -103,12 +103,12 @@ def test_events_in_input_order_with_outputs_and_the_end_of_run_step(tmp_path, tx
     items = files(tmp_path / "in", "a.jpg", "b/c.png", "bad.jpg", "d.jpg")
     runner = Runner(OutputLayout(tmp_path / "out", (txt_format,)))
     events, engine = run(runner, items)
-    assert [type(e).__name__ for e in events] == ["Done", "Done", "Failed", "Done", "RunOutput"]
+    assert [type(e).__name__ for e in events] == ["Done", "Done", "Failed", "Done", "RunOutputStarted", "RunOutput"]
     assert [e.item.rel for e in events[:4]] == ["a.jpg", "b/c.png", "bad.jpg", "d.jpg"]
     assert events[0].outputs == [str(tmp_path / "out/a.jpg.txt")] and events[0].masks == 3
     assert (tmp_path / "out/b/c.png.txt").read_text() == "b/c.png 6x4 3\n"
     assert str(events[2].error).endswith("bad.jpg: cannot read image")
-    assert events[4] == RunOutput(tmp_path / "out/index.txt")
+    assert events[5] == RunOutput(tmp_path / "out/index.txt")
     assert (tmp_path / "out/index.txt").read_text() == "a.jpg\nb/c.png\nd.jpg\n"
     assert (runner.counts.done, runner.counts.skipped, runner.counts.failed) == (3, 0, 1)
     assert engine.closed
@@ -130,7 +130,7 @@ def test_decisions_come_before_any_model_work(tmp_path, txt_format):
     assert engine.seen == ["a.jpg"]
     kinds = [(type(e).__name__, getattr(e, "reason", None)) for e in events]
     assert kinds == [("Done", None), ("Skipped", "done"), ("Failed", None), ("Failed", None),
-                     ("Skipped", "repeated"), ("RunOutput", None)]
+                     ("Skipped", "repeated"), ("RunOutputStarted", None), ("RunOutput", None)]
     assert str(events[2].error) == (f"{tmp_path}/other/a.jpg: its outputs (a.jpg) would overwrite "
                                     f"those of {tmp_path / 'in/a.jpg'}")
     assert str(events[3].error) == f"{tmp_path}/in/missing.jpg: no such file"
@@ -153,7 +153,7 @@ def test_an_output_that_cannot_be_written_fails_that_image_only(tmp_path, txt_fo
     (tmp_path / "out/b").write_text("a file where a folder should be")
     runner = Runner(OutputLayout(tmp_path / "out", (txt_format,)))
     events, _ = run(runner, items)
-    assert [type(e).__name__ for e in events] == ["Done", "Failed", "Done", "RunOutput"]
+    assert [type(e).__name__ for e in events] == ["Done", "Failed", "Done", "RunOutputStarted", "RunOutput"]
     assert "b/x.jpg.txt: cannot write" in str(events[1].error)
     assert runner.counts.failures == [str(events[1].error)]
 
@@ -171,7 +171,7 @@ def test_ctrl_c_keeps_finished_outputs_and_leaves_nothing_half_written(tmp_path,
     assert not (tmp_path / "out/index.txt").exists()  # the run did not end
     # the rerun skips what is there and does the rest
     events, engine = run(Runner(OutputLayout(tmp_path / "out", (txt_format,))), items[:2] + items[3:])
-    assert [type(e).__name__ for e in events] == ["Skipped", "Skipped", "Done", "RunOutput"]
+    assert [type(e).__name__ for e in events] == ["Skipped", "Skipped", "Done", "RunOutputStarted", "RunOutput"]
     assert engine.seen == ["d.jpg"]
 
 

@@ -197,7 +197,7 @@ def test_help_shows_defaults_as_written_and_whole_examples():
     text = run_sam("auto", "--help").stdout.decode()
     flat = " ".join(text.split())
     assert text.startswith("Usage: sam auto [OPTIONS] INPUTS...\n") and "{" not in text.splitlines()[0]
-    assert "0.3413333" not in text and "[default: (0.3413)]" in flat
+    assert "0.3413333" not in text and "[default: 0.3413 (512/1500)]" in flat
     assert "\n    find photos -name '*.jpg' | sam auto - -o out --format coco\n" in text
     seg = run_sam("segment", "--help").stdout.decode()
     assert "    sam segment photo.jpg --point 320,240 --multimask -o mask.png   # mask_0.png … mask_2.png\n" in seg

@@ -22,6 +22,7 @@ def run_script(*args: str, timeout: int = 600) -> str:
     return p.stdout
 
 
+@pytest.mark.heavy  # a minute or more of CPU: CI runs it after the default run
 def test_benchmark_quick_rows(tmp_path):
     """Every run: the rows that run sam's own command (folder: `sam auto` through the run
     engine, timed from its JSON lines as each image is written) and its core, on the tiny model."""
@@ -87,6 +88,7 @@ def test_benchmark_table_agrees_with_the_reference(tmp_path):
     assert changed and all(k.startswith("mask_decoder.") for k in changed), sorted(changed)
 
 
+@pytest.mark.heavy  # a minute or more of CPU: CI runs it after the default run
 def test_gpu_profile_runs_on_the_cpu(tiny_ckpt):
     out = run_script("scripts/gpu_profile.py", "--device", "cpu", "--checkpoint", str(tiny_ckpt),
                      "--points-per-side", "4", "--encoder-batches", "1,2", "--decoder-batches", "8",
@@ -103,6 +105,7 @@ def test_gpu_profile_runs_on_the_cpu(tiny_ckpt):
     assert n >= 1, out
 
 
+@pytest.mark.heavy  # a minute or more of CPU: CI runs it after the default run
 def test_gpu_tests_pass_on_the_cpu():
     """tests/test_gpu.py's own dry run (tiny models, the CPU): the GPU tests run only where a
     GPU is lent, so a mistake in them would otherwise first show there."""

@@ -111,6 +111,7 @@ def _copies(tmp_path: Path, n: int) -> Path:
     return src
 
 
+@pytest.mark.heavy  # workers killed and started again: CI runs it after the default run
 def test_a_killed_ray_actor_is_restarted_and_the_job_completes(tiny_ckpt, tmp_path):
     """--ray local over 9 images (3 batches), the actor killed (SIGKILL) once the first batch
     is reported: Ray restarts it and retries the batch it held; every image is reported once
@@ -189,6 +190,7 @@ def test_ray_missing_is_a_clear_error(tiny_ckpt, tmp_path):
     assert p.returncode == 2 and "--ray and --devices both spread the work" in p.stderr.decode()
 
 
+@pytest.mark.heavy  # workers killed and started again: CI runs it after the default run
 def test_a_killed_worker_is_started_again(tiny_ckpt, tmp_path):
     """--devices cpu,cpu over 8 images, one worker killed (SIGKILL) once the first image is
     done: it is started again over the images it had not reported, and the run ends whole,

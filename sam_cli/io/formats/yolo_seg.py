@@ -1,7 +1,7 @@
 """yolo-seg: a dataset Ultralytics trains on as it is: images/a/x.jpg (a link to the image
 read, or a copy: options.yolo_images), labels/a/x.txt beside it with a line per mask
 `class x1 y1 … xn yn` (vertices normalised to 0..1 of the image's width and height), and
-data.yaml with the dataset's path, its train and val images and the classes' names. Labels
+data.yaml with its train and val images and the classes' names. Labels
 are written at the end of the run from the per-image coco-rle files (REQUIRES), when every
 class of the run is known: classes are numbered 0, 1, … in the order of the categories' ids
 (dataset.Categories: a prompt file's ids, then names as they first come, then
@@ -78,12 +78,13 @@ def finish(root: Path, rels: list[str], options: FormatOptions | None = None) ->
             dest = folder / Path(rel).with_suffix(".txt")
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text("\n".join(lines) + "\n" if lines else "")
-    # Ultralytics: `path` the dataset's folder, `train` and `val` image folders under it, whose
-    # labels it finds by replacing images/ with labels/ (one set of images for both: split them
-    # for real training)
+    # Ultralytics: `train` and `val` image folders of the dataset, whose labels it finds by
+    # replacing images/ with labels/ (one set of images for both: split them for real training).
+    # No `path`: Ultralytics then takes data.yaml's own folder as the dataset's, so the folder
+    # can be moved or copied to another machine (an absolute path would not follow it)
     yaml = ["# a YOLO segmentation dataset written by sam (train and val are the same images)",
-            f"path: {yaml_quoted(str(root.resolve()))}", f"train: {IMAGES}", f"val: {IMAGES}",
-            f"nc: {len(classes)}", "names:"] + [f"  {k}: {yaml_quoted(n)}" for k, n in enumerate(classes)]
+            f"train: {IMAGES}", f"val: {IMAGES}", f"nc: {len(classes)}", "names:"] + \
+        [f"  {k}: {yaml_quoted(n)}" for k, n in enumerate(classes)]
     writers.atomic_write_bytes(root / DATA_YAML, ("\n".join(yaml) + "\n").encode())
     if collisions:
         raise OutputError(f"{root / LABELS}: label files of several images would have one name: "
