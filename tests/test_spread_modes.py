@@ -47,7 +47,7 @@ def spread_the_same(args: list, tmp_path: Path, n_images: int, *, ray: bool) -> 
 
 
 def test_edges_spread_like_a_plain_run(tiny_ckpt, tmp_path):
-    spread_the_same(["edges", EXAMPLES, "-c", tiny_ckpt, "--grid", "4", "--npy"], tmp_path, 4, ray=True)
+    spread_the_same(["edges", EXAMPLES, "-c", tiny_ckpt, "--grid", "4", "--npy"], tmp_path, 4, ray=False)
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == sorted(
         [f"{p.name}.edges.png" for p in EXAMPLES.glob("*.jpg")] + [f"{p.name}.edges.npy" for p in EXAMPLES.glob("*.jpg")]
         + ["sam-run.json"])
@@ -77,7 +77,13 @@ def ground_truth(tmp_path) -> Path:
 
 
 def test_eval_spreads_like_a_plain_run(tiny_ckpt, ground_truth, tmp_path):
-    spread_the_same(["eval", ground_truth, "-c", tiny_ckpt, "--clicks", "1,2"], tmp_path / "clicks", 4, ray=True)
+    spread_the_same(["eval", ground_truth, "-c", tiny_ckpt, "--clicks", "1,2"], tmp_path / "clicks", 4, ray=False)
     report = json.loads((tmp_path / "clicks" / "split" / "eval.json").read_text())
     assert report["summary"]["objects"] == 4 and report["ground_truth"] == str(ground_truth)
     spread_the_same(["eval", ground_truth, "-c", tiny_ckpt, "--box"], tmp_path / "box", 4, ray=False)
+
+
+@pytest.mark.heavy  # a local Ray started twice: CI runs it after the default run
+def test_edges_and_eval_on_ray_like_a_plain_run(tiny_ckpt, ground_truth, tmp_path):
+    spread_the_same(["edges", EXAMPLES, "-c", tiny_ckpt, "--grid", "4"], tmp_path / "edges", 4, ray=True)
+    spread_the_same(["eval", ground_truth, "-c", tiny_ckpt, "--clicks", "1,2"], tmp_path / "eval", 4, ray=True)
