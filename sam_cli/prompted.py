@@ -29,7 +29,7 @@ from .io.images import read_image
 from .models.features import ImageFeatures
 from .predictor import CPU_DECODER_BATCH, Predictor
 from .prompts import ObjectPrompt, ResolvedPrompt
-from .stream import ImageResult, in_batches, read_ahead
+from .stream import ENCODING, ImageResult, in_batches, read_ahead
 from .upscale import upscale_logits
 
 #: Objects per decoder call on a GPU: a vit_h call of 64 boxes holds 64 × 3 masks of a 12 MP
@@ -177,6 +177,8 @@ def segment_prompts(
 
     def flush(batch: list[_Loaded]) -> Iterator[ImageResult]:
         t0 = time.perf_counter()
+        if any(ld.x is not None for ld in batch):
+            seg.on_objects(ENCODING)  # a phase of its own: the encoder takes most of a minute on a CPU
         feats = seg.embed(batch)
         for k, ld in enumerate(batch):
             try:

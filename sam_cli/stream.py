@@ -25,6 +25,10 @@ from .masks import MaskRecord, PromptedMask
 
 T = TypeVar("T")
 
+#: What an engine's progress callback is given, in place of a count of prompts decoded, when
+#: the image encoder starts on a batch (the progress bar shows it as a phase).
+ENCODING = -1
+
 
 @dataclass
 class ImageResult:

@@ -148,3 +148,65 @@ def test_a_format_option_no_asked_format_reads_is_a_usage_error(tiny_ckpt, tmp_p
     p = run_sam("auto", EXAMPLES / "chelsea.jpg", "-o", tmp_path / "o", "-c", tiny_ckpt, *FAST, "--polygons",
                 "-f", "coco", "-f", "png")
     assert p.returncode == 0, p.stderr
+
+
+def test_the_bar_shows_encoding_as_a_phase_and_the_end_of_run_steps(tiny_ckpt, tmp_path):
+    p = run_sam("auto", EXAMPLES / "chelsea.jpg", EXAMPLES / "coffee.jpg", "-o", tmp_path / "o", "-c", tiny_ckpt, *FAST,
+                "-f", "coco", "--progress")
+    err = p.stderr.decode()
+    assert p.returncode == 0 and "encoding…" in err and "prompts decoded" in err
+    assert "writing coco over 2 images…" in err and err.index("writing coco") < err.index("wrote ")
+
+
+def test_json_lines_on_a_terminal_are_never_glued_to_the_bar(tiny_ckpt, tmp_path):
+    """stdout and stderr on one terminal (a pty): each JSON line starts a line of its own."""
+    import fcntl
+    import os
+    import pty
+    import re
+    import struct
+    import subprocess
+    import termios
+
+    from cli_helpers import SAM
+
+    main, sub = pty.openpty()
+    fcntl.ioctl(sub, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([str(SAM), "auto", str(EXAMPLES / "chelsea.jpg"), str(EXAMPLES / "coffee.jpg"),
+                             "-o", str(tmp_path / "o"), "-c", str(tiny_ckpt), *FAST], stdout=sub, stderr=sub, env=env)
+    os.close(sub)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=120) == 0
+    text = out.decode(errors="replace")
+    starts = [m.start() for m in re.finditer(r'\{"input"', text)]
+    assert len(starts) == 2 and ("img/s" in text or "s/img" in text), text  # the bar was drawn
+    assert all(text[k - 1] in "\r\n" for k in starts), text  # after the cleared bar, never on it
+
+
+def test_coco_says_what_file_names_are_relative_to_and_names_each_image(tiny_ckpt, tmp_path):
+    p = run_sam("auto", EXAMPLES, "-o", tmp_path / "o", "-c", tiny_ckpt, *FAST, "-f", "coco")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((tmp_path / "o" / "coco.json").read_text())
+    assert "relative to the folder given as input" in doc["info"]["file_name"]
+    assert all(im["name"] == im["file_name"] and "/" not in im["file_name"] for im in doc["images"])
+    assert len({im["name"] for im in doc["images"]}) == len(doc["images"]) == 4
+
+
+def test_the_man_page_has_a_date_and_no_empty_defaults():
+    from conftest import REPO
+
+    man = (REPO / "man" / "sam.1").read_text()
+    th = man.splitlines()[0]
+    assert th.startswith('.TH SAM 1 "20') and '""' not in th
+    assert "Default: ." not in man and not any(line != line.rstrip() for line in man.splitlines())
+    assert "\n.SH EXAMPLES\n.PP" not in man  # no paragraph macro right after a section heading

@@ -308,3 +308,18 @@ def test_an_image_name_longer_than_a_temporary_name_allows(tiny_ckpt, tmp_path):
     p = run_sam("auto", src, "-o", tmp_path / "o", "-c", tiny_ckpt, *FAST, "-f", "png")
     assert p.returncode == 0 and [r["status"] for r in lines(p)] == ["ok", "ok"]
     assert (tmp_path / "o" / f"{name}.masks" / "metadata.csv").is_file()
+
+
+def test_an_end_of_run_output_that_fails_leaves_the_others_written(tiny_ckpt, tmp_path):
+    """coco.json cannot be written (a folder in its way, as a full disk would stop it): it is
+    named, yolo-seg's labels/ and cvat's XML after it are written all the same, exit 5."""
+    out = tmp_path / "out"
+    (out / "coco.json").mkdir(parents=True)
+    p = run_sam("auto", EXAMPLES / "chelsea.jpg", "-o", out, "-c", tiny_ckpt, *FAST, "-f", "coco", "-f", "yolo-seg",
+                "-f", "cvat", cwd=EXAMPLES)
+    assert p.returncode == 5
+    err = p.stderr.decode()
+    assert f"Error: {out / 'coco.json'}: cannot write" in err
+    assert f"wrote {out / 'labels'}" in err and f"wrote {out / 'annotations.xml'}" in err
+    assert (out / "labels" / "chelsea.txt").is_file() and (out / "annotations.xml").is_file()
+    assert "1 end-of-run output could not be written (named above)" in err

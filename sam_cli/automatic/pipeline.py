@@ -24,7 +24,7 @@ from ..errors import InputError, SamError
 from ..inputs import InputItem
 from ..io.images import read_image
 from ..models.features import ImageFeatures
-from ..stream import ImageResult, in_batches, read_ahead
+from ..stream import ENCODING, ImageResult, in_batches, read_ahead
 from .generator import AutomaticMaskGenerator, CropInput
 
 
@@ -57,6 +57,8 @@ def generate_masks(
     def flush(batch: list[_Loaded]) -> Iterator[ImageResult]:
         t0 = time.perf_counter()
         crops = [c for ld in batch for c in ld.crops]
+        if gen.on_points is not None and any(c.features is None for c in crops):
+            gen.on_points(ENCODING)  # a phase of its own: the encoder takes most of a minute on a CPU
         feats: list[ImageFeatures | None] = list(gen.embed_crops(crops, batch_size))
         k = 0
         for ld in batch:

@@ -107,7 +107,14 @@ class EventPrinter:
             self.bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
 
     def points(self, n: int) -> None:
-        """Prompts (objects) decoded since the last image's event: the bar moves within an image."""
+        """Prompts (objects) decoded since the last image's event: the bar moves within an image;
+        stream.ENCODING while the image encoder works on a batch."""
+        from ..stream import ENCODING
+
+        if n == ENCODING:
+            if self.bar is not None:
+                self.bar.set_postfix_str("encoding…", refresh=True)
+            return
         self.decoded += n
         if self.bar is not None:
             self.bar.set_postfix_str(f"{self.decoded} {self.unit}", refresh=True)
