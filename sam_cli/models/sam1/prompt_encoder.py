@@ -88,6 +88,9 @@ class PromptEncoder(nn.Module):
         emb = torch.where(lab == -1, self.not_a_point_embed.weight, emb)
         emb = emb + torch.where(lab == 0, self.point_embeddings[0].weight, 0.0)
         emb = emb + torch.where(lab == 1, self.point_embeddings[1].weight, 0.0)
+        # box corners given as points (labels 2, 3), as SAM 2 gives boxes (SAM 1 never does: + 0.0)
+        emb = emb + torch.where(lab == 2, self.point_embeddings[2].weight, 0.0)
+        emb = emb + torch.where(lab == 3, self.point_embeddings[3].weight, 0.0)
         return emb
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
