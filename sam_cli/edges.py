@@ -82,7 +82,6 @@ def edge_map(predictor, image: np.ndarray, *, grid: int = GRID, nms: float = DEF
     from .automatic.grids import point_grid
     from .masks import box_nms, masks_to_boxes
     from .transforms import scale_coords
-    from .upscale import upscale_logits
 
     h, w = image.shape[:2]
     predictor.set_image(image)
@@ -94,7 +93,7 @@ def edge_map(predictor, image: np.ndarray, *, grid: int = GRID, nms: float = DEF
             p = torch.as_tensor(pts[s : s + BATCH], dtype=torch.float32, device=net.device)[:, None]
             low, iou = predictor.decode(p, torch.ones(p.shape[:2], device=net.device), None, None, True)
             low = low.flatten(0, 1).float()  # (B·3)×256×256
-            full = upscale_logits(low, predictor.input_hw, (h, w), net.img_size)
+            full = net.upscale(low, predictor.input_hw, (h, w))
             boxes.append(masks_to_boxes(full > 0).float().cpu())
             scores.append(iou.flatten().float().cpu())
             lows.append(low.cpu())
@@ -102,7 +101,7 @@ def edge_map(predictor, image: np.ndarray, *, grid: int = GRID, nms: float = DEF
         keep = box_nms(torch.cat(boxes), torch.cat(scores), nms)
         strength = torch.zeros(h, w)
         for s in range(0, len(keep), BATCH):
-            full = upscale_logits(low[keep[s : s + BATCH]].to(net.device), predictor.input_hw, (h, w), net.img_size)
+            full = net.upscale(low[keep[s : s + BATCH]].to(net.device), predictor.input_hw, (h, w))
             strength = torch.maximum(strength, boundary_strength(full.contiguous()).cpu())
     top = float(strength.max())
     edges = (strength / top).numpy() if top > 0 else strength.numpy()

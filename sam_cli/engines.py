@@ -78,6 +78,11 @@ class AutomaticEngine:
         """proposals: keep each image's best N masks as object proposals (automatic/proposals.py)."""
         self.proposals = proposals
         net = loaded.net
+        if net.family != "sam1":
+            from .errors import PromptError
+
+            raise PromptError(f"sam auto: {loaded.checkpoint.name} is a {net.family} model, whose automatic mode "
+                              "is not written yet (sam segment, sam segment --prompts, sam edges and sam eval take it)")
         if compile_model:
             if net.device.type == "cpu":
                 warn(COMPILE_ON_CPU_NOTE)

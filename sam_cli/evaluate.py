@@ -68,10 +68,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _full(predictor, low: torch.Tensor) -> np.ndarray:
-    from .upscale import upscale_logits
 
     net = predictor.model
-    return (upscale_logits(low, predictor.input_hw, predictor.orig_hw, net.img_size) > net.mask_threshold).cpu().numpy()
+    return (net.upscale(low, predictor.input_hw, predictor.orig_hw) > net.mask_threshold).cpu().numpy()
 
 
 def click_eval(predictor, gt: np.ndarray, clicks: int, *, oracle: bool = False,

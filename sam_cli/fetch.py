@@ -34,14 +34,22 @@ def cache_dir() -> Path:
     return Path(base) / "sam"
 
 
-def base_url() -> str:
-    url = os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+def base_url(model: ModelType | None = None) -> str:
+    """SAM_BASE_URL (a mirror, for every model), else where Meta publishes `model`'s file."""
+    url = os.environ.get(ENV_BASE_URL) or (model.weights.base_url if model is not None else "") or DEFAULT_BASE_URL
     return url if url.endswith("/") else url + "/"
+
+
+def sha_variable(model: ModelType) -> str:
+    """The variable naming a mirror's hash for `model`: SAM_SHA256_VIT_B, SAM_SHA256_SAM2_1_HIERA_TINY."""
+    import re
+
+    return ENV_SHA_PREFIX + re.sub(r"[^A-Z0-9]", "_", model.name.upper())
 
 
 def expected_sha256(model: ModelType) -> str:
     """Meta's hash, unless the user names the hash of the file their mirror serves."""
-    return os.environ.get(ENV_SHA_PREFIX + model.name.upper(), model.weights.sha256).lower()
+    return os.environ.get(sha_variable(model), model.weights.sha256).lower()
 
 
 def describe(model: str | None, checkpoint: str | Path | None) -> str:
@@ -152,7 +160,7 @@ def _download(
         _stamp(dest).unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    url = base_url() + model.weights.file_name
+    url = base_url(model) + model.weights.file_name
     # Meta's files have a known size; a mirror's other weights at most Content-Length
     limit = model.weights.size if want == model.weights.sha256 else None
     have = part.stat().st_size if part.exists() else 0

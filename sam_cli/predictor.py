@@ -11,8 +11,8 @@ import torch
 
 from .embedding_cache import EmbeddingCache
 from .models.features import ImageFeatures, split_batch
-from .transforms import resize_uint8, scale_coords, target_size
-from .upscale import low_res_needed, upscale_logits
+from .transforms import scale_coords
+from .upscale import low_res_needed
 
 
 @dataclass
@@ -59,13 +59,11 @@ class Predictor:
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """H×W×3 uint8 RGB → (1×3×h×w float tensor on the model's device, (h, w) resized)."""
         h, w = image.shape[:2]
-        input_hw = target_size(h, w, self.model.img_size)
+        input_hw = self.model.input_size(h, w)
         t = torch.from_numpy(np.ascontiguousarray(image))
         if self.device.type == "cuda":  # resize where the encoder reads it (exact int32 sums)
             t = t.to(self.device)
-        resized = resize_uint8(t, input_hw)
-        x = resized.to(self.device).permute(2, 0, 1)[None].float()
-        return x, input_hw
+        return self.model.resize(t, input_hw).to(self.device), input_hw
 
     @torch.inference_mode()
     def embed(self, images: list[torch.Tensor], orig_hws: list[tuple[int, int]]) -> list[ImageFeatures]:
@@ -89,7 +87,7 @@ class Predictor:
     def lookup(self, image: np.ndarray) -> tuple[str, tuple[int, int], ImageFeatures | None]:
         """An H×W×3 image or crop in the embedding cache: (its key, "" without a cache; its
         size after the resize; its cached ImageFeatures on the CPU, or None)."""
-        input_hw = target_size(image.shape[0], image.shape[1], self.model.img_size)
+        input_hw = self.model.input_size(image.shape[0], image.shape[1])
         if self.cache is None:
             return "", input_hw, None
         key = self.cache.key(image, input_hw)
@@ -214,10 +212,11 @@ class Predictor:
                 choice=choice or ("all" if multimask else "first"), refine=refine,
                 image_part_only=not low_res)
             with torch.inference_mode():
-                full = upscale_logits(low, self.input_hw, self.orig_hw, self.model.img_size)
+                full = self.model.upscale(low, self.input_hw, self.orig_hw)
                 masks = (full > self.model.mask_threshold).contiguous()
                 del full
             yield Prediction(
                 masks=masks.cpu().numpy(), iou=iou.float().cpu().numpy(),
-                low_res=low.float().cpu().numpy() if low_res else None, index=index.cpu().numpy(),
+                low_res=self.model.clamp_low_res(low.float()).cpu().numpy() if low_res else None,
+                index=index.cpu().numpy(),
             )

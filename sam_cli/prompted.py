@@ -30,7 +30,6 @@ from .models.features import ImageFeatures
 from .predictor import CPU_DECODER_BATCH, Predictor
 from .prompts import ObjectPrompt, ResolvedPrompt
 from .stream import ENCODING, ImageResult, in_batches, read_ahead
-from .upscale import upscale_logits
 
 #: Objects per decoder call on a GPU: a vit_h call of 64 boxes holds 64 × 3 masks of a 12 MP
 #: photo (2.3 GB as bool) at most.
@@ -142,7 +141,7 @@ class PromptSegmenter:
         with torch.inference_mode():
             low, iou, index = p.decode_chosen(pts, lab, bx, mk, choice=self.choice, refine=self.refine,
                                               image_part_only=True)
-            full = upscale_logits(low, p.input_hw, hw, p.model.img_size)
+            full = p.model.upscale(low, p.input_hw, hw)
             masks = (full > p.model.mask_threshold).flatten(0, 1)  # (B·M)×H×W
             del full
             boxes = M.masks_to_boxes(masks).tolist()

@@ -22,10 +22,38 @@ class ArchSpec:
 
 
 @dataclass(frozen=True)
+class Sam2Arch:
+    """SAM 2's architecture: its Hiera trunk (the prompt encoder and decoder are the same for
+    all four sizes). Heads, global blocks and windows are not in a checkpoint's shapes: they
+    come from the known configs (SAM2_CONFIGS) by the trunk's width and stages."""
+
+    embed_dim: int
+    num_heads: int
+    stages: tuple[int, ...]
+    global_blocks: tuple[int, ...]
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    pos_bkg: tuple[int, int] = (7, 7)
+    img_size: int = 1024
+
+
+#: Meta's four SAM 2 / 2.1 trunks (configs sam2.1_hiera_{t,s,b+,l}.yaml), by (width, stages)
+SAM2_CONFIGS: dict[tuple[int, tuple[int, ...]], Sam2Arch] = {
+    (a.embed_dim, a.stages): a
+    for a in (
+        Sam2Arch(96, 1, (1, 2, 7, 2), (5, 7, 9)),
+        Sam2Arch(96, 1, (1, 2, 11, 2), (7, 10, 13)),
+        Sam2Arch(112, 2, (2, 3, 16, 3), (12, 16, 20), pos_bkg=(14, 14)),
+        Sam2Arch(144, 2, (2, 6, 36, 4), (23, 33, 43), window_spec=(8, 4, 16, 8)),
+    )
+}
+
+
+@dataclass(frozen=True)
 class WeightsSpec:
     file_name: str
     size: int
     sha256: str
+    base_url: str = ""  # where Meta publishes it ("" : DEFAULT_BASE_URL)
 
 
 @dataclass(frozen=True)
@@ -39,6 +67,8 @@ class ModelType:
 
 
 DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+SAM2_1_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+SAM2_0_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
 DEFAULT_MODEL = "vit_b"
 
 #: Precisions of the heavy parts (fp16 is not offered: it breaks vit_h).
@@ -76,5 +106,29 @@ MODELS: dict[str, ModelType] = {
             ),
             641.0, 5961,
         ),
+        # SAM 2.1 and SAM 2.0 (the same image path; sha256: the files' Git-LFS ids on Meta's
+        # Hugging Face mirrors, as ../shared/SAM2-SAM3.md §A2 lists them)
+        *(ModelType(f"sam2.1_hiera_{size}", "sam2", SAM2_CONFIGS[key], WeightsSpec(f"sam2.1_hiera_{size}.pt", n, h,
+                                                                              SAM2_1_URL), p, 0)
+          for size, key, n, h, p in (
+              ("tiny", (96, (1, 2, 7, 2)), 156_008_466,
+               "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 38.9),
+              ("small", (96, (1, 2, 11, 2)), 184_416_285,
+               "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 46.0),
+              ("base_plus", (112, (2, 3, 16, 3)), 323_606_802,
+               "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", 80.8),
+              ("large", (144, (2, 6, 36, 4)), 898_083_611,
+               "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 224.4))),
+        *(ModelType(f"sam2_hiera_{size}", "sam2", SAM2_CONFIGS[key], WeightsSpec(f"sam2_hiera_{size}.pt", n, h,
+                                                                            SAM2_0_URL), p, 0)
+          for size, key, n, h, p in (
+              ("tiny", (96, (1, 2, 7, 2)), 155_906_050,
+               "65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125", 38.9),
+              ("small", (96, (1, 2, 11, 2)), 184_309_650,
+               "95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3", 46.0),
+              ("base_plus", (112, (2, 3, 16, 3)), 323_493_298,
+               "d0bb7f236400a49669ffdd1be617959a8b1d1065081789d7bbff88eded3a8071", 80.8),
+              ("large", (144, (2, 6, 36, 4)), 897_952_466,
+               "7442e4e9b732a508f80e141e7c2913437a3610ee0c77381a66658c3a445df87b", 224.4))),
     )
 }

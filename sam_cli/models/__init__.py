@@ -40,6 +40,7 @@ from typing import Any
 #: family name → the module that defines it (imported when a checkpoint is loaded)
 FAMILY_MODULES: dict[str, str] = {
     "sam1": "sam_cli.models.sam1",
+    "sam2": "sam_cli.models.sam2",
 }
 
 _extra: dict[str, Any] = {}  # families registered at run time (register())

@@ -84,6 +84,27 @@ class Sam(nn.Module):
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"image_embed": (self.prompt_encoder.embed_dim, *self.grid_hw)}
 
+    def input_size(self, h: int, w: int) -> tuple[int, int]:
+        """An h×w image's size after the resize: the long side to img_size, aspect kept."""
+        from ...transforms import target_size
+
+        return target_size(h, w, self.img_size)
+
+    def resize(self, image: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+        """H×W×3 uint8 → 1×3×h×w float 0–255 (Pillow's bilinear, as the reference resizes)."""
+        from ...transforms import resize_uint8
+
+        return resize_uint8(image, input_hw).to(self.device).permute(2, 0, 1)[None].float()
+
+    def upscale(self, low: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
+        """…×256×256 logits → …×H×W: through the padded 1024 frame, as the reference does."""
+        from ...upscale import upscale_logits
+
+        return upscale_logits(low, input_hw, orig_hw, self.img_size)
+
+    def clamp_low_res(self, low: torch.Tensor) -> torch.Tensor:
+        return low
+
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×S×S (preprocess's) → {"image_embed": B×256×64×64 float32}."""
         return {"image_embed": self.image_encoder(x).float()}  # the encoder casts to its own dtype

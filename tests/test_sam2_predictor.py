@@ -1,0 +1,90 @@
+"""SAM 2.1 through sam's loader and predictor against Meta's SAM2ImagePredictor (sam2 1.1.0, the
+oracle): a checkpoint in Meta's layout (under "model", with video keys the image path never
+reads), the tiny config's trunk with random weights, the same prompts (clicks, a box with a
+click, a mask fed back), both mask choices: the same masks, IoUs and low-res logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sam2.sam2_image_predictor")
+
+from conftest import EXAMPLES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from sam2.modeling.backbones.hieradet import Hiera
+    from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
+    from sam2.modeling.position_encoding import PositionEmbeddingSine
+    from sam2.modeling.sam2_base import SAM2Base
+
+    torch.manual_seed(0)
+    trunk = Hiera(embed_dim=96, num_heads=1, stages=[1, 2, 7, 2], global_att_blocks=[5, 7, 9],
+                  window_pos_embed_bkg_spatial_size=[7, 7])
+    neck = FpnNeck(PositionEmbeddingSine(num_pos_feats=256, normalize=True, temperature=10000), d_model=256,
+                   backbone_channel_list=[768, 384, 192, 96], fpn_top_down_levels=[2, 3], fpn_interp_model="nearest")
+    ref = SAM2Base(image_encoder=ImageEncoder(trunk, neck, scalp=1), memory_attention=None, memory_encoder=None,
+                   image_size=1024, directly_add_no_mem_embed=True, use_high_res_features_in_sam=True,
+                   iou_prediction_use_sigmoid=True, pred_obj_scores=True, pred_obj_scores_mlp=True,
+                   use_multimask_token_for_obj_ptr=True,
+                   sam_mask_decoder_extra_args=dict(dynamic_multimask_via_stability=True,
+                                                    dynamic_multimask_stability_delta=0.05,
+                                                    dynamic_multimask_stability_thresh=0.98)).eval()
+    with torch.no_grad():  # give what starts at zero values to test, and the masks some contrast
+        for p in (ref.image_encoder.trunk.pos_embed, ref.image_encoder.trunk.pos_embed_window, ref.no_mem_embed):
+            p.normal_(0, 0.3)
+        for p in ref.sam_mask_decoder.output_hypernetworks_mlps.parameters():
+            p.mul_(3.0)
+    sd = {k: v for k, v in ref.state_dict().items() if not k.startswith(("maskmem_tpos_enc", "no_mem_pos_enc"))}
+    sd["memory_encoder.fuser.layers.0.weight"] = torch.zeros(4)  # video keys, ignored by name
+    sd["obj_ptr_proj.layers.0.weight"] = torch.zeros(2, 2)
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_tiny_random.pt"
+    torch.save({"model": sd}, path)
+    return ref, path
+
+
+def test_the_loader_builds_sam_2_from_the_file(models):
+    from sam_cli.checkpoints import load
+
+    loaded = load(checkpoint=models[1])
+    assert loaded.family == "sam2" and loaded.net.arch.stages == (1, 2, 7, 2)
+    assert set(loaded.ignored) == {"memory_encoder.fuser.layers.0.weight", "obj_ptr_proj.layers.0.weight"}
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_predictions_match_sam2_image_predictor(models, multimask):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from sam_cli.checkpoints import load_model
+    from sam_cli.io.images import read_image
+    from sam_cli.predictor import Predictor
+
+    ref_model, path = models
+    img = read_image(EXAMPLES / "coffee.jpg")  # 600×400: the square resize scales x and y apart
+    ref = SAM2ImagePredictor(ref_model)
+    ours = Predictor(load_model(checkpoint=path))
+    with torch.no_grad():
+        ref.set_image(img)
+    ours.set_image(img)
+    torch.testing.assert_close(ours.features["image_embed"], ref._features["image_embed"], rtol=1e-4, atol=1e-4)
+    cases = [dict(point_coords=np.array([[320.0, 200.0], [100, 90]]), point_labels=np.array([1, 0])),
+             dict(box=np.array([120.0, 60, 480, 350]), point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1]))]
+    for kw in cases:
+        with torch.no_grad():
+            m, iou, low = ref.predict(multimask_output=multimask, **kw)
+        box = kw.pop("box", None)
+        got = ours.predict(boxes=None if box is None else box[None], multimask=multimask, **kw)
+        assert np.abs(got.iou[0] - iou).max() <= 1e-4
+        assert np.abs(got.low_res[0] - low).max() <= 1e-3
+        assert (got.masks[0] == m.astype(bool)).mean() >= 0.999
+        # the most confident low-res mask fed back as a mask prompt
+        k = int(iou.argmax())
+        with torch.no_grad():
+            m2, iou2, _ = ref.predict(mask_input=low[k : k + 1], multimask_output=False, **kw, **(
+                {} if box is None else {"box": box}))
+        got2 = ours.predict(boxes=None if box is None else box[None], mask_input=got.low_res[0, k][None],
+                            multimask=False, **kw)
+        assert np.abs(got2.iou[0] - iou2).max() <= 1e-4 and (got2.masks[0] == m2.astype(bool)).mean() >= 0.999
