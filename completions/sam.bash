@@ -29,7 +29,7 @@ _sam() {
         --crop-n-points-downscale-factor) COMPREPLY=(); return ;;
         --min-mask-region-area) COMPREPLY=(); return ;;
         --max-proposals) COMPREPLY=(); return ;;
-        --model|-m) COMPREPLY=($(compgen -W "vit_b vit_l vit_h" -- "$cur")); return ;;
+        --model|-m) COMPREPLY=($(compgen -W "vit_b vit_l vit_h sam2.1_hiera_tiny sam2.1_hiera_small sam2.1_hiera_base_plus sam2.1_hiera_large sam2_hiera_tiny sam2_hiera_small sam2_hiera_base_plus sam2_hiera_large" -- "$cur")); return ;;
         --checkpoint|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --device|-d) COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         --dtype) COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")); return ;;

@@ -57,22 +57,23 @@ ModelOpt = Annotated[
     Optional[str],
     typer.Option(
         "--model", "-m", metavar="NAME",
-        help="Model type: vit_b (default: 375 MB, usable on a laptop CPU), vit_l or vit_h "
-        "(best masks, 2.6 GB). Downloaded into the cache on first use.",
+        help="Model: vit_b (default: 375 MB, usable on a laptop CPU), vit_l or vit_h (SAM 1's best "
+        "masks, 2.6 GB), or SAM 2.1's sam2.1_hiera_tiny, _small, _base_plus, _large (sam auto: SAM 1 "
+        "only, for now). Downloaded into the cache on first use.",
         autocompletion=model_names, callback=choice(CHOICES["model"]),
     ),
 ]
 ModelNamesArg = Annotated[
     Optional[list[str]],
-    typer.Argument(metavar="NAMES", show_default=False, help="Model types (vit_b, vit_l, vit_h); all when omitted.",
+    typer.Argument(metavar="NAMES", show_default=False, help="Model names (vit_b, sam2.1_hiera_tiny, …); all when omitted.",
                    autocompletion=model_names, callback=choice(CHOICES["names"])),
 ]
 CheckpointOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--checkpoint", "-c", metavar="PATH",
-        help="A local checkpoint (.pth as Meta publishes it, or .safetensors); any SAM-ViT "
-        "size, fine-tuned ones too. Overrides --model.",
+        help="A local checkpoint (.pth or .pt as Meta publishes it, or .safetensors): any SAM 1 "
+        "or SAM 2 size, fine-tuned ones too, recognised from its tensors. Overrides --model.",
     ),
 ]
 DeviceOpt = Annotated[
