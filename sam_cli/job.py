@@ -13,6 +13,7 @@ same Job, and `sam merge` rebuilds the layout from what the shard records keep o
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,12 @@ def load(spec: ModelSpec, device: str, note, download=None):
         note(text)
     configure_threads()
     tune_allocator()
-    return load_checkpoint(model=spec.model, checkpoint=spec.checkpoint, device=dev, dtype=spec.dtype,
-                           progress=download)
+    loaded = load_checkpoint(model=spec.model, checkpoint=spec.checkpoint, device=dev, dtype=spec.dtype,
+                             progress=download)
+    if loaded.ignored and os.environ.get("SAM_DEBUG"):
+        shown = ", ".join(loaded.ignored[:6]) + (f" and {len(loaded.ignored) - 6} more" if len(loaded.ignored) > 6 else "")
+        note(f"{loaded.checkpoint}: {len(loaded.ignored)} keys the image model does not use, left out by name: {shown}")
+    return loaded
 
 
 @dataclass(frozen=True)

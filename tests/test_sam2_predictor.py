@@ -88,3 +88,16 @@ def test_predictions_match_sam2_image_predictor(models, multimask):
         got2 = ours.predict(boxes=None if box is None else box[None], mask_input=got.low_res[0, k][None],
                             multimask=False, **kw)
         assert np.abs(got2.iou[0] - iou2).max() <= 1e-4 and (got2.masks[0] == m2.astype(bool)).mean() >= 0.999
+
+
+def test_the_cli_segments_with_sam_2_and_says_what_it_left_out_under_debug(models, tmp_path):
+    from cli_helpers import lines, run_sam
+
+    p = run_sam("segment", EXAMPLES / "chelsea.jpg", "--box", "50,40,300,250", "-o", tmp_path / "m.png", "-c", models[1],
+                "--debug")
+    assert p.returncode == 0, p.stderr
+    assert lines(p)[0]["file"] == str(tmp_path / "m.png")
+    assert ("2 keys the image model does not use, left out by name: memory_encoder.fuser.layers.0.weight, "
+            "obj_ptr_proj.layers.0.weight") in p.stderr.decode()
+    p = run_sam("auto", EXAMPLES / "chelsea.jpg", "-o", tmp_path / "a", "-c", models[1])
+    assert p.returncode == 2 and "whose automatic mode is not written yet" in p.stderr.decode()

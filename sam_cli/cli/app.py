@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     if debug:  # the root option, wherever it is given (`sam auto … --debug` too)
         args = ["--debug", *(a for a in args if a != "--debug")]
+        os.environ["SAM_DEBUG"] = "1"  # what the library says only for debugging (workers too)
     if os.environ.get("NO_COLOR"):  # no-color.org: plain text, whatever else asks for colour
         os.environ.pop("FORCE_COLOR", None)
         os.environ["TERM"] = "dumb"
