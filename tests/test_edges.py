@@ -44,7 +44,10 @@ class ShapePredictor:
         self.masks = masks
         s = 1024 / max(H, W)
         self.input_hw = (int(H * s + 0.5), int(W * s + 0.5))
-        self.model = type("M", (), {"device": torch.device("cpu"), "img_size": 1024})()
+        from sam_cli.upscale import upscale_logits
+
+        self.model = type("M", (), {"device": torch.device("cpu"), "img_size": 1024, "mask_threshold": 0.0,
+                                    "upscale": staticmethod(lambda low, ihw, ohw: upscale_logits(low, ihw, ohw, 1024))})()
         bg = ~np.logical_or.reduce(masks)
         self.low = [self._low(signed_distance(m)) for m in [*masks, bg]]
 

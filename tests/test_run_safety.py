@@ -314,7 +314,7 @@ def test_gifs_are_read_in_folders_and_other_files_are_counted(photos, tmp_path, 
 def test_many_boxes_are_upscaled_and_written_a_chunk_at_a_time(tmp_path, tiny_ckpt, monkeypatch, capsys):
     """sam segment with 40 boxes: no upscale holds more than one decoder call's objects
     (16 on the CPU), and the masks are those of one whole predict() call."""
-    from sam_cli import predictor as P
+    from sam_cli import upscale as P  # the models' upscale() calls it
     from sam_cli.checkpoints import load_model
     from sam_cli.cli import app
     from sam_cli.io.images import read_image
@@ -343,7 +343,7 @@ def test_many_boxes_are_upscaled_and_written_a_chunk_at_a_time(tmp_path, tiny_ck
 
 
 def test_the_hosts_allocator_failing_is_out_of_memory(tmp_path, tiny_ckpt, monkeypatch, capsys):
-    from sam_cli import predictor as P
+    from sam_cli import upscale as P
     from sam_cli.cli import app
 
     def refuse(*a, **kw):

@@ -56,7 +56,9 @@ c sam auto -f coco
 c sam models ''
 """
     out = subprocess.run([bash, "-c", script], capture_output=True, text=True, cwd=REPO).stdout.splitlines()
-    assert out == ["segment", "--points-per-side", "vit_b vit_l vit_h", "coco-rle coco", "download verify"]
+    from sam_cli.registry import MODELS
+
+    assert out == ["segment", "--points-per-side", " ".join(MODELS), "coco-rle coco", "download verify"]
 
 
 def test_zsh_completion():
@@ -132,7 +134,9 @@ def test_models_download_list_verify(tmp_path, tiny_ckpt):
         env = {"SAM_BASE_URL": srv.url, "SAM_CACHE_DIR": str(tmp_path / "cache"),
                "SAM_SHA256_VIT_B": hashlib.sha256(data).hexdigest()}
         before = [json.loads(x) for x in run_sam("models", "--json", env=env).stdout.splitlines()]
-        assert [(r["model"], r["cached"]) for r in before] == [("vit_b", False), ("vit_l", False), ("vit_h", False)]
+        from sam_cli.registry import MODELS
+
+        assert [(r["model"], r["cached"]) for r in before] == [(n, False) for n in MODELS]
         p = run_sam("models", "download", "vit_b", env=env)
         assert p.returncode == 0, p.stderr
         after = {r["model"]: r for r in map(json.loads, run_sam("models", "--json", env=env).stdout.splitlines())}

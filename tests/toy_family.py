@@ -80,6 +80,25 @@ class ToyNet(nn.Module):
     def encoder_compiled(self) -> bool:
         return False
 
+    automatic = True  # sam auto may run it
+
+    def input_size(self, h: int, w: int) -> tuple[int, int]:
+        from sam_cli.transforms import target_size
+
+        return target_size(h, w, self.img_size)
+
+    def resize(self, image: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+        x = image.permute(2, 0, 1)[None].float()
+        return F.interpolate(x, size=input_hw, mode="bilinear", align_corners=False)
+
+    def upscale(self, low: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
+        from sam_cli.upscale import upscale_logits
+
+        return upscale_logits(low, input_hw, orig_hw, self.img_size)
+
+    def clamp_low_res(self, low: torch.Tensor) -> torch.Tensor:
+        return low
+
     def encoder_state(self) -> dict[str, torch.Tensor]:
         return self.toy_encoder.state_dict()
 

@@ -40,6 +40,7 @@ class Sam(nn.Module):
     features are one 1×256×64×64 "image_embed" (models/__init__.py: the family seam)."""
 
     family = "sam1"
+    automatic = True  # sam auto's generator is written for it
     mask_threshold: float = 0.0
 
     def __init__(

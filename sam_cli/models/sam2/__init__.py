@@ -36,6 +36,7 @@ VIDEO_KEYS = ("memory_attention.", "memory_encoder.", "mask_downsample.", "obj_p
 
 class Sam2(nn.Module):
     family = "sam2"
+    automatic = False  # SAM 2's generator (its defaults, m2m, low-res clean-up) is not written yet
     mask_threshold: float = 0.0
     img_size = 1024
 
