@@ -332,7 +332,9 @@ def test_many_boxes_are_upscaled_and_written_a_chunk_at_a_time(tmp_path, tiny_ck
     assert e.value.code == 0 and sizes == [16, 16, 8]
     recs = json.loads((tmp_path / "m.json").read_text())
     assert [r["object_index"] for r in recs] == list(range(40))
-    p = P.Predictor(load_model(checkpoint=tiny_ckpt))
+    from sam_cli.predictor import Predictor
+
+    p = Predictor(load_model(checkpoint=tiny_ckpt))
     p.set_image(read_image(EXAMPLES / "chelsea.jpg"))
     whole = p.predict(boxes=np.array([[float(v) for v in b.split(",")] for b in boxes]), multimask=False,
                       low_res=False)
