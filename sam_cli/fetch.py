@@ -164,7 +164,7 @@ def _download(
     # Meta's files have a known size; a mirror's other weights at most Content-Length
     limit = model.weights.size if want == model.weights.sha256 else None
     have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "sam-cli"})
+    req = urllib.request.Request(url, headers={"User-Agent": "segment-anything-cli"})
     if have:
         req.add_header("Range", f"bytes={have}-")
     try:

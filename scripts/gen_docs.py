@@ -33,7 +33,8 @@ ENVIRONMENT = [
      "so that large freed blocks are reused; skipped when MALLOC_*, GLIBC_TUNABLES or "
      "LD_PRELOAD is set)."),
     ("SAM_SHARD_COUNT", "With JOB_COMPLETION_INDEX (a Kubernetes Indexed Job's pod): the Job's completions; "
-     "sam auto and sam segment --prompts then process shard JOB_COMPLETION_INDEX of SAM_SHARD_COUNT "
+     "a run over many images (sam auto, sam segment --prompts, sam edges, sam eval) then processes shard "
+     "JOB_COMPLETION_INDEX of SAM_SHARD_COUNT "
      "(--shard). In a Slurm array, SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (from "
      "SLURM_ARRAY_TASK_MIN, in steps of SLURM_ARRAY_TASK_STEP) give the shard."),
     ("NO_COLOR", "No colour in help and messages."),
@@ -154,8 +155,8 @@ def man_page(tree: Cmd) -> str:
     out += [
         ".SH DESCRIPTION",
         roff("sam gives Segment Anything (SAM) masks for one image (sam segment) and every object's "
-             "mask over folders of images (sam auto), with Meta's checkpoints vit_b (the default), "
-             "vit_l and vit_h, which it downloads, verifies and caches on first use. Data goes to "
+             "mask over folders of images (sam auto), with Meta's checkpoints: SAM 1's vit_b (the default), "
+             "vit_l and vit_h, and SAM 2.1's Hiera models, which it downloads, verifies and caches on first use. Data goes to "
              "stdout (JSON Lines, or a PNG with -o -); messages and progress go to stderr."),
         ".SH GLOBAL OPTIONS",
     ]
