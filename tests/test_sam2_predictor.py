@@ -101,3 +101,29 @@ def test_the_cli_segments_with_sam_2_and_says_what_it_left_out_under_debug(model
             "obj_ptr_proj.layers.0.weight") in p.stderr.decode()
     p = run_sam("auto", EXAMPLES / "chelsea.jpg", "-o", tmp_path / "a", "-c", models[1])
     assert p.returncode == 2 and "whose automatic mode is not written yet" in p.stderr.decode()
+
+
+def test_a_sam_2_model_name_downloads_from_a_mirror_with_its_own_hash_variable(models, tmp_path, monkeypatch):
+    """`-m sam2.1_hiera_tiny`: Meta's file name under SAM_BASE_URL, a mirror's other weights named
+    by SAM_SHA256_SAM2_1_HIERA_TINY (the name's dots as underscores), cached under a name that
+    holds that hash."""
+    import hashlib
+
+    from sam_cli.fetch import base_url, sha_variable
+    from sam_cli.registry import MODELS
+
+    from cli_helpers import run_sam
+    from httpserver import FileServer
+
+    m = MODELS["sam2.1_hiera_tiny"]
+    monkeypatch.delenv("SAM_BASE_URL")  # Meta's own folder for SAM 2.1 files (the tests' is a dead port)
+    assert base_url(m) == "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+    assert sha_variable(m) == "SAM_SHA256_SAM2_1_HIERA_TINY"
+    data = models[1].read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    with FileServer({"sam2.1_hiera_tiny.pt": data}) as srv:
+        env = {"SAM_BASE_URL": srv.url, "SAM_SHA256_SAM2_1_HIERA_TINY": digest}
+        p = run_sam("segment", EXAMPLES / "chelsea.jpg", "--point", "100,80", "-o", tmp_path / "m.png",
+                    "-m", "sam2.1_hiera_tiny", env=env)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "cache" / f"sam2.1_hiera_tiny.sha256-{digest[:16]}.pt").read_bytes() == data
