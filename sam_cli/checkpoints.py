@@ -217,7 +217,8 @@ def load(
     arch = family.infer_arch(sd, str(checkpoint))
     ignored = tuple(family.ignored_keys(sd))
     if ignored:
-        sd = {k: v for k, v in sd.items() if k not in set(ignored)}
+        dropped = set(ignored)
+        sd = {k: v for k, v in sd.items() if k not in dropped}
     # Built on the meta device, the model takes the file's tensors as its weights: no second
     # copy of them in memory, and with a mapped file (most .pth files) a weight is read from
     # disk only when first used; an embedding-cache hit never reads the image encoder's.

@@ -115,8 +115,10 @@ def _checked(names, path: Path):
     return names
 
 
-def _strip_comment(text: str) -> str:
-    """text without a # comment (a # inside quotes is text)."""
+def _scan(text: str, *, closed: bool = False):
+    """Each (index, character, outside) of text, outside False within YAML quotes ('…', or
+    "…" with backslash escapes) and for the quote characters themselves. closed: a quote still
+    open at the end is a ValueError."""
     quote, escaped = None, False
     for k, c in enumerate(text):
         if quote:
@@ -126,9 +128,20 @@ def _strip_comment(text: str) -> str:
                 escaped = True
             elif c == quote:
                 quote = None
+            yield k, c, False
         elif c in "'\"":
             quote = c
-        elif c == "#" and (k == 0 or text[k - 1] in " \t"):
+            yield k, c, False
+        else:
+            yield k, c, True
+    if closed and quote:
+        raise ValueError("names: a quote is not closed")
+
+
+def _strip_comment(text: str) -> str:
+    """text without a # comment (a # inside quotes is text)."""
+    for k, c, outside in _scan(text):
+        if outside and c == "#" and (k == 0 or text[k - 1] in " \t"):
             return text[:k]
     return text
 
@@ -137,24 +150,13 @@ def _flow_items(text: str, brackets: str) -> list[str]:
     """The comma-separated items of a YAML flow list or mapping (commas in quotes kept)."""
     if not (text.startswith(brackets[0]) and text.endswith(brackets[1])):
         raise ValueError(f"names: {text!r} is not closed by {brackets[1]!r}")
-    items, cur, quote, escaped = [], "", None, False
-    for c in text[1:-1]:
-        if quote:
-            if escaped:
-                escaped = False
-            elif quote == '"' and c == "\\":
-                escaped = True
-            elif c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif c == ",":
+    items, cur = [], ""
+    for _, c, outside in _scan(text[1:-1], closed=True):
+        if outside and c == ",":
             items.append(cur)
             cur = ""
-            continue
-        cur += c
-    if quote:
-        raise ValueError("names: a quote is not closed")
+        else:
+            cur += c
     return [v for v in (*items, cur) if v.strip()]
 
 

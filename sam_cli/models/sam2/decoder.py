@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from ..sam1.common import MLP, Embedding, LayerNorm2d
 from ..sam1.transformer import TwoWayTransformer
+from .hiera import TwoLayerMLP
 
 #: dynamic multimask: the single mask's stability is measured at ±DELTA logits; below THRESH
 #: the best of the three ambiguity masks is returned instead (Meta's build_sam2 defaults)
@@ -30,21 +31,10 @@ STABILITY_DELTA = 0.05
 STABILITY_THRESH = 0.98
 
 
-class _ReLUMLP(nn.Module):
-    """The transformer blocks' MLP in SAM 2's key names (layers.0 → ReLU → layers.1)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList([nn.Linear(dim, hidden), nn.Linear(hidden, dim)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers[1](F.relu(self.layers[0](x)))
-
-
 def sam2_transformer(dim: int = 256) -> TwoWayTransformer:
     t = TwoWayTransformer(depth=2, embedding_dim=dim, num_heads=8, mlp_dim=2048)
     for layer in t.layers:
-        layer.mlp = _ReLUMLP(dim, 2048)
+        layer.mlp = TwoLayerMLP(dim, 2048, F.relu)  # SAM 2's key names for SAM 1's MLP
     return t
 
 

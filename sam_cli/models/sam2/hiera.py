@@ -47,14 +47,16 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 
 
 class TwoLayerMLP(nn.Module):
-    """Linear → GELU → Linear, keys layers.0 and layers.1."""
+    """Linear → act → Linear in SAM 2's key names, layers.0 and layers.1 (GELU in Hiera's
+    blocks, ReLU in the decoder's transformer)."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, act=F.gelu) -> None:
         super().__init__()
+        self.act = act
         self.layers = nn.ModuleList([nn.Linear(dim, hidden), nn.Linear(hidden, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers[1](F.gelu(self.layers[0](x)))
+        return self.layers[1](self.act(self.layers[0](x)))
 
 
 class PooledAttention(nn.Module):
