@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .ground_truth import GroundTruth, gt_mask, read_ground_truth  # noqa: F401  (read_ground_truth: the CLI's)
+from .ground_truth import GroundTruth, gt_mask, read_ground_truth
 
 DEFAULT_CLICKS = (1, 2, 3, 5, 9)
 

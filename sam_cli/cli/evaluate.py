@@ -75,7 +75,8 @@ def evaluate(
     import os
 
     from ..errors import InputError, PromptError
-    from ..evaluate import EvalRun, EvalSettings, keep_ground_truth, read_ground_truth, table
+    from ..evaluate import EvalRun, EvalSettings, keep_ground_truth, table
+    from ..ground_truth import read_ground_truth
     from ..inputs import InputItem
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose

@@ -147,8 +147,7 @@ def _check_modes(ctx: typer.Context, *, many: bool) -> None:
     from ..errors import PromptError
 
     for p in ctx.command.params:
-        source = ctx.get_parameter_source(p.name)  # Typer's own click: compared by name
-        if p.name == "prompts" or source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT"):
+        if p.name == "prompts" or not O.given(ctx, p.name):
             continue
         name = "IMAGE" if p.param_type_name == "argument" else max(p.opts, key=len)
         panel = getattr(p, "rich_help_panel", None)
