@@ -38,7 +38,7 @@ def main() -> None:
     from sam_cli.registry import MODELS
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="vit_b", choices=list(MODELS))
+    ap.add_argument("--model", default="vit_b", choices=[n for n, m in MODELS.items() if m.family == "sam1"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--attention", action="store_true",
                     help="time one global and one windowed attention per band setting instead")

@@ -71,19 +71,18 @@ def main() -> None:
     ap.add_argument("--points-per-side", type=int, default=32)
     a = ap.parse_args()
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
-    from sam_cli.checkpoints import build_from_arch, load_model
+    from sam_cli.checkpoints import build_from_arch, infer_arch, load_model, read_state_dict
     from sam_cli.io.images import read_image
     from sam_cli.registry import MODELS
 
     torch.manual_seed(0)
     if a.checkpoint:
         net = load_model(checkpoint=a.checkpoint, device=a.device)
-        enc = net.image_encoder  # the model type whose shape it has, if any (for TFLOP/s)
-        spec = next((m for m in MODELS.values() if m.arch.depth == len(enc.blocks)
-                     and m.arch.embed_dim == enc.pos_embed.shape[-1]), None)
+        arch = infer_arch(read_state_dict(a.checkpoint))  # the model type of its shape, if any (TFLOP/s)
+        spec = next((m for m in MODELS.values() if m.arch == arch), None)
     else:
         spec = MODELS[a.model]
-        net = build_from_arch(spec.arch, a.device).eval()
+        net = build_from_arch(spec.arch, a.device, spec.family).eval()
     img = read_image(REPO / "examples" / "chelsea.jpg")
     hw = img.shape[:2]
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device

@@ -38,9 +38,9 @@ def main() -> None:
 
     spec = MODELS[args.model]
     torch.manual_seed(args.seed)
-    net = build_from_arch(spec.arch)
-    buf = io.BytesIO()
-    torch.save(net.state_dict(), buf)
+    net = build_from_arch(spec.arch, family=spec.family)
+    buf = io.BytesIO()  # in the upstream layout: SAM 2's files hold the weights under "model"
+    torch.save(net.state_dict() if spec.family == "sam1" else {"model": net.state_dict()}, buf)
     data = buf.getvalue()
     root = Path(mkdtemp(prefix="sam-mirror-"))
     (root / spec.weights.file_name).write_bytes(data)
