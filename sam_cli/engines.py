@@ -78,7 +78,7 @@ class AutomaticEngine:
         """proposals: keep each image's best N masks as object proposals (automatic/proposals.py)."""
         self.proposals = proposals
         net = loaded.net
-        if not getattr(net, "automatic", False):
+        if not getattr(net, "automatic", None):
             from .errors import PromptError
 
             raise PromptError(f"sam auto: {loaded.checkpoint.name} is a {net.family} model, whose automatic mode "

@@ -322,6 +322,31 @@ def box_nms(
 # ------------------------------------------------------------------ small-region cleanup
 
 
+def fill_holes_and_sprinkles(
+    low: torch.Tensor, threshold: float, max_hole_area: float, max_sprinkle_area: float
+) -> torch.Tensor:
+    """SAM 2's clean-up of low-res logits K×h×w before they are upscaled: background regions
+    (logit ≤ threshold) of at most max_hole_area cells become foreground (threshold + 10), and
+    foreground regions of at most max_sprinkle_area cells become background (threshold − 10);
+    8-connected, both read from the logits as given (SAM2Transforms.postprocess_masks). A
+    limit of 0 turns its half off. Runs on the CPU (OpenCV); returns logits on low's device."""
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
+        return low
+    x = low.detach().float().cpu().numpy()
+    out = x.copy()
+    for k in range(x.shape[0]):
+        for limit, region, value in ((max_hole_area, x[k] <= threshold, threshold + 10.0),
+                                     (max_sprinkle_area, x[k] > threshold, threshold - 10.0)):
+            if limit <= 0:
+                continue
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(region.view(np.uint8), connectivity=8)
+            small = stats[:, cv2.CC_STAT_AREA] <= limit
+            small[0] = False  # label 0: the cells outside the region
+            if small.any():
+                out[k][small[labels]] = value
+    return torch.from_numpy(out).to(device=low.device, dtype=low.dtype)
+
+
 def remove_small_regions_crop(
     crop: MaskCrop, hw: tuple[int, int], area_thresh: float, mode: str
 ) -> tuple[MaskCrop, bool] | None:

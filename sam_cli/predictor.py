@@ -120,10 +120,10 @@ class Predictor:
             gh, _ = self.model.grid_hw
             low = self.model.low_res_hw  # low-res logits per side
             per_cell = low[0] // gh
-            img = self.model.img_size
+            size, keep_hw = self.model.upscale_frame(self.input_hw)
             grid = (
-                -(-low_res_needed(low[0], img, self.input_hw[0]) // per_cell),
-                -(-low_res_needed(low[1], img, self.input_hw[1]) // per_cell),
+                -(-low_res_needed(low[0], size, keep_hw[0]) // per_cell),
+                -(-low_res_needed(low[1], size, keep_hw[1]) // per_cell),
             )
         return self.model.decode(self.features, points, labels, boxes, mask_input, multimask, grid, min_iou)
 

@@ -146,3 +146,36 @@ def match(ref: list[dict], ours) -> tuple[int, list[tuple[dict, object]]]:
             used.add(best)
             pairs.append((a, ours[best]))
     return len(pairs), pairs
+
+
+def build_sam2_tiny(path: Path, seed: int = 0):
+    """Meta's SAM 2.1 image model in the tiny config (sam2 1.1.0, built on the CPU) with random
+    weights, saved at `path` in Meta's layout (under "model", with two video keys the image path
+    never reads): (the reference model, path)."""
+    from sam2.modeling.backbones.hieradet import Hiera
+    from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
+    from sam2.modeling.position_encoding import PositionEmbeddingSine
+    from sam2.modeling.sam2_base import SAM2Base
+
+    torch.manual_seed(seed)
+    trunk = Hiera(embed_dim=96, num_heads=1, stages=[1, 2, 7, 2], global_att_blocks=[5, 7, 9],
+                  window_pos_embed_bkg_spatial_size=[7, 7])
+    neck = FpnNeck(PositionEmbeddingSine(num_pos_feats=256, normalize=True, temperature=10000), d_model=256,
+                   backbone_channel_list=[768, 384, 192, 96], fpn_top_down_levels=[2, 3], fpn_interp_model="nearest")
+    ref = SAM2Base(image_encoder=ImageEncoder(trunk, neck, scalp=1), memory_attention=None, memory_encoder=None,
+                   image_size=1024, directly_add_no_mem_embed=True, use_high_res_features_in_sam=True,
+                   iou_prediction_use_sigmoid=True, pred_obj_scores=True, pred_obj_scores_mlp=True,
+                   use_multimask_token_for_obj_ptr=True,
+                   sam_mask_decoder_extra_args=dict(dynamic_multimask_via_stability=True,
+                                                    dynamic_multimask_stability_delta=0.05,
+                                                    dynamic_multimask_stability_thresh=0.98)).eval()
+    with torch.no_grad():  # give what starts at zero values to test, and the masks some contrast
+        for p in (ref.image_encoder.trunk.pos_embed, ref.image_encoder.trunk.pos_embed_window, ref.no_mem_embed):
+            p.normal_(0, 0.3)
+        for p in ref.sam_mask_decoder.output_hypernetworks_mlps.parameters():
+            p.mul_(3.0)
+    sd = {k: v for k, v in ref.state_dict().items() if not k.startswith(("maskmem_tpos_enc", "no_mem_pos_enc"))}
+    sd["memory_encoder.fuser.layers.0.weight"] = torch.zeros(4)  # video keys, ignored by name
+    sd["obj_ptr_proj.layers.0.weight"] = torch.zeros(2, 2)
+    torch.save({"model": sd}, path)
+    return ref, path

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sam_cli.errors import CheckpointError
+from sam_cli.models.features import AutomaticStyle
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -80,7 +81,7 @@ class ToyNet(nn.Module):
     def encoder_compiled(self) -> bool:
         return False
 
-    automatic = True  # sam auto may run it
+    automatic = AutomaticStyle(pred_iou_thresh=0.88, small_regions="full_res")  # sam auto may run it
 
     def input_size(self, h: int, w: int) -> tuple[int, int]:
         from sam_cli.transforms import target_size
@@ -90,6 +91,9 @@ class ToyNet(nn.Module):
     def resize(self, image: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
         x = image.permute(2, 0, 1)[None].float()
         return F.interpolate(x, size=input_hw, mode="bilinear", align_corners=False)
+
+    def upscale_frame(self, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+        return self.img_size, input_hw
 
     def upscale(self, low: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
         from sam_cli.upscale import upscale_logits

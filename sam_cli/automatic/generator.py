@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ MAX_POINTS_PER_SIDE = 1024
 class AmgSettings:
     points_per_side: int = 32
     points_per_batch: int | None = None  # None: 64 on the CPU (the reference's), 256 on a GPU
-    pred_iou_thresh: float = 0.88
+    pred_iou_thresh: float | None = None  # None: the family's (AutomaticStyle: 0.88 SAM 1, 0.8 SAM 2)
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
@@ -62,6 +62,18 @@ class AmgSettings:
     crop_overlap_ratio: float = 512 / 1500
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
+    #: three masks per point (the ambiguity outputs), or the single-mask output (SAM 2's
+    #: multimask_output; with SAM 2 the dynamic fallback to the most stable of the three)
+    multimask: bool = True
+    #: SAM 2's use_m2m: decode each candidate again with its own low-res logits as the mask
+    #: prompt (single-mask output), and filter the refined masks
+    use_m2m: bool = False
+
+    def resolved(self, style) -> AmgSettings:
+        """These settings with the family's defaults (AutomaticStyle) where None."""
+        if self.pred_iou_thresh is None:
+            return replace(self, pred_iou_thresh=style.pred_iou_thresh)
+        return self
 
     def check(self) -> AmgSettings:
         """Raise PromptError naming the first setting (as its option, --points-per-side) that
@@ -79,10 +91,10 @@ class AmgSettings:
                 raise bad(name, "must not be negative")
         for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
                      "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio"):
-            if not math.isfinite(getattr(self, name)):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise bad(name, "must be a finite number")
         for name in ("pred_iou_thresh", "stability_score_thresh"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "must be from 0 (off) to 1")
         for name in ("box_nms_thresh", "crop_nms_thresh"):
             if not 0.0 < getattr(self, name) <= 1.0:
@@ -105,7 +117,7 @@ class AmgSettings:
 class FilterCounts:
     """How many masks passed each filter of automatic mode (summed over a run)."""
 
-    candidates: int = 0  # three per point prompt
+    candidates: int = 0  # three per point prompt (one without multimask)
     iou_kept: int = 0  # above pred_iou_thresh
     stable_kept: int = 0  # and above stability_score_thresh, not on a crop's inner edge
 
@@ -161,7 +173,10 @@ class AutomaticMaskGenerator:
         on_points: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
-        self.s = settings or AmgSettings()
+        self.style = model.automatic
+        self.s = (settings or AmgSettings()).resolved(self.style)
+        #: --min-mask-region-area on the low-res logits (SAM 2) instead of the final masks
+        self.low_res_cleanup = self.style.small_regions == "low_res" and self.s.min_mask_region_area > 0
         self.predictor = Predictor(model, embedding_cache)
         self.grids = layer_point_grids(
             self.s.points_per_side, self.s.crop_n_layers, self.s.crop_n_points_downscale_factor
@@ -250,14 +265,20 @@ class AutomaticMaskGenerator:
             labels = torch.ones(in_pts.shape[:2], dtype=torch.int64, device=dev)
             # the labels name the steps in torch.profiler tables (scripts/gpu_profile.py)
             with record_function("sam.decode"):
-                low, iou, prompt_idx = self._decode_points(in_pts, labels)  # K×3×h×w, K×3, K
+                # K×M×h×w, K×M, K (M: 3, or 1 without multimask)
+                low, iou, prompt_idx = self._decode_points(in_pts, labels, s.multimask, filtered=not s.use_m2m)
                 point_idx = prompt_idx.repeat_interleave(iou.shape[1])
                 low, iou = low.flatten(0, 1), iou.flatten(0, 1).float()
+                if s.use_m2m:  # each mask decoded again with itself as the mask prompt
+                    low, iou = self._refine(in_pts[point_idx], low)
                 if s.pred_iou_thresh > 0.0:
                     keep = iou > s.pred_iou_thresh
                     low, iou, point_idx = low[keep], iou[keep], point_idx[keep]
                 pts_kept = pts[point_idx.cpu().numpy()]
-            self.counts.candidates += len(pts) * 3
+                if self.low_res_cleanup and low.shape[0]:
+                    area = s.min_mask_region_area
+                    low = M.fill_holes_and_sprinkles(low, self.model.mask_threshold, area, area)
+            self.counts.candidates += len(pts) * (3 if s.multimask else 1)
             self.counts.iou_kept += low.shape[0]
             before = len(result.rles)
             with record_function("sam.full_res"):
@@ -279,20 +300,22 @@ class AutomaticMaskGenerator:
         return max(1, self.logits_budget // per_batch)
 
     def _decode_points(
-        self, points: torch.Tensor, labels: torch.Tensor
+        self, points: torch.Tensor, labels: torch.Tensor, multimask: bool = True, filtered: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """P×1×2 points → logits K×3×h×w, IoU K×3 and the indices K of the prompts that have
+        """P×1×2 points → logits K×M×h×w, IoU K×M and the indices K of the prompts that have
         a mask above pred_iou_thresh: the decoder does not upscale the others, whose masks the
-        filter would drop anyway (K = P when the filter is off). Decoder calls take `decoder_batch`
-        prompts: points_per_batch on accelerators; CPU_DECODER_BATCH on the CPU, so the
-        decoder's activations stay near the caches. Results are the same for any split."""
+        filter would drop anyway (K = P when the filter is off or `filtered` is False; then the
+        logits are whole, 256×256, as a mask prompt needs them). Decoder calls take
+        `decoder_batch` prompts: points_per_batch on accelerators; CPU_DECODER_BATCH on the
+        CPU, so the decoder's activations stay near the caches. Results are the same for any
+        split."""
         step = self.decoder_batch or self.points_per_batch
-        thr = self.s.pred_iou_thresh if self.s.pred_iou_thresh > 0.0 else None
+        thr = self.s.pred_iou_thresh if self.s.pred_iou_thresh > 0.0 and filtered else None
         lows, ious, idx = [], [], []
         for a in range(0, points.shape[0], step):
             out = self.predictor.decode(
-                points[a : a + step], labels[a : a + step], None, None, True,
-                image_part_only=True, min_iou=thr,
+                points[a : a + step], labels[a : a + step], None, None, multimask,
+                image_part_only=filtered, min_iou=thr,
             )
             lows.append(out[0])
             ious.append(out[1])
@@ -301,6 +324,23 @@ class AutomaticMaskGenerator:
         if len(lows) == 1:
             return lows[0], ious[0], idx[0]
         return torch.cat(lows), torch.cat(ious), torch.cat(idx)
+
+    def _refine(self, points: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """--use-m2m: K×1×2 points and their masks' whole low-res logits K×256×256 → the
+        single-mask output decoded with those logits (clamped as the family's predictor
+        returns them) as the mask prompt: logits K×h×w, IoU K (SAM 2's refine_with_m2m)."""
+        step = self.decoder_batch or self.points_per_batch
+        prompt = self.model.clamp_low_res(low)[:, None]
+        labels = torch.ones(points.shape[:2], dtype=torch.int64, device=points.device)
+        lows, ious = [], []
+        for a in range(0, points.shape[0], step):
+            out = self.predictor.decode(points[a : a + step], labels[a : a + step], None,
+                                        prompt[a : a + step], False, image_part_only=True)
+            lows.append(out[0][:, 0])
+            ious.append(out[1][:, 0].float())
+        if not lows:
+            return low, low.new_zeros(0)
+        return torch.cat(lows), torch.cat(ious)
 
     def _upscale_and_filter(
         self, low: torch.Tensor, iou: torch.Tensor, pts: np.ndarray, crop: CropInput,
@@ -313,9 +353,10 @@ class AutomaticMaskGenerator:
         step = TILED_MASKS_PER_CALL
         for a in range(0, low.shape[0], step):
             c = slice(a, a + step)
+            size, keep_hw = self.model.upscale_frame(crop.input_hw)
             tm = TiledMasks(
-                low[c], crop.input_hw, crop.crop_hw, self.model.img_size,
-                self.model.mask_threshold, self.s.stability_score_offset,
+                low[c], keep_hw, crop.crop_hw, size, self.model.mask_threshold,
+                self.s.stability_score_offset, low_size=self.model.low_res_hw[0],
             )
             if tm.undecided > TILED_UNDECIDED_MAX:  # boundaries everywhere: dense is cheaper
                 self._filter_dense(low[c], iou[c], pts[c], crop, orig_hw, out)
@@ -330,7 +371,6 @@ class AutomaticMaskGenerator:
         s = self.s
         h, w = orig_hw
         x0, y0 = crop.box[0], crop.box[1]
-        img = self.model.img_size
         chunk = self._dense_chunk(low, crop, orig_hw)
         thr = self.model.mask_threshold
         # With NMS on, run edges wait for it (it usually drops most masks): only the low-res
@@ -339,7 +379,7 @@ class AutomaticMaskGenerator:
         defer = s.box_nms_thresh < 1.0
         for a in range(0, low.shape[0], chunk):
             clow = low[a : a + chunk]
-            logits = upscale_logits(clow, crop.input_hw, crop.crop_hw, img)
+            logits = self._upscale(clow, crop)
             ciou = iou[a : a + chunk]
             cpts = pts[a : a + chunk]
             rows = torch.arange(clow.shape[0], device=clow.device)
@@ -370,6 +410,11 @@ class AutomaticMaskGenerator:
             out.stability.extend(stab.cpu().tolist())
             out.points.extend(cpts + np.array([x0, y0]))
 
+    def _upscale(self, low: torch.Tensor, crop: CropInput) -> torch.Tensor:
+        """Low-res logits K×h×w (the leading rows and columns of the whole ones) → K×crop."""
+        size, keep_hw = self.model.upscale_frame(crop.input_hw)
+        return upscale_logits(low, keep_hw, crop.crop_hw, size, low_size=self.model.low_res_hw[0])
+
     def _dense_chunk(self, low: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]) -> int:
         """Masks per whole-mask upscale within the budget: its row pass, logits and binary
         (padded to the image for a crop)."""
@@ -384,9 +429,7 @@ class AutomaticMaskGenerator:
         chunk = self._dense_chunk(low, crop, orig_hw)
         out: list[M.RunEdges] = []
         for a in range(0, low.shape[0], chunk):
-            binary = upscale_logits(
-                low[a : a + chunk], crop.input_hw, crop.crop_hw, self.model.img_size
-            ) > self.model.mask_threshold
+            binary = self._upscale(low[a : a + chunk], crop) > self.model.mask_threshold
             out.extend(self._run_edges_in_image(binary, crop, orig_hw))
         return out
 
@@ -451,7 +494,7 @@ class AutomaticMaskGenerator:
             )
             keep = M.box_nms(boxes, 1.0 / areas, self.s.crop_nms_thresh).tolist()
             recs = [recs[i] for i in keep]
-        if self.s.min_mask_region_area > 0 and recs:
+        if self.s.min_mask_region_area > 0 and recs and not self.low_res_cleanup:
             # the reference's threshold here: the larger of the two NMS thresholds
             nms = max(self.s.box_nms_thresh, self.s.crop_nms_thresh)
             recs = postprocess_small_regions(recs, self.s.min_mask_region_area, nms)

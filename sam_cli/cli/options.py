@@ -143,7 +143,10 @@ PointsPerBatchOpt = Annotated[
                  "[default: 64 on the CPU, 256 on a GPU]", show_default=False),
 ]
 PredIouThreshOpt = Annotated[
-    float, typer.Option(metavar="T", help="Keep masks whose predicted IoU is above this (0 turns the filter off).")
+    Optional[float], typer.Option(
+        metavar="T", show_default=False,
+        help="Keep masks whose predicted IoU is above this (0 turns the filter off). Default: the model's "
+             "reference generator's, 0.88 for SAM 1, 0.8 for SAM 2.1.")
 ]
 StabilityThreshOpt = Annotated[
     float, typer.Option(metavar="T", help="Keep masks with a stability score at least this (0 turns it off).")
@@ -158,7 +161,18 @@ CropOverlapOpt = Annotated[
 ]
 CropDownscaleOpt = Annotated[int, typer.Option(metavar="F", help="Crop layer i uses points-per-side / factor^i.")]
 MinRegionOpt = Annotated[
-    int, typer.Option(metavar="PX", help="Fill holes and remove islands smaller than this many pixels (0: off).")
+    int, typer.Option(metavar="PX", help="Fill holes and remove islands smaller than this many pixels (0: off). "
+                      "SAM 1: in the final masks, then duplicates removed again; SAM 2.1: holes and islands of "
+                      "at most this many cells of the 256×256 low-res logits, before upscaling (as Meta's generators).")
+]
+MultimaskAutoOpt = Annotated[
+    bool, typer.Option("--multimask/--no-multimask",
+                       help="Three masks per point (the ambiguity outputs), or one (SAM 2.1: the most stable of "
+                            "the three when the single one is unstable).")
+]
+M2mOpt = Annotated[
+    bool, typer.Option("--use-m2m", help="Decode each mask again with itself as the mask prompt and keep the "
+                       "refined one (SAM 2's use_m2m; slower, often cleaner masks).")
 ]
 
 # ------------------------------------------------------------ runs over many images
@@ -351,7 +365,8 @@ _panel(OUTPUT, OutputDirOpt)
 _panel(FORMATS_PANEL, FormatOpt, CategoryOpt, PolygonsOpt, PolygonToleranceOpt, PolygonMinAreaOpt, ImageRootOpt,
        YoloPartsOpt, YoloImagesOpt)
 _panel(AUTOMATIC, PointsPerSideOpt, PointsPerBatchOpt, PredIouThreshOpt, StabilityThreshOpt, StabilityOffsetOpt,
-       BoxNmsOpt, CropLayersOpt, CropNmsOpt, CropOverlapOpt, CropDownscaleOpt, MinRegionOpt, ProposalsOpt,
+       BoxNmsOpt, CropLayersOpt, CropNmsOpt, CropOverlapOpt, CropDownscaleOpt, MinRegionOpt, MultimaskAutoOpt, M2mOpt,
+       ProposalsOpt,
        MaxProposalsOpt)
 _panel(MODEL, ModelOpt, CheckpointOpt, DeviceOpt, DtypeOpt, CompileOpt, EmbeddingCacheOpt)
 _panel(RUN, BatchSizeOpt, WorkersOpt, OverwriteOpt, ProgressOpt)

@@ -17,11 +17,15 @@ The network it builds is a torch Module with the operations every engine uses (t
 never see a family's own tensors):
 
     family, img_size, mask_threshold, device
-    automatic                whether `sam auto`'s generator may run it
+    automatic                an AutomaticStyle (features.py): `sam auto`'s defaults and small-
+                             region clean-up for the family; None where it has no automatic mode
     grid_hw, low_res_hw      the feature grid (64×64) and the low-res logits' size (256×256)
     input_size(h, w)         an h×w image's size after the resize to the encoder's input
     resize(image, input_hw)  H×W×3 uint8 tensor → 1×3×h×w float, as the family's reference resizes
     upscale(low, input_hw, orig_hw)   low-res logits → …×H×W logits at the image's size
+    upscale_frame(input_hw)  (S, (h, w)): how upscale gets there, as upscale.upscale_logits
+                             takes it: to S², the first h×w kept, to the image (automatic mode
+                             upscales tile by tile with the same matrices)
     clamp_low_res(low)       the low-res logits as the family's predictor returns them
     encoder_dtype            the precision the encoder computes in (names cached features)
     encoder_state()          the encoder's tensors (names features built in memory)

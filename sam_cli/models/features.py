@@ -8,6 +8,20 @@ from dataclasses import dataclass
 import torch
 
 
+@dataclass(frozen=True)
+class AutomaticStyle:
+    """How a family's automatic mode (`sam auto`) follows its own reference generator.
+
+    pred_iou_thresh: the reference generator's default (SAM 1 0.88, SAM 2 0.8).
+    small_regions: how --min-mask-region-area applies. "full_res": holes and islands of the
+    final masks, then NMS again (SAM 1's postprocess_small_regions); "low_res": holes and
+    islands of each candidate's low-res logits, before upscaling (SAM 2's max_hole_area and
+    max_sprinkle_area)."""
+
+    pred_iou_thresh: float
+    small_regions: str
+
+
 @dataclass
 class ImageFeatures:
     """One image's (or crop's) features.

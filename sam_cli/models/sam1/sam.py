@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..features import AutomaticStyle
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -40,7 +41,7 @@ class Sam(nn.Module):
     features are one 1×256×64×64 "image_embed" (models/__init__.py: the family seam)."""
 
     family = "sam1"
-    automatic = True  # sam auto's generator is written for it
+    automatic = AutomaticStyle(pred_iou_thresh=0.88, small_regions="full_res")
     mask_threshold: float = 0.0
 
     def __init__(
@@ -96,6 +97,11 @@ class Sam(nn.Module):
         from ...transforms import resize_uint8
 
         return resize_uint8(image, input_hw).to(self.device).permute(2, 0, 1)[None].float()
+
+    def upscale_frame(self, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+        """Low-res logits reach the image through the padded img_size² frame, its input_hw
+        part kept (the rest is padding), as the reference does."""
+        return self.img_size, input_hw
 
     def upscale(self, low: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
         """…×256×256 logits → …×H×W: through the padded 1024 frame, as the reference does."""

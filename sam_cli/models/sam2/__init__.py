@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ...errors import CheckpointError
 from ...registry import SAM2_CONFIGS, Sam2Arch
+from ..features import AutomaticStyle
 from ..sam1.prompt_encoder import PromptEncoder
 from .decoder import Sam2Decoder
 from .hiera import Hiera, ImageEncoder
@@ -36,7 +37,7 @@ VIDEO_KEYS = ("memory_attention.", "memory_encoder.", "mask_downsample.", "obj_p
 
 class Sam2(nn.Module):
     family = "sam2"
-    automatic = False  # SAM 2's generator (its defaults, m2m, low-res clean-up) is not written yet
+    automatic = AutomaticStyle(pred_iou_thresh=0.8, small_regions="low_res")
     mask_threshold: float = 0.0
     img_size = 1024
 
@@ -118,6 +119,11 @@ class Sam2(nn.Module):
             keep = (iou > min_iou).any(1).nonzero()[:, 0]
             return low[keep], iou[keep], keep
         return low, iou
+
+    def upscale_frame(self, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+        """One bilinear step from the 256² logits to the image (SAM 2's postprocess_masks):
+        a 256² frame, all of it kept."""
+        return 256, (256, 256)
 
     def upscale(self, low: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
         """…×256×256 logits → …×H×W in one bilinear step (SAM 2's postprocess_masks)."""
