@@ -235,7 +235,7 @@ complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcomma
 complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcommand_from onnx' -l model -s m -x -a 'sam2_hiera_base_plus' -d 'sam2, 80.8M parameters, 323 MB'
 complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcommand_from onnx' -l model -s m -x -a 'sam2_hiera_large' -d 'sam2, 224.4M parameters, 898 MB'
 complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcommand_from onnx' -l checkpoint -s c -r -F -d 'A local checkpoint (.pth or .pt as Meta publishes it, or .safetensors): any SAM '
-complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcommand_from onnx' -l encoder -d 'Also write encoder.onnx, the image encoder (a 1x3x1024x1024 normalised image in,'
+complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcommand_from onnx' -l encoder -d 'Also write encoder.onnx, the image encoder (a 1x3x1024x1024 normalised image in;'
 complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcommand_from onnx' -l return-single-mask -d 'One mask: the best of three for one click, mask token 0 for more.'
 complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcommand_from onnx' -l use-stability-score -d 'Report stability scores instead of predicted IoUs.'
 complete -c sam -n '__fish_seen_subcommand_from export; and __fish_seen_subcommand_from onnx' -l return-extra-metrics -d 'Also output stability_scores and areas.'

@@ -1,5 +1,6 @@
-"""`sam export onnx`: the prompt encoder and mask decoder (Meta's interface) and, with
---encoder, the image encoder, as ONNX files (export/onnx.py); checked in onnxruntime."""
+"""`sam export onnx`: the prompt encoder and mask decoder and, with --encoder, the image
+encoder, as ONNX files, checked in onnxruntime: SAM 1 with Meta's interface (export/onnx.py),
+SAM 2.1 with onnxruntime's (export/sam2.py)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ EPILOG = """Examples:
 \b
   sam export onnx -o onnx/                       # decoder.onnx, for apps written for Meta's export
   sam export onnx --model vit_h --encoder -o onnx/ --return-single-mask
+  sam export onnx --model sam2.1_hiera_tiny --encoder -o onnx2/   # onnxruntime's SAM 2 interface
   python scripts/onnx_segment.py onnx/ photo.jpg --point 320,240 -o mask.png   # onnxruntime alone
 """
 
-#: model families with an ONNX export (export/onnx.py)
-EXPORTS = ("sam1",)
+#: model families with an ONNX export: SAM 1 with Meta's interface (export/onnx.py), SAM 2.1 with
+#: onnxruntime's (export/sam2.py)
+EXPORTS = ("sam1", "sam2")
+#: options SAM 2.1's export has no counterpart for (onnxruntime's interface has none)
+SAM1_ONLY = {"use_stability_score": "--use-stability-score", "return_extra_metrics": "--return-extra-metrics",
+             "gelu_approximate": "--gelu-approximate"}
 
 
 @export_app.command(epilog=EPILOG, cls=Command)
@@ -34,7 +40,8 @@ def onnx(
     model: O.ModelOpt = None,
     checkpoint: O.CheckpointOpt = None,
     encoder: Annotated[bool, typer.Option("--encoder", help="Also write encoder.onnx, the image encoder "
-                                          "(a 1x3x1024x1024 normalised image in, 1x256x64x64 out).")] = False,
+                                          "(a 1x3x1024x1024 normalised image in; SAM 1: 1x256x64x64 out, "
+                                          "SAM 2.1: three levels).")] = False,
     return_single_mask: Annotated[bool, typer.Option(
         "--return-single-mask", help="One mask: the best of three for one click, mask token 0 for more.")] = False,
     use_stability_score: Annotated[bool, typer.Option(
@@ -52,8 +59,8 @@ def onnx(
     quiet: O.QuietOpt = False,
 ) -> None:
     """Write decoder.onnx (prompt encoder, mask decoder and post-processing, with the inputs and
-    outputs of Meta's export) and, with --encoder, encoder.onnx. Needs the onnx extra:
-    pip install 'segment-anything-cli[onnx]'."""
+    outputs of Meta's export; a SAM 2.1 model's those of onnxruntime's SAM 2 export) and, with
+    --encoder, encoder.onnx. Needs the onnx extra: pip install 'segment-anything-cli[onnx]'."""
     from ..errors import PromptError
     from .common import load_sam, message
 
@@ -78,17 +85,42 @@ def onnx(
     if loaded.family not in EXPORTS:
         raise PromptError(f"sam export onnx: {loaded.checkpoint}: a {loaded.family} model, which has no ONNX "
                           f"export yet (it has: {', '.join(EXPORTS)})")
-    path = _written(lambda: export_decoder(loaded.net, output / "decoder.onnx", o), output / "decoder.onnx")
+    if loaded.family == "sam2":
+        values = {"use_stability_score": use_stability_score, "return_extra_metrics": return_extra_metrics,
+                  "gelu_approximate": gelu_approximate}
+        given = [flag for name, flag in SAM1_ONLY.items() if values[name]]
+        if given:
+            raise PromptError(f"{given[0]} is for SAM 1's export (Meta's interface); a SAM 2.1 model's follows "
+                              "onnxruntime's, which has no such output")
+        from ..export import sam2 as X
+
+        def decoder(path):
+            return X.export_decoder(loaded.net, path, single_mask=return_single_mask, opset=opset, quantize=quantize)
+
+        def checked(path):
+            return X.check_decoder(loaded.net, path, single_mask=return_single_mask)
+
+        export_encoder, check_encoder = X.export_encoder, X.check_encoder
+        what = "encoder outputs"
+    else:
+        def decoder(path):
+            return export_decoder(loaded.net, path, o)
+
+        def checked(path):
+            return check_decoder(loaded.net, path, o)
+
+        what = "embeddings"
+    path = _written(lambda: decoder(output / "decoder.onnx"), output / "decoder.onnx")
     said = ""
     if check:
-        said = f" (onnxruntime against sam: low-res logits relative L2 {check_decoder(loaded.net, path, o):.1e})"
+        said = f" (onnxruntime against sam: low-res logits relative L2 {checked(path):.1e})"
     message(f"wrote {path}{said}", quiet)
     if encoder:
         path = _written(lambda: export_encoder(loaded.net, output / "encoder.onnx", opset), output / "encoder.onnx")
         data = path.with_name(path.name + ".data")
         said = f", weights in {data.name}" if data.is_file() else ""
         if check:
-            said += f" (onnxruntime against sam: embeddings relative L2 {check_encoder(loaded.net, path):.1e})"
+            said += f" (onnxruntime against sam: {what} relative L2 {check_encoder(loaded.net, path):.1e})"
         message(f"wrote {path}{said}", quiet)
 
 

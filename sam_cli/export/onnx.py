@@ -158,68 +158,37 @@ def _quiet_tracing():
     return w
 
 
-def export_decoder(net: Sam, path: Path, o: DecoderOptions = DecoderOptions()) -> Path:
-    """Write decoder.onnx for `net` (float32, on the CPU) to `path`; with o.quantize, the
-    weights dynamically quantised to uint8 (onnxruntime's quantize_dynamic, as Meta's
-    --quantize-out) in place of the float file. Returns the path written."""
-    import copy
+def write_model(trace, path: Path, *, quantize: bool = False) -> Path:
+    """Trace into a temporary folder beside `path` (trace(tmp_file), under no_grad, the
+    tracer's warnings quiet), then put the file in place whole: with quantize, its weights
+    dynamically quantised to uint8 (onnxruntime's quantize_dynamic, as Meta's --quantize-out);
+    weights near or past PROTOBUF_LIMIT (past it the exporter writes a file per tensor)
+    gathered into `<name>.data` beside it. Returns path."""
+    import onnx
 
-    net = copy.deepcopy(net).float().cpu().eval()
-    if o.gelu_approximate:
-        _approximate_gelu(net)
-    graph = DecoderGraph(net, o)
-    outputs = decoder_outputs(o)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.export.tmp")
-    qtmp = path.with_name(f".{path.name}.quant.tmp")
+    tmp_dir = path.with_name(f".{path.name}.export.tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    tmp = tmp_dir / path.name
+    data = path.with_name(path.name + ".data")
     quiet = _quiet_tracing()
     try:
         with torch.no_grad():
-            torch.onnx.export(
-                graph, dummy_decoder_inputs(net), str(tmp), input_names=list(DECODER_INPUTS),
-                output_names=outputs, opset_version=o.opset, do_constant_folding=True, dynamo=False,
-                dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
-            )
-        if o.quantize:
+            trace(tmp)
+        if quantize:
             import logging
 
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its advice on stderr
+            qtmp = tmp_dir / f"quantized.{path.name}"
             quantize_dynamic(str(tmp), str(qtmp), per_channel=False, reduce_range=False,
                              weight_type=QuantType.QUInt8)
-            qtmp.replace(path)
-        else:
-            tmp.replace(path)
-    finally:
-        quiet.__exit__(None, None, None)
-        tmp.unlink(missing_ok=True)
-        qtmp.unlink(missing_ok=True)
-    return path
-
-
-def export_encoder(net: Sam, path: Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write encoder.onnx (float32, see the module doc); weights past PROTOBUF_LIMIT go to
-    `<name>.data` beside it."""
-    import onnx
-
-    net = net.float().cpu().eval()
-    graph = EncoderGraph(net)
-    size = net.img_size
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = path.with_name(f".{path.name}.export.tmp")
-    tmp_dir.mkdir(exist_ok=True)
-    tmp = tmp_dir / path.name
-    quiet = _quiet_tracing()
-    try:
-        with torch.no_grad():
-            torch.onnx.export(graph, (torch.zeros(1, 3, size, size),), str(tmp), input_names=["image"],
-                              output_names=["image_embeddings"], opset_version=opset, do_constant_folding=True,
-                              dynamo=False)
-        weights = sum(p.numel() * p.element_size() for p in net.image_encoder.parameters())
-        data = path.with_name(path.name + ".data")
-        if weights > PROTOBUF_LIMIT - 2**26:
-            model = onnx.load(str(tmp))  # the exporter's one file per tensor, gathered into one
+            qtmp.replace(tmp)
+        # near the limit (or past it: the exporter wrote a file per tensor), one external file
+        if tmp.stat().st_size > PROTOBUF_LIMIT - 2**26 or any(p.name != path.name for p in tmp_dir.iterdir()):
+            model = onnx.load(str(tmp))
             onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data.name, size_threshold=1024)
             (tmp_dir / data.name).replace(data)
@@ -230,6 +199,41 @@ def export_encoder(net: Sam, path: Path, opset: int = DEFAULT_OPSET) -> Path:
         quiet.__exit__(None, None, None)
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
+
+
+def export_decoder(net: Sam, path: Path, o: DecoderOptions = DecoderOptions()) -> Path:
+    """Write decoder.onnx for `net` (float32, on the CPU) to `path`; with o.quantize, the
+    weights dynamically quantised to uint8 in place of the float file. Returns the path written."""
+    import copy
+
+    net = copy.deepcopy(net).float().cpu().eval()
+    if o.gelu_approximate:
+        _approximate_gelu(net)
+    graph = DecoderGraph(net, o)
+
+    def trace(tmp: Path) -> None:
+        torch.onnx.export(
+            graph, dummy_decoder_inputs(net), str(tmp), input_names=list(DECODER_INPUTS),
+            output_names=decoder_outputs(o), opset_version=o.opset, do_constant_folding=True, dynamo=False,
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+        )
+
+    return write_model(trace, path, quantize=o.quantize)
+
+
+def export_encoder(net: Sam, path: Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Write encoder.onnx (float32, see the module doc); weights past PROTOBUF_LIMIT go to
+    `<name>.data` beside it."""
+    net = net.float().cpu().eval()
+    graph = EncoderGraph(net)
+    size = net.img_size
+
+    def trace(tmp: Path) -> None:
+        torch.onnx.export(graph, (torch.zeros(1, 3, size, size),), str(tmp), input_names=["image"],
+                          output_names=["image_embeddings"], opset_version=opset, do_constant_folding=True,
+                          dynamo=False)
+
+    return write_model(trace, path)
 
 
 # ------------------------------------------------------------------------------ checks
