@@ -1,0 +1,182 @@
+"""SAM 2.1 in `sam` beside Meta's `sam2` package (SAM2ImagePredictor, SAM2AutomaticMaskGenerator):
+same machine, same run, same random weights in each model's real architecture, same threads,
+same photo. Prints one table, with how far the two agree beside each timing, and `sam`'s own
+vit_b for scale.
+
+    python scripts/sam2_bench.py                                  # every SAM 2.1 size, every row
+    python scripts/sam2_bench.py --models sam2.1_hiera_tiny --rows encoder,boxes
+    python scripts/sam2_bench.py --device cuda --models sam2.1_hiera_large,vit_h
+
+Rows: `encoder` (one photo's features, s/image), `boxes` (64 boxes on one photo, features set),
+`auto` (automatic mode, --points-per-side², default filters: random weights' masks rarely pass
+them, so this is the decoder and the filter), `auto-all` (filters off at --all-points-per-side²:
+every mask upscaled, stability-scored, boxed and encoded). Each measurement runs in a fresh
+subprocess, so its peak memory (resident set; torch's peak on a GPU) is its own. Needs the test
+extra and Meta's sam2 (the README's test command installs both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark import boxes_prompt, host_peak_mb, read, timed  # noqa: E402
+
+ROWS = ("encoder", "boxes", "auto", "auto-all")
+#: Meta's config file of each SAM 2.1 size (in the sam2 package)
+CONFIGS = {"sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+           "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+           "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml"}
+PHOTO = "coffee.jpg"  # 600×400: the boxes row's boxes are drawn on it
+
+
+def make_checkpoint(model: str, dest: Path, seed: int = 0) -> Path:
+    """Random weights in `model`'s architecture, saved as Meta's file is laid out."""
+    torch.manual_seed(seed)
+    if model in CONFIGS:
+        from sam2.build_sam import build_sam2
+
+        net = build_sam2(CONFIGS[model], None, device="cpu")
+        torch.save({"model": net.state_dict()}, dest)
+    else:
+        from sam_cli.checkpoints import build_from_arch
+        from sam_cli.registry import MODELS
+
+        torch.save(build_from_arch(MODELS[model].arch).state_dict(), dest)
+    return dest
+
+
+def worker(row: str, impl: str, model: str, ckpt: str, a: argparse.Namespace, out: Path) -> dict:
+    torch.set_num_threads(a.threads)
+    img = read(PHOTO)
+    if impl == "meta":
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+        from sam2.build_sam import build_sam2
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        net = build_sam2(CONFIGS[model], ckpt, device=a.device)
+        pred = SAM2ImagePredictor(net)
+
+        def encode():
+            pred.set_image(img)
+
+        def boxes():
+            return pred.predict(box=boxes_prompt(), multimask_output=False)[0][:, 0]
+
+        def auto(side, filters):
+            kw = {} if filters else dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            return SAM2AutomaticMaskGenerator(net, points_per_side=side, output_mode="uncompressed_rle",
+                                              **kw).generate(img)
+    else:
+        from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
+        from sam_cli.checkpoints import load_model
+        from sam_cli.predictor import Predictor
+
+        net = load_model(checkpoint=ckpt, device=a.device)
+        pred = Predictor(net)
+
+        def encode():
+            pred.set_image(img)
+
+        def boxes():
+            return pred.predict(boxes=boxes_prompt(), multimask=False, low_res=False).masks[:, 0]
+
+        def auto(side, filters):
+            kw = {} if filters else dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            return AutomaticMaskGenerator(net, AmgSettings(points_per_side=side, **kw)).generate(img)
+
+    with torch.inference_mode():
+        if row == "encoder":
+            sec, _ = timed(encode, a.repeat, a.device)
+            return {"sec": sec, "peak_mb": host_peak_mb()}
+        encode()
+        if row == "boxes":
+            sec, masks = timed(boxes, a.repeat, a.device)
+            np.save(out / f"{model}.{impl}.boxes.npy", np.asarray(masks, bool))
+            return {"sec": sec, "peak_mb": host_peak_mb()}
+        side, filters = (a.points_per_side, True) if row == "auto" else (a.all_points_per_side, False)
+        sec, recs = timed(lambda: auto(side, filters), 1, a.device)
+        return {"sec": sec, "peak_mb": host_peak_mb(), "masks": len(recs)}
+
+
+def agreement(row: str, model: str, res: dict, out: Path) -> str:
+    if row == "boxes":
+        a, b = (np.load(out / f"{model}.{i}.boxes.npy") for i in ("sam", "meta"))
+        return f"{(a == b).mean() * 100:.3f} % pixels equal"
+    if row.startswith("auto"):
+        return f"masks {res['sam'].get('masks')} / {res['meta'].get('masks')}"
+    return ""
+
+
+def main() -> None:
+    from sam_cli.registry import MODELS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join([*CONFIGS, "vit_b"]))
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--points-per-side", type=int, default=32)
+    ap.add_argument("--all-points-per-side", type=int, default=8)
+    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--worker", nargs=4, metavar=("ROW", "IMPL", "MODEL", "CKPT"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        print(json.dumps(worker(*a.worker, a, Path(a.out))))
+        return
+    models = a.models.split(",")
+    for m in models:
+        if m not in MODELS:
+            ap.error(f"unknown model {m!r}")
+    rows = a.rows.split(",")
+    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
+    print(f"# SAM 2.1: sam beside Meta's sam2 ({where}; torch {torch.__version__}; random weights; {PHOTO}; "
+          f"auto {a.points_per_side}² default filters, auto-all {a.all_points_per_side}² filters off)")
+    print("| model | row | sam s | Meta s | Meta/sam | sam peak MB | Meta peak MB | agreement |")
+    print("|---|---|---|---|---|---|---|---|")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for m in models:
+            ckpt = make_checkpoint(m, out / f"{m}.pt")
+            impls = ["sam", "meta"] if m in CONFIGS else ["sam"]
+            for row in rows:
+                if m not in CONFIGS and row in ("boxes", "auto-all"):
+                    continue
+                res = {}
+                for impl in impls:
+                    cmd = [sys.executable, __file__, "--worker", row, impl, m, str(ckpt), "--out", tmp,
+                           "--device", a.device, "--threads", str(a.threads), "--repeat", str(a.repeat),
+                           "--points-per-side", str(a.points_per_side),
+                           "--all-points-per-side", str(a.all_points_per_side)]
+                    p = subprocess.run(cmd, capture_output=True, text=True)
+                    if p.returncode:
+                        print(f"{m} {row} {impl} failed:\n{p.stderr[-2000:]}", file=sys.stderr)
+                        res[impl] = {}
+                    else:
+                        res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
+                s, r = res["sam"].get("sec"), res.get("meta", {}).get("sec")
+                ratio = f"{r / s:.2f}x" if s and r else ""
+                agree = agreement(row, m, res, out) if len(res) == 2 and s and r else ""
+
+                def fmt(x, f="{:.2f}"):
+                    return f.format(x) if x is not None else "–"
+                print(f"| {m} | {row} | {fmt(s)} | {fmt(r)} | {ratio} | {fmt(res['sam'].get('peak_mb'), '{:.0f}')} | "
+                      f"{fmt(res.get('meta', {}).get('peak_mb'), '{:.0f}')} | {agree} |", flush=True)
+                results.append({"model": m, "row": row, **{k: v for k, v in res.items()}})
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
