@@ -112,12 +112,12 @@ class Sam2(nn.Module):
             labels = codes if labels is None else torch.cat([codes, labels], 1)
         pe = self.sam_prompt_encoder
         sparse, dense = pe((points, labels) if points is not None else None, None, mask_input)
-        masks, iou, _ = self.sam_mask_decoder.predict_masks(features["image_embed"], pe.get_dense_pe(), sparse,
-                                                            dense, features["feat_s0"], features["feat_s1"])
-        low, iou = self.sam_mask_decoder.choose(masks, iou, multimask)
-        if min_iou is not None:
+        out = self.sam_mask_decoder.predict_masks(features["image_embed"], pe.get_dense_pe(), sparse, dense,
+                                                  features["feat_s0"], features["feat_s1"], min_iou)
+        low, iou = self.sam_mask_decoder.choose(out[0], out[1], multimask)
+        if min_iou is not None:  # the decoder upscaled prompts with any of four IoUs above: now the chosen
             keep = (iou > min_iou).any(1).nonzero()[:, 0]
-            return low[keep], iou[keep], keep
+            return low[keep], iou[keep], out[3][keep]
         return low, iou
 
     def upscale_frame(self, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:

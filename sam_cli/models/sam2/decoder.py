@@ -63,29 +63,62 @@ class Sam2Decoder(nn.Module):
 
     def predict_masks(
         self, image_embed: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
-        feat_s0: torch.Tensor, feat_s1: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feat_s0: torch.Tensor, feat_s1: torch.Tensor, min_iou: float | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         """image_embed 1×C×64×64 (or B×…), image_pe 1×C×64×64, sparse B×T×C, dense B×C×64×64
         or 1×C×64×64, feat_s0 1×32×256×256, feat_s1 1×64×128×128 → all four masks' logits
-        B×4×256×256, their IoUs B×4 (sigmoid) and the object-score logits B×1."""
+        B×4×256×256, their IoUs B×4 (sigmoid) and the object-score logits B×1. With min_iou,
+        only the K prompts with some IoU above it are upscaled (the upscaling is most of a
+        prompt's cost): logits K×4×…, IoU K×4, object scores K×1 and the K indices."""
         b = sparse.shape[0]
         tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([tokens[None].expand(b, -1, -1), sparse], dim=1)
-        src = image_embed + dense
-        if src.shape[0] != b:
-            src = src.expand(b, -1, -1, -1)
+        src = image_embed + dense  # batch 1 when every prompt shares the dense embedding
         hs, keys = self.transformer(src, image_pe, tokens)
         c, h, w = src.shape[1:]
-        src = keys.transpose(1, 2).reshape(b, c, h, w)
-        dc1, ln1, act1, dc2, act2 = self.output_upscaling
-        up = act1(ln1(dc1(src) + feat_s1))
-        up = act2(dc2(up) + feat_s0)
+        iou = torch.sigmoid(self.iou_prediction_head(hs[:, 1]))
+        obj = self.pred_obj_score_head(hs[:, 0])
+        kept = None
+        if min_iou is not None:
+            kept = (iou > min_iou).any(1).nonzero()[:, 0]
+            hs, iou, obj, keys = hs[kept], iou[kept], obj[kept], keys.expand(b, -1, -1)[kept]
         mask_out = hs[:, 2 : 2 + self.num_mask_tokens]
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        bb, cc, hh, ww = up.shape
-        masks = (hyper @ up.reshape(bb, cc, hh * ww)).reshape(bb, -1, hh, ww)
-        iou = torch.sigmoid(self.iou_prediction_head(hs[:, 1]))
-        return masks, iou, self.pred_obj_score_head(hs[:, 0])
+        masks = self._upscale_masks(keys.expand(hyper.shape[0], -1, -1), hyper, h, w, feat_s0, feat_s1)
+        return (masks, iou, obj) if kept is None else (masks, iou, obj, kept)
+
+    def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int,
+                       feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> torch.Tensor:
+        """output_upscaling with the high-resolution features + the hypernetwork product,
+        computed channels-last as SAM 1's decoder does (sam1.mask_decoder._upscale_masks): a
+        2×2 stride-2 transposed conv is one matmul per pixel, so both stages run on the
+        transformer's B×HW×C tokens, the high-resolution features laid out in the same pixel
+        order, and pixels go back to image order only for the final masks. On the CPU one
+        prompt at a time (its activations stay in cache); traced for ONNX, the whole batch."""
+        conv1, ln, act1, conv2, act2 = self.output_upscaling
+        c1, c2 = conv1.out_channels, conv2.out_channels
+        if hyper.shape[0] == 0:
+            return hyper.new_zeros(0, hyper.shape[1], 4 * h, 4 * w)
+        # feat_s1[c, 2i+a, 2j+b] → row (i, j, a, b); feat_s0[c, 4i+2a+d, 4j+2b+e] → (i, j, a, b, d, e)
+        s1 = feat_s1[0].reshape(c1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(-1, c1)
+        s0 = feat_s0[0].reshape(c2, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0).reshape(-1, 4 * c2)
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
+        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
+        b1 = conv1.bias.repeat(4)
+        b2 = s0 + conv2.bias.repeat(4)
+
+        def one(k: torch.Tensor, hy: torch.Tensor) -> torch.Tensor:
+            n = k.shape[0]
+            x = torch.addmm(b1, k.reshape(-1, k.shape[-1]), w1).view(n, -1, c1) + s1  # (B, HW·4, C1)
+            x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)
+            x = act2((x @ w2).view(n, -1, 4 * c2) + b2)  # (B, HW·4, 4·C2): rows (i, j, a, b), cols (d, e, C2)
+            m = torch.bmm(x.view(n, h * w * 16, c2), hy.transpose(1, 2))  # B×(i, j, a, b, d, e)×M
+            m = m.view(n, h, w, 2, 2, 2, 2, hy.shape[1]).permute(0, 7, 1, 3, 5, 2, 4, 6)
+            return m.reshape(n, hy.shape[1], 4 * h, 4 * w)
+
+        if keys.device.type == "cpu" and keys.shape[0] > 1 and not torch.jit.is_tracing():
+            return torch.cat([one(keys[i : i + 1], hyper[i : i + 1]) for i in range(keys.shape[0])])
+        return one(keys, hyper)
 
     @staticmethod
     def choose(masks: torch.Tensor, iou: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
