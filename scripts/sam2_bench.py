@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import boxes_prompt, host_peak_mb, read, timed  # noqa: E402
+from benchmark import boxes_prompt, peak_mb, read, timed  # noqa: E402
 
 ROWS = ("encoder", "boxes", "auto", "auto-all")
 #: Meta's config file of each SAM 2.1 size (in the sam2 package)
@@ -38,14 +38,26 @@ CONFIGS = {"sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hi
 PHOTO = "coffee.jpg"  # 600×400: the boxes row's boxes are drawn on it
 
 
+def has_meta() -> bool:
+    """Whether Meta's sam2 is installed (without it, sam's rows alone)."""
+    import importlib.util
+
+    return importlib.util.find_spec("sam2") is not None
+
+
 def make_checkpoint(model: str, dest: Path, seed: int = 0) -> Path:
     """Random weights in `model`'s architecture, saved as Meta's file is laid out."""
     torch.manual_seed(seed)
-    if model in CONFIGS:
+    if model in CONFIGS and has_meta():
         from sam2.build_sam import build_sam2
 
         net = build_sam2(CONFIGS[model], None, device="cpu")
         torch.save({"model": net.state_dict()}, dest)
+    elif model in CONFIGS:  # sam's own build: the image path's keys in Meta's layout
+        from sam_cli.checkpoints import build_from_arch
+        from sam_cli.registry import MODELS
+
+        torch.save({"model": build_from_arch(MODELS[model].arch, family="sam2").state_dict()}, dest)
     else:
         from sam_cli.checkpoints import build_from_arch
         from sam_cli.registry import MODELS
@@ -96,15 +108,15 @@ def worker(row: str, impl: str, model: str, ckpt: str, a: argparse.Namespace, ou
     with torch.inference_mode():
         if row == "encoder":
             sec, _ = timed(encode, a.repeat, a.device)
-            return {"sec": sec, "peak_mb": host_peak_mb()}
+            return {"sec": sec, "peak_mb": peak_mb(a.device)}
         encode()
         if row == "boxes":
             sec, masks = timed(boxes, a.repeat, a.device)
             np.save(out / f"{model}.{impl}.boxes.npy", np.asarray(masks, bool))
-            return {"sec": sec, "peak_mb": host_peak_mb()}
+            return {"sec": sec, "peak_mb": peak_mb(a.device)}
         side, filters = (a.points_per_side, True) if row == "auto" else (a.all_points_per_side, False)
         sec, recs = timed(lambda: auto(side, filters), 1, a.device)
-        return {"sec": sec, "peak_mb": host_peak_mb(), "masks": len(recs)}
+        return {"sec": sec, "peak_mb": peak_mb(a.device), "masks": len(recs)}
 
 
 def agreement(row: str, model: str, res: dict, out: Path) -> str:
@@ -136,8 +148,8 @@ def main() -> None:
         return
     models = a.models.split(",")
     for m in models:
-        if m not in MODELS:
-            ap.error(f"unknown model {m!r}")
+        if m not in MODELS or (m not in CONFIGS and MODELS[m].family != "sam1"):
+            ap.error(f"unknown model {m!r} (one of {', '.join([*CONFIGS, 'vit_b', 'vit_l', 'vit_h'])})")
     rows = a.rows.split(",")
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
     print(f"# SAM 2.1: sam beside Meta's sam2 ({where}; torch {torch.__version__}; random weights; {PHOTO}; "
@@ -149,7 +161,7 @@ def main() -> None:
         out = Path(tmp)
         for m in models:
             ckpt = make_checkpoint(m, out / f"{m}.pt")
-            impls = ["sam", "meta"] if m in CONFIGS else ["sam"]
+            impls = ["sam", "meta"] if m in CONFIGS and has_meta() else ["sam"]
             for row in rows:
                 if m not in CONFIGS and row in ("boxes", "auto-all"):
                     continue

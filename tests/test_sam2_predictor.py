@@ -99,3 +99,25 @@ def test_a_sam_2_model_name_downloads_from_a_mirror_with_its_own_hash_variable(m
                     "-m", "sam2.1_hiera_tiny", env=env)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "cache" / f"sam2.1_hiera_tiny.sha256-{digest[:16]}.pt").read_bytes() == data
+
+
+@pytest.mark.parametrize("change", ["missing", "foreign", "shape"])
+def test_a_sam_2_checkpoint_with_a_missing_or_foreign_tensor_is_refused_naming_it(models, tmp_path, change):
+    from cli_helpers import run_sam
+
+    sd = torch.load(models[1], weights_only=True)["model"]
+    name = {"missing": "sam_mask_decoder.conv_s0.weight", "foreign": "image_encoder.trunk.blocks.0.extra.weight",
+            "shape": "sam_mask_decoder.iou_prediction_head.layers.0.weight"}[change]
+    if change == "missing":
+        del sd[name]
+    elif change == "foreign":
+        sd[name] = torch.zeros(3)
+    else:
+        sd[name] = torch.zeros(7, 7)
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": sd}, bad)
+    p = run_sam("segment", EXAMPLES / "chelsea.jpg", "--point", "100,80", "-o", tmp_path / "m.png", "-c", bad)
+    err = p.stderr.decode()
+    assert p.returncode == 4, err
+    assert name in err and str(bad) in err and "Traceback" not in err
+    assert not (tmp_path / "m.png").exists()

@@ -97,8 +97,13 @@ class Sam2(nn.Module):
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×1024×1024 → image_embed B×256×64×64 (with no_mem_embed), feat_s0, feat_s1."""
-        levels = self.image_encoder(x.to(self.encoder_dtype))
-        s0, s1 = self.sam_mask_decoder.high_res(levels[0].float(), levels[1].float())
+        # The two finer levels are used only through the decoder's 1×1 convs (conv_s0, conv_s1)
+        # and take no top-down path: the neck's 1×1 conv and the decoder's compose into one,
+        # applied to the trunk's features (a 256-channel map at 256² never built).
+        levels = self.image_encoder(x.to(self.encoder_dtype), lateral_from=2)
+        neck, dec = self.image_encoder.neck.convs, self.sam_mask_decoder
+        s0 = _composed_conv(levels[0], neck[-1].conv, dec.conv_s0)
+        s1 = _composed_conv(levels[1], neck[-2].conv, dec.conv_s1)
         embed = levels[2].float() + self.no_mem_embed.reshape(1, -1, 1, 1)
         return {"image_embed": embed, "feat_s0": s0, "feat_s1": s1}
 
@@ -142,6 +147,14 @@ class Sam2(nn.Module):
         from ...errors import PromptError
 
         raise PromptError("--compile is not available for SAM 2 models yet")
+
+
+def _composed_conv(x: torch.Tensor, first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor:
+    """second(first(x)) for two 1×1 convs, as one: B×C×H×W → float32 B×C''×H×W."""
+    w1, w2 = first.weight.flatten(1).float(), second.weight.flatten(1).float()  # C'×C, C''×C'
+    weight = (w2 @ w1)[..., None, None]
+    bias = w2 @ first.bias.float() + second.bias.float()
+    return F.conv2d(x.float(), weight, bias)
 
 
 class Sam2Family:

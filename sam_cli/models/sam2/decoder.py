@@ -5,7 +5,7 @@ The same two-way transformer as SAM 1 (its MLPs keyed layers.0/1), with what SAM
   changes the masks even where its own score is not used), and its head pred_obj_score_head;
 - high-resolution features in the upscaling: conv_s1(level 1, 128×128) added after the first
   transposed conv, conv_s0(level 0, 256×256) after the second (the two 1×1 convs run once
-  per image, in the encoder's step: Sam2Decoder.high_res);
+  per image, in the encoder's step, composed with the neck's: Sam2.encode);
 - predicted IoUs through a sigmoid;
 - a single mask that falls back to the most confident of the three ambiguity masks when its
   stability score, #(logit > 0.05) / #(logit > −0.05), is below 0.98 (dynamic multimask).

@@ -178,11 +178,17 @@ class FpnNeck(nn.Module):
         super().__init__()
         self.convs = nn.ModuleList([_Conv(c, d_model) for c in reversed(channels)])
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, xs: list[torch.Tensor], lateral_from: int = 0) -> list[torch.Tensor]:
+        """lateral_from: the finest level that gets its 1×1 conv here; finer ones (which take no
+        top-down path) come back as the trunk gave them, for a caller that fuses the conv with
+        what it applies next (Sam2.encode)."""
         n = len(xs) - 1
         out: list[torch.Tensor] = [None] * len(xs)  # type: ignore[list-item]
         prev = None
         for i in range(n, -1, -1):
+            if i < lateral_from and i not in self.TOP_DOWN:
+                out[i] = xs[i]
+                continue
             lateral = self.convs[n - i](xs[i])
             if i in self.TOP_DOWN and prev is not None:
                 prev = lateral + F.interpolate(prev.float(), scale_factor=2.0, mode="nearest")
@@ -200,5 +206,5 @@ class ImageEncoder(nn.Module):
         self.trunk = trunk
         self.neck = FpnNeck(trunk.channels, d_model)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.neck(self.trunk(x))
+    def forward(self, x: torch.Tensor, lateral_from: int = 0) -> list[torch.Tensor]:
+        return self.neck(self.trunk(x), lateral_from)
