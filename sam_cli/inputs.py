@@ -11,8 +11,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import SamError
-from .io.images import IMAGE_EXTENSIONS
+import numpy as np
+
+from .errors import InputError, SamError
+from .io.images import IMAGE_EXTENSIONS, decode_image, read_image
+from .io.tars import TarMember, expand_braces, has_braces, image_members, is_tar
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,21 @@ class InputItem:
     error: SamError | None = None  # a problem known before reading it (a bad prompt row)
     image_id: int | None = None  # the dataset's id for the image (a COCO prompts file)
     where: str = ""  # where it was named, for messages: "dets.jsonl line 12"
+    member: TarMember | None = None  # an image inside a tar shard (path then names tar/member)
+    group: str = ""  # what --shard splits by when not rel: a tar member's tar (its output key)
+
+    def read_bytes(self) -> bytes:
+        if self.member is not None:
+            return self.member.read_bytes()
+        return self.path.read_bytes()
+
+
+def read_input(item) -> np.ndarray:
+    """An input item's image (H×W×3 uint8 RGB): a file's, or a tar member's bytes decoded."""
+    member = getattr(item, "member", None)
+    if member is None:
+        return read_image(item.path)
+    return decode_image(member.read_bytes(), str(member))
 
 
 def safe_rel(p: str) -> str:
@@ -65,8 +83,8 @@ class Exclusions:
 
 
 def walk_images(folder: Path, ex: Exclusions) -> Iterator[Path]:
-    """Image files under folder, recursive, sorted by path, hidden entries and sam's output
-    folders skipped."""
+    """Image files (and .tar shards) under folder, recursive, sorted by path, hidden entries
+    and sam's output folders skipped."""
     for root, dirs, files in os.walk(folder):
         if ex.folder(root):
             dirs[:] = []
@@ -75,7 +93,7 @@ def walk_images(folder: Path, ex: Exclusions) -> Iterator[Path]:
         for f in sorted(files):
             if f.startswith("."):
                 continue
-            if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+            if Path(f).suffix.lower() in IMAGE_EXTENSIONS or is_tar(f):
                 yield Path(root) / f
             else:
                 ex.other_files[Path(f).suffix.lower() or "(none)"] += 1
@@ -127,16 +145,39 @@ def _expand(args: Iterable[str], stdin: Iterable[str] | None, ex: Exclusions) ->
                     yield InputItem(Path(line), safe_rel(_under_cwd(line) or line))
             continue
         p = Path(arg)
+        if not p.exists() and has_braces(arg):  # shards/{00000..00099}.tar
+            try:
+                names = expand_braces(arg)
+            except InputError as e:
+                yield InputItem(p, safe_rel(p.name), error=e)
+                continue
+            if names != [arg]:
+                yield from _expand(names, stdin, ex)
+                continue
         if p.is_dir():
             for f in walk_images(p, ex):
-                yield InputItem(f, f.relative_to(p).as_posix())
+                yield from _file_items(f, f.relative_to(p).as_posix())
         elif not p.exists() and glob.has_magic(arg):
             base = _glob_base(arg) if os.path.isabs(arg) else None
             for m in sorted(glob.glob(arg, recursive=True)):
                 mp = Path(m)
-                if mp.is_file() and mp.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield InputItem(mp, safe_rel(m if base is None else os.path.relpath(m, base)))
+                if mp.is_file() and (mp.suffix.lower() in IMAGE_EXTENSIONS or is_tar(m)):
+                    yield from _file_items(mp, safe_rel(m if base is None else os.path.relpath(m, base)))
         elif os.path.isabs(arg):
-            yield InputItem(p, safe_rel(_under_cwd(arg) or p.name))
+            yield from _file_items(p, safe_rel(_under_cwd(arg) or p.name))
         else:
-            yield InputItem(p, safe_rel(arg))
+            yield from _file_items(p, safe_rel(arg))
+
+
+def _file_items(path: Path, rel: str) -> Iterator[InputItem]:
+    """A file's input item; a .tar shard's, one per image member (outputs under the tar's
+    key: shards/00000.tar/000123.jpg.json), or one failed item naming the tar when it cannot
+    be read (the members read before a corrupt part stay)."""
+    if not is_tar(path):
+        yield InputItem(path, rel)
+        return
+    try:
+        for m in image_members(path):
+            yield InputItem(Path(str(m)), f"{rel}/{safe_rel(m.name)}", member=m, group=rel)
+    except InputError as e:
+        yield InputItem(path, rel, error=e, group=rel)

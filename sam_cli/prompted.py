@@ -25,7 +25,7 @@ import torch
 
 from . import masks as M
 from .errors import InputError, SamError
-from .io.images import read_image
+from .inputs import read_input
 from .models.features import ImageFeatures
 from .predictor import CPU_DECODER_BATCH, Predictor
 from .prompts import ObjectPrompt, ResolvedPrompt
@@ -70,7 +70,7 @@ class PromptSegmenter:
         try:
             if item.error is not None:
                 raise item.error
-            img = read_image(item.path)
+            img = read_input(item)
             hw = (img.shape[0], img.shape[1])
             prompts = [o.in_pixels(hw, str(item.path)) for o in item.objects]
             key, input_hw, cached, x = "", hw, None, None

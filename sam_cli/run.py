@@ -161,7 +161,8 @@ class Runner:
             return Failed(item, OutputError(f"{item.path}: its outputs ({item.rel}) would {nested}"))
         self._claimed.add(item.rel)
         try:
-            check_file(item.path)
+            if getattr(item, "member", None) is None:  # a tar member is checked as it is read
+                check_file(item.path)
         except SamError as e:
             return Failed(item, type(e)(f"{item.where}: {e}", e.hint) if item.where else e)
         if not self.overwrite and self.layout.is_complete(item.rel):
@@ -263,7 +264,8 @@ class Runner:
             ev = Failed(res.item, res.error, res.seconds)
         else:
             try:
-                written = self.layout.write(res.item.rel, res.image, res.records, res.item.image_id, res.item.path)
+                written = self.layout.write(res.item.rel, res.image, res.records, res.item.image_id,
+                                             getattr(res.item, "member", None) or res.item.path)
                 ev = Done(res.item, written, mask_count(res.records), res.seconds)
             except SamError as e:
                 ev = Failed(res.item, e, res.seconds)

@@ -48,8 +48,9 @@ class Shard:
         return shard_of(rel, self.count) == self.index
 
     def select(self, items: Iterable) -> Iterator:
-        """The items (with an output key `rel`) of this shard, lazily."""
-        return (it for it in items if self.has(it.rel))
+        """The items (with an output key `rel`) of this shard, lazily; a tar shard's members
+        go together (their `group`, the tar's key)."""
+        return (it for it in items if self.has(getattr(it, "group", "") or it.rel))
 
     @property
     def name(self) -> str:

@@ -19,8 +19,7 @@ from typing import TypeVar
 import numpy as np
 
 from .errors import InputError, SamError
-from .inputs import InputItem
-from .io.images import read_image
+from .inputs import InputItem, read_input
 from .masks import MaskRecord, PromptedMask
 
 T = TypeVar("T")
@@ -48,7 +47,7 @@ def image_by_image(
     then `work(item, image)`'s records, timed; other objects come back unread in their place."""
     def load(item: InputItem):
         try:
-            img = read_image(item.path)
+            img = read_input(item)
         except SamError as e:
             return item, None, e
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's failure

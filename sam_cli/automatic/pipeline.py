@@ -21,8 +21,7 @@ from functools import partial
 import numpy as np
 
 from ..errors import InputError, SamError
-from ..inputs import InputItem
-from ..io.images import read_image
+from ..inputs import InputItem, read_input
 from ..models.features import ImageFeatures
 from ..stream import ENCODING, ImageResult, in_batches, read_ahead
 from .generator import AutomaticMaskGenerator, CropInput
@@ -40,7 +39,7 @@ class _Loaded:
 def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
     t = time.perf_counter()
     try:
-        img = read_image(item.path)
+        img = read_input(item)
         return _Loaded(item, img, gen.prepare_crops(img), None, t)
     except SamError as e:
         return _Loaded(item, None, [], e, t)

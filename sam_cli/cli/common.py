@@ -244,7 +244,8 @@ def refuse_all_missing(items, hint: str | None = None) -> None:
 
     if not isinstance(items, list) or not items:
         return
-    missing = [it for it in items if getattr(it, "error", None) is None and not Path(it.path).exists()]
+    missing = [it for it in items if getattr(it, "error", None) is None and getattr(it, "member", None) is None
+               and not Path(it.path).exists()]
     if len(missing) < len(items):
         return
     n = len(missing) - 1

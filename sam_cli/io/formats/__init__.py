@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ...masks import MaskRecord, PromptedMask
+    from ..tars import TarMember
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class ImageOutput:
     image_id: int | None = None  # the dataset's id for the image, when the prompts gave one
     prompted: bool = False  # a prompted run's (PromptedMask records), even when there are none
     options: FormatOptions = FormatOptions()
-    source: Path | None = None  # the image file it was read from
+    source: Path | TarMember | None = None  # the image file it was read from (read_bytes())
 
     @cached_property
     def annotations(self) -> list[dict]:

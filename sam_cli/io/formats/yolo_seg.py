@@ -52,8 +52,8 @@ def write(img: ImageOutput) -> None:
         return
     root = img.base.parents[len(Path(img.file_name).parts) - 1]
     dest = root / IMAGES / img.file_name
-    if how == "copy":
-        writers.atomic_write_bytes(dest, Path(img.source).read_bytes())
+    if how == "copy" or not isinstance(img.source, Path):  # a tar member has no file to link
+        writers.atomic_write_bytes(dest, img.source.read_bytes())
     else:
         writers.atomic_link(dest, img.source)
 
