@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import InputError, SamError
 from .io.images import IMAGE_EXTENSIONS, decode_image, read_image
+from .io.remote import RemoteFile, Url, expand_url, is_url
 from .io.tars import TarMember, expand_braces, has_braces, image_members, is_tar
 
 
@@ -25,7 +26,9 @@ class InputItem:
     error: SamError | None = None  # a problem known before reading it (a bad prompt row)
     image_id: int | None = None  # the dataset's id for the image (a COCO prompts file)
     where: str = ""  # where it was named, for messages: "dets.jsonl line 12"
-    member: TarMember | None = None  # an image inside a tar shard (path then names tar/member)
+    #: what to read in place of a local file (path then names it): an image inside a tar
+    #: shard, or an object in a bucket / a file on the web (io.remote.RemoteFile)
+    member: TarMember | RemoteFile | None = None
     group: str = ""  # what --shard splits by when not rel: a tar member's tar (its output key)
 
     def read_bytes(self) -> bytes:
@@ -154,6 +157,15 @@ def _expand(args: Iterable[str], stdin: Iterable[str] | None, ex: Exclusions) ->
             if names != [arg]:
                 yield from _expand(names, stdin, ex)
                 continue
+        if is_url(arg):  # s3://bucket/photos/, a glob under a prefix, https://…/x.jpg
+            try:
+                found = expand_url(arg)
+            except InputError as e:
+                yield InputItem(Url(arg), safe_rel(Url(arg).name), error=e)
+                continue
+            for f, key in found:
+                yield from _file_items(f, safe_rel(key))
+            continue
         if p.is_dir():
             for f in walk_images(p, ex):
                 yield from _file_items(f, f.relative_to(p).as_posix())
@@ -169,15 +181,16 @@ def _expand(args: Iterable[str], stdin: Iterable[str] | None, ex: Exclusions) ->
             yield from _file_items(p, safe_rel(arg))
 
 
-def _file_items(path: Path, rel: str) -> Iterator[InputItem]:
+def _file_items(path: Path | RemoteFile, rel: str) -> Iterator[InputItem]:
     """A file's input item; a .tar shard's, one per image member (outputs under the tar's
     key: shards/00000.tar/000123.jpg.json), or one failed item naming the tar when it cannot
     be read (the members read before a corrupt part stay)."""
-    if not is_tar(path):
-        yield InputItem(path, rel)
+    if not is_tar(str(path)):
+        yield (InputItem(path, rel) if isinstance(path, Path) else InputItem(Url(path.url), rel, member=path))
         return
     try:
         for m in image_members(path):
-            yield InputItem(Path(str(m)), f"{rel}/{safe_rel(m.name)}", member=m, group=rel)
+            shown = Path(str(m)) if isinstance(path, Path) else Url(str(m))
+            yield InputItem(shown, f"{rel}/{safe_rel(m.name)}", member=m, group=rel)
     except InputError as e:
-        yield InputItem(path, rel, error=e, group=rel)
+        yield InputItem(path if isinstance(path, Path) else Url(path.url), rel, error=e, group=rel)

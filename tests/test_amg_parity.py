@@ -53,7 +53,8 @@ def models(tmp_path_factory):
 _REFERENCE_MASKS: dict[str, list[dict]] = {}
 
 
-@pytest.mark.parametrize("full_res", ["dense", "tiled"])
+# the dense path (a GPU's) under `heavy`, which CI runs after the default run; the tiled (the CPU's) in both
+@pytest.mark.parametrize("full_res", [pytest.param("dense", marks=pytest.mark.heavy), "tiled"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_automatic_mode_matches_reference(case, full_res, models, monkeypatch):
     """full_res: how full-resolution masks are made. "dense" upscales every pixel (accelerators;
@@ -101,7 +102,7 @@ def test_nms_path_matches_reference(models):
     assert match(ref, ours)[0] == len(ref)
 
 
-@pytest.mark.parametrize("crop_n_layers", [0, 1])
+@pytest.mark.parametrize("crop_n_layers", [0, pytest.param(1, marks=pytest.mark.heavy)])
 def test_dense_path_encodes_only_the_masks_nms_keeps(models, monkeypatch, crop_n_layers):
     """On the dense path run edges wait for in-crop NMS: the masks NMS drops are never
     encoded, and the survivors, upscaled again from their low-res logits, are the reference's."""

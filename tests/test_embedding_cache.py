@@ -9,6 +9,7 @@ import shutil
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from sam_cli.embedding_cache import EmbeddingCache, model_identity
@@ -177,6 +178,7 @@ def test_segment_reuses_the_embedding(tiny_ckpt, tmp_path):
     assert not np.array_equal(cv2.imread(str(planted), 0), cv2.imread(str(plain), 0))
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_auto_reuses_embeddings_of_every_crop(tiny_ckpt, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

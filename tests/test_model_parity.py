@@ -259,6 +259,7 @@ def test_other_tiny_architecture_and_odd_image(tmp_path):
     assert_close(*run_both(ref, ours, points=[[45, 350]], labels=[1], multimask=True))
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_full_size_vit_b_parity(tmp_path, photo):
     """One full-size vit_b, random weights, through our loader: encoder and decoder match."""
     from segment_anything import SamPredictor

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from cli_helpers import run_sam
 from conftest import EXAMPLES
@@ -23,6 +24,7 @@ def decode(seg: dict) -> np.ndarray:
 
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_proposals_match_the_reference_ranked(coherent_ckpt, tmp_path):
     from segment_anything import SamAutomaticMaskGenerator
 

@@ -184,6 +184,7 @@ def test_coherent_weights_make_region_masks(photo):
     assert TiledMasks(regions[:, :193] * 512, *frame, 0.0, 1.0).undecided < 0.5
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_bf16_drift_table(tiny_ckpt):
     out = run_script("scripts/bf16_drift.py", "--checkpoint", str(tiny_ckpt), "--points-per-side", "4")
     rows = re.findall(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| [0-9.]+ \|$", out, re.M)

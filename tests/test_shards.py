@@ -51,6 +51,7 @@ def test_shard_from_option_and_environment():
     assert choose("1/2", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4"}).count == 2  # the option wins
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_shards_then_merge_equal_a_plain_run(coherent_ckpt, tmp_path):
     """(a) one plain run, (b) three shards, the second given by a Slurm array's environment,
     then `sam merge`: the same files, byte for byte (per-image outputs, coco.json, yolo-seg's

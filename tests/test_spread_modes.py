@@ -46,6 +46,7 @@ def spread_the_same(args: list, tmp_path: Path, n_images: int, *, ray: bool) -> 
         assert same_trees(plain, tmp_path / name) == [], name
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_edges_spread_like_a_plain_run(tiny_ckpt, tmp_path):
     spread_the_same(["edges", EXAMPLES, "-c", tiny_ckpt, "--grid", "4", "--npy"], tmp_path, 4, ray=False)
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == sorted(
@@ -76,6 +77,7 @@ def ground_truth(tmp_path) -> Path:
     return root / "gt.json"
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_eval_spreads_like_a_plain_run(tiny_ckpt, ground_truth, tmp_path):
     spread_the_same(["eval", ground_truth, "-c", tiny_ckpt, "--clicks", "1,2"], tmp_path / "clicks", 4, ray=False)
     report = json.loads((tmp_path / "clicks" / "split" / "eval.json").read_text())

@@ -241,16 +241,25 @@ def refuse_all_missing(items, hint: str | None = None) -> None:
     of the run's images exists: a typo, or image paths read from the wrong folder. A run with
     some images there goes on, each missing one failing on its own (exit 5)."""
     from ..errors import InputError
+    from ..io.remote import Url
 
     if not isinstance(items, list) or not items:
         return
-    missing = [it for it in items if getattr(it, "error", None) is None and getattr(it, "member", None) is None
-               and not Path(it.path).exists()]
+
+    def absent(it) -> bool:
+        err = getattr(it, "error", None)
+        if err is not None:  # a bucket whose listing failed (missing, no credentials) is missing too
+            return isinstance(it.path, Url) and isinstance(err, InputError)
+        return getattr(it, "member", None) is None and not Path(it.path).exists()
+
+    missing = [it for it in items if absent(it)]
     if len(missing) < len(items):
         return
     n = len(missing) - 1
     more = "" if not n else " (nor is the other image)" if n == 1 else f" (nor are the other {n} images)"
-    raise InputError(f"{missing[0].path}: no such file{more}", hint=hint)
+    first = missing[0]
+    said = str(first.error) if getattr(first, "error", None) is not None else f"{first.path}: no such file"
+    raise InputError(f"{said}{more}", hint=hint)
 
 
 def shard_items(items, option: str | None, quiet: bool):

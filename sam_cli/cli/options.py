@@ -181,7 +181,19 @@ InputsArg = Annotated[
     typer.Argument(metavar="INPUTS", show_default=False,
                    help="Image files, folders (recursive), globs, or - to read paths from stdin."),
 ]
-OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.")]
+def _local_folder(value: Path | None) -> Path | None:
+    """-o takes a folder on a disk (local or mounted): a bucket URL is refused, not made into a
+    local folder named `s3:`."""
+    from ..io.remote import looks_like_mangled_url
+
+    if value is not None and looks_like_mangled_url(value):
+        raise typer.BadParameter(f"{value}: writing to a bucket URL is not supported yet; give a folder on a "
+                                 "disk (a mounted bucket works)")
+    return value
+
+
+OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.",
+                                            callback=_local_folder)]
 BatchSizeOpt = Annotated[
     Optional[int],
     typer.Option(min=1, metavar="N", help="Images (crops) per image-encoder batch. "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .images import IMAGE_EXTENSIONS
+from .remote import RemoteFile
 
 TAR_SUFFIX = ".tar"
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -27,18 +28,20 @@ MAX_BRACE_NAMES = 1_000_000
 class TarMember:
     """One image in a tar shard: where its bytes lie in the file."""
 
-    tar: Path
+    tar: Path | RemoteFile  # a local file, or an object in a bucket (read by ranges)
     name: str  # the member's path inside the tar
     offset: int  # of its data
     size: int
 
     def read_bytes(self) -> bytes:
         try:
-            with open(self.tar, "rb") as f:
+            with _open(self.tar) as f:
                 f.seek(self.offset)
                 data = f.read(self.size)
-        except OSError as e:
-            raise InputError(f"{self}: cannot read the tar ({e.strerror or e})") from None
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a local or a bucket's read error: this member's
+            raise InputError(f"{self}: cannot read the tar ({getattr(e, 'strerror', None) or e})") from None
         if len(data) != self.size:
             raise InputError(f"{self}: the tar ends inside this member (truncated file)")
         return data
@@ -76,19 +79,25 @@ def expand_braces(pattern: str) -> list[str]:
     return [out for c in choices for out in expand_braces(head + c + tail)]
 
 
+def _open(tar: Path | RemoteFile):
+    return open(tar, "rb") if isinstance(tar, Path) else tar.open()
+
+
 def is_tar(path: str | Path) -> bool:
     return str(path).lower().endswith(TAR_SUFFIX)
 
 
-def image_members(tar: Path) -> Iterator[TarMember]:
+def image_members(tar: Path | RemoteFile) -> Iterator[TarMember]:
     """The image members of a plain tar, in the file's order (headers only are read: the
     data is skipped by seeking). InputError naming the tar when it cannot be read as one
     (missing, compressed, corrupt); members already yielded stay valid."""
     try:
-        with tarfile.open(tar, mode="r:") as tf:
+        with _open(tar) as f, tarfile.open(fileobj=f, mode="r:") as tf:
             for m in tf:
                 if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS:
                     yield TarMember(tar, m.name, m.offset_data, m.size)
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{tar}: no such file") from None
     except IsADirectoryError:
@@ -97,3 +106,5 @@ def image_members(tar: Path) -> Iterator[TarMember]:
         raise InputError(f"{tar}: cannot read it as an uncompressed tar ({e})") from None
     except OSError as e:
         raise InputError(f"{tar}: cannot read file ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - a bucket's read error names the tar
+        raise InputError(f"{tar}: cannot read ({type(e).__name__}: {e})") from None
