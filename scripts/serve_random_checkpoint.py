@@ -35,6 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from sam_cli.checkpoints import build_from_arch
+    from sam_cli.fetch import sha_variable
 
     spec = MODELS[args.model]
     torch.manual_seed(args.seed)
@@ -50,7 +51,7 @@ def main() -> None:
     )
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     # its own cache folder too: the random weights never enter the user's cache
-    print(f"export SAM_BASE_URL={url} SAM_SHA256_{args.model.upper()}={digest} "
+    print(f"export SAM_BASE_URL={url} {sha_variable(spec)}={digest} "
           f"SAM_CACHE_DIR={root / 'cache'}", flush=True)
     print(f"serving {spec.weights.file_name} ({len(data):,} bytes) from {root}", file=sys.stderr, flush=True)
     # the folder holds a full-size checkpoint: gone when the server is stopped (Ctrl-C or kill)
