@@ -13,10 +13,10 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from .images import IMAGE_EXTENSIONS
-from .remote import RemoteFile
 
 TAR_SUFFIX = ".tar"
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -28,7 +28,7 @@ MAX_BRACE_NAMES = 1_000_000
 class TarMember:
     """One image in a tar shard: where its bytes lie in the file."""
 
-    tar: Path | RemoteFile  # a local file, or an object in a bucket (read by ranges)
+    tar: Path | Any  # a local file, or an object in a bucket (io.remote.RemoteFile: ranged reads)
     name: str  # the member's path inside the tar
     offset: int  # of its data
     size: int
@@ -79,7 +79,7 @@ def expand_braces(pattern: str) -> list[str]:
     return [out for c in choices for out in expand_braces(head + c + tail)]
 
 
-def _open(tar: Path | RemoteFile):
+def _open(tar: Path | Any):
     return open(tar, "rb") if isinstance(tar, Path) else tar.open()
 
 
@@ -87,7 +87,7 @@ def is_tar(path: str | Path) -> bool:
     return str(path).lower().endswith(TAR_SUFFIX)
 
 
-def image_members(tar: Path | RemoteFile) -> Iterator[TarMember]:
+def image_members(tar: Path | Any) -> Iterator[TarMember]:
     """The image members of a plain tar, in the file's order (headers only are read: the
     data is skipped by seeking). InputError naming the tar when it cannot be read as one
     (missing, compressed, corrupt); members already yielded stay valid."""
