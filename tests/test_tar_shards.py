@@ -102,3 +102,15 @@ def test_shards_split_by_tar_file(shards, tiny_ckpt, monkeypatch):
         assert p.returncode == 0, p.stderr
         seen.append({r["input"].split(".tar/")[0] for r in lines(p)})
     assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == {"shards/00000", "shards/00001"}
+
+
+@pytest.mark.heavy  # two worker processes, each loading the model: CI runs it after the default run
+def test_tar_members_travel_to_worker_processes(shards, tiny_ckpt, monkeypatch):
+    """--devices: the items (tar members, read by offset) go to worker processes whole."""
+    monkeypatch.chdir(shards)
+    p = run_sam("auto", "shards", "-o", "w", "-c", tiny_ckpt, *FAST, "--devices", "cpu,cpu")
+    assert p.returncode == 0, p.stderr
+    assert sorted((r["input"], r["status"]) for r in lines(p)) == [
+        ("shards/00000.tar/000000.jpg", "ok"), ("shards/00000.tar/sub/000001.jpg", "ok"),
+        ("shards/00001.tar/000002.jpg", "ok")]
+    assert (shards / "w" / "00001.tar" / "000002.jpg.json").is_file()
