@@ -21,7 +21,7 @@ from .io.tars import TarMember, expand_braces, has_braces, image_members, is_tar
 
 @dataclass(frozen=True)
 class InputItem:
-    path: Path  # where to read it
+    path: Path | Url  # where to read it (a URL: io.remote.Url, which prints as given)
     rel: str  # output key: POSIX path relative to the output folder, with the extension kept
     error: SamError | None = None  # a problem known before reading it (a bad prompt row)
     image_id: int | None = None  # the dataset's id for the image (a COCO prompts file)
@@ -31,14 +31,10 @@ class InputItem:
     member: TarMember | RemoteFile | None = None
     group: str = ""  # what --shard splits by when not rel: a tar member's tar (its output key)
 
-    def read_bytes(self) -> bytes:
-        if self.member is not None:
-            return self.member.read_bytes()
-        return self.path.read_bytes()
-
 
 def read_input(item) -> np.ndarray:
-    """An input item's image (H×W×3 uint8 RGB): a file's, or a tar member's bytes decoded."""
+    """An input item's image (H×W×3 uint8 RGB): a file's, or its member's bytes (a tar member,
+    a bucket's object) decoded."""
     member = getattr(item, "member", None)
     if member is None:
         return read_image(item.path)
