@@ -104,3 +104,12 @@ def upscale_logits(
     rows = banded_matmul(rh, bh, low_res.reshape(-1, lh, lw))  # …×H×lw
     x = banded_matmul(rw, bw, rows.transpose(-1, -2))  # …×W×H
     return x.reshape(*lead, orig_hw[1], orig_hw[0]).transpose(-1, -2)
+
+
+def upscale_in_frame(
+    net, low: torch.Tensor, input_hw: tuple[int, int], out_hw: tuple[int, int]
+) -> torch.Tensor:
+    """A network's low-res logits (whole, or their leading rows and columns) → …×out_hw, through
+    the frame its upscale_frame(input_hw) names (models/__init__.py): every family's upscale."""
+    size, keep_hw = net.upscale_frame(input_hw)
+    return upscale_logits(low, keep_hw, out_hw, size, low_size=net.low_res_hw[0])

@@ -96,9 +96,9 @@ class ToyNet(nn.Module):
         return self.img_size, input_hw
 
     def upscale(self, low: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
-        from sam_cli.upscale import upscale_logits
+        from sam_cli.upscale import upscale_in_frame
 
-        return upscale_logits(low, input_hw, orig_hw, self.img_size)
+        return upscale_in_frame(self, low, input_hw, orig_hw)
 
     def clamp_low_res(self, low: torch.Tensor) -> torch.Tensor:
         return low

@@ -32,7 +32,7 @@ from ..masks import MaskRecord
 from ..models.features import ImageFeatures
 from ..predictor import CPU_DECODER_BATCH, Predictor
 from ..transforms import scale_coords
-from ..upscale import upscale_logits
+from ..upscale import upscale_in_frame
 from .grids import crop_boxes, layer_point_grids
 from .tiled import TiledMasks
 
@@ -412,8 +412,7 @@ class AutomaticMaskGenerator:
 
     def _upscale(self, low: torch.Tensor, crop: CropInput) -> torch.Tensor:
         """Low-res logits K×h×w (the leading rows and columns of the whole ones) → K×crop."""
-        size, keep_hw = self.model.upscale_frame(crop.input_hw)
-        return upscale_logits(low, keep_hw, crop.crop_hw, size, low_size=self.model.low_res_hw[0])
+        return upscale_in_frame(self.model, low, crop.input_hw, crop.crop_hw)
 
     def _dense_chunk(self, low: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]) -> int:
         """Masks per whole-mask upscale within the budget: its row pass, logits and binary
@@ -425,7 +424,7 @@ class AutomaticMaskGenerator:
         self, low: torch.Tensor, crop: CropInput, orig_hw: tuple[int, int]
     ) -> list[M.RunEdges]:
         """Run edges of low-res logits K×h×w in the image frame, upscaled whole (the same
-        upscale_logits and threshold as _filter_dense's first pass), in chunks within the budget."""
+        upscale and threshold as _filter_dense's first pass), in chunks within the budget."""
         chunk = self._dense_chunk(low, crop, orig_hw)
         out: list[M.RunEdges] = []
         for a in range(0, low.shape[0], chunk):

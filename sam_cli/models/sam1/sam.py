@@ -105,9 +105,9 @@ class Sam(nn.Module):
 
     def upscale(self, low: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
         """…×256×256 logits → …×H×W: through the padded 1024 frame, as the reference does."""
-        from ...upscale import upscale_logits
+        from ...upscale import upscale_in_frame
 
-        return upscale_logits(low, input_hw, orig_hw, self.img_size)
+        return upscale_in_frame(self, low, input_hw, orig_hw)
 
     def clamp_low_res(self, low: torch.Tensor) -> torch.Tensor:
         return low

@@ -132,9 +132,9 @@ class Sam2(nn.Module):
 
     def upscale(self, low: torch.Tensor, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> torch.Tensor:
         """…×256×256 logits → …×H×W in one bilinear step (SAM 2's postprocess_masks)."""
-        from ...upscale import upscale_logits
+        from ...upscale import upscale_in_frame
 
-        return upscale_logits(low, (256, 256), orig_hw, 256, low_size=256)
+        return upscale_in_frame(self, low, input_hw, orig_hw)
 
     def clamp_low_res(self, low: torch.Tensor) -> torch.Tensor:
         return low.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
