@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import InputError, SamError
-from .io.images import IMAGE_EXTENSIONS, decode_image, read_image
+from .io.images import decode_image, read_image
 from .io.remote import RemoteFile, Url, expand_url, is_url
-from .io.tars import TarMember, expand_braces, has_braces, image_members, is_tar
+from .io.tars import TarMember, expand_braces, has_braces, image_members, is_input, is_tar
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def walk_images(folder: Path, ex: Exclusions) -> Iterator[Path]:
         for f in sorted(files):
             if f.startswith("."):
                 continue
-            if Path(f).suffix.lower() in IMAGE_EXTENSIONS or is_tar(f):
+            if is_input(f):
                 yield Path(root) / f
             else:
                 ex.other_files[Path(f).suffix.lower() or "(none)"] += 1
@@ -169,7 +169,7 @@ def _expand(args: Iterable[str], stdin: Iterable[str] | None, ex: Exclusions) ->
             base = _glob_base(arg) if os.path.isabs(arg) else None
             for m in sorted(glob.glob(arg, recursive=True)):
                 mp = Path(m)
-                if mp.is_file() and (mp.suffix.lower() in IMAGE_EXTENSIONS or is_tar(m)):
+                if mp.is_file() and is_input(mp):
                     yield from _file_items(mp, safe_rel(m if base is None else os.path.relpath(m, base)))
         elif os.path.isabs(arg):
             yield from _file_items(p, safe_rel(_under_cwd(arg) or p.name))
@@ -181,12 +181,13 @@ def _file_items(path: Path | RemoteFile, rel: str) -> Iterator[InputItem]:
     """A file's input item; a .tar shard's, one per image member (outputs under the tar's
     key: shards/00000.tar/000123.jpg.json), or one failed item naming the tar when it cannot
     be read (the members read before a corrupt part stay)."""
-    if not is_tar(str(path)):
-        yield (InputItem(path, rel) if isinstance(path, Path) else InputItem(Url(path.url), rel, member=path))
+    local = isinstance(path, Path)
+    shown = path if local else Url(path.url)  # the path messages and JSON lines name it by
+    if not is_tar(shown):
+        yield InputItem(shown, rel, member=None if local else path)
         return
     try:
         for m in image_members(path):
-            shown = Path(str(m)) if isinstance(path, Path) else Url(str(m))
-            yield InputItem(shown, f"{rel}/{safe_rel(m.name)}", member=m, group=rel)
+            yield InputItem(Path(str(m)) if local else Url(str(m)), f"{rel}/{safe_rel(m.name)}", member=m, group=rel)
     except InputError as e:
-        yield InputItem(path if isinstance(path, Path) else Url(path.url), rel, error=e, group=rel)
+        yield InputItem(shown, rel, error=e, group=rel)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, PromptError
+from .tars import is_input
 
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 #: scheme → (the package fsspec needs for it, sam's extra that installs it)
@@ -33,8 +34,9 @@ def is_url(text: str) -> bool:
 
 
 def looks_like_mangled_url(path) -> bool:
-    """A URL that went through pathlib (`s3://b/x` → `s3:/b/x`): an option typed as a path."""
-    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/[^/]", str(path)) is not None and len(str(path).split(":")[0]) > 1
+    """A URL that went through pathlib (`s3://b/x` → `s3:/b/x`): an option typed as a path.
+    A scheme has two characters or more, so a drive letter (`C:/x`) is none."""
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:/[^/]", str(path)) is not None
 
 
 class Url(str):
@@ -43,11 +45,6 @@ class Url(str):
     @property
     def name(self) -> str:
         return self.rstrip("/").rsplit("/", 1)[-1]
-
-    @property
-    def suffix(self) -> str:
-        n = self.name
-        return n[n.rfind("."):] if "." in n else ""
 
 
 def filesystem(url: str):
@@ -113,9 +110,6 @@ def expand_url(arg: str) -> list[tuple[RemoteFile, str]]:
     matches (keys relative to its part before the first wildcard), anything else one file
     (keyed by its name). Image files and .tar shards only, sorted. PromptError for a missing
     backend, InputError for a listing that fails (a missing bucket, no credentials)."""
-    from .images import IMAGE_EXTENSIONS
-    from .tars import is_tar
-
     s = scheme(arg)
     if s in WEB:
         return [(RemoteFile(arg), Url(arg).name)]
@@ -125,17 +119,14 @@ def expand_url(arg: str) -> list[tuple[RemoteFile, str]]:
     def full(p: str) -> str:
         return p if is_url(p) else proto + p
 
-    def wanted(p: str) -> bool:
-        return Url(p).suffix.lower() in IMAGE_EXTENSIONS or is_tar(p)
-
     try:
         if any(c in arg for c in "*?["):
             base = arg[: min(arg.index(c) for c in "*?[" if c in arg)].rsplit("/", 1)[0]
-            found = sorted(full(p) for p in fs.glob(arg) if wanted(p))
+            found = sorted(full(p) for p in fs.glob(arg) if is_input(p))
             return [(RemoteFile(p, fs), p[len(base):].lstrip("/")) for p in found]
         if arg.endswith("/") or fs.isdir(arg):
             base = arg.rstrip("/")
-            found = sorted(full(p) for p in fs.find(base) if wanted(p))
+            found = sorted(full(p) for p in fs.find(base) if is_input(p))
             return [(RemoteFile(p, fs), p[len(base):].lstrip("/")) for p in found]
     except PromptError:
         raise

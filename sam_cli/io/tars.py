@@ -87,6 +87,11 @@ def is_tar(path: str | Path) -> bool:
     return str(path).lower().endswith(TAR_SUFFIX)
 
 
+def is_input(name: str | Path) -> bool:
+    """Whether a file is taken as input: an image by its extension, or a tar shard."""
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS or is_tar(name)
+
+
 def image_members(tar: Path | Any) -> Iterator[TarMember]:
     """The image members of a plain tar, in the file's order (headers only are read: the
     data is skipped by seeking). InputError naming the tar when it cannot be read as one
