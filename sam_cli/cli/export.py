@@ -28,9 +28,6 @@ EPILOG = """Examples:
 #: model families with an ONNX export: SAM 1 with Meta's interface (export/onnx.py), SAM 2.1 with
 #: onnxruntime's (export/sam2.py)
 EXPORTS = ("sam1", "sam2")
-#: options SAM 2.1's export has no counterpart for (onnxruntime's interface has none)
-SAM1_ONLY = {"use_stability_score": "--use-stability-score", "return_extra_metrics": "--return-extra-metrics",
-             "gelu_approximate": "--gelu-approximate"}
 
 
 @export_app.command(epilog=EPILOG, cls=Command)
@@ -86,9 +83,10 @@ def onnx(
         raise PromptError(f"sam export onnx: {loaded.checkpoint}: a {loaded.family} model, which has no ONNX "
                           f"export yet (it has: {', '.join(EXPORTS)})")
     if loaded.family == "sam2":
-        values = {"use_stability_score": use_stability_score, "return_extra_metrics": return_extra_metrics,
-                  "gelu_approximate": gelu_approximate}
-        given = [flag for name, flag in SAM1_ONLY.items() if values[name]]
+        # options of Meta's SAM 1 interface that onnxruntime's SAM 2 one has no counterpart for
+        given = [flag for flag, on in (("--use-stability-score", use_stability_score),
+                                       ("--return-extra-metrics", return_extra_metrics),
+                                       ("--gelu-approximate", gelu_approximate)) if on]
         if given:
             raise PromptError(f"{given[0]} is for SAM 1's export (Meta's interface); a SAM 2.1 model's follows "
                               "onnxruntime's, which has no such output")
