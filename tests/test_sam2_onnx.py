@@ -6,13 +6,12 @@ low-res logits for clicks, a box with a click, a mask fed back, one and three ma
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime  # noqa: F401  (the test extra installs it: a missing one fails, never skips)
 import pytest
 import sam2.sam2_image_predictor  # noqa: F401  (the oracle: a missing one fails, never skips)
 import torch
 
 from conftest import EXAMPLES
-
-pytest.importorskip("onnxruntime")  # the onnx extra, which the test extra installs
 
 ORT_DECODER_INPUTS = ["image_features_0", "image_features_1", "image_embeddings", "point_coords", "point_labels",
                       "input_masks", "has_input_masks", "original_image_size"]
