@@ -322,7 +322,7 @@ def test_many_boxes_are_upscaled_and_written_a_chunk_at_a_time(tmp_path, tiny_ck
     boxes = [f"{10 + i * 9},{20 + i % 7},{60 + i * 9},{120 + i % 5}" for i in range(40)]
     sizes = []
     real = P.upscale_logits
-    monkeypatch.setattr(P, "upscale_logits", lambda low, *a: sizes.append(low.shape[0]) or real(low, *a))
+    monkeypatch.setattr(P, "upscale_logits", lambda low, *a, **k: sizes.append(low.shape[0]) or real(low, *a, **k))
     args = ["segment", str(EXAMPLES / "chelsea.jpg"), "-o", str(tmp_path / "m.json"), "-c", str(tiny_ckpt),
             "--device", "cpu", "--overlay", str(tmp_path / "o.png")]
     for b in boxes:
