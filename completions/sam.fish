@@ -5,7 +5,7 @@ complete -c sam -n '__fish_use_subcommand' -l debug -d 'Show tracebacks on error
 complete -c sam -n '__fish_use_subcommand' -l help -s h -d 'Show the help and exit.'
 complete -c sam -n __fish_use_subcommand -a auto -d 'Generate every object\'s mask for many images, streamed through a batched pipeli'
 complete -c sam -n '__fish_seen_subcommand_from auto' -F
-complete -c sam -n '__fish_seen_subcommand_from auto' -l output -s o -r -F -d 'Output folder.'
+complete -c sam -n '__fish_seen_subcommand_from auto' -l output -s o -r -F -d 'Output folder, or a bucket URL (s3://bucket/out/, gs://, az://).'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l format -s f -x -a 'png' -d 'x.jpg.masks/0.png … and metadata.csv, the default'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l format -s f -x -a 'coco-rle' -d 'x.jpg.json, COCO RLE records'
 complete -c sam -n '__fish_seen_subcommand_from auto' -l format -s f -x -a 'coco' -d 'coco.json, one COCO dataset for the run'
@@ -73,7 +73,7 @@ complete -c sam -n '__fish_seen_subcommand_from auto' -l quiet -s q -d 'No progr
 complete -c sam -n '__fish_seen_subcommand_from auto' -l help -s h -d 'Show the help and exit.'
 complete -c sam -n __fish_use_subcommand -a edges -d 'Edge maps, the Segment Anything paper\'s way: a 16x16 grid of points, duplicate '
 complete -c sam -n '__fish_seen_subcommand_from edges' -F
-complete -c sam -n '__fish_seen_subcommand_from edges' -l output -s o -r -F -d 'Output folder.'
+complete -c sam -n '__fish_seen_subcommand_from edges' -l output -s o -r -F -d 'Output folder, or a bucket URL (s3://bucket/out/, gs://, az://).'
 complete -c sam -n '__fish_seen_subcommand_from edges' -l grid -x -d 'Points per side of the foreground-point grid (the paper\'s 16: 768 masks).'
 complete -c sam -n '__fish_seen_subcommand_from edges' -l nms -x -d 'Box NMS threshold for duplicate masks (the paper gives none; 0.7, automatic mode'
 complete -c sam -n '__fish_seen_subcommand_from edges' -l npy -d 'Also write x.jpg.edges.npy, the float32 map.'
@@ -107,7 +107,7 @@ complete -c sam -n '__fish_seen_subcommand_from edges' -l quiet -s q -d 'No prog
 complete -c sam -n '__fish_seen_subcommand_from edges' -l help -s h -d 'Show the help and exit.'
 complete -c sam -n __fish_use_subcommand -a eval -d 'The Segment Anything paper\'s interactive evaluation on your ground truth: a cli'
 complete -c sam -n '__fish_seen_subcommand_from eval' -F
-complete -c sam -n '__fish_seen_subcommand_from eval' -l output -s o -r -F -d 'Output folder.'
+complete -c sam -n '__fish_seen_subcommand_from eval' -l output -s o -r -F -d 'Output folder, or a bucket URL (s3://bucket/out/, gs://, az://).'
 complete -c sam -n '__fish_seen_subcommand_from eval' -l images -x -d 'Where the images are (default: GT\'s folder).'
 complete -c sam -n '__fish_seen_subcommand_from eval' -l clicks -x -d 'Report mIoU after these numbers of clicks.'
 complete -c sam -n '__fish_seen_subcommand_from eval' -l oracle -d 'First click: the best of the three masks against the ground truth, not the most '

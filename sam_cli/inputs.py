@@ -61,7 +61,10 @@ class Exclusions:
     summary: nothing is left out without a word."""
 
     def __init__(self, output: Path | None = None) -> None:
-        self.output = os.path.realpath(output) if output is not None else None
+        url = output is not None and is_url(str(output))
+        #: a bucket's output prefix ("s3://b/out/"): inputs listed under it are left out
+        self.output_url = str(output).rstrip("/") + "/" if url else None
+        self.output = os.path.realpath(output) if output is not None and not url else None
         self.skipped: list[str] = []
         self.other_files: Counter[str] = Counter()  # files in folders that are not images, by extension
 
@@ -74,7 +77,12 @@ class Exclusions:
         return False
 
     def file(self, path: str) -> bool:
-        """True (and noted) for a file inside the output folder."""
+        """True (and noted) for a file inside the output folder (or under its bucket prefix)."""
+        if self.output_url is not None and is_url(path):
+            if path.startswith(self.output_url):
+                self.skipped.append(path)
+                return True
+            return False
         if self.output is not None and os.path.realpath(path).startswith(self.output + os.sep):
             self.skipped.append(path)
             return True

@@ -61,7 +61,7 @@ class RunOptions:
 class Job:
     mode: str
     settings: Any
-    output: Path
+    output: Path  # or an io.remote.Url: a bucket
     model: ModelSpec = field(default_factory=ModelSpec)
     formats: tuple[str, ...] = ()
     format_options: Any = None  # io.formats.FormatOptions
@@ -88,11 +88,9 @@ class Job:
                 "dtype": m.dtype, "settings": self.kind.record(self.settings)}
 
     def layout(self):
-        """The io.outputs.OutputLayout this job writes."""
-        from .io.outputs import OutputLayout
-
-        return OutputLayout(self.output, self.formats, prompted=self.kind.prompted, options=self.format_options,
-                            own=self.kind.own_outputs(self.settings))
+        """The io.outputs.OutputLayout this job writes (io.bucket's for a bucket URL)."""
+        return output_layout(self.output, self.formats, prompted=self.kind.prompted, options=self.format_options,
+                             own=self.kind.own_outputs(self.settings))
 
     def runner(self, *, finish: bool = True):
         from .run import Runner
@@ -111,3 +109,17 @@ class Job:
         opts = self.format_options
         return {"mode": self.mode, "formats": list(self.formats), "options": asdict(opts) if opts is not None else None,
                 "own": self.kind.merge_args(self.settings)}
+
+
+def output_layout(output, formats: tuple[str, ...], **kwargs):
+    """The io.outputs.OutputLayout of the folder `output`; for a URL (io.remote.Url, s3://…),
+    io.bucket's, which stages each output on local disk and uploads it."""
+    from .io.remote import is_url
+
+    if is_url(str(output)):
+        from .io.bucket import BucketLayout
+
+        return BucketLayout(output, formats, **kwargs)
+    from .io.outputs import OutputLayout
+
+    return OutputLayout(output, formats, **kwargs)

@@ -187,7 +187,7 @@ class Runner:
         return None
 
     def _outputs(self, item: InputItem) -> list[str]:
-        return [str(p) for p in self.layout.outputs(item.rel)]
+        return self.layout.shown(item.rel)
 
     # ---------------------------------------------------------------------------- run
     def run(

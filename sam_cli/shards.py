@@ -159,7 +159,7 @@ def _unsafe_key(key: str, root: Path) -> str | None:
         return "not a normalised relative path"
     real_root = os.path.realpath(root)
     if os.path.commonpath([real_root, os.path.realpath(os.path.join(real_root, key))]) != real_root:
-        return f"outside {root}"
+        return "outside the output folder"
     return None
 
 
@@ -173,16 +173,22 @@ class Merge:
     count: int  # shards
 
 
-def gather(root: Path) -> Merge:
+def gather(root: Path, where: str | None = None) -> Merge:
     """Read and check the shard records under root: one N, every shard 0..N-1 there, one run
     record (the folder's own), one set of formats and options. PromptError (usage) naming what
-    is missing or differs."""
+    is missing or differs. where: the folder as the user named it, in messages (a bucket URL
+    whose records were downloaded to root)."""
     from .inputs import RUN_RECORD
+
+    shown_root = where.rstrip("/") if where else str(root)
+
+    def shown(p: Path) -> str:
+        return f"{shown_root}/{p.relative_to(root).as_posix()}" if where else str(p)
 
     folder = root / SHARDS_DIR
     paths = sorted(folder.glob("*-of-*.json")) if folder.is_dir() else []
     if not paths:
-        raise PromptError(f"{root}: no shard records ({SHARDS_DIR}/I-of-N.json) to merge",
+        raise PromptError(f"{shown_root}: no shard records ({SHARDS_DIR}/I-of-N.json) to merge",
                           hint="sam merge builds the run-level outputs of a run made with --shard, "
                           "--devices or --ray; a plain run writes its own")
     recs = {}
@@ -190,19 +196,19 @@ def gather(root: Path) -> Merge:
         try:
             recs[p.name] = json.loads(p.read_bytes().decode("utf-8"))
         except (OSError, ValueError) as e:
-            raise OutputError(f"{p}: cannot read this shard record ({e})") from None
+            raise OutputError(f"{shown(p)}: cannot read this shard record ({e})") from None
         if bad := _malformed(recs[p.name], root):
-            raise PromptError(f"{p}: not a shard record sam wrote ({bad})",
+            raise PromptError(f"{shown(p)}: not a shard record sam wrote ({bad})",
                               hint="remove it, and rerun its shard")
     counts = sorted({r["shard"][1] for r in recs.values()})
     if len(counts) > 1:
-        raise PromptError(f"{folder}: records of runs split {' and '.join(map(str, counts))} ways",
+        raise PromptError(f"{shown(folder)}: records of runs split {' and '.join(map(str, counts))} ways",
                           hint="remove the records of the split you no longer use")
     n = counts[0]
     have = {r["shard"][0] for r in recs.values()}
     if missing := [i for i in range(n) if i not in have]:
         listed = ", ".join(f"{i}/{n}" for i in missing)
-        raise PromptError(f"{root}: shard{'s' if len(missing) > 1 else ''} {listed} not finished "
+        raise PromptError(f"{shown_root}: shard{'s' if len(missing) > 1 else ''} {listed} not finished "
                           f"(no record in {SHARDS_DIR}/)", hint="run them (a rerun resumes), then merge")
     try:
         folder_record = json.loads((root / RUN_RECORD).read_text())
@@ -211,10 +217,10 @@ def gather(root: Path) -> Merge:
     first = recs[paths[0].name]
     for name, r in recs.items():
         if r["record"] != folder_record:
-            raise PromptError(f"{folder / name}: made by another run than {root / RUN_RECORD} says",
+            raise PromptError(f"{shown(folder / name)}: made by another run than {shown(root / RUN_RECORD)} says",
                               hint="rerun that shard with the folder's settings")
         if (r["formats"], r["options"], r.get("job")) != (first["formats"], first["options"], first.get("job")):
-            raise PromptError(f"{folder / name}: other formats or format options than {paths[0].name}",
+            raise PromptError(f"{shown(folder / name)}: other formats or format options than {paths[0].name}",
                               hint="rerun the shards with the same -f and format options")
     images = sorted({rel for r in recs.values() for rel in r["images"]})
     failed = sorted({rel for r in recs.values() for rel in r["failed"]} - set(images))

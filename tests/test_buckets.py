@@ -1,18 +1,22 @@
 """Inputs from a bucket: a real S3 API on 127.0.0.1 (moto's server, started and stopped here),
 read through fsspec and s3fs as a user's run reads AWS: a prefix, a glob, a tar shard in the
 bucket, the masks equal to a local run's; a missing bucket, no credentials, a missing extra and
-an output URL each one clear line."""
+a missing output bucket each one clear line.
+
+Outputs to a bucket: byte for byte a local run's, resumed, in shards merged from the bucket,
+and an upload that fails (the server stopped mid-run) failing its image until a rerun."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import tarfile
 
 import pytest
 
-from cli_helpers import lines, run_sam
+from cli_helpers import lines, run_sam, same_trees
 from conftest import EXAMPLES
 
 FAST = ["--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "-f", "coco-rle"]
@@ -97,8 +101,12 @@ def test_bucket_errors_are_one_clear_line(bucket, tiny_ckpt, monkeypatch):
     err = p.stderr.decode()
     assert p.returncode == 3, err  # the only input is missing
     assert "s3://no-such-bucket/in/: cannot" in err and "Traceback" not in err
-    p = run_sam("auto", "s3://photos/in/", "-o", "s3://photos/out/", "-c", tiny_ckpt, *FAST)
-    assert p.returncode == 2 and "writing to a bucket URL is not supported yet" in p.stderr.decode()
+    p = run_sam("auto", "s3://photos/in/", "-o", "s3://no-such-bucket/out/", "-c", tiny_ckpt, *FAST)
+    err = p.stderr.decode()
+    assert p.returncode == 7 and "s3://no-such-bucket/out: no bucket 'no-such-bucket'" in err, err
+    assert "Traceback" not in err and not lines(p)  # refused before any image was read
+    p = run_sam("auto", "s3://photos/in/", "-o", "ftp://host/out/", "-c", tiny_ckpt, *FAST)
+    assert p.returncode == 2 and "not ftp://" in p.stderr.decode()
     p = run_sam("auto", "ftp://host/x.jpg", "-o", bucket / "y", "-c", tiny_ckpt, *FAST)
     assert p.returncode == 2 and "not ftp://" in p.stderr.decode()
     import sys
@@ -107,9 +115,10 @@ def test_bucket_errors_are_one_clear_line(bucket, tiny_ckpt, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "s3fs", None)  # as if the extra were not installed
     monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, "s3", raising=False)  # nor loaded before
-    p = run_sam("auto", "s3://photos/in/", "-o", bucket / "z", "-c", tiny_ckpt, *FAST)
-    err = p.stderr.decode()
-    assert p.returncode == 2 and "needs s3fs" in err and "segment-anything-cli[s3]" in err, err
+    for args in (("s3://photos/in/", "-o", bucket / "z"), (bucket / "local", "-o", "s3://photos/out/")):
+        p = run_sam("auto", *args, "-c", tiny_ckpt, *FAST)
+        err = p.stderr.decode()
+        assert p.returncode == 2 and "needs s3fs" in err and "segment-anything-cli[s3]" in err, err
 
 
 def test_no_credentials_is_a_failed_listing_naming_the_url(bucket, tiny_ckpt, monkeypatch, tmp_path):
@@ -123,3 +132,124 @@ def test_no_credentials_is_a_failed_listing_naming_the_url(bucket, tiny_ckpt, mo
     assert p.returncode == 3, err
     assert "s3://photos/in/: cannot list" in err and "credentials" in err.lower() and "Traceback" not in err
     assert "testing" not in err  # no secret is ever printed
+
+
+# ------------------------------------------------------------------------- outputs
+def _download(prefix: str, dest):
+    """Every object under s3://photos/<prefix>/ into the folder dest, as a local run lays it."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    objs = s3.list_objects_v2(Bucket="photos", Prefix=prefix + "/").get("Contents", [])
+    for o in objs:
+        path = dest / o["Key"][len(prefix) + 1:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(s3.get_object(Bucket="photos", Key=o["Key"])["Body"].read())
+    return sorted(o["Key"][len(prefix) + 1:] for o in objs)
+
+
+OUTS = [*FAST[:-2], "-f", "png", "-f", "coco", "-f", "overlay"]
+
+
+def test_a_bucket_to_bucket_run_is_a_local_run_byte_for_byte_and_resumes(bucket, tiny_ckpt):
+    local = run_sam("auto", "local", "-o", "l", "-c", tiny_ckpt, *OUTS, cwd=bucket)
+    assert local.returncode == 0, local.stderr
+    p = run_sam("auto", "s3://photos/in/", "-o", "s3://photos/out/", "-c", tiny_ckpt, *OUTS)
+    assert p.returncode == 0, p.stderr
+    got = lines(p)
+    assert [(r["status"], r["outputs"]) for r in got] == [
+        ("ok", ["s3://photos/out/a/x.jpg.masks", "s3://photos/out/a/x.jpg.json", "s3://photos/out/a/x.jpg.overlay.jpg"]),
+        ("ok", ["s3://photos/out/b.jpg.masks", "s3://photos/out/b.jpg.json", "s3://photos/out/b.jpg.overlay.jpg"])]
+    assert "wrote s3://photos/out/coco.json" in p.stderr.decode()
+    keys = _download("out", bucket / "r")
+    assert "sam-run.json" in keys and not [k for k in keys if "/." in k or k.startswith(".")]  # no temporary keys
+    assert same_trees(bucket / "l", bucket / "r") == []
+    # a rerun skips both, counting their masks from the bucket, and writes coco.json again
+    again = run_sam("auto", "s3://photos/in/", "-o", "s3://photos/out/", "-c", tiny_ckpt, *OUTS)
+    assert again.returncode == 0, again.stderr
+    assert [(r["status"], r["masks"]) for r in lines(again)] == [("skipped", r["masks"]) for r in got]
+    # an image whose manifest is missing (a run stopped between its masks and metadata.csv) is redone
+    import boto3
+
+    boto3.client("s3").delete_object(Bucket="photos", Key="out/b.jpg.masks/metadata.csv")
+    third = run_sam("auto", "s3://photos/in/", "-o", "s3://photos/out/", "-c", tiny_ckpt, *OUTS)
+    assert [r["status"] for r in lines(third)] == ["skipped", "ok"], third.stderr
+    _download("out", bucket / "r2")
+    assert same_trees(bucket / "l", bucket / "r2") == []
+    # other settings are refused by the bucket's run record, as a folder's
+    other = run_sam("auto", "s3://photos/in/", "-o", "s3://photos/out/", "-c", tiny_ckpt, *OUTS, "--box-nms-thresh", "0.5")
+    assert other.returncode == 2 and "s3://photos/out: its outputs were made by another run" in other.stderr.decode()
+
+
+def test_shards_into_a_bucket_merge_from_it(bucket, tiny_ckpt):
+    plain = run_sam("auto", "local", "-o", "plain", "-c", tiny_ckpt, *OUTS, cwd=bucket)
+    assert plain.returncode == 0, plain.stderr
+    for i in range(2):
+        p = run_sam("auto", "s3://photos/in/", "-o", "s3://photos/sh/", "-c", tiny_ckpt, *OUTS, "--shard", f"{i}/2")
+        assert p.returncode == 0, p.stderr
+        assert f"wrote s3://photos/sh/sam-shards/{i}-of-2.json" in p.stderr.decode()
+    m = run_sam("merge", "s3://photos/sh/")
+    assert m.returncode == 0, m.stderr
+    assert "wrote s3://photos/sh/coco.json" in m.stderr.decode()
+    _download("sh", bucket / "sh")
+    assert same_trees(bucket / "plain", bucket / "sh") == []
+    p = run_sam("merge", "s3://photos/in/")
+    assert p.returncode == 2 and "s3://photos/in: no shard records" in p.stderr.decode()
+
+
+def test_an_upload_that_fails_fails_its_image_and_a_rerun_finishes_it(bucket, tiny_ckpt, s3_server):
+    """The server stops after the first image's outputs: the next image fails naming its object,
+    the run exits 5; once the server is back, a rerun does that image alone."""
+    import subprocess
+    import sys
+
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_MAX_ATTEMPTS": "1"}
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+    s3.create_bucket(Bucket="stop")
+    for name in ("chelsea.jpg", "coffee.jpg", "astronaut.jpg"):
+        (bucket / "three").mkdir(exist_ok=True)
+        (bucket / "three" / name).write_bytes((EXAMPLES / name).read_bytes())
+    cmd = [sys.executable, "-m", "sam_cli", "auto", str(bucket / "three"), "-o", "s3://stop/out/", "-c", str(tiny_ckpt),
+           *OUTS, "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = json.loads(proc.stdout.readline())
+    server.stop()  # mid-run: the images after the first have nowhere to go
+    out, err = proc.communicate(timeout=300)
+    rest = [json.loads(x) for x in out.decode().splitlines()]
+    err = err.decode()
+    assert first["status"] == "ok" and proc.returncode == 5, err
+    assert rest and all(r["status"] == "failed" for r in rest), rest
+    assert all("s3://stop/out/" in r["error"] and "cannot upload" in r["error"] for r in rest), rest
+    assert "Traceback" not in err and "coco" not in {r.get("input") for r in rest}
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()  # the same in-process store: what was uploaded before is there
+    try:
+        again = subprocess.run(cmd, capture_output=True, env=env, timeout=300)
+        statuses = [json.loads(x)["status"] for x in again.stdout.decode().splitlines()]
+        assert again.returncode == 0, again.stderr
+        assert statuses.count("skipped") == 1 and statuses.count("ok") == 2, statuses
+    finally:
+        server.stop()
+
+
+@pytest.mark.heavy  # two worker processes, then a local Ray: CI runs it after the default run
+def test_workers_and_ray_from_a_bucket_to_a_bucket(bucket, tiny_ckpt):
+    """--devices and --ray local without a shared folder: every process reads the bucket and
+    uploads its images' outputs; the parent writes coco.json from the bucket. Each process on
+    one thread, as the plain run (a CPU's float sums follow its thread count)."""
+    one = {"SAM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    plain = run_sam("auto", "local", "-o", "plain", "-c", tiny_ckpt, *OUTS, cwd=bucket, env=one)
+    assert plain.returncode == 0, plain.stderr
+    for name, flags in (("workers", ["--devices", "cpu,cpu"]), ("ray", ["--ray", "local"])):
+        p = run_sam("auto", "s3://photos/in/", "-o", f"s3://photos/{name}/", "-c", tiny_ckpt, *OUTS, *flags, env=one)
+        assert p.returncode == 0, p.stderr
+        assert sorted(r["status"] for r in lines(p)) == ["ok", "ok"]
+        _download(name, bucket / name)
+        assert same_trees(bucket / "plain", bucket / name) == [], name

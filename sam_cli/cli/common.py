@@ -175,7 +175,7 @@ class EventPrinter:
         cache = getattr(runner.engine, "cache", None)
         if runner.stale:
             message(f"removed {len(runner.stale)} temporary file(s) that a killed run left in "
-                    f"{runner.layout.root}", self.quiet)
+                    f"{runner.layout.where}", self.quiet)
         if counts.total == 0 and empty:
             message(empty, self.quiet)
         elif counts.total == 0:  # nothing to do is not an error (exit 0), but say so

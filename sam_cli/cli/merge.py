@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,8 +19,8 @@ EPILOG = """Examples:
 
 @app.command(epilog=EPILOG, cls=Command, short_help="The run-level outputs of a run made in shards.")
 def merge(
-    output: Annotated[Path, typer.Argument(metavar="OUT", help="The output folder the shards wrote to.",
-                                           show_default=False)],
+    output: Annotated[str, typer.Argument(metavar="OUT", help="The output folder (or bucket URL) the shards "
+                                          "wrote to.", show_default=False)],
     quiet: QuietOpt = False,
 ) -> None:
     """Write the run-level outputs (coco.json, yolo-seg's labels, annotations.xml, …) of a run
@@ -29,17 +28,28 @@ def merge(
     files a plain run over the same images writes."""
     from ..engines import get
     from ..errors import SamError
+    from ..inputs import RUN_RECORD
     from ..io.formats import FormatOptions
-    from ..io.outputs import OutputLayout
-    from ..shards import gather
+    from ..io.remote import Url
+    from ..job import output_layout
+    from ..shards import SHARDS_DIR, gather
     from .common import message
     from .exitcodes import ExitCode
+    from .options import output_folder
 
-    plan = gather(output)
+    folder = output_folder(output)
+    if isinstance(folder, Url):  # the records read from a staging folder the bucket's layout fills
+        from ..io.bucket import BucketLayout
+
+        reader = BucketLayout(folder, ())
+        reader.fetch(sorted(k for k in reader.keys if k == RUN_RECORD or k.startswith(SHARDS_DIR + "/")))
+        plan = gather(reader.root, where=reader.where)
+    else:
+        plan = gather(folder)
     job = plan.job or {"mode": "automatic"}
     own = get(job["mode"]).own_from_merge(job.get("own"))
     options = FormatOptions(**plan.options) if plan.options is not None else None
-    layout = OutputLayout(output, plan.formats, options=options, own=own)
+    layout = output_layout(folder, plan.formats, options=options, own=own)
     failed = []
     for name in layout.run_level() if plan.images else []:
         message(f"writing {name} over {len(plan.images)} images…", quiet)

@@ -181,19 +181,24 @@ InputsArg = Annotated[
     typer.Argument(metavar="INPUTS", show_default=False,
                    help="Image files, folders (recursive), globs, or - to read paths from stdin."),
 ]
-def _local_folder(value: Path | None) -> Path | None:
-    """-o takes a folder on a disk (local or mounted): a bucket URL is refused, not made into a
-    local folder named `s3:`."""
-    from ..io.remote import looks_like_mangled_url
+def output_folder(value: str | None):
+    """-o: a folder on a disk (a Path), or a bucket's prefix (an io.remote.Url: s3://b/out/,
+    gs://, az://), whose backend must be one sam writes to (a usage error names what to
+    install)."""
+    from ..io.remote import BACKENDS, Url, filesystem, scheme
 
-    if value is not None and looks_like_mangled_url(value):
-        raise typer.BadParameter(f"{value}: writing to a bucket URL is not supported yet; give a folder on a "
-                                 "disk (a mounted bucket works)")
-    return value
+    if value is None:
+        return None
+    if (s := scheme(value)) is None:
+        return Path(value)
+    if s not in BACKENDS:
+        raise typer.BadParameter(f"{value}: sam writes to {', '.join(sorted(BACKENDS))} URLs, not {s}://")
+    filesystem(value)  # the extra is installed, or a usage error says which
+    return Url(value)
 
 
-OutputDirOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Output folder.",
-                                            callback=_local_folder)]
+OutputDirOpt = Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="Output folder, or a bucket "
+                                           "URL (s3://bucket/out/, gs://, az://).", callback=output_folder)]
 BatchSizeOpt = Annotated[
     Optional[int],
     typer.Option(min=1, metavar="N", help="Images (crops) per image-encoder batch. "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def segment_prompts(
-    prompts: str, output: Path, *, images: Path | None, prompt_format: str | None,
+    prompts: str, output, *, images: Path | None, prompt_format: str | None,
     coco_dataset: Path | None, class_names: Path | None, min_score: float | None, choice: str,
     refine: bool, formats: tuple[str, ...], format_options, batch_size: int | None, workers: int, overwrite: bool,
     progress: bool | None, model: str | None, checkpoint: Path | None, device: str, dtype: str,
@@ -22,7 +22,8 @@ def segment_prompts(
     from ..spread import choose
     from .common import EventPrinter, message, refuse_all_missing, run_to_end, shard_items
 
-    if output.suffix.lower() in (".png", ".jpg", ".jpeg", ".json", ".npy", ".csv") and not output.is_dir():
+    if isinstance(output, Path) and output.suffix.lower() in (".png", ".jpg", ".jpeg", ".json", ".npy", ".csv") \
+            and not output.is_dir():
         raise PromptError(f"--output {output}: with --prompts, -o is an output folder (this looks like a file name)",
                           hint="give a folder, e.g. -o masks/")
     src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),

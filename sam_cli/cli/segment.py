@@ -129,7 +129,7 @@ def segment(
 
         formats = tuple(dict.fromkeys(fmt or DEFAULT_FORMATS))
         return segment_prompts(
-            prompts, Path(output), images=images, prompt_format=prompt_format, coco_dataset=coco_dataset,
+            prompts, O.output_folder(output), images=images, prompt_format=prompt_format, coco_dataset=coco_dataset,
             class_names=class_names, min_score=min_score, choice=choice, refine=refine, formats=formats,
             format_options=O.format_options(ctx, formats),
             batch_size=batch_size, workers=workers, overwrite=overwrite, progress=progress, model=model,

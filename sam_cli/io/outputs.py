@@ -53,13 +53,28 @@ class OutputLayout:
         base = self.root / rel
         return [p for mod in self.modules.values() for p in mod.outputs(base)]
 
-    def is_complete(self, rel: str) -> bool:
+    @property
+    def where(self) -> str:
+        """The output folder as the user named it (a bucket layout: its URL)."""
+        return str(self.root)
+
+    def shown(self, rel: str) -> list[str]:
+        """outputs(rel) as the user finds them (a bucket layout: their URLs)."""
+        return [str(p) for p in self.outputs(rel)]
+
+    def publish(self, path: Path) -> str:
+        """Make a file written under root outside the formats (a shard record) the output
+        folder's; returns where it is, as the user finds it."""
+        return str(path)
+
+    def markers(self, rel: str) -> list[Path]:
+        """The files whose presence says an earlier run left all of rel's outputs whole."""
         base = self.root / rel
-        for mod in self.modules.values():
-            check = getattr(mod, "complete", None)
-            if not (check(base) if check else all(p.is_file() for p in mod.outputs(base))):
-                return False
-        return True
+        return [p for mod in self.modules.values()
+                for p in (mod.markers(base) if hasattr(mod, "markers") else mod.outputs(base))]
+
+    def is_complete(self, rel: str) -> bool:
+        return all(p.is_file() for p in self.markers(rel))
 
     def count(self, rel: str) -> int | None:
         """How many masks the outputs of an earlier run hold for this image, from the first
@@ -77,7 +92,7 @@ class OutputLayout:
         img = ImageOutput(self.root / rel, rel, image, records, image_id, self.prompted, self.options, source)
         for mod in self.modules.values():
             mod.write(img)
-        return [str(p) for p in self.outputs(rel)]
+        return self.shown(rel)
 
     def claim(self, record: dict, overwrite: bool) -> Callable[[], None]:
         """Check the folder's run record against this run's, before anything is decided or
@@ -99,7 +114,7 @@ class OutputLayout:
             return lambda: None
         if old is not None and not overwrite:
             raise PromptError(
-                f"{self.root}: its outputs were made by another run ({_differences(old, record)})",
+                f"{self.where}: its outputs were made by another run ({_differences(old, record)})",
                 hint="add --overwrite to redo them with these settings, or choose another -o",
             )
         made = not self.root.exists()

@@ -102,9 +102,9 @@ def run_job(job, items: Iterable, emit: Callable, note: Callable[[str], None], *
         from ..shards import write_record
 
         layout = runner.layout
-        path = write_record(layout.root, shard, record=runner.record, formats=layout.formats,
-                            options=layout.options, images=runner.finished, failed=runner.failed,
-                            job=job.merge_args())
+        path = layout.publish(write_record(layout.root, shard, record=runner.record, formats=layout.formats,
+                                           options=layout.options, images=runner.finished, failed=runner.failed,
+                                           job=job.merge_args()))
         note(f"shard {shard}: wrote {path}; once every shard has its record, `sam merge "
-             f"{layout.root}` writes the run-level outputs")
+             f"{layout.where}` writes the run-level outputs")
     return runner

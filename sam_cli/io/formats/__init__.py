@@ -9,8 +9,9 @@ A format module defines:
         folders, beside that name
     write(img: ImageOutput) -> None
         writes them, each under a temporary name then renamed (io.writers)
-    complete(base: Path) -> bool            (optional; default: every output is a file)
-        whether an earlier run left this image's outputs whole, so a rerun skips it
+    markers(base: Path) -> list[Path]       (optional; default: its outputs, all files)
+        the files written last, whose presence says an earlier run left this image's
+        outputs whole, so a rerun skips it (a folder's manifest: png's metadata.csv)
     count(base: Path) -> int | None         (optional) how many masks an earlier run wrote
         there (a skipped image's count), None if it cannot tell
     REQUIRES: tuple[str, ...]               (optional) formats whose per-image outputs it reads

@@ -36,8 +36,8 @@ def outputs(base: Path) -> list[Path]:
     return [base.with_name(base.name + FOLDER_SUFFIX)]
 
 
-def complete(base: Path) -> bool:
-    return (outputs(base)[0] / "metadata.csv").is_file()  # written last
+def markers(base: Path) -> list[Path]:
+    return [outputs(base)[0] / "metadata.csv"]  # written last
 
 
 def count(base: Path) -> int | None:

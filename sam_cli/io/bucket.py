@@ -1,0 +1,183 @@
+"""Outputs in a bucket (`-o s3://bucket/out/`, gs://, az://): the layout of io.outputs over an
+object store, through fsspec (io.remote).
+
+Every output is made exactly as on a disk, in a private staging folder on local disk, then
+uploaded a file at a time. An object store has no rename, but a single upload is all or
+nothing: an object appears whole, with its new bytes, or not at all (S3, GCS and Azure block
+blobs alike, multipart uploads included). So a file in the bucket is never half-written. What a
+bucket cannot do is show a folder of files at once (png's x.jpg.masks/): its files go up first
+and its manifest (metadata.csv) last, the file whose presence says the image is complete (a
+format's `markers`); a rerun redoes an image whose manifest is missing. The staged copies are
+removed once uploaded, except the per-image files an end-of-run step reads (coco-rle's JSON for
+coco.json); that step downloads what earlier runs or other shards put in the bucket, runs on
+local disk, and uploads what it wrote.
+
+Resume reads the bucket's listing of the output prefix once per process, at the start: an image
+whose markers are all there is skipped. A failed upload (the server gone, access denied) fails
+that image, naming the object, and the run goes on; a rerun finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+
+from ..errors import OutputError
+from .outputs import OutputLayout
+from .remote import Url, _why, filesystem
+
+
+class BucketLayout(OutputLayout):
+    """OutputLayout whose folder is the URL `url`: root is a local staging folder."""
+
+    def __init__(self, url: str, formats: tuple[str, ...], **kwargs) -> None:
+        self.url = Url(str(url).rstrip("/"))
+        self.fs = filesystem(self.url)
+        self._base = self.fs._strip_protocol(self.url).rstrip("/")  # "bucket/out"
+        self.keys = self._list()  # fails before any model is loaded
+        stage = Path(tempfile.mkdtemp(prefix="sam-stage-"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, stage, True)
+        super().__init__(stage, formats, **kwargs)
+        finishing = [m for m in self.modules.values() if hasattr(m, "finish")]
+        # per-image outputs an end-of-run step reads: kept staged after their upload
+        self._kept = {d for m in finishing for d in getattr(m, "REQUIRES", ())} | {
+            n for n, m in self.modules.items() if hasattr(m, "finish") and not hasattr(m, "REQUIRES")}
+
+    # ------------------------------------------------------------------ the bucket
+    def _list(self) -> set[str]:
+        """The keys under the output prefix, relative to it."""
+        bucket = self._base.split("/", 1)[0]
+        try:
+            there = self.fs.exists(bucket)
+            found = self.fs.find(self._base) if there else []
+        except Exception as e:  # noqa: BLE001 - any backend failure names the URL
+            raise OutputError(f"{self.url}: cannot write there ({_why(e)})") from None
+        if not there:
+            raise OutputError(f"{self.url}: no bucket {bucket!r} (or no access to it)",
+                              hint="create it first (sam makes folders, never buckets), or check the URL")
+        return {p[len(self._base) + 1:] for p in found if p.startswith(self._base + "/")}
+
+    def _key(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _remote(self, key: str) -> str:
+        return f"{self.url}/{key}"
+
+    def _put(self, paths: list[Path]) -> None:
+        """Upload staged files, each one object (whole or not at all), in the order given."""
+        for p in paths:
+            key = self._key(p)
+            try:
+                self.fs.put_file(str(p), self._remote(key))
+            except Exception as e:  # noqa: BLE001 - a failed upload fails what it was for
+                raise OutputError(f"{self._remote(key)}: cannot upload ({_why(e)})") from None
+            self.keys.add(key)
+
+    def _delete(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.fs.rm_file(self._remote(key))
+            except FileNotFoundError:
+                pass
+            except Exception as e:  # noqa: BLE001
+                raise OutputError(f"{self._remote(key)}: cannot remove ({_why(e)})") from None
+            self.keys.discard(key)
+
+    def fetch(self, keys: list[str]) -> None:
+        """Download those of `keys` that are in the bucket and not staged yet."""
+        for key in keys:
+            local = self.root / key
+            if key in self.keys and not local.exists():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.fs.get_file(self._remote(key), str(local))
+                except Exception as e:  # noqa: BLE001
+                    local.unlink(missing_ok=True)
+                    raise OutputError(f"{self._remote(key)}: cannot download ({_why(e)})") from None
+
+    # ------------------------------------------------------------ OutputLayout's API
+    @property
+    def where(self) -> str:
+        return self.url
+
+    def shown(self, rel: str) -> list[str]:
+        return [self._remote(self._key(p)) for p in self.outputs(rel)]
+
+    def publish(self, path: Path) -> str:
+        self._put([path])
+        return self._remote(self._key(path))
+
+    def is_complete(self, rel: str) -> bool:
+        return all(self._key(p) in self.keys for p in self.markers(rel))
+
+    def count(self, rel: str) -> int | None:
+        self.fetch([self._key(p) for p in self.markers(rel)])
+        return super().count(rel)
+
+    def write(self, rel: str, image, records, image_id=None, source=None) -> list[str]:
+        super().write(rel, image, records, image_id, source)
+        base = self.root / rel
+        for name, mod in self.modules.items():
+            markers = set(mod.markers(base)) if hasattr(mod, "markers") else set()
+            for out in mod.outputs(base):
+                if out.is_dir():
+                    files = sorted(p for p in out.rglob("*") if p.is_file())
+                    prefix = self._key(out) + "/"
+                    old = sorted(k for k in self.keys if k.startswith(prefix))
+                    self._delete([self._key(m) for m in markers if self._key(m) in self.keys])
+                    self._put([p for p in files if p not in markers])
+                    self._delete([k for k in old if self.root / k not in files])  # an earlier run's extra masks
+                    self._put([p for p in files if p in markers])
+                else:
+                    self._put([out])
+                if name not in self._kept:
+                    shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
+        return self.shown(rel)
+
+    def claim(self, record: dict, overwrite: bool):
+        from ..inputs import RUN_RECORD
+
+        self.fetch([RUN_RECORD])
+        before = (self.root / RUN_RECORD).read_bytes() if (self.root / RUN_RECORD).is_file() else None
+        undo_stage = super().claim(record, overwrite)
+        path = self.root / RUN_RECORD
+        if path.read_bytes() == before:
+            return undo_stage
+        self._put([path])
+
+        def undo() -> None:
+            undo_stage()
+            try:
+                self._put([path]) if path.is_file() else self._delete([RUN_RECORD])
+            except OutputError:
+                pass
+        return undo
+
+    def remove_stale_temps(self) -> list[Path]:
+        return []  # nothing goes into the bucket under a temporary name
+
+    def finish_one(self, name: str, rels: list[str]) -> tuple[Path, str]:
+        mod = self.modules[name]
+        self.keys = self._list()  # what other processes (workers, actors, shards) wrote since
+        for dep in getattr(mod, "REQUIRES", None) or (name,):
+            self.fetch([self._key(p) for rel in sorted(set(rels)) for p in self.modules[dep].outputs(self.root / rel)])
+        before = _snapshot(self.root)
+        path, note = super().finish_one(name, rels)
+        after = _snapshot(self.root)
+        self._put(sorted(p for p, stamp in after.items() if before.get(p) != stamp))
+        return Url(self._remote(self._key(Path(path)))), note
+
+
+def _snapshot(root: Path) -> dict[Path, tuple[int, int]]:
+    """Every file under root (links followed) → (size, mtime), hidden temporary files left out."""
+    seen = {}
+    for folder, _dirs, files in os.walk(root, followlinks=True):
+        for f in files:
+            if not f.startswith("."):
+                p = Path(folder) / f
+                st = p.stat()
+                seen[p] = (st.st_size, st.st_mtime_ns)
+    return seen
