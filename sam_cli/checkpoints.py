@@ -13,7 +13,8 @@ import torch
 
 from . import models
 from .errors import CheckpointError
-from .fetch import ProgressFactory, _file_stat, download
+from .fetch import ProgressFactory, _file_stat, download, fetch_remote, remote_identity
+from .io.remote import is_url
 from .registry import DEFAULT_MODEL, DTYPES, MODELS
 
 
@@ -211,7 +212,12 @@ def load(
                 f"unknown model {name!r}", hint=f"choose one of {', '.join(MODELS)}"
             )
         checkpoint = download(MODELS[name], progress=progress)
-    weights_id = _file_identity(checkpoint)
+    weights_id = None
+    if checkpoint is not None and is_url(str(checkpoint)):  # s3://…: copied into the cache while the object is the same
+        url = str(checkpoint)
+        checkpoint = fetch_remote(url, progress)
+        weights_id = f"{url} {remote_identity(url)}"  # the same on every machine (a shared embedding cache)
+    weights_id = weights_id or _file_identity(checkpoint)
     sd = read_state_dict(checkpoint)
     family = models.detect(sd, str(checkpoint))
     arch = family.infer_arch(sd, str(checkpoint))

@@ -113,17 +113,18 @@ class EdgeEngine:
     """Edge maps over many images for the run engine (run.py): images decoded ahead on
     threads, each given one EdgeMap as its records."""
 
-    def __init__(self, loaded, *, grid: int = GRID, nms: float = DEFAULT_NMS, workers: int = 2) -> None:
+    def __init__(self, loaded, *, grid: int = GRID, nms: float = DEFAULT_NMS, workers: int = 2,
+                 reads: int = 0) -> None:
         from .predictor import Predictor
 
         self.predictor = Predictor(loaded.net)
-        self.grid, self.nms, self.workers = grid, nms, workers
+        self.grid, self.nms, self.workers, self.reads = grid, nms, workers, reads
 
     def __call__(self, jobs):
         from .stream import image_by_image
 
         return image_by_image(jobs, lambda item, img: [edge_map(self.predictor, img, grid=self.grid, nms=self.nms)],
-                              workers=self.workers)
+                              workers=self.workers, reads=self.reads)
 
     def close(self) -> None:
         pass
@@ -163,7 +164,7 @@ class EdgeSettings:
 
 def _build(job, loaded, note, progress) -> EdgeEngine:
     s = job.settings
-    return EdgeEngine(loaded, grid=s.grid, nms=s.nms, workers=job.run.workers)
+    return EdgeEngine(loaded, grid=s.grid, nms=s.nms, workers=job.run.workers, reads=job.run.reads)
 
 
 def _kind():

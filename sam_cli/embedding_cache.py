@@ -11,12 +11,14 @@ pixels of the image (or crop) before the resize, the size it is resized to, and 
 so results with and without the cache are the same bit for bit. Entries are written under a
 temporary name and renamed, so a reader never sees half a file; an unreadable or malformed
 entry is reported and computed again. Nothing is ever evicted: the folder is the user's to
-clear.
+clear. The folder may be a bucket's prefix (s3://…, through io.remote): an entry is then one
+object, read whole and written in one upload (all or nothing), shared by every machine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +59,11 @@ def model_identity(net: torch.nn.Module, weights_id: str | None = None) -> str:
 
 def check_folder(root: Path) -> None:
     """Refuse a cache path that is a file (before any model is loaded); a missing folder
-    is made on the first write."""
+    is made on the first write. A bucket's prefix is taken as it is."""
+    from .io.remote import is_url
+
+    if is_url(str(root)):
+        return
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise OutputError(f"{root}: exists and is not a folder (--embedding-cache)")
@@ -75,7 +81,10 @@ class EmbeddingCache:
         self, root: Path, net: torch.nn.Module, warn: Callable[[str], None] | None = None,
         weights_id: str | None = None,
     ) -> None:
-        self.root = Path(root)
+        from .io.remote import Url, filesystem, is_url
+
+        self.fs = filesystem(str(root)) if is_url(str(root)) else None  # a bucket's prefix
+        self.root = Url(str(root).rstrip("/")) if self.fs is not None else Path(root)
         check_folder(self.root)
         self.model_id = model_identity(net, weights_id)
         self.family = net.family
@@ -97,7 +106,9 @@ class EmbeddingCache:
         h.update(memoryview(np.ascontiguousarray(pixels)).cast("B"))
         return h.hexdigest()
 
-    def path(self, key: str) -> Path:
+    def path(self, key: str) -> Path | str:
+        if self.fs is not None:
+            return f"{self.root}/{key[:2]}/{key}.npz"
         return self.root / key[:2] / f"{key}.npz"
 
     # ---------------------------------------------------------------------------- read
@@ -107,7 +118,7 @@ class EmbeddingCache:
         p = self.path(key)
         tensors = None
         try:
-            with np.load(p, allow_pickle=False) as entry:
+            with np.load(p if self.fs is None else io.BytesIO(self.fs.cat_file(p)), allow_pickle=False) as entry:
                 arrays = {k: entry[k] for k in entry.files}
         except (FileNotFoundError, NotADirectoryError):  # no such entry (yet)
             arrays = None
@@ -158,6 +169,14 @@ class EmbeddingCache:
         for k, shape in self.shapes.items():
             if k not in arrays or arrays[k].shape != shape:
                 raise ValueError(f"features {k} of shape {arrays[k].shape if k in arrays else None}, expected {shape}")
+        if self.fs is not None:  # one upload: the object appears whole or not at all
+            buf = io.BytesIO()
+            np.savez(buf, __family__=np.array(features.family), **arrays)
+            try:
+                self.fs.pipe_file(self.path(key), buf.getvalue())
+            except Exception as e:  # noqa: BLE001 - any backend failure: the run goes on without saving
+                self._stop_writing(e)
+            return
         try:
             with atomic_open(self.path(key)) as f:
                 np.savez(f, __family__=np.array(features.family), **arrays)

@@ -73,7 +73,7 @@ class AutomaticEngine:
         self, loaded: LoadedModel, settings: AmgSettings, *, batch_size: int | None = None,
         workers: int = 2, compile_model: bool = False, embedding_cache: Path | None = None,
         warn: Callable[[str], None] = lambda text: None, on_points: Callable[[int], None] | None = None,
-        proposals: int | None = None,
+        proposals: int | None = None, reads: int = 0,
     ) -> None:
         """proposals: keep each image's best N masks as object proposals (automatic/proposals.py)."""
         self.proposals = proposals
@@ -102,13 +102,13 @@ class AutomaticEngine:
         self.gen = AutomaticMaskGenerator(net, settings, embedding_cache=self.cache,
                                           on_points=on_points)  # progress within an image
         self.batch_size = batch_size or (1 if self.gen.on_cpu else 4)
-        self.workers = workers
+        self.workers, self.reads = workers, reads  # decoding threads; reads ahead (--read-ahead)
 
     def __call__(self, jobs: Iterable[object]) -> Iterator[stream.ImageResult | object]:
         from .automatic import pipeline
 
         results = pipeline.generate_masks(self.gen, jobs, batch_size=self.batch_size,
-                                          workers=self.workers)
+                                          workers=self.workers, reads=self.reads)
         return results if self.proposals is None else map(self._ranked, results)
 
     def notes(self) -> list[str]:
@@ -136,6 +136,7 @@ class PromptEngine:
         self, loaded: LoadedModel, *, choice: str = "first", refine: bool = False,
         batch_size: int | None = None, workers: int = 2, embedding_cache: Path | None = None,
         warn: Callable[[str], None] = lambda text: None, on_objects: Callable[[int], None] | None = None,
+        reads: int = 0,
     ) -> None:
         from .predictor import Predictor
         from .prompted import PromptSegmenter
@@ -147,12 +148,12 @@ class PromptEngine:
         self.seg = PromptSegmenter(Predictor(net, self.cache), choice=choice, refine=refine,
                                    on_objects=on_objects)
         self.batch_size = batch_size or (1 if net.device.type == "cpu" else 4)
-        self.workers = workers
+        self.workers, self.reads = workers, reads  # decoding threads; reads ahead (--read-ahead)
 
     def __call__(self, jobs: Iterable[object]) -> Iterator[stream.ImageResult | object]:
         from .prompted import segment_prompts
 
-        return segment_prompts(self.seg, jobs, batch_size=self.batch_size, workers=self.workers)
+        return segment_prompts(self.seg, jobs, batch_size=self.batch_size, workers=self.workers, reads=self.reads)
 
     def close(self) -> None:
         if self.cache is not None:
@@ -177,7 +178,7 @@ def _automatic_record(s: AutomaticSettings) -> dict:
 
 def _build_automatic(job, loaded: LoadedModel, note, progress) -> AutomaticEngine:
     r = job.run
-    return AutomaticEngine(loaded, job.settings.amg, batch_size=r.batch_size, workers=r.workers,
+    return AutomaticEngine(loaded, job.settings.amg, batch_size=r.batch_size, workers=r.workers, reads=r.reads,
                            compile_model=r.compile_model, embedding_cache=r.embedding_cache, warn=note,
                            on_points=progress, proposals=job.settings.proposals)
 
@@ -194,7 +195,7 @@ class PromptSettings:
 
 def _build_prompts(job, loaded: LoadedModel, note, progress) -> PromptEngine:
     r, s = job.run, job.settings
-    return PromptEngine(loaded, choice=s.choice, refine=s.refine, batch_size=r.batch_size, workers=r.workers,
+    return PromptEngine(loaded, choice=s.choice, refine=s.refine, batch_size=r.batch_size, workers=r.workers, reads=r.reads,
                         embedding_cache=r.embedding_cache, warn=note, on_objects=progress)
 
 

@@ -169,11 +169,12 @@ class EvalEngine:
     """Each image's objects evaluated (evaluate_image), as the image's one record: a list
     of ObjectEval."""
 
-    def __init__(self, loaded, gt: GroundTruth, settings: EvalSettings, *, workers: int = 2) -> None:
+    def __init__(self, loaded, gt: GroundTruth, settings: EvalSettings, *, workers: int = 2,
+                 reads: int = 0) -> None:
         from .predictor import Predictor
 
         self.predictor = Predictor(loaded.net)
-        self.gt, self.s, self.workers = gt, settings, workers
+        self.gt, self.s, self.workers, self.reads = gt, settings, workers, reads
 
     def __call__(self, jobs):
         from .errors import InputError
@@ -189,7 +190,7 @@ class EvalEngine:
         def work(item, img):
             return evaluate_image(self.predictor, img, item.image_id, self.gt.objects[item.image_id], self.s)
 
-        return image_by_image(jobs, work, workers=self.workers, check=check)
+        return image_by_image(jobs, work, workers=self.workers, check=check, reads=self.reads)
 
     def close(self) -> None:
         pass
@@ -376,7 +377,8 @@ def keep_ground_truth(run: EvalRun, gt: GroundTruth) -> None:
 
 
 def _build(job, loaded, note, progress) -> EvalEngine:
-    return EvalEngine(loaded, ground_truth_of(job.settings), job.settings.settings, workers=job.run.workers)
+    return EvalEngine(loaded, ground_truth_of(job.settings), job.settings.settings, workers=job.run.workers,
+                      reads=job.run.reads)
 
 
 def _own(run: EvalRun) -> dict:

@@ -54,8 +54,12 @@ def expected_sha256(model: ModelType) -> str:
 
 def describe(model: str | None, checkpoint: str | Path | None) -> str:
     """Names the weights a run uses without loading (or downloading) them: a checkpoint file
-    by its real path, size and modification time; a model type by the sha256 its file must
-    have."""
+    by its real path, size and modification time; one in a bucket by its URL and the store's
+    version of it (ETag, size); a model type by the sha256 its file must have."""
+    from .io.remote import is_url
+
+    if checkpoint is not None and is_url(str(checkpoint)):
+        return f"checkpoint {checkpoint} ({remote_identity(str(checkpoint))})"
     if checkpoint is not None:
         st = _file_stat(checkpoint)
         size = f"{st[1]} bytes, modified {st[2]}" if st else "missing"
@@ -294,3 +298,61 @@ def _file_stat(path: str | Path) -> tuple[str, int, int] | None:
     except OSError:
         return None
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+# ------------------------------------------------------------------ checkpoints in a bucket
+def remote_identity(url: str) -> str:
+    """What names the object at url as it is now: the store's ETag (its hash, for most
+    uploads) and size. DownloadError (exit 6) naming the URL when it cannot be read."""
+    from .io.remote import _why, filesystem
+
+    fs = filesystem(url)
+    try:
+        info = fs.info(url)
+    except Exception as e:  # noqa: BLE001 - any backend failure names the URL
+        raise DownloadError(f"{url}: cannot read the checkpoint ({_why(e)})") from None
+    tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("LastModified") or ""
+    return f"etag {str(tag).strip(chr(34))}, {info.get('size')} bytes"
+
+
+def fetch_remote(url: str, progress: ProgressFactory | None = None) -> Path:
+    """A checkpoint in a bucket (s3://, gs://, az://) copied into the cache and used from there:
+    `<cache>/remote/<hash of the URL>/<name>`, beside a record of the object's identity
+    (remote_identity). A later run uses the copy while the object is the same and downloads
+    it again when it changed (another ETag or size): never a stale file. Bytes go to a
+    `.part` file renamed into place; two processes take turns (a lock)."""
+    from .io.remote import Url, _why, filesystem
+
+    ident = remote_identity(url)
+    dest = cache_dir() / "remote" / hashlib.sha256(url.encode()).hexdigest()[:16] / Url(url).name
+    record = dest.with_name(dest.name + ".source")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(dest.with_name(dest.name + ".lock")):
+        try:
+            if dest.is_file() and record.read_text() == f"{url}\n{ident}\n":
+                return dest
+        except OSError:
+            pass
+        part = dest.with_name(dest.name + ".part")
+        fs = filesystem(url)
+        try:
+            size = fs.info(url).get("size")
+            update = progress(size, 0) if progress is not None else None
+            with fs.open(url, "rb") as src, open(part, "wb") as out:
+                while block := src.read(1 << 22):
+                    out.write(block)
+                    if update is not None:
+                        update(len(block))
+            if update is not None:
+                update(-1)
+        except OSError as e:
+            part.unlink(missing_ok=True)
+            if e.errno == errno.ENOSPC:
+                raise DownloadError(f"{dest}: no space left while copying {url}") from None
+            raise DownloadError(f"{url}: cannot read the checkpoint ({_why(e)})") from None
+        except Exception as e:  # noqa: BLE001
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: cannot read the checkpoint ({_why(e)})") from None
+        os.replace(part, dest)
+        record.write_text(f"{url}\n{ident}\n")
+        return dest

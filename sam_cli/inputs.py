@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import InputError, SamError
 from .io.images import decode_image, read_image
-from .io.remote import RemoteFile, Url, expand_url, is_url
+from .io.remote import RemoteFile, Url, expand_url, is_url, reader_filesystem
 from .io.tars import TarMember, expand_braces, has_braces, image_members, is_input, is_tar
 
 
@@ -39,6 +39,16 @@ def read_input(item) -> np.ndarray:
     if member is None:
         return read_image(item.path)
     return decode_image(member.read_bytes(), str(member))
+
+
+def under(root, name: str) -> tuple[Path | Url, RemoteFile | None]:
+    """Where the image `name` (as a prompt file or a dataset names it) is read from under
+    `root`, a folder or a bucket's prefix (io.remote.Url): (its path, the RemoteFile to read
+    for a URL, else None). An absolute local name stays as it is."""
+    if is_url(str(root)):
+        url = Url(str(root).rstrip("/") + "/" + name.lstrip("/"))
+        return url, RemoteFile(url, reader_filesystem(url))
+    return (Path(name) if os.path.isabs(name) else Path(root) / name), None
 
 
 def safe_rel(p: str) -> str:

@@ -55,6 +55,13 @@ class RunOptions:
     workers: int = 2  # threads decoding images ahead
     compile_model: bool = False
     embedding_cache: Path | None = None
+    read_ahead: int | None = None  # images read at once ahead of the model (threads); None: workers
+
+    @property
+    def reads(self) -> int:
+        """Reads of members' bytes (a bucket's objects, tar members) in flight ahead of the
+        decoding threads (stream.read_ahead); 0: the decoding threads read them."""
+        return self.read_ahead or 0
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ class PromptSegmenter:
 
 def segment_prompts(
     seg: PromptSegmenter, jobs: Iterable[object], *, batch_size: int = 1, workers: int = 2,
-    ahead: int = 4,
+    ahead: int = 4, reads: int = 0,
 ) -> Iterator[ImageResult | object]:
     """An ImageResult per PromptItem of `jobs`, in order; any other object comes back in its
     place (the run engine's own decisions)."""
@@ -189,5 +189,5 @@ def segment_prompts(
             yield ImageResult(ld.item, ld.image if error is None else None, records, error, now - t0)
             t0 = now
 
-    loaded = read_ahead(seg.load, jobs, workers, max(ahead, 2 * batch_size))
+    loaded = read_ahead(seg.load, jobs, workers, max(ahead, 2 * batch_size), reads)
     yield from in_batches(loaded, _Loaded, flush, lambda b: len(b) >= batch_size)

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -40,7 +40,7 @@ class ImageResult:
 
 def image_by_image(
     jobs: Iterable[InputItem | object], work: Callable[[InputItem, np.ndarray], list], *, workers: int = 2,
-    check: Callable[[InputItem, np.ndarray], SamError | None] = lambda item, img: None,
+    check: Callable[[InputItem, np.ndarray], SamError | None] = lambda item, img: None, reads: int = 0,
 ) -> Iterator[ImageResult | object]:
     """An ImageResult per InputItem of `jobs`, in order, for engines that take one image at a
     time (`sam edges`, `sam eval`): images read ahead on threads (then `check`, an error for an image that cannot be used),
@@ -54,7 +54,7 @@ def image_by_image(
             return item, None, InputError(f"{item.path}: {type(e).__name__}: {e}")
         return item, img, check(item, img)
 
-    for job in read_ahead(load, jobs, workers, 2):
+    for job in read_ahead(load, jobs, workers, 2, reads):
         if not isinstance(job, tuple):
             yield job
             continue
@@ -69,14 +69,25 @@ def image_by_image(
 
 def read_ahead(
     load: Callable[[InputItem], T], jobs: Iterable[InputItem | object], workers: int, ahead: int,
+    reads: int = 0,
 ) -> Iterator[T | object]:
-    """load(item) for the InputItems of `jobs` in threads, in input order, at most `ahead`
-    in flight; any other object is passed through in its place."""
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sam-read") as pool:
+    """load(item) for the InputItems of `jobs` on `workers` threads, in input order, at most
+    `ahead` in flight; any other object is passed through in its place.
+
+    reads (--read-ahead): an item read from a member (an object in a bucket, a tar member) has
+    its bytes fetched first on `reads` threads of their own, then is loaded (decoded) on the
+    `workers` threads: many slow reads overlap while decoding keeps to its cores. At most
+    max(ahead, reads) items are in flight, fetched or loaded: the bytes held stay bounded."""
+    ahead = max(ahead, reads)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sam-read") as pool, \
+            ThreadPoolExecutor(max_workers=max(1, reads), thread_name_prefix="sam-fetch") as fetcher:
         inflight: deque[Future] = deque()
         for job in jobs:
             if isinstance(job, InputItem):
-                inflight.append(pool.submit(load, job))
+                if reads and getattr(job, "member", None) is not None:
+                    inflight.append(_fetch_then(fetcher, pool, load, job))
+                else:
+                    inflight.append(pool.submit(load, job))
             else:
                 done: Future = Future()
                 done.set_result(job)
@@ -85,6 +96,39 @@ def read_ahead(
                 yield inflight.popleft().result()
         while inflight:
             yield inflight.popleft().result()
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A member's bytes, read ahead (read_ahead's reads): read_input decodes them."""
+
+    data: bytes
+    name: str
+
+    def read_bytes(self) -> bytes:
+        return self.data
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _fetch_then(fetcher: ThreadPoolExecutor, pool: ThreadPoolExecutor, load: Callable, item) -> Future:
+    """A future of load(item) with item's member bytes fetched first on `fetcher`; a fetch
+    that fails leaves the member as it was, for load to read again and report."""
+    out: Future = Future()
+
+    def fetch():
+        try:
+            return replace(item, member=Fetched(item.member.read_bytes(), str(item.member)))
+        except Exception:  # noqa: BLE001 - load reads it again and says what is wrong
+            return item
+
+    def fetched(f: Future) -> None:
+        done = pool.submit(load, f.result())
+        done.add_done_callback(lambda d: out.set_exception(d.exception()) if d.exception() else out.set_result(d.result()))
+
+    fetcher.submit(fetch).add_done_callback(fetched)
+    return out
 
 
 def in_batches(

@@ -253,3 +253,132 @@ def test_workers_and_ray_from_a_bucket_to_a_bucket(bucket, tiny_ckpt):
         assert sorted(r["status"] for r in lines(p)) == ["ok", "ok"]
         _download(name, bucket / name)
         assert same_trees(bucket / "plain", bucket / name) == [], name
+
+
+def test_reads_overlap_up_to_read_ahead_and_decoding_keeps_to_its_threads():
+    """stream.read_ahead with reads=8 and 2 decoding threads: 8 fetches of members' bytes in
+    flight at once (a bucket's latency hidden), at most 2 decodes at once, never more than 8
+    images fetched and not yet taken by the model, order kept; items without a member (files
+    on disk) are read by the decoding threads alone."""
+    import threading
+    import time
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from sam_cli.cli.options import REMOTE_READ_AHEAD
+    from sam_cli.cli.options import read_ahead as default_read_ahead
+    from sam_cli.inputs import InputItem
+    from sam_cli.job import RunOptions
+    from sam_cli.stream import read_ahead
+
+    lock = threading.Lock()
+    state = {"fetching": 0, "most_fetching": 0, "loading": 0, "most_loading": 0, "held": 0, "most_held": 0}
+
+    def enter(what):
+        with lock:
+            state[what] += 1
+            state["most_" + what] = max(state["most_" + what], state[what])
+
+    def leave(what):
+        with lock:
+            state[what] -= 1
+
+    @dataclass(frozen=True)
+    class SlowObject:  # a bucket's object: each read answers after 50 ms
+        name: str
+
+        def read_bytes(self) -> bytes:
+            enter("fetching")
+            time.sleep(0.05)
+            leave("fetching")
+            return self.name.encode()
+
+    def load(item):
+        enter("loading")
+        data = item.member.read_bytes() if item.member is not None else b"disk"
+        time.sleep(0.005)  # decoding
+        leave("loading")
+        enter("held")
+        return item.rel, data
+
+    items = [InputItem(Path(f"{i}.jpg"), f"{i}.jpg", member=SlowObject(f"{i}.jpg")) for i in range(40)]
+    got = []
+    for rel, data in read_ahead(load, items, workers=2, ahead=2, reads=8):
+        leave("held")
+        got.append((rel, data))
+    assert got == [(it.rel, it.rel.encode()) for it in items]
+    assert state["most_fetching"] == 8 and state["most_loading"] <= 2 and state["most_held"] <= 8, state
+    # files on disk: the decoding threads read them, no fetch
+    disk = [InputItem(Path(f"{i}.jpg"), f"{i}.jpg") for i in range(5)]
+    assert [r for r, _ in read_ahead(load, disk, workers=2, ahead=2, reads=8)] == [it.rel for it in disk]
+    # the option's default: REMOTE_READ_AHEAD reads when an input is a URL, none for files on disk
+    assert default_read_ahead(None, ["photos/"]) is None and default_read_ahead(3, ["s3://b/x/"]) == 3
+    assert default_read_ahead(None, ["photos/", "s3://b/x/"]) == REMOTE_READ_AHEAD
+    assert RunOptions(workers=2, read_ahead=REMOTE_READ_AHEAD).reads == REMOTE_READ_AHEAD
+    assert RunOptions(workers=2).reads == 0
+
+
+def test_a_checkpoint_and_an_embedding_cache_in_a_bucket(bucket, tiny_ckpt, monkeypatch):
+    """-c s3://…: copied into the cache and used while the object is unchanged, named in the run
+    record by URL and ETag; --embedding-cache s3://…: entries are objects, the second run reads
+    them all and gives the same masks."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket="photos", Key="models/tiny.pth", Body=tiny_ckpt.read_bytes())
+    local = run_sam("auto", "local", "-o", "l", "-c", tiny_ckpt, *FAST, cwd=bucket)
+    assert local.returncode == 0, local.stderr
+    args = ["local", "-c", "s3://photos/models/tiny.pth", *FAST, "--embedding-cache", "s3://photos/emb/"]
+    p = run_sam("auto", *args, "-o", "c1", cwd=bucket)
+    assert p.returncode == 0, p.stderr
+    assert "embedding cache: 0 of 2 embeddings read from s3://photos/emb" in p.stderr.decode()
+    assert same_trees(bucket / "l", bucket / "c1", ignore=("sam-run.json",)) == []
+    record = json.loads((bucket / "c1" / "sam-run.json").read_text())
+    assert record["weights"].startswith("checkpoint s3://photos/models/tiny.pth (etag ")
+    entries = s3.list_objects_v2(Bucket="photos", Prefix="emb/")["Contents"]
+    assert len(entries) == 2 and all(o["Key"].endswith(".npz") for o in entries)
+    from sam_cli.fetch import cache_dir
+
+    copy = next(cache_dir().joinpath("remote").rglob("tiny.pth"))
+    stamp = copy.stat().st_mtime_ns
+    q = run_sam("auto", *args, "-o", "c2", cwd=bucket)
+    assert q.returncode == 0, q.stderr
+    assert "embedding cache: 2 of 2 embeddings read from s3://photos/emb" in q.stderr.decode()
+    assert same_trees(bucket / "l", bucket / "c2", ignore=("sam-run.json",)) == []
+    assert copy.stat().st_mtime_ns == stamp  # the object is unchanged: the cached copy is used
+    # the object replaced: the folder's run record refuses the other weights; with --overwrite
+    # the new object is copied into the cache and used
+    s3.put_object(Bucket="photos", Key="models/tiny.pth", Body=tiny_ckpt.read_bytes() + b"\0")
+    r = run_sam("auto", *args, "-o", "c2", cwd=bucket)
+    assert r.returncode == 2 and "its outputs were made by another run" in r.stderr.decode(), r.stderr
+    r = run_sam("auto", *args, "-o", "c2", "--overwrite", cwd=bucket)
+    assert r.returncode == 0, r.stderr
+    assert copy.stat().st_size == tiny_ckpt.stat().st_size + 1
+    missing = run_sam("auto", "local", "-c", "s3://photos/models/none.pth", *FAST, "-o", "c3", cwd=bucket)
+    err = missing.stderr.decode()
+    assert missing.returncode == 6 and "s3://photos/models/none.pth: cannot read the checkpoint" in err, err
+    assert "Traceback" not in err
+
+
+def test_a_prompt_file_and_its_images_in_a_bucket(bucket, tiny_ckpt):
+    """--prompts s3://…/boxes.jsonl: its images beside it in the bucket (or under --images
+    s3://…), the masks those of the same prompts on local files."""
+    import boto3
+
+    rows = "".join(json.dumps({"image": n, "objects": [{"box": [10, 10, 200, 150]}]}) + "\n"
+                   for n in ("a/x.jpg", "b.jpg"))
+    (bucket / "local" / "boxes.jsonl").write_text(rows)
+    boto3.client("s3").put_object(Bucket="photos", Key="in/boxes.jsonl", Body=rows.encode())
+    want = run_sam("segment", "--prompts", "local/boxes.jsonl", "-o", "l", "-c", tiny_ckpt, "-f", "coco-rle", cwd=bucket)
+    assert want.returncode == 0, want.stderr
+    for extra in ([], ["--images", "s3://photos/in/"]):
+        p = run_sam("segment", "--prompts", "s3://photos/in/boxes.jsonl", *extra, "-o", f"r{len(extra)}",
+                    "-c", tiny_ckpt, "-f", "coco-rle", cwd=bucket)
+        assert p.returncode == 0, p.stderr
+        assert [r["input"] for r in lines(p)] == ["s3://photos/in/a/x.jpg", "s3://photos/in/b.jpg"]
+        assert same_trees(bucket / "l", bucket / f"r{len(extra)}", ignore=("sam-run.json",)) == []
+        record = json.loads((bucket / f"r{len(extra)}" / "sam-run.json").read_text())
+        assert record["settings"]["prompts"].startswith("s3://photos/in/boxes.jsonl sha256:")
+    p = run_sam("segment", "--prompts", "s3://photos/in/none.jsonl", "-o", "r9", "-c", tiny_ckpt)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and "--prompts s3://photos/in/none.jsonl: cannot read it" in err, err

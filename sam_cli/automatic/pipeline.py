@@ -49,7 +49,7 @@ def _load(gen: AutomaticMaskGenerator, item: InputItem) -> _Loaded:
 
 def generate_masks(
     gen: AutomaticMaskGenerator, jobs: Iterable[InputItem | object], *, batch_size: int = 1,
-    workers: int = 2, ahead: int = 4,
+    workers: int = 2, ahead: int = 4, reads: int = 0,
 ) -> Iterator[ImageResult | object]:
     """An ImageResult per InputItem of `jobs`, in order; any other object in `jobs` (the run
     engine's decisions about images it does not send here) comes back unread in its place."""
@@ -74,5 +74,5 @@ def generate_masks(
             t0 = now
 
     # While a batch is on the device, the next one is being read: look ahead a batch at least.
-    loaded = read_ahead(partial(_load, gen), jobs, workers, max(ahead, 2 * batch_size))
+    loaded = read_ahead(partial(_load, gen), jobs, workers, max(ahead, 2 * batch_size), reads)
     yield from in_batches(loaded, _Loaded, flush, lambda b: sum(len(x.crops) for x in b) >= batch_size)

@@ -59,6 +59,7 @@ def auto(
     embedding_cache: O.EmbeddingCacheOpt = None,
     batch_size: O.BatchSizeOpt = None,
     workers: O.WorkersOpt = 2,
+    read_ahead: O.ReadAheadOpt = None,
     overwrite: O.OverwriteOpt = False,
     progress: O.ProgressOpt = None,
     shard: O.ShardOpt = None,
@@ -91,7 +92,7 @@ def auto(
     job = Job(
         "automatic", AutomaticSettings(settings, max_proposals if proposals else None), output,
         ModelSpec(model, checkpoint, device, dtype), formats, O.format_options(ctx, formats),
-        RunOptions(batch_size, workers, compile_model, embedding_cache), overwrite, quiet)
+        RunOptions(batch_size, workers, compile_model, embedding_cache, O.read_ahead(read_ahead, inputs)), overwrite, quiet)
     runner = job.runner()
     if embedding_cache is not None:
         check_folder(embedding_cache)

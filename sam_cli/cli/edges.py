@@ -30,6 +30,7 @@ def edges(
                                        "0.7, automatic mode's).")] = 0.7,
     npy: Annotated[bool, typer.Option("--npy", help="Also write x.jpg.edges.npy, the float32 map.")] = False,
     workers: O.WorkersOpt = 2,
+    read_ahead: O.ReadAheadOpt = None,
     overwrite: O.OverwriteOpt = False,
     shard: O.ShardOpt = None,
     progress: O.ProgressOpt = None,
@@ -53,7 +54,7 @@ def edges(
     from .common import EventPrinter, refuse_all_missing, run_to_end, shard_items
 
     job = Job("edges", EdgeSettings(grid, nms, npy), output, ModelSpec(model, checkpoint, device, dtype),
-              run=RunOptions(workers=workers), overwrite=overwrite, quiet=quiet)
+              run=RunOptions(workers=workers, read_ahead=O.read_ahead(read_ahead, inputs)), overwrite=overwrite, quiet=quiet)
     runner = job.runner()
     excluded = Exclusions(output)
     items = expand_inputs(inputs, exclude=excluded)

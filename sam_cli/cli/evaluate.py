@@ -38,8 +38,9 @@ def evaluate(
     ground_truth: Annotated[Path, typer.Argument(metavar="GT", show_default=False,
                                                  help="A COCO dataset file with the objects' segmentations.")],
     output: O.OutputDirOpt,
-    images: Annotated[Optional[Path], typer.Option("--images", metavar="DIR",
-                                                   help="Where the images are (default: GT's folder).")] = None,
+    images: Annotated[Optional[str], typer.Option("--images", metavar="DIR", callback=O.path_or_url,
+                                                  help="Where the images are, a folder or a bucket's prefix "
+                                                  "(default: GT's folder).")] = None,
     clicks: Annotated[str, typer.Option("--clicks", metavar="LIST",
                                         help="Report mIoU after these numbers of clicks.")] = "1,2,3,5,9",
     oracle: Annotated[bool, typer.Option("--oracle", help="First click: the best of the three masks "
@@ -53,6 +54,7 @@ def evaluate(
     refine: Annotated[bool, typer.Option("--refine", help="--box: decode again with the first mask as the "
                                          "mask prompt.")] = False,
     workers: O.WorkersOpt = 2,
+    read_ahead: O.ReadAheadOpt = None,
     overwrite: O.OverwriteOpt = False,
     shard: O.ShardOpt = None,
     progress: O.ProgressOpt = None,
@@ -77,7 +79,7 @@ def evaluate(
     from ..errors import InputError, PromptError
     from ..evaluate import EvalRun, EvalSettings, keep_ground_truth, table
     from ..ground_truth import read_ground_truth
-    from ..inputs import InputItem
+    from ..inputs import InputItem, under
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
     from .common import EventPrinter, message, refuse_all_missing, run_to_end, shard_items
@@ -95,12 +97,16 @@ def evaluate(
         raise InputError(f"{ground_truth}: {e.strerror}") from None
     run = EvalRun(os.path.abspath(ground_truth), identity, s, report)
     keep_ground_truth(run, gt)  # read once in this process
-    job = Job("eval", run, output, ModelSpec(model, checkpoint, device, dtype), run=RunOptions(workers=workers),
+    reading = RunOptions(workers=workers, read_ahead=O.read_ahead(read_ahead, [images or ""]))
+    job = Job("eval", run, output, ModelSpec(model, checkpoint, device, dtype), run=reading,
               overwrite=overwrite, quiet=quiet)
     runner = job.runner()
     root = images if images is not None else ground_truth.parent
-    items = [InputItem(root / gt.images[i]["file_name"], gt.images[i]["file_name"], image_id=i,
-                       where=f"{ground_truth} image {i}") for i in sorted(gt.objects)]
+    items = []
+    for i in sorted(gt.objects):
+        path, member = under(root, gt.images[i]["file_name"])
+        items.append(InputItem(path, gt.images[i]["file_name"], image_id=i, where=f"{ground_truth} image {i}",
+                               member=member))
     refuse_all_missing(items, None if images is not None else
                        f"the images are looked for beside {ground_truth}; pass --images DIR, the folder its "
                        "file_name paths start from")

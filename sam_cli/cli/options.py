@@ -68,12 +68,28 @@ ModelNamesArg = Annotated[
     typer.Argument(metavar="NAMES", show_default=False, help="Model names (vit_b, sam2.1_hiera_tiny, …); all when omitted.",
                    autocompletion=model_names, callback=choice(CHOICES["names"])),
 ]
+def path_or_url(value: str | None):
+    """A Path, or an io.remote.Url for a bucket's object (s3://…, gs://, az://): an option that
+    takes either (pathlib would fold a URL's //)."""
+    from ..io.remote import BACKENDS, Url, scheme
+
+    if value is None:
+        return None
+    if (s := scheme(value)) is None:
+        return Path(value)
+    if s not in BACKENDS:
+        raise typer.BadParameter(f"{value}: sam reads {', '.join(sorted(BACKENDS))} URLs here, not {s}://")
+    return Url(value)
+
+
 CheckpointOpt = Annotated[
-    Optional[Path],
+    Optional[str],
     typer.Option(
         "--checkpoint", "-c", metavar="PATH",
-        help="A local checkpoint (.pth or .pt as Meta publishes it, or .safetensors): any SAM 1 "
-        "or SAM 2 size, fine-tuned ones too, recognised from its tensors. Overrides --model.",
+        help="A checkpoint (.pth or .pt as Meta publishes it, or .safetensors): any SAM 1 or SAM 2 "
+        "size, fine-tuned ones too, recognised from its tensors. Overrides --model. A bucket's object "
+        "(s3://…) is copied into the cache and used from there while it is unchanged.",
+        callback=path_or_url,
     ),
 ]
 DeviceOpt = Annotated[
@@ -125,13 +141,13 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr; errors still.")
 ]
 EmbeddingCacheOpt = Annotated[
-    Optional[Path],
+    Optional[str],
     typer.Option(
-        "--embedding-cache", metavar="DIR", envvar="SAM_EMBEDDING_CACHE",
+        "--embedding-cache", metavar="DIR", envvar="SAM_EMBEDDING_CACHE", callback=path_or_url,
         help="Keep image embeddings in DIR and reuse them: on an image already seen, another "
         "prompt or other automatic settings skip the image encoder (most of a sam segment "
         "call's time on a CPU). 4 MB per image; keyed by the pixels, the checkpoint, --dtype "
-        "and the device type; never cleaned up by sam.",
+        "and the device type; never cleaned up by sam. A bucket's prefix (s3://…) is shared by every machine.",
     ),
 ]
 
@@ -205,6 +221,27 @@ BatchSizeOpt = Annotated[
                  "[default: 1 on the CPU, 4 on a GPU]", show_default=False),
 ]
 WorkersOpt = Annotated[int, typer.Option(min=1, metavar="N", help="Threads decoding images ahead.")]
+ReadAheadOpt = Annotated[
+    Optional[int],
+    typer.Option("--read-ahead", min=1, metavar="N", show_default=False,
+                 help="Reads in flight ahead of the model, each on a thread of its own, for images in a bucket "
+                 "or a tar shard (a bucket answers each read after tens of milliseconds: many must overlap); "
+                 "--workers threads decode them. At most N images' bytes are held. "
+                 "[default: 16 when an input is a URL; else none: the --workers threads read too]"),
+]
+
+
+#: --read-ahead where it is not given and an input is a URL (a bucket, the web)
+REMOTE_READ_AHEAD = 16
+
+
+def read_ahead(given: int | None, inputs) -> int | None:
+    """--read-ahead's value; where not given, REMOTE_READ_AHEAD when an input is a URL."""
+    from ..io.remote import is_url
+
+    if given is None and any(is_url(str(a)) for a in inputs):
+        return REMOTE_READ_AHEAD
+    return given
 CompileOpt = Annotated[
     bool,
     typer.Option("--compile", help="torch.compile the encoder and decoder: the first batches take "
@@ -263,10 +300,10 @@ PromptsOpt = Annotated[
                  "folder of YOLO labels, or CSV. -o is then an output folder, as for sam auto."),
 ]
 ImagesOpt = Annotated[
-    Optional[Path],
-    typer.Option("--images", metavar="DIR", show_default=False,
-                 help="Where the prompt file's image paths start (default: the prompt file's "
-                 "folder; stdin: the working folder). Needed for YOLO labels."),
+    Optional[str],
+    typer.Option("--images", metavar="DIR", show_default=False, callback=path_or_url,
+                 help="Where the prompt file's image paths start, a folder or a bucket's prefix "
+                 "(default: the prompt file's folder; stdin: the working folder). Needed for YOLO labels."),
 ]
 PromptFormatOpt = Annotated[
     Optional[str],
@@ -386,7 +423,7 @@ _panel(AUTOMATIC, PointsPerSideOpt, PointsPerBatchOpt, PredIouThreshOpt, Stabili
        ProposalsOpt,
        MaxProposalsOpt)
 _panel(MODEL, ModelOpt, CheckpointOpt, DeviceOpt, DtypeOpt, CompileOpt, EmbeddingCacheOpt)
-_panel(RUN, BatchSizeOpt, WorkersOpt, OverwriteOpt, ProgressOpt)
+_panel(RUN, BatchSizeOpt, WorkersOpt, ReadAheadOpt, OverwriteOpt, ProgressOpt)
 _panel(SPREAD, ShardOpt, DevicesOpt, RayOpt, RayActorsOpt)
 _panel(GENERAL, MaxPixelsOpt, QuietOpt)
 

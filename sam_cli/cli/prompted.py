@@ -8,7 +8,8 @@ from pathlib import Path
 def segment_prompts(
     prompts: str, output, *, images: Path | None, prompt_format: str | None,
     coco_dataset: Path | None, class_names: Path | None, min_score: float | None, choice: str,
-    refine: bool, formats: tuple[str, ...], format_options, batch_size: int | None, workers: int, overwrite: bool,
+    refine: bool, formats: tuple[str, ...], format_options, batch_size: int | None, workers: int, read_ahead: int | None,
+    overwrite: bool,
     progress: bool | None, model: str | None, checkpoint: Path | None, device: str, dtype: str,
     embedding_cache: Path | None, quiet: bool, shard: str | None = None, devices: str | None = None,
     ray: str | None = None, ray_actors: int | None = None,
@@ -17,20 +18,26 @@ def segment_prompts(
     from ..engines import PromptSettings
     from ..errors import PromptError
     from ..io import sources
+    from ..io.remote import is_url, local_copy
     from ..io.sources.base import PromptSource
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
     from .common import EventPrinter, message, refuse_all_missing, run_to_end, shard_items
+    from .options import read_ahead as default_read_ahead
 
     if isinstance(output, Path) and output.suffix.lower() in (".png", ".jpg", ".jpeg", ".json", ".npy", ".csv") \
             and not output.is_dir():
         raise PromptError(f"--output {output}: with --prompts, -o is an output folder (this looks like a file name)",
                           hint="give a folder, e.g. -o masks/")
-    src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score),
+    origin = None
+    if is_url(prompts):  # read from a local copy; named by its URL
+        origin, prompts = prompts, str(local_copy(prompts, "--prompts"))
+    src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score, origin=origin),
                          prompt_format)
     job = Job("prompts", PromptSettings(sources.identity(src), choice, refine), output,
               ModelSpec(model, checkpoint, device, dtype), formats, format_options,
-              RunOptions(batch_size, workers, False, embedding_cache),
+              RunOptions(batch_size, workers, False, embedding_cache,
+                         default_read_ahead(read_ahead, [str(src.image_root())])),
               overwrite, quiet)
     runner = job.runner()
     if embedding_cache is not None:
@@ -44,7 +51,7 @@ def segment_prompts(
     items, part = shard_items(items, shard, quiet)
     out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress, unit="objects decoded")
     try:
-        run_to_end(job, runner, items, out, [prompts], empty=f"no images in {src.label}", shard=part,
+        run_to_end(job, runner, items, out, [src.label], empty=f"no images in {src.label}", shard=part,
                    spread=choose(devices, ray, ray_actors))
     finally:
         if src.below_min_score:

@@ -104,6 +104,7 @@ def segment(
     embedding_cache: O.EmbeddingCacheOpt = None,
     batch_size: O.BatchSizeOpt = None,
     workers: O.WorkersOpt = 2,
+    read_ahead: O.ReadAheadOpt = None,
     overwrite: O.OverwriteOpt = False,
     progress: O.ProgressOpt = None,
     shard: O.ShardOpt = None,
@@ -132,7 +133,7 @@ def segment(
             prompts, O.output_folder(output), images=images, prompt_format=prompt_format, coco_dataset=coco_dataset,
             class_names=class_names, min_score=min_score, choice=choice, refine=refine, formats=formats,
             format_options=O.format_options(ctx, formats),
-            batch_size=batch_size, workers=workers, overwrite=overwrite, progress=progress, model=model,
+            batch_size=batch_size, workers=workers, read_ahead=read_ahead, overwrite=overwrite, progress=progress, model=model,
             checkpoint=checkpoint, device=device, dtype=dtype, embedding_cache=embedding_cache, quiet=quiet,
             shard=shard, devices=devices, ray=ray, ray_actors=ray_actors)
     if image is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, PromptError
@@ -64,6 +65,42 @@ def filesystem(url: str):
     except ImportError:
         raise PromptError(f"{url}: reading {s}:// needs {package}, which is not installed",
                           hint=f"pip install 'segment-anything-cli[{extra}]'") from None
+
+
+_READERS: dict[str, Any] = {}
+
+
+def reader_filesystem(url: str):
+    """One filesystem per scheme for the objects a run reads one by one (a prompt file's
+    images in a bucket), instead of one per object."""
+    s = scheme(url)
+    if s not in _READERS:
+        _READERS[s] = filesystem(url)
+    return _READERS[s]
+
+
+def local_copy(url: str, option: str) -> Path:
+    """A small file in a bucket (a prompt file, a dataset) copied into a temporary folder of
+    this process, under its own name (formats are told by it); removed when the process ends.
+    PromptError (a usage error) naming `option` and the URL when it cannot be read."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="sam-copy-"))
+    atexit.register(shutil.rmtree, folder, True)
+    dest = folder / Url(url).name
+    try:
+        if scheme(url) in WEB:
+            dest.write_bytes(RemoteFile(url).read_bytes())
+        else:
+            filesystem(url).get_file(url, str(dest))
+    except PromptError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any backend failure names the URL
+        why = str(e).split(": cannot read (", 1)[-1].rstrip(")") if isinstance(e, InputError) else _why(e)
+        raise PromptError(f"{option} {url}: cannot read it ({why})") from None
+    return dest
 
 
 def _why(e: BaseException) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ...errors import PromptError
-from ...inputs import InputItem, safe_rel
+from ...inputs import InputItem, safe_rel, under
 from ...names import bad_text
 from ...prompts import ObjectPrompt
 
@@ -31,21 +31,27 @@ class PromptSource:
     """A prompt file (or folder, or `-` for stdin) and what it needs to be read."""
 
     path: str  # the file, a YOLO labels folder, or "-"
-    images: Path | None = None  # image paths are relative to it (else to the file's folder)
+    images: Path | None = None  # image paths are relative to it (else to the file's folder); or a Url
     coco_dataset: Path | None = None  # the dataset naming a COCO results list's images
     names: Path | None = None  # class names (YOLO data.yaml or one name per line)
     min_score: float | None = None  # objects scored below it are dropped
     kind: str = field(default="")  # set by detect()
     seen: dict[str, str] = field(default_factory=dict, repr=False)  # output key → where first named
     below_min_score: int = field(default=0, repr=False)  # objects left out by min_score so far
+    origin: str | None = None  # the URL the prompt file was copied from (path is the local copy)
 
     @property
     def label(self) -> str:
-        return "stdin" if self.path == "-" else self.path
+        return "stdin" if self.path == "-" else self.origin or self.path
 
-    def image_root(self) -> Path:
+    def image_root(self):
+        """The folder (or a bucket's prefix, an io.remote.Url) the file's image paths start from."""
         if self.images is not None:
             return self.images
+        if self.origin is not None:  # a prompt file in a bucket: its images beside it there
+            from ..remote import Url
+
+            return Url(self.origin.rsplit("/", 1)[0])
         return Path(".") if self.path == "-" else Path(self.path).parent
 
     def item(self, name: str, objects: list[ObjectPrompt], *, where: str, image_id: int | None = None,
@@ -53,9 +59,9 @@ class PromptSource:
         """The item for the image `name` as the file gives it (relative to image_root() unless
         absolute); its output key is that name, made safe. An image named a second time (as
         the same output key) fails there: its objects belong with the first."""
-        path = Path(name) if os.path.isabs(name) else self.image_root() / name
+        path, member = under(self.image_root(), name)
         rel = safe_rel(name)
-        if error is None and not path.suffix:
+        if error is None and not os.path.splitext(name)[1]:
             error = PromptError(f"{where}: image {name!r} has no file extension")
         first = self.seen.setdefault(rel, where)
         if error is None and first != where:
@@ -64,7 +70,8 @@ class PromptSource:
         kept = [o for o in objects if self.min_score is None or o.score is None or o.score >= self.min_score]
         self.below_min_score += len(objects) - len(kept)
         objects = kept
-        return PromptItem(path, rel, error=error, image_id=image_id, where=where, objects=tuple(objects))
+        return PromptItem(path, rel, error=error, image_id=image_id, where=where, member=member,
+                          objects=tuple(objects))
 
     def failed(self, where: str, message: str) -> PromptItem:
         """An item for a row that names no usable image: it fails with `where` as its input."""

@@ -22,7 +22,7 @@ def read(src: PromptSource) -> Iterator[PromptItem]:
     labels = Path(src.path)
     if src.images is None:
         raise PromptError(f"--prompts {labels}: YOLO labels need --images, the folder of their images")
-    if not src.images.is_dir():
+    if not isinstance(src.images, Path) or not src.images.is_dir():
         raise PromptError(f"--images {src.images}: no such folder")
     names = _checked(read_names(src.names), src.names) if src.names is not None else None
     for image in walk_images(src.images, Exclusions()):
