@@ -1,0 +1,11 @@
+"""SAM 3 (Meta, 2025): concept segmentation from text and exemplar prompts. Being written here
+part by part; not a family of the registry yet (models.FAMILY_MODULES), so no checkpoint is
+recognised as SAM 3 and no command takes it.
+
+Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
+
+    tokenizer.py   the CLIP byte-pair tokenizer (vocabulary shipped, sha256 checked)
+    text.py        the text encoder: a causal transformer, every token's features resized
+    vit.py         the image encoder: ViT with 2-D rotary positions, windowed and global
+                   attention, and its feature pyramid (the interactive head's second one too)
+"""

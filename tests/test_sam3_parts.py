@@ -1,0 +1,135 @@
+"""SAM 3's first parts against Meta's own modules (PyPI `sam3` 0.1.4, its image-path modules
+imported without the package's builder, which needs CUDA and Triton): the tokenizer on a few
+hundred phrases, the text encoder, and the ViT trunk with its feature pyramid, at small
+configurations drawn apart (windows that divide the grid and windows that pad it), loaded
+with the same random weights under Meta's key names."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+import types
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def meta():
+    """Meta's sam3.model package, its modules importable one by one: the `sam3` package
+    itself (whose __init__ builds the whole model and imports Triton) is stood in for by an
+    empty package over the same folder."""
+    spec = importlib.util.find_spec("sam3")
+    assert spec is not None, "the sam3 oracle is not installed (pip install --no-deps sam3==0.1.4)"
+    saved = sys.modules.get("sam3")
+    pkg = types.ModuleType("sam3")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["sam3"] = pkg
+    try:
+        import sam3.model.necks as necks
+        import sam3.model.text_encoder_ve as text
+        import sam3.model.tokenizer_ve as tok
+        import sam3.model.vitdet as vitdet
+
+        yield types.SimpleNamespace(tok=tok, text=text, vitdet=vitdet, necks=necks)
+    finally:
+        if saved is not None:
+            sys.modules["sam3"] = saved
+
+
+def test_the_vocabulary_is_the_one_expected():
+    import hashlib
+
+    from sam_cli.models.sam3.tokenizer import VOCAB, VOCAB_SHA256
+
+    assert hashlib.sha256(VOCAB.read_bytes()).hexdigest() == VOCAB_SHA256 == \
+        "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+
+
+WORDS = ["dog", "cat", "Traffic light", "fire hydrant", "person on a bike", "café", "naïve façade", "Ünïcödé",
+         "电脑", "寿司", "кошка", "σκύλος", "🐶", "dog🐶cat", "&amp; co", "it's", "they're here", "you'll", "“quoted”",
+         "ＦＵＬＬＷＩＤＴＨ", "ﬁsh", "x²", "1024", "3.14", "route 66", "e-mail", "C++", "a/b", "  spaced   out  ",
+         "tab\there", "new\nline", "#hashtag", "@user", "<end_of_text>", "half-open door", "STOP sign", "Ⅻ", "٣٤",
+         "over-the-counter", "ice cream cone", "the 1990s", "what?!", "(parenthesised)", "snake_case", "mañana",
+         "straße", "İstanbul", "ǅemal", "\u00ad soft", "a\u0301"]
+
+
+def _phrases(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = list(WORDS)
+    while len(out) < n:
+        k = rng.choice([1, 2, 3, 5, 20])  # 20 words: longer than 32 tokens, cut
+        out.append(" ".join(rng.choice(WORDS) for _ in range(k)))
+    return out
+
+
+def test_the_tokenizer_gives_meta_s_tokens(meta):
+    from sam_cli.models.sam3.tokenizer import CONTEXT, VOCAB, Tokenizer
+
+    ours = Tokenizer()
+    ref = meta.tok.SimpleTokenizer(bpe_path=str(VOCAB), context_length=CONTEXT)
+    phrases = _phrases(300, seed=0)
+    got, want = ours(phrases), ref(phrases, context_length=CONTEXT)
+    bad = [p for p, a, b in zip(phrases, got, want) if not torch.equal(a, b)]
+    assert not bad, bad[:5]
+    assert (want[:, -1] != 0).any()  # some phrases were cut at 32 tokens, their last made the end token
+
+
+def _randomised(module: torch.nn.Module, seed: int) -> dict:
+    """Every parameter and float buffer of `module` drawn at random (Meta leaves some uninitialised)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return module.state_dict()
+
+
+@pytest.mark.parametrize("width,heads,layers,d_model", [(64, 4, 2, 32), (48, 3, 3, 16)])
+def test_the_text_encoder_gives_meta_s_features(meta, width, heads, layers, d_model):
+    from sam_cli.models.sam3.text import TextArch, TextEncoder
+    from sam_cli.models.sam3.tokenizer import VOCAB, Tokenizer
+
+    ref = meta.text.VETextEncoder(d_model=d_model, tokenizer=meta.tok.SimpleTokenizer(bpe_path=str(VOCAB)),
+                                  width=width, heads=heads, layers=layers, use_act_checkpoint=False).eval()
+    sd = _randomised(ref, seed=width)
+    ours = TextEncoder(TextArch(width=width, layers=layers, heads=heads, d_model=d_model)).eval()
+    ours.load_state_dict(sd, strict=True)
+    phrases = _phrases(12, seed=1)
+    with torch.no_grad():
+        want_pad, want, _ = ref(phrases, device="cpu")
+        got_pad, got = ours(Tokenizer()(phrases))
+    assert torch.equal(got_pad, want_pad)
+    torch.testing.assert_close(got, want.transpose(0, 1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("img,window,globals_,pretrain", [(112, 4, (1, 3), 56), (126, 4, (0, 2), 42)])
+def test_the_vit_and_its_pyramid_give_meta_s_features(meta, img, window, globals_, pretrain):
+    """112 px: an 8×8 grid in 4×4 windows; 126 px: 9×9, padded to 12×12 windows, and a 3×3
+    position grid tiled over 9×9."""
+    from sam_cli.models.sam3.vit import VisionBackbone, VitArch
+
+    depth = max(globals_) + 1
+    trunk = meta.vitdet.ViT(img_size=img, pretrain_img_size=pretrain, patch_size=14, embed_dim=64, depth=depth,
+                            num_heads=4, mlp_ratio=4.625, norm_layer="LayerNorm", qkv_bias=True, use_abs_pos=True,
+                            tile_abs_pos=True, global_att_blocks=globals_, rel_pos_blocks=(), use_rope=True,
+                            use_interp_rope=True, window_size=window, pretrain_use_cls_token=True,
+                            retain_cls_token=False, ln_pre=True, ln_post=False, return_interm_layers=False,
+                            bias_patch_embed=False, use_act_checkpoint=False)
+    neck = meta.necks.Sam3DualViTDetNeck(trunk=trunk, position_encoding=lambda x: torch.zeros_like(x), d_model=32,
+                                         scale_factors=(4.0, 2.0, 1.0, 0.5), add_sam2_neck=True).eval()
+    sd = _randomised(neck, seed=img)
+    arch = VitArch(img_size=img, dim=64, depth=depth, heads=4, window=window, global_blocks=globals_,
+                   pretrain_size=pretrain, d_model=32)
+    ours = VisionBackbone(arch, interactive=True).eval()
+    ours.load_state_dict(sd, strict=True)
+    for name, buf in ours.state_dict().items():  # the rotary tables sam computes are the file's
+        if name.endswith("freqs_cis"):
+            torch.testing.assert_close(buf, sd[name])
+    x = torch.randn(2, 3, img, img, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, _, _, _ = neck(x)
+        got = ours(x)
+    assert len(got) == 4
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
