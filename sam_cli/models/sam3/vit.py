@@ -140,7 +140,7 @@ class Trunk(nn.Module):
             pos = pos.tile(1, h // side + 1, w // side + 1, 1)[:, :h, :w]
         x = self.ln_pre(x + pos)
         last = max(self.arch.global_blocks)
-        for i, block in enumerate(self.blocks[: last + 1]):
+        for block in self.blocks[: last + 1]:
             x = block(x)
         return x.permute(0, 3, 1, 2)
 
