@@ -30,7 +30,13 @@ class SingleOutputs:
         """Refuse a bad output name, and folders that cannot be written, before any work."""
         from .io import writers
 
+        from .io.remote import is_url, looks_like_mangled_url
+
         out = self.output
+        for name, value in (("--output", out), ("--overlay", self.overlay), ("--logits", self.logits)):
+            if value is not None and (is_url(str(value)) or looks_like_mangled_url(value)):
+                raise PromptError(f"{name} {value}: sam segment on one image writes files on a disk",
+                                  hint="for a bucket, use a prompt file: sam segment --prompts FILE -o s3://…/")
         if not (out == "-" or out.lower().endswith((".png", ".json"))):
             raise PromptError(f"--output {out}: must end in .png or .json, or be - for stdout")
         for target in (None if out == "-" else Path(out), self.overlay, self.logits):

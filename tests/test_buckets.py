@@ -132,6 +132,10 @@ def test_no_credentials_is_a_failed_listing_naming_the_url(bucket, tiny_ckpt, mo
     assert p.returncode == 3, err
     assert "s3://photos/in/: cannot list" in err and "credentials" in err.lower() and "Traceback" not in err
     assert "testing" not in err  # no secret is ever printed
+    p = run_sam("auto", bucket / "local", "-o", "s3://photos/out/", "-c", tiny_ckpt, *FAST)
+    err = p.stderr.decode()
+    assert p.returncode == 7 and "s3://photos/out: cannot write there" in err and "credentials" in err.lower(), err
+    assert not lines(p) and "Traceback" not in err and "testing" not in err
 
 
 # ------------------------------------------------------------------------- outputs
@@ -382,3 +386,22 @@ def test_a_prompt_file_and_its_images_in_a_bucket(bucket, tiny_ckpt):
     p = run_sam("segment", "--prompts", "s3://photos/in/none.jsonl", "-o", "r9", "-c", tiny_ckpt)
     err = p.stderr.decode()
     assert p.returncode == 2 and "--prompts s3://photos/in/none.jsonl: cannot read it" in err, err
+
+
+def test_one_image_from_a_bucket_and_its_outputs_on_a_disk(bucket, tiny_ckpt):
+    """sam segment s3://…/x.jpg reads the object; an output URL for one image is refused (it
+    would have become a local folder named `s3:`), naming the way to a bucket."""
+    p = run_sam("segment", "s3://photos/in/b.jpg", "--box", "10,10,200,150", "-o", "m.json", "-c", tiny_ckpt,
+                cwd=bucket)
+    q = run_sam("segment", "local/b.jpg", "--box", "10,10,200,150", "-o", "n.json", "-c", tiny_ckpt, cwd=bucket)
+    assert p.returncode == 0 and q.returncode == 0, p.stderr + q.stderr
+    assert [(r["area"], r["bbox"]) for r in lines(p)] == [(r["area"], r["bbox"]) for r in lines(q)]
+    for flag in ("-o", "--overlay"):
+        args = ["-o", "m.png"] if flag == "--overlay" else []
+        r = run_sam("segment", "local/b.jpg", "--box", "10,10,200,150", *args, flag, "s3://photos/out/m.png",
+                    "-c", tiny_ckpt, cwd=bucket)
+        err = r.stderr.decode()
+        assert r.returncode == 2 and "sam segment on one image writes files on a disk" in err and "--prompts" in err
+        assert not (bucket / "s3:").exists()
+    r = run_sam("segment", "s3://photos/in/none.jpg", "--point", "5,5", "-o", "m.png", "-c", tiny_ckpt, cwd=bucket)
+    assert r.returncode == 3 and "s3://photos/in/none.jpg: cannot read" in r.stderr.decode(), r.stderr

@@ -1,6 +1,7 @@
 """SAM 3's first parts against Meta's own modules (PyPI `sam3` 0.1.4, its image-path modules
 imported without the package's builder, which needs CUDA and Triton): the tokenizer on a few
-hundred phrases, the text encoder, and the ViT trunk with its feature pyramid, at small
+hundred phrases, the text encoder, the ViT trunk with its feature pyramid, the sine positions and
+the fusion encoder, at small
 configurations drawn apart (windows that divide the grid and windows that pad it), loaded
 with the same random weights under Meta's key names."""
 
@@ -27,12 +28,16 @@ def meta():
     pkg.__path__ = list(spec.submodule_search_locations)
     sys.modules["sam3"] = pkg
     try:
+        import sam3.model.encoder as encoder
+        import sam3.model.model_misc as misc
         import sam3.model.necks as necks
+        import sam3.model.position_encoding as position
         import sam3.model.text_encoder_ve as text
         import sam3.model.tokenizer_ve as tok
         import sam3.model.vitdet as vitdet
 
-        yield types.SimpleNamespace(tok=tok, text=text, vitdet=vitdet, necks=necks)
+        yield types.SimpleNamespace(tok=tok, text=text, vitdet=vitdet, necks=necks, encoder=encoder, misc=misc,
+                                    position=position)
     finally:
         if saved is not None:
             sys.modules["sam3"] = saved
@@ -133,3 +138,43 @@ def test_the_vit_and_its_pyramid_give_meta_s_features(meta, img, window, globals
     assert len(got) == 4
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("h,w,dim", [(8, 8, 32), (9, 6, 64)])
+def test_sine_positions_are_meta_s(meta, h, w, dim):
+    from sam_cli.models.sam3.fusion import sine_position
+
+    want = meta.position.PositionEmbeddingSine(num_pos_feats=dim, normalize=True)(torch.zeros(1, dim, h, w))[0]
+    torch.testing.assert_close(sine_position(h, w, dim), want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dim,heads,ffn,layers,hw,prompt_len", [(32, 4, 64, 2, (6, 6), 7), (48, 6, 96, 3, (5, 8), 12)])
+def test_the_fusion_encoder_gives_meta_s_memory(meta, dim, heads, ffn, layers, hw, prompt_len):
+    """Image tokens against a prompt whose tail is padding (a short phrase in 32 slots)."""
+    from sam_cli.models.sam3.fusion import FusionEncoder, sine_position
+
+    MHA = meta.misc.MultiheadAttentionWrapper
+    layer = meta.encoder.TransformerEncoderLayer(
+        activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1, pos_enc_at_attn=True,
+        pos_enc_at_cross_attn_keys=False, pos_enc_at_cross_attn_queries=False, pre_norm=True,
+        self_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim, batch_first=True),
+        cross_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim, batch_first=True))
+    ref = meta.encoder.TransformerEncoderFusion(layer=layer, num_layers=layers, d_model=dim, num_feature_levels=1,
+                                                add_pooled_text_to_img_feat=False, pool_text_with_mask=True,
+                                                use_act_checkpoint=False).eval()
+    sd = _randomised(ref, seed=dim)
+    ours = FusionEncoder(dim, heads, ffn, layers).eval()
+    ours.load_state_dict(sd, strict=True)
+    g = torch.Generator().manual_seed(2)
+    n, (h, w) = 2, hw
+    img = torch.randn(n, dim, h, w, generator=g)
+    pos = sine_position(h, w, dim)[None].expand(n, -1, -1, -1)
+    prompt = torch.randn(prompt_len, n, dim, generator=g)  # Meta's prompts are sequence first
+    pad = torch.zeros(n, prompt_len, dtype=torch.bool)
+    pad[0, 4:] = True
+    pad[1, 9:] = True
+    with torch.no_grad():
+        want = ref(src=[img.flatten(2).permute(2, 0, 1)], prompt=prompt, src_pos=[pos.flatten(2).permute(2, 0, 1)],
+                   prompt_key_padding_mask=pad, feat_sizes=[(h, w)])["memory"]
+        got = ours(img.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), prompt.transpose(0, 1), pad)
+    torch.testing.assert_close(got, want.transpose(0, 1), rtol=1e-4, atol=1e-4)

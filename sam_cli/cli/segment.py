@@ -69,9 +69,10 @@ LogitsOpt = Annotated[Optional[Path], typer.Option(
 def segment(
     ctx: typer.Context,
     image: Annotated[
-        Optional[Path],
-        typer.Argument(metavar="IMAGE", show_default=False,
-                       help="The image (JPEG, PNG, BMP, TIFF, WebP, GIF); not with --prompts."),
+        Optional[str],
+        typer.Argument(metavar="IMAGE", show_default=False, callback=O.path_or_url,
+                       help="The image (JPEG, PNG, BMP, TIFF, WebP, GIF), a file or a bucket's object; "
+                       "not with --prompts."),
     ] = None,
     point: PointOpt = None,
     neg_point: NegPointOpt = None,
@@ -166,7 +167,9 @@ def _one_image(image: Path, point: list[str], neg_point: list[str], box: list[st
     from ..embedding_cache import EmbeddingCache, check_folder
     from ..errors import PromptError
     from ..io import writers
+    from ..inputs import InputItem, read_input
     from ..io.images import read_image
+    from ..io.remote import RemoteFile, filesystem
     from ..predictor import Predictor
     from ..prompts import Prompts, load_mask_prompt
     from ..single import SingleOutputs, segment_image
@@ -175,7 +178,8 @@ def _one_image(image: Path, point: list[str], neg_point: list[str], box: list[st
     outputs = SingleOutputs(output, overlay, logits)
     outputs.check()  # before any work: a typo costs nothing
     prompts = Prompts.parse(point, neg_point, box)
-    rgb = read_image(image)
+    rgb = read_image(image) if isinstance(image, Path) else read_input(InputItem(image, "", member=RemoteFile(
+        image, filesystem(image))))
     prompts.check_inside(rgb.shape[:2], str(image))
     mask_prompt = load_mask_prompt(mask_input, rgb.shape[:2]) if mask_input else None
     if not prompts.points and not prompts.boxes and mask_prompt is None:
