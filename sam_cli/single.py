@@ -29,7 +29,6 @@ class SingleOutputs:
     def check(self) -> None:
         """Refuse a bad output name, and folders that cannot be written, before any work."""
         from .io import writers
-
         from .io.remote import is_url, looks_like_mangled_url
 
         out = self.output

@@ -1,7 +1,7 @@
 """SAM 3's first parts against Meta's own modules (PyPI `sam3` 0.1.4, its image-path modules
 imported without the package's builder, which needs CUDA and Triton): the tokenizer on a few
 hundred phrases, the text encoder, the ViT trunk with its feature pyramid, the sine positions and
-the fusion encoder, at small
+the fusion encoder, the DETR decoder and the scoring, at small
 configurations drawn apart (windows that divide the grid and windows that pad it), loaded
 with the same random weights under Meta's key names."""
 
@@ -28,6 +28,7 @@ def meta():
     pkg.__path__ = list(spec.submodule_search_locations)
     sys.modules["sam3"] = pkg
     try:
+        import sam3.model.decoder as decoder
         import sam3.model.encoder as encoder
         import sam3.model.model_misc as misc
         import sam3.model.necks as necks
@@ -37,7 +38,7 @@ def meta():
         import sam3.model.vitdet as vitdet
 
         yield types.SimpleNamespace(tok=tok, text=text, vitdet=vitdet, necks=necks, encoder=encoder, misc=misc,
-                                    position=position)
+                                    position=position, decoder=decoder)
     finally:
         if saved is not None:
             sys.modules["sam3"] = saved
@@ -178,3 +179,50 @@ def test_the_fusion_encoder_gives_meta_s_memory(meta, dim, heads, ffn, layers, h
                    prompt_key_padding_mask=pad, feat_sizes=[(h, w)])["memory"]
         got = ours(img.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), prompt.transpose(0, 1), pad)
     torch.testing.assert_close(got, want.transpose(0, 1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dim,heads,ffn,layers,queries,hw,text_len", [(32, 4, 64, 2, 10, (6, 6), 7),
+                                                                       (48, 6, 80, 3, 7, (5, 8), 12)])
+def test_the_decoder_and_scoring_give_meta_s_boxes_scores_and_presence(meta, dim, heads, ffn, layers, queries, hw,
+                                                                        text_len):
+    """Queries, refined boxes, presence logit and dot-product scores of the last layer, with
+    the box relative-position bias on a square and a non-square memory, and padded prompts."""
+    from sam_cli.models.sam3.decoder import DetrDecoder, DotProductScoring, inverse_sigmoid
+    from sam_cli.models.sam3.fusion import sine_position
+
+    layer = meta.decoder.TransformerDecoderLayer(
+        activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1,
+        cross_attention=meta.misc.MultiheadAttentionWrapper(num_heads=heads, dropout=0.1, embed_dim=dim),
+        n_heads=heads, use_text_cross_attention=True)
+    ref = meta.decoder.TransformerDecoder(
+        layer=layer, num_layers=layers, num_queries=queries, return_intermediate=True, box_refine=True,
+        num_o2m_queries=0, dac=True, boxRPB="log", d_model=dim, frozen=False, interaction_layer=None,
+        dac_use_selfatt_ln=True, resolution=None, stride=None, use_act_checkpoint=False, presence_token=True).eval()
+    scoring_ref = meta.misc.DotProductScoring(
+        d_model=dim, d_proj=dim, prompt_mlp=meta.misc.MLP(dim, ffn, dim, 2, residual=True, out_norm=torch.nn.LayerNorm(dim)))
+    sd = _randomised(ref, seed=dim)
+    ssd = _randomised(scoring_ref, seed=dim + 1)
+    ours, scoring = DetrDecoder(dim, heads, ffn, layers, queries).eval(), DotProductScoring(dim, ffn).eval()
+    ours.load_state_dict(sd, strict=True)
+    scoring.load_state_dict(ssd, strict=True)
+    g = torch.Generator().manual_seed(3)
+    n, (h, w) = 2, hw
+    memory = torch.randn(h * w, n, dim, generator=g)
+    pos = sine_position(h, w, dim).flatten(1).T[:, None].expand(-1, n, -1)
+    text = torch.randn(text_len, n, dim, generator=g)
+    pad = torch.zeros(n, text_len, dtype=torch.bool)
+    pad[0, 3:] = True
+    with torch.no_grad():
+        hs, refs, presence, _ = ref(tgt=ref.query_embed.weight[:, None].repeat(1, n, 1), memory=memory, pos=pos,
+                                    reference_boxes=None, level_start_index=torch.tensor([0]),
+                                    spatial_shapes=torch.tensor([[h, w]]), valid_ratios=torch.ones(n, 1, 2),
+                                    memory_text=text, text_attention_mask=pad, apply_dac=False)
+        want_boxes = (inverse_sigmoid(refs[-1]) + ref.bbox_embed(hs[-1])).sigmoid().transpose(0, 1)
+        want_scores = scoring_ref(hs.transpose(1, 2), text, pad)[-1, :, :, 0]
+        got_q, got_boxes, got_presence = ours(memory.transpose(0, 1), pos.transpose(0, 1), (h, w),
+                                              text.transpose(0, 1), pad)
+        got_scores = scoring(got_q, text.transpose(0, 1), pad)
+    torch.testing.assert_close(got_q, hs[-1].transpose(0, 1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_boxes, want_boxes, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_presence, presence[-1, 0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_scores, want_scores, rtol=1e-4, atol=1e-4)

@@ -166,8 +166,8 @@ def _one_image(image: Path, point: list[str], neg_point: list[str], box: list[st
     """sam segment IMAGE: options checked, then single.segment_image, one JSON line per mask."""
     from ..embedding_cache import EmbeddingCache, check_folder
     from ..errors import PromptError
-    from ..io import writers
     from ..inputs import InputItem, read_input
+    from ..io import writers
     from ..io.images import read_image
     from ..io.remote import RemoteFile, filesystem
     from ..predictor import Predictor

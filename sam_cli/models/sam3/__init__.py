@@ -8,4 +8,10 @@ Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
     text.py        the text encoder: a causal transformer, every token's features resized
     vit.py         the image encoder: ViT with 2-D rotary positions, windowed and global
                    attention, and its feature pyramid (the interactive head's second one too)
+    fusion.py      the fusion encoder (image tokens attend to the prompt), sine positions
+    decoder.py     the DETR decoder (presence token, box refinement, box relative-position
+                   bias) and the dot-product scoring
+
+Still to write: the geometry (exemplar) encoder, the segmentation head, the model that joins
+them with Meta's checkpoint layout, the family, `--text` and the interactive point/box head.
 """
