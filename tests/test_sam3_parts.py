@@ -1,7 +1,7 @@
 """SAM 3's first parts against Meta's own modules (PyPI `sam3` 0.1.4, its image-path modules
 imported without the package's builder, which needs CUDA and Triton): the tokenizer on a few
 hundred phrases, the text encoder, the ViT trunk with its feature pyramid, the sine positions and
-the fusion encoder, the DETR decoder and the scoring, at small
+the fusion encoder, the DETR decoder, the scoring and the segmentation head, at small
 configurations drawn apart (windows that divide the grid and windows that pad it), loaded
 with the same random weights under Meta's key names."""
 
@@ -30,6 +30,7 @@ def meta():
     try:
         import sam3.model.decoder as decoder
         import sam3.model.encoder as encoder
+        import sam3.model.maskformer_segmentation as seg
         import sam3.model.model_misc as misc
         import sam3.model.necks as necks
         import sam3.model.position_encoding as position
@@ -38,7 +39,7 @@ def meta():
         import sam3.model.vitdet as vitdet
 
         yield types.SimpleNamespace(tok=tok, text=text, vitdet=vitdet, necks=necks, encoder=encoder, misc=misc,
-                                    position=position, decoder=decoder)
+                                    position=position, decoder=decoder, seg=seg)
     finally:
         if saved is not None:
             sys.modules["sam3"] = saved
@@ -226,3 +227,34 @@ def test_the_decoder_and_scoring_give_meta_s_boxes_scores_and_presence(meta, dim
     torch.testing.assert_close(got_boxes, want_boxes, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got_presence, presence[-1, 0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got_scores, want_scores, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dim,heads,side,queries,text_len", [(32, 4, 6, 5, 7), (48, 6, 5, 9, 10)])
+def test_the_segmentation_head_gives_meta_s_masks(meta, dim, heads, side, queries, text_len):
+    """Three pyramid levels (4×, 2×, 1× the memory's side), the memory's tokens after the fusion
+    encoder, queries of the decoder's last layer, a padded prompt."""
+    from sam_cli.models.sam3.decoder import SegmentationHead
+
+    ref = meta.seg.UniversalSegmentationHead(
+        hidden_dim=dim, upsampling_stages=3, aux_masks=False, presence_head=False, dot_product_scorer=None,
+        act_ckpt=False, cross_attend_prompt=meta.misc.MultiheadAttentionWrapper(num_heads=heads, dropout=0,
+                                                                                embed_dim=dim),
+        pixel_decoder=meta.seg.PixelDecoder(num_upsampling_stages=3, interpolation_mode="nearest", hidden_dim=dim)).eval()
+    sd = _randomised(ref, seed=dim)
+    ours = SegmentationHead(dim, heads).eval()
+    ours.load_state_dict(sd, strict=True)
+    g = torch.Generator().manual_seed(4)
+    n = 2
+    levels = [torch.randn(n, dim, side * k, side * k, generator=g) for k in (4, 2, 1)]
+    memory = torch.randn(side * side, n, dim, generator=g)
+    hs = torch.randn(3, n, queries, dim, generator=g)  # every layer's queries; the last is used
+    prompt = torch.randn(text_len, n, dim, generator=g)
+    pad = torch.zeros(n, text_len, dtype=torch.bool)
+    pad[1, 4:] = True
+    with torch.no_grad():
+        want = ref(backbone_feats=levels, obj_queries=hs, image_ids=torch.arange(n), encoder_hidden_states=memory,
+                   prompt=prompt, prompt_mask=pad)
+        masks, semantic = ours(levels, memory.transpose(0, 1), hs[-1], prompt.transpose(0, 1), pad)
+    assert masks.shape == (n, queries, 4 * side, 4 * side)
+    torch.testing.assert_close(masks, want["pred_masks"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(semantic, want["semantic_seg"], rtol=1e-4, atol=1e-4)

@@ -10,8 +10,9 @@ Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
                    attention, and its feature pyramid (the interactive head's second one too)
     fusion.py      the fusion encoder (image tokens attend to the prompt), sine positions
     decoder.py     the DETR decoder (presence token, box refinement, box relative-position
-                   bias) and the dot-product scoring
+                   bias), the dot-product scoring and the segmentation head (pixel decoder,
+                   each query's mask at the finest level)
 
-Still to write: the geometry (exemplar) encoder, the segmentation head, the model that joins
+Still to write: the geometry (exemplar) encoder, the model that joins
 them with Meta's checkpoint layout, the family, `--text` and the interactive point/box head.
 """

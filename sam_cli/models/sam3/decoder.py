@@ -159,3 +159,53 @@ class DotProductScoring(nn.Module):
         pooled = (p * keep).sum(1) / keep.sum(1).clamp(min=1.0)
         scores = (self.hs_proj(queries) @ self.prompt_proj(pooled)[..., None])[..., 0] / math.sqrt(queries.shape[-1])
         return scores.clamp(-12.0, 12.0)
+
+
+class _PixelDecoder(nn.Module):
+    def __init__(self, dim: int, stages: int) -> None:
+        super().__init__()
+        self.conv_layers = nn.ModuleList(nn.Conv2d(dim, dim, 3, 1, 1) for _ in range(stages))
+        self.norms = nn.ModuleList(nn.GroupNorm(8, dim) for _ in range(stages))
+
+    def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """Coarsest last: upsampled (nearest) onto each finer level, added, conv, GroupNorm, ReLU."""
+        x = levels[-1]
+        for i, finer in enumerate(reversed(levels[:-1])):
+            x = finer + F.interpolate(x, size=finer.shape[-2:], mode="nearest")
+            x = F.relu(self.norms[i](self.conv_layers[i](x)))
+        return x
+
+
+class _MaskPredictor(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mask_embed = Mlp([dim, dim, dim, dim])
+
+
+class SegmentationHead(nn.Module):
+    """Each query's mask logits at the finest pyramid level (288² for a 1008² input): the fused
+    image tokens attend once more to the prompt, replace the coarsest level, and a pixel decoder
+    climbs the pyramid; a mask is its query's embedding dotted with the pixels' embeddings.
+    Meta's key names under `segmentation_head.`: `pixel_decoder.{conv_layers, norms}.N,
+    cross_attend_prompt, cross_attn_norm, instance_seg_head, semantic_seg_head,
+    mask_predictor.mask_embed.layers.N`."""
+
+    def __init__(self, dim: int = 256, heads: int = 8, stages: int = 3) -> None:
+        super().__init__()
+        self.pixel_decoder = _PixelDecoder(dim, stages)
+        self.cross_attend_prompt = Attention(dim, heads)
+        self.cross_attn_norm = nn.LayerNorm(dim)
+        self.instance_seg_head = nn.Conv2d(dim, dim, 1)
+        self.semantic_seg_head = nn.Conv2d(dim, 1, 1)
+        self.mask_predictor = _MaskPredictor(dim)
+
+    def forward(self, levels: list[torch.Tensor], memory: torch.Tensor, queries: torch.Tensor, prompt: torch.Tensor,
+                prompt_pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """levels: the pyramid's maps, finest first, the last the size of the memory; memory N×L×d
+        (the fusion encoder's output); queries N×Q×d → (mask logits N×Q×H×W at the finest
+        level, the semantic map N×1×H×W)."""
+        memory = memory + self.cross_attend_prompt(self.cross_attn_norm(memory), prompt, prompt, key_padding=prompt_pad)
+        n, d, h, w = levels[-1].shape
+        pixels = self.pixel_decoder([*levels[:-1], memory.transpose(1, 2).reshape(n, d, h, w)])
+        masks = torch.einsum("nqc,nchw->nqhw", self.mask_predictor.mask_embed(queries), self.instance_seg_head(pixels))
+        return masks, self.semantic_seg_head(pixels)
