@@ -1,7 +1,7 @@
 """SAM 3's first parts against Meta's own modules (PyPI `sam3` 0.1.4, its image-path modules
 imported without the package's builder, which needs CUDA and Triton): the tokenizer on a few
 hundred phrases, the text encoder, the ViT trunk with its feature pyramid, the sine positions and
-the fusion encoder, the DETR decoder, the scoring and the segmentation head, at small
+the fusion encoder, the DETR decoder, the scoring, the segmentation head and the geometry encoder, at small
 configurations drawn apart (windows that divide the grid and windows that pad it), loaded
 with the same random weights under Meta's key names."""
 
@@ -30,6 +30,7 @@ def meta():
     try:
         import sam3.model.decoder as decoder
         import sam3.model.encoder as encoder
+        import sam3.model.geometry_encoders as geometry
         import sam3.model.maskformer_segmentation as seg
         import sam3.model.model_misc as misc
         import sam3.model.necks as necks
@@ -39,7 +40,7 @@ def meta():
         import sam3.model.vitdet as vitdet
 
         yield types.SimpleNamespace(tok=tok, text=text, vitdet=vitdet, necks=necks, encoder=encoder, misc=misc,
-                                    position=position, decoder=decoder, seg=seg)
+                                    position=position, decoder=decoder, seg=seg, geometry=geometry)
     finally:
         if saved is not None:
             sys.modules["sam3"] = saved
@@ -258,3 +259,56 @@ def test_the_segmentation_head_gives_meta_s_masks(meta, dim, heads, side, querie
     assert masks.shape == (n, queries, 4 * side, 4 * side)
     torch.testing.assert_close(masks, want["pred_masks"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(semantic, want["semantic_seg"], rtol=1e-4, atol=1e-4)
+
+
+def test_roi_align_is_torchvision_s():
+    """Boxes inside, across the edge, smaller than a pixel and outside the map."""
+    import torchvision
+
+    from sam_cli.models.sam3.geometry import roi_align
+
+    g = torch.Generator().manual_seed(5)
+    feats = torch.randn(2, 3, 9, 12, generator=g)
+    boxes = [torch.tensor([[0.5, 0.5, 8.0, 6.0], [-2.0, 3.0, 4.0, 11.0], [5.2, 5.3, 5.4, 5.35]]),
+             torch.tensor([[10.5, 7.0, 14.0, 12.0], [1.0, 1.0, 11.9, 8.9]])]
+    want = torchvision.ops.roi_align(feats, boxes, 7)
+    torch.testing.assert_close(roi_align(feats, boxes, 7), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("points,boxes", [(0, 0), (2, 3), (0, 1)])
+def test_the_geometry_encoder_gives_meta_s_tokens(meta, monkeypatch, points, boxes):
+    """No exemplar (a text prompt: the CLS token alone), points and boxes with both labels, one box."""
+    from sam_cli.models.sam3.fusion import sine_position
+    from sam_cli.models.sam3.geometry import GeometryEncoder
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)  # Meta's CPU hazard (SAM2-SAM3 B0)
+    dim, heads, ffn, (h, w), n = 32, 4, 64, (6, 7), 2
+    layer = meta.encoder.TransformerEncoderLayer(
+        activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1, pos_enc_at_attn=False, pre_norm=True,
+        self_attention=meta.misc.MultiheadAttentionWrapper(num_heads=heads, dropout=0.1, embed_dim=dim),
+        pos_enc_at_cross_attn_queries=False, pos_enc_at_cross_attn_keys=True,
+        cross_attention=meta.misc.MultiheadAttentionWrapper(num_heads=heads, dropout=0.1, embed_dim=dim))
+    ref = meta.geometry.SequenceGeometryEncoder(
+        pos_enc=meta.position.PositionEmbeddingSine(num_pos_feats=dim, normalize=True), encode_boxes_as_points=False,
+        points_direct_project=True, points_pool=True, points_pos_enc=True, boxes_direct_project=True, boxes_pool=True,
+        boxes_pos_enc=True, d_model=dim, num_layers=3, layer=layer, use_act_ckpt=False, add_cls=True,
+        add_post_encode_proj=True).eval()
+    sd = _randomised(ref, seed=points * 10 + boxes)
+    ours = GeometryEncoder(dim, heads, ffn).eval()
+    ours.load_state_dict(sd, strict=True)
+    g = torch.Generator().manual_seed(6)
+    image = torch.randn(h * w, n, dim, generator=g)
+    pos = sine_position(h, w, dim).flatten(1).T[:, None].expand(-1, n, -1)
+    pts = torch.rand(points, n, 2, generator=g)
+    bxs = torch.cat([torch.rand(boxes, n, 2, generator=g) * 0.6 + 0.2, torch.rand(boxes, n, 2, generator=g) * 0.4 + 0.05], -1)
+    plab = torch.randint(0, 2, (points, n), generator=g)
+    blab = torch.randint(0, 2, (boxes, n), generator=g)
+    prompt = meta.geometry.Prompt(box_embeddings=bxs, box_mask=torch.zeros(n, boxes, dtype=torch.bool),
+                                  point_embeddings=pts, point_mask=torch.zeros(n, points, dtype=torch.bool),
+                                  box_labels=blab, point_labels=plab)
+    with torch.no_grad():
+        want, want_pad = ref(prompt, img_feats=[image], img_sizes=[(h, w)], img_pos_embeds=[pos])
+        got, got_pad = ours(image.transpose(0, 1), pos.transpose(0, 1), (h, w), pts.transpose(0, 1), plab.T,
+                            bxs.transpose(0, 1), blab.T)
+    assert got.shape == (n, points + boxes + 1, dim) and torch.equal(got_pad, want_pad)
+    torch.testing.assert_close(got, want.transpose(0, 1), rtol=1e-4, atol=1e-4)

@@ -12,7 +12,9 @@ Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
     decoder.py     the DETR decoder (presence token, box refinement, box relative-position
                    bias), the dot-product scoring and the segmentation head (pixel decoder,
                    each query's mask at the finest level)
+    geometry.py    the geometry encoder: exemplar boxes and points as prompt tokens (RoIAlign
+                   in torch alone), the CLS token a text prompt carries alone
 
-Still to write: the geometry (exemplar) encoder, the model that joins
+Still to write: the model that joins
 them with Meta's checkpoint layout, the family, `--text` and the interactive point/box head.
 """
