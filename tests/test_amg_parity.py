@@ -53,10 +53,14 @@ def models(tmp_path_factory):
 _REFERENCE_MASKS: dict[str, list[dict]] = {}
 
 
-# under `heavy`, which CI runs after the default run: the dense path (a GPU's) and the crop-layer
-# cases (five encoder calls each); the tiled path (the CPU's) of the others in both
+# under `heavy`, which CI runs after the default run: the dense path (a GPU's), the crop-layer
+# cases (five encoder calls each) and the two longest others; the default run keeps the tiled
+# path (the CPU's) with the filters and NMS on
+DEFAULT_CASES = ("filters and NMS on",)
+
+
 @pytest.mark.parametrize("full_res", [pytest.param("dense", marks=pytest.mark.heavy), "tiled"])
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.heavy) if "crop" in c else c for c in CASES])
+@pytest.mark.parametrize("case", [c if c in DEFAULT_CASES else pytest.param(c, marks=pytest.mark.heavy) for c in CASES])
 def test_automatic_mode_matches_reference(case, full_res, models, monkeypatch):
     """full_res: how full-resolution masks are made. "dense" upscales every pixel (accelerators;
     the CPU for noise-like masks), "tiled" only the tiles along boundaries (TiledMasks, the

@@ -230,6 +230,7 @@ def test_no_images_found_says_so_without_loading_the_model(tmp_path):
     assert p.stderr.decode().startswith(f"no images found in {empty} (extensions: .bmp, ")
 
 
+@pytest.mark.heavy  # among the default run's longest (a CPU is not what --compile is for): CI runs it after the default run
 def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, folder, tmp_path, monkeypatch):
     """--compile calls Sam.compile_parts (here with a backend that runs the traced graphs as
     they are, not Inductor's generated code; see test_model_parity) and changes no output."""
@@ -261,6 +262,7 @@ def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, f
     assert len(outs["eager"]) == 3 and outs["compiled"] == outs["eager"]
 
 
+@pytest.mark.heavy  # among the default run's longest (a CPU is not what --compile is for): CI runs it after the default run
 def test_compile_that_fails_says_so_once_and_runs_uncompiled(tiny_ckpt, folder, tmp_path, monkeypatch, capsys):
     import torch
 

@@ -133,6 +133,7 @@ def test_other_device_layouts_match_on_the_cpu(tiny_pair, tiny_model, photo, mon
         assert (m1 == p.masks[k]).mean() >= PIXELS
 
 
+@pytest.mark.heavy  # among the default run's longest (a CPU is not what --compile is for): CI runs it after the default run
 @pytest.mark.parametrize("layout", ["cpu", "accelerator"])
 def test_compiled_parts_are_traced_whole_and_match(tiny_pair, tiny_model, photo, monkeypatch, layout):
     """Sam.compile_parts (`sam auto --compile`): TorchDynamo traces the encoder, the decoder's
@@ -172,6 +173,7 @@ def test_compiled_parts_are_traced_whole_and_match(tiny_pair, tiny_model, photo,
     torch._dynamo.reset()
 
 
+@pytest.mark.heavy  # among the default run's longest (a CPU is not what --compile is for): CI runs it after the default run
 def test_compiled_bf16_parts_are_traced_whole_and_match_eager(tiny_ckpt, photo):
     """`sam auto --compile --dtype bf16`: with float32 and bfloat16 mixed inside each part
     (the encoder's residual stream, the decoder's prompt tokens), TorchDynamo still traces
@@ -200,6 +202,7 @@ def test_compiled_bf16_parts_are_traced_whole_and_match_eager(tiny_ckpt, photo):
     np.testing.assert_allclose(a.iou, b.iou, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.heavy  # among the default run's longest (a CPU is not what --compile is for): CI runs it after the default run
 def test_a_part_whose_compilation_fails_runs_uncompiled(tiny_pair, tiny_model, photo):
     """compile_parts: when the compiler fails (Inductor without a C compiler, say), each part
     says so once through on_failure and runs eagerly: the same outputs, no exception."""

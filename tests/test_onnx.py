@@ -147,6 +147,7 @@ def test_decoder_matches_sams_own_decoder(tiny_model, embedding, tmp_path):
         assert rel(q, low) <= 0.05 and ((q > 0) == (low > 0)).mean() >= 0.97, kind
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_encoder_export_and_external_data(tiny_model, tmp_path, monkeypatch):
     from sam_cli.export import onnx as X
     from sam_cli.io.images import read_image
@@ -168,6 +169,7 @@ def test_encoder_export_and_external_data(tiny_model, tmp_path, monkeypatch):
     assert rel(session(path).run(None, {"image": x})[0], ours) <= 1e-4
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_cli_export_then_the_example_script_as_sam_segment(coherent_ckpt, tmp_path):
     """A user's path: `sam export onnx --encoder`, then scripts/onnx_segment.py on a photo with
     onnxruntime alone gives the mask `sam segment` gives for the same click."""

@@ -115,9 +115,10 @@ def compare(n: int, models, monkeypatch) -> None:
     print(f"draw {n}: {name} {kw}: reference {len(ref)} masks, sam {len(ours)}, matched {matched}")
 
 
-# the draw with a crop layer (five encoder calls a side) under `heavy`, which CI runs after the default run
-@pytest.mark.parametrize("n", [pytest.param(n, marks=pytest.mark.heavy) if draw_settings(n)[1]["crop_n_layers"] else n
-                               for n in range(IN_CI)])
+# the draw with a crop layer (five encoder calls a side) and the two longest others under `heavy`,
+# which CI runs after the default run
+@pytest.mark.parametrize("n", [pytest.param(n, marks=pytest.mark.heavy)
+                               if draw_settings(n)[1]["crop_n_layers"] or n in (1, 3) else n for n in range(IN_CI)])
 def test_random_settings_match_sam2_generator(n, models, monkeypatch):
     compare(n, models, monkeypatch)
 

@@ -163,6 +163,7 @@ def _cmdline(p: Path) -> bytes:
         return b""
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_collisions_are_caught_across_workers(tiny_ckpt, tmp_path):
     """Two folders with an x.jpg each: their outputs would share a name. A plain run fails the
     second; so does a run over two workers, which could otherwise each write it."""

@@ -51,13 +51,13 @@ class BucketLayout(OutputLayout):
         """The keys under the output prefix, relative to it."""
         bucket = self._base.split("/", 1)[0]
         try:
-            there = self.fs.exists(bucket)
-            found = self.fs.find(self._base) if there else []
+            self.fs.info(bucket)  # not exists(), which says False for a bucket it cannot read
+            found = self.fs.find(self._base)
+        except FileNotFoundError:
+            raise OutputError(f"{self.url}: no bucket {bucket!r} (or no access to it)",
+                              hint="create it first (sam makes folders, never buckets), or check the URL") from None
         except Exception as e:  # noqa: BLE001 - any backend failure names the URL
             raise OutputError(f"{self.url}: cannot write there ({_why(e)})") from None
-        if not there:
-            raise OutputError(f"{self.url}: no bucket {bucket!r} (or no access to it)",
-                              hint="create it first (sam makes folders, never buckets), or check the URL")
         return {p[len(self._base) + 1:] for p in found if p.startswith(self._base + "/")}
 
     def _key(self, path: Path) -> str:
