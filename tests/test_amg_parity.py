@@ -107,7 +107,8 @@ def test_nms_path_matches_reference(models):
     assert match(ref, ours)[0] == len(ref)
 
 
-@pytest.mark.parametrize("crop_n_layers", [0, pytest.param(1, marks=pytest.mark.heavy)])
+@pytest.mark.heavy  # the dense path is a GPU's, and among the default run's longest: CI runs it after the default run
+@pytest.mark.parametrize("crop_n_layers", [0, 1])
 def test_dense_path_encodes_only_the_masks_nms_keeps(models, monkeypatch, crop_n_layers):
     """On the dense path run edges wait for in-crop NMS: the masks NMS drops are never
     encoded, and the survivors, upscaled again from their low-res logits, are the reference's."""
@@ -155,6 +156,7 @@ def test_grouping_and_decoder_batches_do_not_change_the_masks(models):
     assert [r.point for r in base] == [r.point for r in other]
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_tiny_images_with_crop_layers(models):
     """Crop layers on an image a pixel or two wide make crop boxes of no pixels: they are left
     out instead of failing the image."""

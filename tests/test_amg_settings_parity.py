@@ -97,8 +97,8 @@ def compare(n: int, models) -> None:
     print(f"draw {n}: {name} {kw}: reference {len(ref)} masks, sam {len(ours)}, matched {matched}")
 
 
-#: the two longest of the draws in every run go to `heavy` (CI runs them after the default run)
-HEAVY_DRAWS = (0, 3)
+#: the three longest of the draws in every run go to `heavy` (CI runs them after the default run)
+HEAVY_DRAWS = (0, 1, 3)
 
 
 @pytest.mark.parametrize("n", [pytest.param(n, marks=pytest.mark.heavy) if n in HEAVY_DRAWS else n for n in range(IN_CI)])

@@ -201,6 +201,7 @@ def test_shards_into_a_bucket_merge_from_it(bucket, tiny_ckpt):
     assert p.returncode == 2 and "s3://photos/in: no shard records" in p.stderr.decode()
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_an_upload_that_fails_fails_its_image_and_a_rerun_finishes_it(bucket, tiny_ckpt, s3_server):
     """The server stops after the first image's outputs: the next image fails naming its object,
     the run exits 5; once the server is back, a rerun does that image alone."""

@@ -126,6 +126,7 @@ def snapshot(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.heavy  # among the default run's longest (test_run_safety stops runs by signal in the default run): CI runs it after
 def test_interrupted_run_resumes_to_identical_outputs(tmp_path, tiny_ckpt):
     args = four_photo_run(tmp_path, tiny_ckpt)
     whole = tmp_path / "whole"

@@ -345,6 +345,7 @@ def test_yolo_seg_leaves_out_a_line_two_masks_share(tmp_path):
     assert note.endswith("; 1 lines left out as the same class and polygon as another of their image's")
 
 
+@pytest.mark.heavy  # among the default run's longest: CI runs it after the default run
 def test_yolo_seg_is_a_dataset_with_its_images(tmp_path, tiny_ckpt):
     """images/ beside labels/ (links, or copies), as Ultralytics looks for them; data.yaml names
     the dataset's path and its train and val images (tests/test_peers_bench.py loads it with

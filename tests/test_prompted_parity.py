@@ -89,7 +89,8 @@ def _reference(pred, obj: dict, root, choice: str, refine: bool) -> list[tuple[n
 
 
 @pytest.mark.parametrize("choice,refine", [("first", False), ("best", False),
-                                           pytest.param("all", True, marks=pytest.mark.heavy), ("first", True)])
+                                           pytest.param("all", True, marks=pytest.mark.heavy),
+                                           pytest.param("first", True, marks=pytest.mark.heavy)])
 def test_prompted_masks_match_the_reference(tiny_ckpt, prompt_file, ref_predictors, tmp_path, choice, refine):
     root, images, objects = prompt_file
     args = ["segment", "--prompts", root / "p.jsonl", "-o", tmp_path / "out", "-c", tiny_ckpt,

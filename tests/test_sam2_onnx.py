@@ -33,7 +33,7 @@ def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("single", [False, True])
+@pytest.mark.parametrize("single", [False, pytest.param(True, marks=pytest.mark.heavy)])
 def test_decoder_in_onnxruntime_matches_sam2_image_predictor(models, tmp_path, single):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 

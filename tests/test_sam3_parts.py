@@ -35,12 +35,16 @@ def meta():
         import sam3.model.model_misc as misc
         import sam3.model.necks as necks
         import sam3.model.position_encoding as position
+        import sam3.model.sam3_image as image
+        import sam3.model.sam3_image_processor as processor
         import sam3.model.text_encoder_ve as text
         import sam3.model.tokenizer_ve as tok
         import sam3.model.vitdet as vitdet
+        import sam3.model.vl_combiner as vl
 
         yield types.SimpleNamespace(tok=tok, text=text, vitdet=vitdet, necks=necks, encoder=encoder, misc=misc,
-                                    position=position, decoder=decoder, seg=seg, geometry=geometry)
+                                    position=position, decoder=decoder, seg=seg, geometry=geometry, image=image,
+                                    processor=processor, vl=vl)
     finally:
         if saved is not None:
             sys.modules["sam3"] = saved
@@ -312,3 +316,105 @@ def test_the_geometry_encoder_gives_meta_s_tokens(meta, monkeypatch, points, box
                             bxs.transpose(0, 1), blab.T)
     assert got.shape == (n, points + boxes + 1, dim) and torch.equal(got_pad, want_pad)
     torch.testing.assert_close(got, want.transpose(0, 1), rtol=1e-4, atol=1e-4)
+
+
+def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, heads, ffn, text_width, queries):
+    """Meta's Sam3Image at a small size, built from its own parts as its model builder joins them."""
+    m = meta
+    MHA = m.misc.MultiheadAttentionWrapper
+    trunk = m.vitdet.ViT(img_size=img, pretrain_img_size=pretrain, patch_size=14, embed_dim=vit_dim,
+                         depth=max(globals_) + 1, num_heads=4, mlp_ratio=4.625, norm_layer="LayerNorm", qkv_bias=True,
+                         use_abs_pos=True, tile_abs_pos=True, global_att_blocks=globals_, rel_pos_blocks=(),
+                         use_rope=True, use_interp_rope=True, window_size=window, pretrain_use_cls_token=True,
+                         retain_cls_token=False, ln_pre=True, ln_post=False, return_interm_layers=False,
+                         bias_patch_embed=False, use_act_checkpoint=False)
+    neck = m.necks.Sam3DualViTDetNeck(trunk=trunk, position_encoding=m.position.PositionEmbeddingSine(
+        num_pos_feats=dim, normalize=True), d_model=dim, scale_factors=(4.0, 2.0, 1.0, 0.5), add_sam2_neck=True)
+    text = m.text.VETextEncoder(d_model=dim, tokenizer=m.tok.SimpleTokenizer(bpe_path=str(_vocab())), width=text_width,
+                                heads=4, layers=2, use_act_checkpoint=False)
+    backbone = m.vl.SAM3VLBackbone(visual=neck, text=text, scalp=1)
+    enc_layer = m.encoder.TransformerEncoderLayer(
+        activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1, pos_enc_at_attn=True,
+        pos_enc_at_cross_attn_keys=False, pos_enc_at_cross_attn_queries=False, pre_norm=True,
+        self_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim, batch_first=True),
+        cross_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim, batch_first=True))
+    encoder = m.encoder.TransformerEncoderFusion(layer=enc_layer, num_layers=2, d_model=dim, num_feature_levels=1,
+                                                 add_pooled_text_to_img_feat=False, pool_text_with_mask=True,
+                                                 use_act_checkpoint=False)
+    dec_layer = m.decoder.TransformerDecoderLayer(activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1,
+                                                  cross_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim),
+                                                  n_heads=heads, use_text_cross_attention=True)
+    decoder = m.decoder.TransformerDecoder(
+        layer=dec_layer, num_layers=2, num_queries=queries, return_intermediate=True, box_refine=True,
+        num_o2m_queries=0, dac=True, boxRPB="log", d_model=dim, frozen=False, interaction_layer=None,
+        dac_use_selfatt_ln=True, resolution=None, stride=None, use_act_checkpoint=False, presence_token=True)
+    geo_layer = m.encoder.TransformerEncoderLayer(
+        activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1, pos_enc_at_attn=False, pre_norm=True,
+        self_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim), pos_enc_at_cross_attn_queries=False,
+        pos_enc_at_cross_attn_keys=True, cross_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim))
+    geometry = m.geometry.SequenceGeometryEncoder(
+        pos_enc=m.position.PositionEmbeddingSine(num_pos_feats=dim, normalize=True), encode_boxes_as_points=False,
+        points_direct_project=True, points_pool=True, points_pos_enc=True, boxes_direct_project=True, boxes_pool=True,
+        boxes_pos_enc=True, d_model=dim, num_layers=1, layer=geo_layer, use_act_ckpt=False, add_cls=True,
+        add_post_encode_proj=True)
+    seg = m.seg.UniversalSegmentationHead(
+        hidden_dim=dim, upsampling_stages=3, aux_masks=False, presence_head=False, dot_product_scorer=None,
+        act_ckpt=False, cross_attend_prompt=MHA(num_heads=heads, dropout=0, embed_dim=dim),
+        pixel_decoder=m.seg.PixelDecoder(num_upsampling_stages=3, interpolation_mode="nearest", hidden_dim=dim))
+    scoring = m.misc.DotProductScoring(d_model=dim, d_proj=dim, prompt_mlp=m.misc.MLP(
+        dim, ffn, dim, 2, residual=True, out_norm=torch.nn.LayerNorm(dim)))
+    return m.image.Sam3Image(backbone=backbone, transformer=m.misc.TransformerWrapper(encoder=encoder, decoder=decoder,
+                                                                                      d_model=dim),
+                             input_geometry_encoder=geometry, segmentation_head=seg, num_feature_levels=1,
+                             o2m_mask_predict=True, dot_prod_scoring=scoring, use_instance_query=False,
+                             multimask_output=True, inst_interactive_predictor=None, matcher=None).eval()
+
+
+def _vocab():
+    from sam_cli.models.sam3.tokenizer import VOCAB
+
+    return VOCAB
+
+
+@pytest.mark.parametrize("photo,phrase", [("chelsea.jpg", "cat"), ("coffee.jpg", "a cup of coffee on a saucer")])
+def test_the_detector_finds_what_meta_s_processor_finds(meta, monkeypatch, photo, phrase):
+    """Meta's Sam3Image and Sam3Processor at a small size (random weights, loaded unchanged into
+    sam's detector): a photo and a phrase give the same scores, boxes and masks; at threshold 0
+    every query, at a threshold between two middle scores the same half kept."""
+    from PIL import Image
+
+    from sam_cli.io.images import read_image
+    from sam_cli.models.sam3.model import Sam3Arch, Sam3Detector, postprocess, preprocess
+    from sam_cli.models.sam3.text import TextArch
+    from sam_cli.models.sam3.tokenizer import Tokenizer
+    from sam_cli.models.sam3.vit import VitArch
+
+    from conftest import EXAMPLES
+
+    cfg = dict(img=112, window=4, globals_=(1, 3), pretrain=56, vit_dim=64, dim=32, heads=4, ffn=64, text_width=64,
+               queries=10)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)  # Meta's CPU hazard (SAM2-SAM3 B0)
+    ref = _meta_sam3_image(meta, **cfg)
+    sd = _randomised(ref, seed=7)
+    arch = Sam3Arch(vit=VitArch(img_size=112, dim=64, depth=4, heads=4, window=4, global_blocks=(1, 3), pretrain_size=56,
+                                d_model=32),
+                    text=TextArch(width=64, layers=2, heads=4, d_model=32), dim=32, heads=4, ffn=64, encoder_layers=2,
+                    decoder_layers=2, geometry_layers=1, queries=10)
+    ours = Sam3Detector(arch).eval()
+    ours.load_state_dict(sd, strict=True)
+    rgb = read_image(EXAMPLES / photo)
+    with torch.no_grad():
+        tokens = Tokenizer()([phrase])
+        pad, text = ours.encode_text(tokens)
+        det = ours.detect(ours.encode_image(preprocess(torch.from_numpy(rgb), 112)), pad, text)
+    ranked = det.scores[0].sort().values
+    middle = float(ranked[4] + ranked[5]) / 2  # between two scores: half the queries kept
+    for threshold in (0.0, middle):
+        proc = meta.processor.Sam3Processor(ref, resolution=112, device="cpu", confidence_threshold=threshold)
+        with torch.no_grad():
+            state = proc.set_text_prompt(phrase, proc.set_image(Image.fromarray(rgb)))  # the same pixels
+        got = postprocess(det, 0, rgb.shape[:2], threshold)
+        torch.testing.assert_close(got.scores, state["scores"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got.boxes, state["boxes"], rtol=1e-4, atol=1e-3)
+        assert got.masks.shape == state["masks"].shape[:1] + state["masks"].shape[2:]
+        assert (got.masks == state["masks"][:, 0]).float().mean() >= 0.9999

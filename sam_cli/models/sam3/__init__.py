@@ -15,6 +15,9 @@ Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
     geometry.py    the geometry encoder: exemplar boxes and points as prompt tokens (RoIAlign
                    in torch alone), the CLS token a text prompt carries alone
 
-Still to write: the model that joins
+    model.py       the detector assembled under Meta's checkpoint names, its preprocessing and
+                   post-processing (matches Meta's Sam3Image and Sam3Processor end to end)
+
+Still to write: loading Meta's sam3.pt that joins
 them with Meta's checkpoint layout, the family, `--text` and the interactive point/box head.
 """
