@@ -18,6 +18,7 @@ Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
     model.py       the detector assembled under Meta's checkpoint names, its preprocessing and
                    post-processing (matches Meta's Sam3Image and Sam3Processor end to end)
 
-Still to write: loading Meta's sam3.pt that joins
-them with Meta's checkpoint layout, the family, `--text` and the interactive point/box head.
+Still to write: loading Meta's sam3.pt (its `detector.` and `tracker.` prefixes), the family
+and registry entry, `sam segment --text` and `--exemplar`, `sam eval --text`, and the
+interactive point/box head.
 """
