@@ -22,12 +22,20 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import weakref
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import OutputError
 from .outputs import OutputLayout
 from .remote import Url, _why, filesystem
+
+#: Transfers in flight at once: an object store answers each request after tens of
+#: milliseconds, so a folder of masks (or the per-image files an end-of-run output reads) goes
+#: up and down many objects at a time.
+TRANSFERS = 16
 
 
 class BucketLayout(OutputLayout):
@@ -37,7 +45,11 @@ class BucketLayout(OutputLayout):
         self.url = Url(str(url).rstrip("/"))
         self.fs = filesystem(self.url)
         self._base = self.fs._strip_protocol(self.url).rstrip("/")  # "bucket/out"
-        self.keys = self._list()  # fails before any model is loaded
+        self.keys: set[str] = set()
+        self._children: dict[str, set[str]] = defaultdict(set)  # "a/x.jpg.masks" → its keys
+        self._lock = threading.Lock()  # the two indexes, updated from the transfer threads
+        self._index(self._list())  # fails before any model is loaded
+        self._pool = ThreadPoolExecutor(TRANSFERS, thread_name_prefix="sam-bucket")
         stage = Path(tempfile.mkdtemp(prefix="sam-stage-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, stage, True)
         super().__init__(stage, formats, **kwargs)
@@ -60,43 +72,65 @@ class BucketLayout(OutputLayout):
             raise OutputError(f"{self.url}: cannot write there ({_why(e)})") from None
         return {p[len(self._base) + 1:] for p in found if p.startswith(self._base + "/")}
 
+    def _index(self, keys: set[str]) -> None:
+        self.keys = set(keys)
+        self._children.clear()
+        for k in keys:
+            self._children[k.rpartition("/")[0]].add(k)
+
     def _key(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
     def _remote(self, key: str) -> str:
         return f"{self.url}/{key}"
 
+    def _each(self, fn, items: list) -> None:
+        """fn(item) for every item, TRANSFERS at a time; the first error is raised once all
+        have ended (an OutputError naming its object)."""
+        errors = [e for e in self._pool.map(_caught(fn), items) if e is not None]
+        if errors:
+            raise errors[0]
+
     def _put(self, paths: list[Path]) -> None:
-        """Upload staged files, each one object (whole or not at all), in the order given."""
-        for p in paths:
+        """Upload staged files, each one object (whole or not at all), all at once."""
+        def put(p: Path) -> None:
             key = self._key(p)
             try:
                 self.fs.put_file(str(p), self._remote(key))
             except Exception as e:  # noqa: BLE001 - a failed upload fails what it was for
                 raise OutputError(f"{self._remote(key)}: cannot upload ({_why(e)})") from None
-            self.keys.add(key)
+            with self._lock:
+                self.keys.add(key)
+                self._children[key.rpartition("/")[0]].add(key)
+
+        self._each(put, paths)
 
     def _delete(self, keys: list[str]) -> None:
-        for key in keys:
+        def delete(key: str) -> None:
             try:
                 self.fs.rm_file(self._remote(key))
             except FileNotFoundError:
                 pass
             except Exception as e:  # noqa: BLE001
                 raise OutputError(f"{self._remote(key)}: cannot remove ({_why(e)})") from None
-            self.keys.discard(key)
+            with self._lock:
+                self.keys.discard(key)
+                self._children[key.rpartition("/")[0]].discard(key)
+
+        self._each(delete, keys)
 
     def fetch(self, keys: list[str]) -> None:
-        """Download those of `keys` that are in the bucket and not staged yet."""
-        for key in keys:
+        """Download those of `keys` that are in the bucket and not staged yet, all at once."""
+        def get(key: str) -> None:
             local = self.root / key
-            if key in self.keys and not local.exists():
-                local.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    self.fs.get_file(self._remote(key), str(local))
-                except Exception as e:  # noqa: BLE001
-                    local.unlink(missing_ok=True)
-                    raise OutputError(f"{self._remote(key)}: cannot download ({_why(e)})") from None
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.fs.get_file(self._remote(key), str(local))
+            except Exception as e:  # noqa: BLE001
+                local.unlink(missing_ok=True)
+                raise OutputError(f"{self._remote(key)}: cannot download ({_why(e)})") from None
+
+        self._each(get, [k for k in dict.fromkeys(keys) if k in self.keys and not (self.root / k).exists()])
 
     # ------------------------------------------------------------ OutputLayout's API
     @property
@@ -114,8 +148,16 @@ class BucketLayout(OutputLayout):
         return all(self._key(p) in self.keys for p in self.markers(rel))
 
     def count(self, rel: str) -> int | None:
-        self.fetch([self._key(p) for p in self.markers(rel)])
-        return super().count(rel)
+        """Counted from the per-image files an end-of-run output downloads anyway (coco-rle's
+        JSON with -f coco); None otherwise, rather than a request per skipped image."""
+        base = self.root / rel
+        for name in self._kept:
+            mod = self.modules[name]
+            if hasattr(mod, "count"):
+                self.fetch([self._key(p) for p in (mod.markers(base) if hasattr(mod, "markers") else mod.outputs(base))])
+                if (n := mod.count(base)) is not None:
+                    return n
+        return None
 
     def write(self, rel: str, image, records, image_id=None, source=None) -> list[str]:
         super().write(rel, image, records, image_id, source)
@@ -125,8 +167,7 @@ class BucketLayout(OutputLayout):
             for out in mod.outputs(base):
                 if out.is_dir():
                     files = sorted(p for p in out.rglob("*") if p.is_file())
-                    prefix = self._key(out) + "/"
-                    old = sorted(k for k in self.keys if k.startswith(prefix))
+                    old = sorted(self._children.get(self._key(out), ()))
                     self._delete([self._key(m) for m in markers if self._key(m) in self.keys])
                     self._put([p for p in files if p not in markers])
                     self._delete([k for k in old if self.root / k not in files])  # an earlier run's extra masks
@@ -161,7 +202,7 @@ class BucketLayout(OutputLayout):
 
     def finish_one(self, name: str, rels: list[str]) -> tuple[Path, str]:
         mod = self.modules[name]
-        self.keys = self._list()  # what other processes (workers, actors, shards) wrote since
+        self._index(self._list())  # what other processes (workers, actors, shards) wrote since
         for dep in getattr(mod, "REQUIRES", None) or (name,):
             self.fetch([self._key(p) for rel in sorted(set(rels)) for p in self.modules[dep].outputs(self.root / rel)])
         before = _snapshot(self.root)
@@ -181,3 +222,14 @@ def _snapshot(root: Path) -> dict[Path, tuple[int, int]]:
                 st = p.stat()
                 seen[p] = (st.st_size, st.st_mtime_ns)
     return seen
+
+
+def _caught(fn):
+    """fn, returning its OutputError instead of raising it (for ThreadPoolExecutor.map)."""
+    def call(item):
+        try:
+            fn(item)
+        except OutputError as e:
+            return e
+        return None
+    return call
