@@ -149,12 +149,12 @@ def main() -> None:
         print(f"| {procs} | disk → disk | {base:.1f} | {a.images / base:.2f} | 1.00x | {mem / 2**20:.0f} | - | - |")
         for what, src, out in (("bucket → disk", "s3://bench/photos/", str(tmp / f"fromb{procs}")),
                                ("bucket → bucket", "s3://bench/photos/", f"s3://bench/out{procs}/")):
-            t, mem, server = run([*sam, src, "-o", out, *common, *flags, "--overwrite"], env, a.repeat)
+            t, mem, server_cpu = run([*sam, src, "-o", out, *common, *flags, "--overwrite"], env, a.repeat)
             got = Path(out) if not out.startswith("s3://") else download(f"out{procs}", tmp / f"got{procs}")
             d = differs(local, got)
             same = "identical" if not d else f"{len(d)} files differ ({', '.join(d[:3])})"
             print(f"| {procs} | {what} | {t:.1f} | {a.images / t:.2f} | {t / base:.2f}x | {mem / 2**20:.0f} | "
-                  f"{server:.1f} | {same} |")
+                  f"{server_cpu:.1f} | {same} |")
     server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 

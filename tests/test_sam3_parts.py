@@ -318,12 +318,13 @@ def test_the_geometry_encoder_gives_meta_s_tokens(meta, monkeypatch, points, box
     torch.testing.assert_close(got, want.transpose(0, 1), rtol=1e-4, atol=1e-4)
 
 
-def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, heads, ffn, text_width, queries):
+def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, heads, ffn, text_width, queries,
+                     vit_heads=4, text_heads=4):
     """Meta's Sam3Image at a small size, built from its own parts as its model builder joins them."""
     m = meta
     MHA = m.misc.MultiheadAttentionWrapper
     trunk = m.vitdet.ViT(img_size=img, pretrain_img_size=pretrain, patch_size=14, embed_dim=vit_dim,
-                         depth=max(globals_) + 1, num_heads=4, mlp_ratio=4.625, norm_layer="LayerNorm", qkv_bias=True,
+                         depth=max(globals_) + 1, num_heads=vit_heads, mlp_ratio=4.625, norm_layer="LayerNorm", qkv_bias=True,
                          use_abs_pos=True, tile_abs_pos=True, global_att_blocks=globals_, rel_pos_blocks=(),
                          use_rope=True, use_interp_rope=True, window_size=window, pretrain_use_cls_token=True,
                          retain_cls_token=False, ln_pre=True, ln_post=False, return_interm_layers=False,
@@ -331,7 +332,7 @@ def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, hea
     neck = m.necks.Sam3DualViTDetNeck(trunk=trunk, position_encoding=m.position.PositionEmbeddingSine(
         num_pos_feats=dim, normalize=True), d_model=dim, scale_factors=(4.0, 2.0, 1.0, 0.5), add_sam2_neck=True)
     text = m.text.VETextEncoder(d_model=dim, tokenizer=m.tok.SimpleTokenizer(bpe_path=str(_vocab())), width=text_width,
-                                heads=4, layers=2, use_act_checkpoint=False)
+                                heads=text_heads, layers=2, use_act_checkpoint=False)
     backbone = m.vl.SAM3VLBackbone(visual=neck, text=text, scalp=1)
     enc_layer = m.encoder.TransformerEncoderLayer(
         activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1, pos_enc_at_attn=True,
@@ -418,3 +419,31 @@ def test_the_detector_finds_what_meta_s_processor_finds(meta, monkeypatch, photo
         torch.testing.assert_close(got.boxes, state["boxes"], rtol=1e-4, atol=1e-3)
         assert got.masks.shape == state["masks"].shape[:1] + state["masks"].shape[2:]
         assert (got.masks == state["masks"][:, 0]).float().mean() >= 0.9999
+
+
+def test_a_checkpoint_in_meta_s_layout_is_split_and_its_architecture_read_back(meta):
+    """A detector saved under `detector.` beside `tracker.` keys: the detector's keys load into
+    the architecture read back from the shapes (head counts from SAM 3's head widths); a key of
+    neither kind is refused naming it."""
+    from sam_cli.errors import CheckpointError
+    from sam_cli.models.sam3.checkpoint import infer_arch, split
+    from sam_cli.models.sam3.model import Sam3Detector
+
+    cfg = dict(img=126, window=3, globals_=(1, 3), pretrain=42, vit_dim=128, dim=64, heads=2, ffn=96,
+               text_width=128, queries=7, vit_heads=2, text_heads=2)  # SAM 3's head widths: 64, 64, 32
+    ref = _meta_sam3_image(meta, **cfg)
+    sd = _randomised(ref, seed=8)
+    file_sd = {**{f"detector.{k}": v for k, v in sd.items()}, "tracker.sam_mask_decoder.iou_token.weight": torch.zeros(1, 4)}
+    detector, tracker = split(file_sd, "sam3.pt")
+    assert set(detector) == set(sd) and list(tracker) == ["tracker.sam_mask_decoder.iou_token.weight"]
+    arch = infer_arch(detector, "sam3.pt")
+    assert (arch.vit.img_size, arch.vit.window, arch.vit.global_blocks, arch.vit.pretrain_size, arch.vit.heads) == \
+        (126, 3, (1, 3), 42, 2)
+    assert (arch.text.width, arch.text.layers, arch.text.heads, arch.dim, arch.heads, arch.ffn, arch.queries) == \
+        (128, 2, 2, 64, 2, 96, 7)
+    assert (arch.encoder_layers, arch.decoder_layers, arch.geometry_layers, arch.interactive) == (2, 2, 1, True)
+    Sam3Detector(arch).load_state_dict(detector, strict=True)
+    with pytest.raises(CheckpointError, match="'image_encoder.x' is neither"):
+        split({**file_sd, "image_encoder.x": torch.zeros(1)}, "sam3.pt")
+    with pytest.raises(CheckpointError, match="no `detector.` tensors"):
+        split({"tracker.a": torch.zeros(1)}, "sam3.pt")
