@@ -1,5 +1,5 @@
 """The datasets sam writes, opened by the tools that train or label with them (the `bench`
-extra: Ultralytics and label-studio-sdk; Label Studio's converter is in the default run,
+extra: Ultralytics; the `labelstudio` extra and marker: label-studio-sdk; Label Studio's converter is in the default run,
 test_polygon_formats.py): the `yolo-seg` output is a dataset Ultralytics checks and loads as it
 is written; the `labelstudio` config and predictions validate in label-studio-sdk.
 
@@ -40,6 +40,7 @@ def test_ultralytics_checks_and_loads_the_yolo_seg_dataset(coherent_ckpt, tmp_pa
     assert item["masks"].shape[0] >= 1 and np.isfinite(item["img"].float().numpy()).all()
 
 
+@pytest.mark.labelstudio
 @pytest.mark.parametrize("polygons", [False, True])
 def test_label_studio_s_sdk_accepts_the_config_and_every_prediction(coherent_ckpt, tmp_path, polygons):
     """The labelling config written beside the tasks parses in label-studio-sdk's LabelInterface,

@@ -13,7 +13,12 @@ from ..errors import InputError
 from .image_size import ENV_MAX_PIXELS, declared_size, max_pixels
 
 # OpenCV logs decode failures to stderr itself; we report them as one clear error instead.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+# (Its Python logging module is in OpenCV 5 and some 4.x builds, not in 4.12's wheels: there
+# the setter OpenCV 4 exports is used; sam runs with either.)
+if (_log := getattr(getattr(cv2, "utils", None), "logging", None)) is not None:
+    _log.setLogLevel(_log.LOG_LEVEL_SILENT)
+elif hasattr(cv2, "setLogLevel"):
+    cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
