@@ -447,3 +447,30 @@ def test_a_checkpoint_in_meta_s_layout_is_split_and_its_architecture_read_back(m
         split({**file_sd, "image_encoder.x": torch.zeros(1)}, "sam3.pt")
     with pytest.raises(CheckpointError, match="no `detector.` tensors"):
         split({"tracker.a": torch.zeros(1)}, "sam3.pt")
+
+
+def test_a_file_in_meta_s_layout_loads_and_detects_as_meta_s_model(meta, tmp_path, monkeypatch):
+    """sam3.pt's layout saved with torch.save (a `model` dict, `detector.` and `tracker.` keys),
+    read back without executing code, gives the detections of the model it was saved from."""
+    from sam_cli.models.sam3.checkpoint import load_detector
+    from sam_cli.models.sam3.model import preprocess
+    from sam_cli.models.sam3.tokenizer import Tokenizer
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)
+    cfg = dict(img=112, window=4, globals_=(1, 3), pretrain=56, vit_dim=128, dim=64, heads=2, ffn=96, text_width=128,
+               queries=6, vit_heads=2, text_heads=2)
+    ref = _meta_sam3_image(meta, **cfg)
+    sd = _randomised(ref, seed=9)
+    path = tmp_path / "sam3.pt"
+    torch.save({"model": {**{f"detector.{k}": v for k, v in sd.items()}, "tracker.x": torch.zeros(2)}}, path)
+    net, tracker = load_detector(path)
+    assert list(tracker) == ["tracker.x"]
+    rgb = torch.randint(0, 256, (90, 130, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    from PIL import Image
+
+    proc = meta.processor.Sam3Processor(ref, resolution=112, device="cpu", confidence_threshold=0.0)
+    with torch.no_grad():
+        state = proc.set_text_prompt("red car", proc.set_image(Image.fromarray(rgb.numpy())))
+        pad, text = net.encode_text(Tokenizer()(["red car"]))
+        det = net.detect(net.encode_image(preprocess(rgb, 112)), pad, text)
+    torch.testing.assert_close(det.scores[0], state["scores"], rtol=1e-4, atol=1e-5)
