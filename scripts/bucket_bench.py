@@ -16,14 +16,12 @@ by this script: the network is loopback, so what is measured is sam's own cost o
 from __future__ import annotations
 
 import argparse
-import filecmp
 import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -71,18 +69,6 @@ def run(cmd: list[str], env: dict, repeat: int = 1) -> tuple[float, int, float]:
     return time.perf_counter() - t, peak[0], time.process_time() - cpu
 
 
-def differs(a: Path, b: Path) -> list[str]:
-    out = []
-
-    def walk(c: filecmp.dircmp, at: str) -> None:
-        out.extend(at + n for n in c.left_only + c.right_only + c.diff_files)
-        for name, sub in c.subdirs.items():
-            walk(sub, f"{at}{name}/")
-
-    walk(filecmp.dircmp(a, b, ignore=["sam-shards"]), "")
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="tiny (the tests' architecture), vit_b, vit_l or vit_h; "
@@ -93,21 +79,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="each row the fastest of this many runs")
     ap.add_argument("--processes", default="1,4", help="the rows' process counts (4: --devices cpu×4)")
     a = ap.parse_args()
-    sys.path.insert(0, str(REPO / "tests"))
     import boto3
     import torch
     from moto.server import ThreadedMotoServer
 
-    from reference import arch_kwargs, build_reference
+    # the scale-out table's set-up and byte-for-byte comparison
+    from scale_bench import differs, random_run
 
-    tmp = Path(tempfile.mkdtemp(prefix="sam-bucket-"))
-    ckpt = tmp / f"{a.model}.pth"
-    torch.save(build_reference(**arch_kwargs(a.model), seed=0).state_dict(), ckpt)
-    photos = tmp / "photos"
-    photos.mkdir()
-    srcs = sorted(EXAMPLES.glob("*.jpg"))
-    for k in range(a.images):
-        shutil.copy(srcs[k % len(srcs)], photos / f"p{k:04d}.jpg")
+    tmp, ckpt, photos = random_run(a.model, a.images, "sam-bucket-")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

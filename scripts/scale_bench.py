@@ -48,6 +48,25 @@ def differs(a: Path, b: Path) -> list[str]:
     return out
 
 
+def random_run(model: str, images: int, prefix: str) -> tuple[Path, Path, Path]:
+    """A temporary folder with a random-weight checkpoint of `model` ("tiny" or a model type,
+    seed 0) and a folder of `images` copies of the example photos: (folder, checkpoint, photos)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import torch
+
+    from reference import arch_kwargs, build_reference
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    ckpt = tmp / f"{model}.pth"
+    torch.save(build_reference(**arch_kwargs(model), seed=0).state_dict(), ckpt)
+    photos = tmp / "photos"
+    photos.mkdir()
+    srcs = sorted(EXAMPLES.glob("*.jpg"))
+    for k in range(images):
+        shutil.copy(srcs[k % len(srcs)], photos / f"p{k:04d}.jpg")
+    return tmp, ckpt, photos
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h or tiny (random weights)")
@@ -59,19 +78,9 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--no-ray", action="store_true", help="leave out the Ray row")
     a = ap.parse_args()
-    sys.path.insert(0, str(REPO / "tests"))
     import torch
 
-    from reference import arch_kwargs, build_reference
-
-    tmp = Path(tempfile.mkdtemp(prefix="sam-scale-"))
-    ckpt = tmp / f"{a.model}.pth"
-    torch.save(build_reference(**arch_kwargs(a.model), seed=0).state_dict(), ckpt)
-    photos = tmp / "photos"
-    photos.mkdir()
-    srcs = sorted(EXAMPLES.glob("*.jpg"))
-    for k in range(a.images):
-        shutil.copy(srcs[k % len(srcs)], photos / f"p{k:04d}.jpg")
+    tmp, ckpt, photos = random_run(a.model, a.images, "sam-scale-")
     devices = a.devices or ("cpu,cpu" if a.device == "cpu" else str(torch.cuda.device_count()))
     sam = [sys.executable, "-m", "sam_cli"]
     common = [str(photos), "-c", str(ckpt), "--points-per-side", str(a.points_per_side), "-f", "coco", "-q"]

@@ -200,3 +200,15 @@ def test_bf16_drift_table(tiny_ckpt):
     assert [r[0] for r in rows] == ["attention and MLPs (--dtype bf16)",
                                     "all of it (--dtype bf16 before)"], out
     assert all(0.0 < float(r[1]) < 0.1 for r in rows), out
+
+
+@pytest.mark.heavy  # a minute of CPU: CI runs it after the default run
+def test_bucket_and_scale_benches_run_and_their_outputs_agree():
+    """scripts/bucket_bench.py (its own S3 server) and scripts/scale_bench.py at their smallest:
+    every row's outputs byte for byte the disk run's, or the plain run's."""
+    out = run_script("scripts/bucket_bench.py", "--images", "2", "--processes", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| 1 |")]
+    assert [r.split(" | ")[1] for r in rows] == ["disk → disk", "bucket → disk", "bucket → bucket"], out
+    assert all(r.rstrip(" |").endswith("identical") for r in rows[1:]), out
+    out = run_script("scripts/scale_bench.py", "--model", "tiny", "--images", "2", "--no-ray")
+    assert out.count("| identical |") == 2, out

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fusion import Attention
+from .fusion import Attention, sine
 
 
 class Mlp(nn.Module):
@@ -48,15 +48,7 @@ class Mlp(nn.Module):
 def box_sine(boxes: torch.Tensor, dim: int) -> torch.Tensor:
     """cx, cy, w, h in [0, 1] (…×4) → …×2·dim: each coordinate's sine encoding (dim/2 each), in the
     order y, x, w, h."""
-    half = dim // 2
-    t = torch.arange(half, dtype=torch.float32, device=boxes.device)
-    t = 10000 ** (2 * torch.div(t, 2, rounding_mode="floor") / half)
-
-    def enc(v: torch.Tensor) -> torch.Tensor:
-        p = (v * 2 * math.pi)[..., None] / t
-        return torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2)
-
-    return torch.cat((enc(boxes[..., 1]), enc(boxes[..., 0]), enc(boxes[..., 2]), enc(boxes[..., 3])), dim=-1)
+    return torch.cat([sine(boxes[..., i] * 2 * math.pi, dim // 2) for i in (1, 0, 2, 3)], dim=-1)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:

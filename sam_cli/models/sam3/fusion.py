@@ -43,25 +43,30 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(n, length, c))
 
 
-def sine_position(h: int, w: int, dim: int, device=None, temperature: float = 10000.0) -> torch.Tensor:
+def sine(v: torch.Tensor, n: int, temperature: float = 10000.0) -> torch.Tensor:
+    """DETR's sine encoding of values already scaled to radians (…) → …×n: sines and cosines
+    interleaved over n/2 frequencies."""
+    t = torch.arange(n, dtype=torch.float32, device=v.device)
+    t = temperature ** (2 * torch.div(t, 2, rounding_mode="floor") / n)
+    p = v[..., None] / t
+    return torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+def sine_position(h: int, w: int, dim: int, device=None) -> torch.Tensor:
     """DETR's normalised sine encoding of an h×w map: dim×h×w (y's half, then x's)."""
     half = dim // 2
     y = torch.arange(1, h + 1, dtype=torch.float32, device=device)
     x = torch.arange(1, w + 1, dtype=torch.float32, device=device)
-    y = y / (y[-1:] + 1e-6) * 2 * math.pi
-    x = x / (x[-1:] + 1e-6) * 2 * math.pi
-    t = torch.arange(half, dtype=torch.float32, device=device)
-    t = temperature ** (2 * torch.div(t, 2, rounding_mode="floor") / half)
-
-    def enc(v: torch.Tensor) -> torch.Tensor:
-        p = v[:, None] / t
-        return torch.stack((p[:, 0::2].sin(), p[:, 1::2].cos()), dim=2).flatten(1)  # len×half
-
-    py, px = enc(y), enc(x)
+    py = sine(y / (y[-1:] + 1e-6) * 2 * math.pi, half)
+    px = sine(x / (x[-1:] + 1e-6) * 2 * math.pi, half)
     return torch.cat((py[:, None, :].expand(h, w, half), px[None, :, :].expand(h, w, half)), dim=2).permute(2, 0, 1)
 
 
-class _FusionLayer(nn.Module):
+class PreNormLayer(nn.Module):
+    """Self-attention, cross-attention to a memory, a ReLU feed-forward, each pre-norm with a
+    residual: the layer of the fusion encoder and of the geometry encoder (Meta's one
+    TransformerEncoderLayer, which adds positions where each asks)."""
+
     def __init__(self, dim: int, heads: int, ffn: int) -> None:
         super().__init__()
         self.self_attn = Attention(dim, heads)
@@ -72,12 +77,17 @@ class _FusionLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, prompt: torch.Tensor, prompt_pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, *, pos: torch.Tensor | None = None,
+                pad: torch.Tensor | None = None, memory_pos: torch.Tensor | None = None,
+                memory_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """pos: added to the self-attention's queries and keys; memory_pos: to the memory's keys;
+        pad, memory_pad: keys left out (True)."""
         y = self.norm1(x)
-        qk = y + pos
-        x = x + self.self_attn(qk, qk, y)
+        qk = y if pos is None else y + pos
+        x = x + self.self_attn(qk, qk, y, key_padding=pad)
         y = self.norm2(x)
-        x = x + self.cross_attn_image(y, prompt, prompt, key_padding=prompt_pad)
+        x = x + self.cross_attn_image(y, memory if memory_pos is None else memory + memory_pos, memory,
+                                      key_padding=memory_pad)
         return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
 
 
@@ -87,9 +97,9 @@ class FusionEncoder(nn.Module):
 
     def __init__(self, dim: int = 256, heads: int = 8, ffn: int = 2048, layers: int = 6) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(_FusionLayer(dim, heads, ffn) for _ in range(layers))
+        self.layers = nn.ModuleList(PreNormLayer(dim, heads, ffn) for _ in range(layers))
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, prompt: torch.Tensor, prompt_pad: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, pos, prompt, prompt_pad)
+            x = layer(x, prompt, pos=pos, memory_pad=prompt_pad)
         return x

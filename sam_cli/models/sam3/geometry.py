@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fusion import Attention
+from .fusion import PreNormLayer, sine
 
 
 def roi_align(feats: torch.Tensor, boxes: list[torch.Tensor], size: int) -> torch.Tensor:
@@ -60,34 +60,7 @@ def _bilinear(f: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tens
 
 def sine_xy(x: torch.Tensor, y: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Coordinates in [0, 1] → their sine encodings (…×dim/2 each), as Meta's position encoder."""
-    half = dim // 2
-    t = torch.arange(half, dtype=torch.float32, device=x.device)
-    t = 10000 ** (2 * torch.div(t, 2, rounding_mode="floor") / half)
-
-    def enc(v: torch.Tensor) -> torch.Tensor:
-        p = (v * 2 * math.pi)[..., None] / t
-        return torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2)
-
-    return enc(x), enc(y)
-
-
-class _Layer(nn.Module):
-    def __init__(self, dim: int, heads: int, ffn: int) -> None:
-        super().__init__()
-        self.self_attn = Attention(dim, heads)
-        self.cross_attn_image = Attention(dim, heads)
-        self.linear1 = nn.Linear(dim, ffn)
-        self.linear2 = nn.Linear(ffn, dim)
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.norm3 = nn.LayerNorm(dim)
-
-    def forward(self, x, pad, image, image_pos):
-        y = self.norm1(x)
-        x = x + self.self_attn(y, y, y, key_padding=pad)
-        y = self.norm2(x)
-        x = x + self.cross_attn_image(y, image + image_pos, image)
-        return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
+    return sine(x * 2 * math.pi, dim // 2), sine(y * 2 * math.pi, dim // 2)
 
 
 class GeometryEncoder(nn.Module):
@@ -105,7 +78,7 @@ class GeometryEncoder(nn.Module):
         self.final_proj = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.img_pre_norm = nn.LayerNorm(dim)
-        self.encode = nn.ModuleList(_Layer(dim, heads, ffn) for _ in range(layers))
+        self.encode = nn.ModuleList(PreNormLayer(dim, heads, ffn) for _ in range(layers))
         self.encode_norm = nn.LayerNorm(dim)
 
     def forward(self, image: torch.Tensor, image_pos: torch.Tensor, hw: tuple[int, int], points: torch.Tensor,
@@ -134,5 +107,5 @@ class GeometryEncoder(nn.Module):
         x = self.norm(self.final_proj(torch.cat(tokens, 1)))
         pad = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
         for layer in self.encode:
-            x = layer(x, pad, image, image_pos)
+            x = layer(x, image, pad=pad, memory_pos=image_pos)
         return self.encode_norm(x), pad
