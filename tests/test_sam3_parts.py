@@ -474,3 +474,33 @@ def test_a_file_in_meta_s_layout_loads_and_detects_as_meta_s_model(meta, tmp_pat
         pad, text = net.encode_text(Tokenizer()(["red car"]))
         det = net.detect(net.encode_image(preprocess(rgb, 112)), pad, text)
     torch.testing.assert_close(det.scores[0], state["scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_several_phrases_on_one_image_are_each_what_meta_finds_for_it(meta, monkeypatch):
+    """TextPredictor: the image encoded once, the phrases decoded together (a repeated phrase's
+    features computed once), each row what Meta's processor gives for that phrase alone."""
+    from PIL import Image
+
+    from sam_cli.models.sam3.checkpoint import infer_arch
+    from sam_cli.models.sam3.model import Sam3Detector, TextPredictor
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)
+    cfg = dict(img=112, window=4, globals_=(1, 3), pretrain=56, vit_dim=128, dim=64, heads=2, ffn=96, text_width=128,
+               queries=6, vit_heads=2, text_heads=2)
+    ref = _meta_sam3_image(meta, **cfg)
+    sd = _randomised(ref, seed=10)
+    net = Sam3Detector(infer_arch(sd, "test")).eval()
+    net.load_state_dict(sd, strict=True)
+    predictor = TextPredictor(net)
+    rgb = torch.randint(0, 256, (80, 100, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    phrases = ["dog", "a red fire hydrant", "dog"]
+    found = predictor.predict(rgb, phrases, threshold=0.0)
+    assert len(found) == 3 and len(predictor._text) == 2
+    proc = meta.processor.Sam3Processor(ref, resolution=112, device="cpu", confidence_threshold=0.0)
+    for phrase, got in zip(phrases, found):
+        with torch.no_grad():
+            state = proc.set_text_prompt(phrase, proc.set_image(Image.fromarray(rgb.numpy())))
+        torch.testing.assert_close(got.scores, state["scores"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got.boxes, state["boxes"], rtol=1e-4, atol=1e-3)
+        assert (got.masks == state["masks"][:, 0]).float().mean() >= 0.9999
+    assert predictor.predict(rgb, []) == []

@@ -16,9 +16,11 @@ Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
                    in torch alone), the CLS token a text prompt carries alone
 
     model.py       the detector assembled under Meta's checkpoint names, its preprocessing and
-                   post-processing (matches Meta's Sam3Image and Sam3Processor end to end)
+                   post-processing (matches Meta's Sam3Image and Sam3Processor end to end), and
+                   TextPredictor: an image encoded once, its phrases decoded together
+    checkpoint.py  sam3.pt's `detector.` and `tracker.` keys split, the architecture read back
+                   from shapes, load_detector
 
-Still to write: loading Meta's sam3.pt (its `detector.` and `tracker.` prefixes), the family
-and registry entry, `sam segment --text` and `--exemplar`, `sam eval --text`, and the
+Still to write: the family and registry entry (download with HF_TOKEN), `sam segment --text` and `--exemplar`, `sam eval --text`, and the
 interactive point/box head.
 """
