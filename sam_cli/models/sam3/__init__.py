@@ -14,13 +14,12 @@ Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
                    each query's mask at the finest level)
     geometry.py    the geometry encoder: exemplar boxes and points as prompt tokens (RoIAlign
                    in torch alone), the CLS token a text prompt carries alone
-
     model.py       the detector assembled under Meta's checkpoint names, its preprocessing and
                    post-processing (matches Meta's Sam3Image and Sam3Processor end to end), and
                    TextPredictor: an image encoded once, its phrases decoded together
     checkpoint.py  sam3.pt's `detector.` and `tracker.` keys split, the architecture read back
                    from shapes, load_detector
 
-Still to write: the family and registry entry (download with HF_TOKEN), `sam segment --text` and `--exemplar`, `sam eval --text`, and the
-interactive point/box head.
+Still to write: the family and registry entry (download with HF_TOKEN), `sam segment --text`
+and `--exemplar`, `sam eval --text`, and the interactive point/box head.
 """
