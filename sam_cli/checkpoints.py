@@ -13,7 +13,7 @@ import torch
 
 from . import models
 from .errors import CheckpointError
-from .fetch import ProgressFactory, _file_stat, download, fetch_remote, remote_identity
+from .fetch import ProgressFactory, _file_stat, download, fetch_remote
 from .io.remote import is_url
 from .registry import DEFAULT_MODEL, DTYPES, MODELS
 
@@ -215,8 +215,8 @@ def load(
     weights_id = None
     if checkpoint is not None and is_url(str(checkpoint)):  # s3://…: copied into the cache while the object is the same
         url = str(checkpoint)
-        checkpoint = fetch_remote(url, progress)
-        weights_id = f"{url} {remote_identity(url)}"  # the same on every machine (a shared embedding cache)
+        checkpoint, ident = fetch_remote(url, progress)
+        weights_id = f"{url} {ident}"  # the same on every machine (a shared embedding cache)
     weights_id = weights_id or _file_identity(checkpoint)
     sd = read_state_dict(checkpoint)
     family = models.detect(sd, str(checkpoint))

@@ -301,43 +301,49 @@ def _file_stat(path: str | Path) -> tuple[str, int, int] | None:
 
 
 # ------------------------------------------------------------------ checkpoints in a bucket
-def remote_identity(url: str) -> str:
-    """What names the object at url as it is now: the store's ETag (its hash, for most
-    uploads) and size. DownloadError (exit 6) naming the URL when it cannot be read."""
+def _remote_info(url: str):
+    """(the bucket's filesystem, the object's info: size, ETag …), one request; DownloadError
+    (exit 6) naming the URL when it cannot be read."""
     from .io.remote import _why, filesystem
 
     fs = filesystem(url)
     try:
-        info = fs.info(url)
+        return fs, fs.info(url)
     except Exception as e:  # noqa: BLE001 - any backend failure names the URL
         raise DownloadError(f"{url}: cannot read the checkpoint ({_why(e)})") from None
+
+
+def remote_identity(url: str, info: dict | None = None) -> str:
+    """What names the object at url as it is now: the store's ETag (its hash, for most
+    uploads) and size (from `info`, fs.info's, when the caller has it)."""
+    info = info if info is not None else _remote_info(url)[1]
     tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("LastModified") or ""
     return f"etag {str(tag).strip(chr(34))}, {info.get('size')} bytes"
 
 
-def fetch_remote(url: str, progress: ProgressFactory | None = None) -> Path:
+def fetch_remote(url: str, progress: ProgressFactory | None = None) -> tuple[Path, str]:
     """A checkpoint in a bucket (s3://, gs://, az://) copied into the cache and used from there:
     `<cache>/remote/<hash of the URL>/<name>`, beside a record of the object's identity
     (remote_identity). A later run uses the copy while the object is the same and downloads
     it again when it changed (another ETag or size): never a stale file. Bytes go to a
-    `.part` file renamed into place; two processes take turns (a lock)."""
-    from .io.remote import Url, _why, filesystem
+    `.part` file renamed into place; two processes take turns (a lock). Returns the copy and
+    the identity."""
+    from .io.remote import Url, _why
 
-    ident = remote_identity(url)
+    fs, info = _remote_info(url)
+    ident = remote_identity(url, info)
     dest = cache_dir() / "remote" / hashlib.sha256(url.encode()).hexdigest()[:16] / Url(url).name
     record = dest.with_name(dest.name + ".source")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _locked(dest.with_name(dest.name + ".lock")):
         try:
             if dest.is_file() and record.read_text() == f"{url}\n{ident}\n":
-                return dest
+                return dest, ident
         except OSError:
             pass
         part = dest.with_name(dest.name + ".part")
-        fs = filesystem(url)
         try:
-            size = fs.info(url).get("size")
-            update = progress(size, 0) if progress is not None else None
+            update = progress(info.get("size"), 0) if progress is not None else None
             with fs.open(url, "rb") as src, open(part, "wb") as out:
                 while block := src.read(1 << 22):
                     out.write(block)
@@ -355,4 +361,4 @@ def fetch_remote(url: str, progress: ProgressFactory | None = None) -> Path:
             raise DownloadError(f"{url}: cannot read the checkpoint ({_why(e)})") from None
         os.replace(part, dest)
         record.write_text(f"{url}\n{ident}\n")
-        return dest
+        return dest, ident

@@ -70,7 +70,13 @@ ModelNamesArg = Annotated[
 ]
 def path_or_url(value: str | None):
     """A Path, or an io.remote.Url for a bucket's object (s3://…, gs://, az://): an option that
-    takes either (pathlib would fold a URL's //)."""
+    takes either (pathlib would fold a URL's //). (A Typer callback: one parameter.)"""
+    return _path_or_url(value, "reads", " here")
+
+
+def _path_or_url(value: str | None, verb: str, where: str):
+    """path_or_url; a scheme no backend serves is a usage error ("sam {verb} s3, … URLs{where},
+    not ftp://")."""
     from ..io.remote import BACKENDS, Url, scheme
 
     if value is None:
@@ -78,7 +84,7 @@ def path_or_url(value: str | None):
     if (s := scheme(value)) is None:
         return Path(value)
     if s not in BACKENDS:
-        raise typer.BadParameter(f"{value}: sam reads {', '.join(sorted(BACKENDS))} URLs here, not {s}://")
+        raise typer.BadParameter(f"{value}: sam {verb} {', '.join(sorted(BACKENDS))} URLs{where}, not {s}://")
     return Url(value)
 
 
@@ -201,16 +207,12 @@ def output_folder(value: str | None):
     """-o: a folder on a disk (a Path), or a bucket's prefix (an io.remote.Url: s3://b/out/,
     gs://, az://), whose backend must be one sam writes to (a usage error names what to
     install)."""
-    from ..io.remote import BACKENDS, Url, filesystem, scheme
+    from ..io.remote import Url, filesystem
 
-    if value is None:
-        return None
-    if (s := scheme(value)) is None:
-        return Path(value)
-    if s not in BACKENDS:
-        raise typer.BadParameter(f"{value}: sam writes to {', '.join(sorted(BACKENDS))} URLs, not {s}://")
-    filesystem(value)  # the extra is installed, or a usage error says which
-    return Url(value)
+    folder = _path_or_url(value, "writes to", "")
+    if isinstance(folder, Url):
+        filesystem(folder)  # the extra is installed, or a usage error says which
+    return folder
 
 
 OutputDirOpt = Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="Output folder, or a bucket "

@@ -20,7 +20,8 @@ from torch import nn
 class Attention(nn.Module):
     """Multi-head attention with nn.MultiheadAttention's parameters (one packed input
     projection), batch first. key_padding: N×S, True where a key is left out; bias: an
-    additive mask broadcast to N×heads×L×S."""
+    additive mask broadcast to N×heads×L×S; causal: each query sees the keys up to its own
+    position (the text encoder's)."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -30,7 +31,7 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding: torch.Tensor | None = None,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
+                bias: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         n, length, c = q.shape
         w, b = self.in_proj_weight.chunk(3), self.in_proj_bias.chunk(3)
         q, k, v = (F.linear(x, wi, bi).view(n, -1, self.heads, c // self.heads).transpose(1, 2)
@@ -39,7 +40,7 @@ class Attention(nn.Module):
         if key_padding is not None:
             keep = torch.zeros(key_padding.shape, dtype=q.dtype, device=q.device).masked_fill(key_padding, -math.inf)
             mask = keep[:, None, None, :] if mask is None else mask + keep[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).reshape(n, length, c))
 
 

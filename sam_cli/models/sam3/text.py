@@ -11,8 +11,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .fusion import Attention
 
 
 @dataclass(frozen=True)
@@ -26,35 +27,18 @@ class TextArch:
     d_model: int = 256  # the detector's width: what `resizer` gives
 
 
-class _Attention(nn.Module):
-    """Multi-head self-attention with one packed input projection (nn.MultiheadAttention's
-    parameter names), causal."""
-
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
-        self.out_proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, c = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(n, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.out_proj(out.transpose(1, 2).reshape(n, t, c))
-
-
 class _Block(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = _Attention(width, heads)
+        self.attn = Attention(width, heads)
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(width, 4 * width)), ("gelu", nn.GELU()), ("c_proj", nn.Linear(4 * width, width))]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, causal=True)
         return x + self.mlp(self.ln_2(x))
 
 
