@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import OutputError
-from .outputs import OutputLayout
+from .outputs import OutputLayout, markers_of
 from .remote import Url, _why, filesystem
 
 #: Transfers in flight at once: an object store answers each request after tens of
@@ -154,7 +154,7 @@ class BucketLayout(OutputLayout):
         for name in self._kept:
             mod = self.modules[name]
             if hasattr(mod, "count"):
-                self.fetch([self._key(p) for p in (mod.markers(base) if hasattr(mod, "markers") else mod.outputs(base))])
+                self.fetch([self._key(p) for p in markers_of(mod, base)])
                 if (n := mod.count(base)) is not None:
                     return n
         return None
@@ -163,7 +163,7 @@ class BucketLayout(OutputLayout):
         super().write(rel, image, records, image_id, source)
         base = self.root / rel
         for name, mod in self.modules.items():
-            markers = set(mod.markers(base)) if hasattr(mod, "markers") else set()
+            markers = set(markers_of(mod, base))
             for out in mod.outputs(base):
                 if out.is_dir():
                     files = sorted(p for p in out.rglob("*") if p.is_file())

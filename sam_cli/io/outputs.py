@@ -19,6 +19,12 @@ from . import writers
 from .formats import FORMATS, FormatOptions, ImageOutput
 
 
+def markers_of(mod, base: Path) -> list[Path]:
+    """A format's files whose presence says an image's outputs are whole (its `markers`, else
+    its outputs)."""
+    return mod.markers(base) if hasattr(mod, "markers") else mod.outputs(base)
+
+
 class OutputLayout:
     """The outputs of `formats` (names in FORMATS) under the folder `root`."""
 
@@ -70,8 +76,7 @@ class OutputLayout:
     def markers(self, rel: str) -> list[Path]:
         """The files whose presence says an earlier run left all of rel's outputs whole."""
         base = self.root / rel
-        return [p for mod in self.modules.values()
-                for p in (mod.markers(base) if hasattr(mod, "markers") else mod.outputs(base))]
+        return [p for mod in self.modules.values() for p in markers_of(mod, base)]
 
     def is_complete(self, rel: str) -> bool:
         return all(p.is_file() for p in self.markers(rel))
