@@ -29,7 +29,7 @@ _sam() {
         --crop-n-points-downscale-factor) COMPREPLY=(); return ;;
         --min-mask-region-area) COMPREPLY=(); return ;;
         --max-proposals) COMPREPLY=(); return ;;
-        --model|-m) COMPREPLY=($(compgen -W "vit_b vit_l vit_h sam2.1_hiera_tiny sam2.1_hiera_small sam2.1_hiera_base_plus sam2.1_hiera_large sam2_hiera_tiny sam2_hiera_small sam2_hiera_base_plus sam2_hiera_large" -- "$cur")); return ;;
+        --model|-m) COMPREPLY=($(compgen -W "vit_b vit_l vit_h sam2.1_hiera_tiny sam2.1_hiera_small sam2.1_hiera_base_plus sam2.1_hiera_large sam2_hiera_tiny sam2_hiera_small sam2_hiera_base_plus sam2_hiera_large sam3" -- "$cur")); return ;;
         --checkpoint|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --device|-d) COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         --dtype) COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")); return ;;
@@ -52,6 +52,9 @@ _sam() {
         --neg-point|-n) COMPREPLY=(); return ;;
         --box|-b) COMPREPLY=(); return ;;
         --mask-input) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --text|-t) COMPREPLY=(); return ;;
+        --exemplar) COMPREPLY=(); return ;;
+        --neg-exemplar) COMPREPLY=(); return ;;
         --overlay) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --save-logits) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --prompts) COMPREPLY=(); return ;;
@@ -68,7 +71,7 @@ _sam() {
         "eval") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --images --clicks --oracle --first-click --seed --box --refine --workers --read-ahead --overwrite --shard --no-progress --progress --model --checkpoint --device --devices --ray --ray-actors --dtype --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "merge") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "info") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=(); fi ;;
-        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--point --neg-point --box --mask-input --multimask --best-mask --refine --output --overlay --save-logits --prompts --images --prompt-format --coco-dataset --names --min-score --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --yolo-images --model --checkpoint --device --dtype --embedding-cache --batch-size --workers --read-ahead --overwrite --no-progress --progress --shard --devices --ray --ray-actors --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        "segment") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--point --neg-point --box --mask-input --text --exemplar --neg-exemplar --multimask --best-mask --refine --output --overlay --save-logits --prompts --images --prompt-format --coco-dataset --names --min-score --format --category --polygons --polygon-tolerance --polygon-min-area --image-root --yolo-parts --yolo-images --model --checkpoint --device --dtype --embedding-cache --batch-size --workers --read-ahead --overwrite --no-progress --progress --shard --devices --ray --ray-actors --max-pixels --quiet --help" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         "export") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--help" -- "$cur")); else COMPREPLY=($(compgen -W "onnx" -- "$cur")); fi ;;
         "export onnx") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--output --model --checkpoint --encoder --return-single-mask --use-stability-score --return-extra-metrics --gelu-approximate --opset --quantize --check --no-check --quiet --help" -- "$cur")); else COMPREPLY=(); fi ;;
         "models") if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --help" -- "$cur")); else COMPREPLY=($(compgen -W "download verify" -- "$cur")); fi ;;

@@ -115,8 +115,10 @@ class EdgeEngine:
 
     def __init__(self, loaded, *, grid: int = GRID, nms: float = DEFAULT_NMS, workers: int = 2,
                  reads: int = 0) -> None:
+        from .engines import require_points
         from .predictor import Predictor
 
+        require_points(loaded)
         self.predictor = Predictor(loaded.net)
         self.grid, self.nms, self.workers, self.reads = grid, nms, workers, reads
 

@@ -46,6 +46,7 @@ MODES: dict[str, str] = {
     "prompts": "sam_cli.engines:PROMPTS",
     "edges": "sam_cli.edges:KIND",
     "eval": "sam_cli.evaluate:KIND",
+    "text": "sam_cli.text_prompts:KIND",
 }
 
 
@@ -54,6 +55,16 @@ def get(mode: str) -> EngineKind:
         raise KeyError(f"unknown mode {mode!r}")
     module, attr = MODES[mode].split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def require_points(loaded: LoadedModel) -> None:
+    """PromptError when the model takes no point, box or mask prompts (SAM 3's text-only
+    detector), before any image is read."""
+    if not getattr(loaded.net, "point_prompts", True):
+        from .errors import PromptError
+        from .models.sam3.family import NO_POINTS
+
+        raise PromptError(f"{loaded.checkpoint.name}: {NO_POINTS}")
 
 
 #: Said when --compile is asked for on a CPU (measured with scripts/cpu_profile.py --compile).
@@ -141,6 +152,7 @@ class PromptEngine:
         from .predictor import Predictor
         from .prompted import PromptSegmenter
 
+        require_points(loaded)
         net = loaded.net
         self.cache = None
         if embedding_cache is not None:

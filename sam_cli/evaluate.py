@@ -171,8 +171,10 @@ class EvalEngine:
 
     def __init__(self, loaded, gt: GroundTruth, settings: EvalSettings, *, workers: int = 2,
                  reads: int = 0) -> None:
+        from .engines import require_points
         from .predictor import Predictor
 
+        require_points(loaded)
         self.predictor = Predictor(loaded.net)
         self.gt, self.s, self.workers, self.reads = gt, settings, workers, reads
 

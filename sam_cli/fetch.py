@@ -34,10 +34,29 @@ def cache_dir() -> Path:
     return Path(base) / "sam"
 
 
+#: Hugging Face's hub, as huggingface_hub names its address (a test's server on 127.0.0.1)
+ENV_HF_ENDPOINT = "HF_ENDPOINT"
+HF_ENDPOINT = "https://huggingface.co"
+#: the token sent to the hub for a gated file (huggingface_hub's names, the first set)
+ENV_HF_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def from_hub(model: ModelType) -> bool:
+    """Whether `model`'s file comes from its gated Hugging Face repository (no mirror set)."""
+    return bool(model.weights.hub) and not os.environ.get(ENV_BASE_URL)
+
+
 def base_url(model: ModelType | None = None) -> str:
-    """SAM_BASE_URL (a mirror, for every model), else where Meta publishes `model`'s file."""
+    """SAM_BASE_URL (a mirror, for every model), else where Meta publishes `model`'s file (a
+    hub repository's resolve URL for a file published there only)."""
+    if model is not None and from_hub(model):
+        return f"{os.environ.get(ENV_HF_ENDPOINT) or HF_ENDPOINT}".rstrip("/") + f"/{model.weights.hub}/resolve/main/"
     url = os.environ.get(ENV_BASE_URL) or (model.weights.base_url if model is not None else "") or DEFAULT_BASE_URL
     return url if url.endswith("/") else url + "/"
+
+
+def hf_token() -> str | None:
+    return next((os.environ[k] for k in ENV_HF_TOKENS if os.environ.get(k)), None)
 
 
 def sha_variable(model: ModelType) -> str:
@@ -48,8 +67,21 @@ def sha_variable(model: ModelType) -> str:
 
 
 def expected_sha256(model: ModelType) -> str:
-    """Meta's hash, unless the user names the hash of the file their mirror serves."""
+    """Meta's hash, unless the user names the hash of the file their mirror serves; "" for a
+    file whose hash nobody publishes (SAM 3's: the hub's record of it is checked instead)."""
     return os.environ.get(sha_variable(model), model.weights.sha256).lower()
+
+
+def _recorded_sha256(model: ModelType) -> str:
+    """The hash a file must have: expected_sha256, else (a hash nobody publishes) the one the
+    cache recorded when the download was checked against the hub's record; "" if none."""
+    want = expected_sha256(model)
+    if want:
+        return want
+    try:
+        return _stamp(cached_path(model)).read_text().split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def describe(model: str | None, checkpoint: str | Path | None) -> str:
@@ -65,7 +97,10 @@ def describe(model: str | None, checkpoint: str | Path | None) -> str:
         size = f"{st[1]} bytes, modified {st[2]}" if st else "missing"
         return f"checkpoint {os.path.realpath(checkpoint)} ({size})"
     name = model or DEFAULT_MODEL
-    return f"{name} sha256 {expected_sha256(MODELS[name])}"
+    m = MODELS[name]
+    if not expected_sha256(m):  # published with no hash: named by where it comes from
+        return f"{name} ({m.weights.hub} {m.weights.file_name})"
+    return f"{name} sha256 {expected_sha256(m)}"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -151,8 +186,12 @@ def _download(
     if dest.exists():
         if cache_status(model)["verified"]:
             return dest
+        if not want and not replace:  # no hash to check it against, and no record that it was
+            raise CheckpointError(f"{dest}: sam did not download this file, and its sha256 is published nowhere",
+                                  hint=f"run `sam models download {model.name}` to fetch it again, or pass "
+                                  "--checkpoint PATH")
         digest = sha256_file(dest)
-        if digest == want:
+        if want and digest == want:
             _record_verified(dest, digest)
             return dest
         if not replace:
@@ -166,15 +205,21 @@ def _download(
     part = dest.with_name(dest.name + ".part")
     url = base_url(model) + model.weights.file_name
     # Meta's files have a known size; a mirror's other weights at most Content-Length
-    limit = model.weights.size if want == model.weights.sha256 else None
+    limit = model.weights.size if want and want == model.weights.sha256 else None
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "segment-anything-cli"})
+    hub = from_hub(model)
+    if hub and hf_token():  # to the hub only, not to the storage it redirects to
+        req.add_unredirected_header("Authorization", f"Bearer {hf_token()}")
     if have:
         req.add_header("Range", f"bytes={have}-")
+    redirects = _Redirects()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.build_opener(redirects).open(req, timeout=timeout) as resp:
             if have and resp.status != 206:
                 have = 0  # server ignored the range: start again
+            if not want:  # published with no hash: the hub's record of the file (its LFS sha256 and size)
+                want, limit = _declared(url, model, [*redirects.seen, resp.headers])
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
             if limit is not None and total is not None and total > limit:
@@ -208,7 +253,9 @@ def _download(
                 )
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # range past the end: the .part is already whole
-            pass
+            want = want or _declared(url, model, [*redirects.seen, e.headers])[0]
+        elif hub and e.code in (401, 403):
+            raise DownloadError(*_gated(url, model, e.code)) from None
         else:
             raise DownloadError(f"download failed: {url}: HTTP {e.code} {e.reason}", hint=_mirror_hint()) from None
     except OSError as e:
@@ -225,7 +272,6 @@ def _download(
         raise DownloadError(f"download failed: {url}: {type(e).__name__}: {e}",
                             hint=_mirror_hint(offline=True)) from None
     digest = sha256_file(part)
-    want = expected_sha256(model)
     if digest != want:
         part.unlink(missing_ok=True)
         raise DownloadError(
@@ -235,6 +281,49 @@ def _download(
     os.replace(part, dest)
     _record_verified(dest, digest)
     return dest
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, keeping each redirect's headers (the hub's record of
+    a file is on its redirect to the storage that serves the bytes)."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.seen.append(headers)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _declared(url: str, model: ModelType, headers: list) -> tuple[str, int | None]:
+    """(sha256, size) of a file as the hub records it (X-Linked-Etag: its LFS object's sha256;
+    X-Linked-Size); DownloadError when no response carried a sha256."""
+    import re
+
+    for h in headers:
+        tag = (h.get("X-Linked-Etag") or "").strip().removeprefix("W/").strip('"').lower()
+        if re.fullmatch(r"[0-9a-f]{64}", tag):
+            size = h.get("X-Linked-Size")
+            return tag, int(size) if size and size.isdigit() else None
+    raise DownloadError(f"download failed: {url}: the server gives no sha256 for {model.weights.file_name}, and "
+                        f"Meta publishes none for {model.name}",
+                        hint=f"set {sha_variable(model)} to the sha256 of the file your mirror serves "
+                        f"(sha256sum {model.weights.file_name})")
+
+
+def _gated(url: str, model: ModelType, code: int) -> tuple[str, str]:
+    """What to say when the hub refuses a gated file: (message, hint)."""
+    page = f"{(os.environ.get(ENV_HF_ENDPOINT) or HF_ENDPOINT).rstrip('/')}/{model.weights.hub}"
+    if hf_token() is None:
+        return (f"download failed: {url}: HTTP {code}: {model.name}'s weights are gated on Hugging Face and "
+                "HF_TOKEN is not set",
+                f"accept the licence on {page}, then set HF_TOKEN to a token of that account "
+                "(huggingface.co/settings/tokens); or pass --checkpoint PATH")
+    if code == 401:
+        return (f"download failed: {url}: HTTP 401: Hugging Face refused the token in HF_TOKEN",
+                "check the token (huggingface.co/settings/tokens), or pass --checkpoint PATH")
+    return (f"download failed: {url}: HTTP 403: the account of HF_TOKEN has no access to {model.weights.hub} yet",
+            f"accept the licence on {page} and wait for access to be granted; or pass --checkpoint PATH")
 
 
 def _mirror_hint(offline: bool = False) -> str:
@@ -268,8 +357,8 @@ def cache_status(model: ModelType) -> dict:
         out["bytes"] = st.st_size
         try:
             digest, size, mtime = _stamp(path).read_text().split()
-            out["verified"] = (
-                digest == expected_sha256(model) and int(size) == st.st_size
+            out["verified"] = (  # no published hash: the one checked against the hub's at download
+                digest == (expected_sha256(model) or digest) and int(size) == st.st_size
                 and int(mtime) == st.st_mtime_ns
             )
         except (OSError, ValueError):
@@ -282,11 +371,12 @@ def verify_cached(model: ModelType) -> bool:
     path = cached_path(model)
     if not path.is_file():
         raise CheckpointError(f"{path}: not downloaded", hint=f"run: sam models download {model.name}")
+    want = _recorded_sha256(model)
     digest = sha256_file(path)
-    ok = digest == expected_sha256(model)
+    ok = digest == want
     if ok:
         _record_verified(path, digest)
-    else:
+    elif want == expected_sha256(model):  # an unpublished hash's record is kept: the file is what changed
         _stamp(path).unlink(missing_ok=True)
     return ok
 

@@ -54,6 +54,11 @@ class WeightsSpec:
     size: int
     sha256: str
     base_url: str = ""  # where Meta publishes it ("" : DEFAULT_BASE_URL)
+    #: a gated Hugging Face repository serving it (its resolve URL, HF_TOKEN sent), when Meta
+    #: publishes it there only; size 0 and sha256 "" then: Meta publishes neither, and the
+    #: hub's own record of the file (its LFS sha256 and size) is what the download is checked
+    #: against
+    hub: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 SAM2_1_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 SAM2_0_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
 DEFAULT_MODEL = "vit_b"
+#: the model `sam segment --text` uses when none is named (the one family with text prompts)
+DEFAULT_TEXT_MODEL = "sam3"
 
 #: Precisions of the heavy parts (fp16 is not offered: it breaks vit_h).
 DTYPES = ("fp32", "bf16")
@@ -130,5 +137,8 @@ MODELS: dict[str, ModelType] = {
                "d0bb7f236400a49669ffdd1be617959a8b1d1065081789d7bbff88eded3a8071", 80.8),
               ("large", (144, (2, 6, 36, 4)), 897_952_466,
                "7442e4e9b732a508f80e141e7c2913437a3610ee0c77381a66658c3a445df87b", 224.4))),
+        # SAM 3 (its architecture read back from the file's shapes: models/sam3/checkpoint.py);
+        # gated on the hub, where it is the only copy Meta publishes
+        ModelType("sam3", "sam3", None, WeightsSpec("sam3.pt", 0, "", hub="facebook/sam3"), 848.0, 0),
     )
 }

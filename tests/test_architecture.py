@@ -113,6 +113,6 @@ def test_the_architecture_document_names_files_that_exist():
     from sam_cli import engines, models
     from sam_cli.io import formats, sources
 
-    assert "sam1" in models.FAMILY_MODULES and "FAMILY_MODULES" in doc
-    assert set(engines.MODES) == {"automatic", "prompts", "edges", "eval"} and "MODES" in doc
+    assert {"sam1", "sam2", "sam3"} <= set(models.FAMILY_MODULES) and "FAMILY_MODULES" in doc
+    assert set(engines.MODES) == {"automatic", "prompts", "edges", "eval", "text"} and "MODES" in doc
     assert "coco" in formats.FORMATS and "FORMATS" in doc and "jsonl" in sources.SOURCES and "SOURCES" in doc

@@ -123,7 +123,7 @@ def test_help_is_grouped_and_the_command_list_is_whole():
     assert "..." not in top.split("Commands:\n")[1]
     seg = run_sam("segment", "--help").stdout.decode()
     titles = [x[:-1] for x in seg.splitlines() if x.endswith(":") and not x.startswith(" ")]
-    assert titles[:4] == ["Arguments", "Prompts (one image)", "Masks", "Output"]
+    assert titles[:5] == ["Arguments", "Prompts (one image)", "Text prompts (SAM 3, many images)", "Masks", "Output"]
     assert {"Model", "Run", "Spreading over GPUs and machines", "Output formats"} <= set(titles)
     auto = run_sam("auto", "--help").stdout.decode()
     assert "Automatic settings:\n  --points-per-side N" in auto

@@ -51,11 +51,12 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         for r in rows:
             print(json.dumps(r))
         return
-    print(f"{'model':<8}{'params':>8}{'size':>10}  {'cached':<8}{'verified':<10}file")
+    w = max(len(r["model"]) for r in rows) + 2
+    print(f"{'model':<{w}}{'params':>8}{'size':>10}  {'cached':<8}{'verified':<10}file")
     for r in rows:
-        size = f"{r['download_bytes'] / 1e6:,.0f} MB"
+        size = f"{r['download_bytes'] / 1e6:,.0f} MB" if r["download_bytes"] else "gated"  # sizes Meta publishes
         flag = " (default)" if r["default"] else ""
-        print(f"{r['model']:<8}{r['params_m']:>7.0f}M{size:>10}  {'yes' if r['cached'] else 'no':<8}"
+        print(f"{r['model']:<{w}}{r['params_m']:>7.0f}M{size:>10}  {'yes' if r['cached'] else 'no':<8}"
               f"{'yes' if r['verified'] else 'no':<10}{r['file']}{flag}")
 
 
@@ -64,10 +65,14 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def download(names: NamesArg = None, quiet: QuietOpt = False) -> None:
     """Download checkpoints into the cache (resumes a partial download; checks sha256)."""
     from ..fetch import download as fetch
+    from ..fetch import from_hub, hf_token
     from ..registry import MODELS
     from .common import download_progress, message
 
     for n in _check(names):
+        if not names and from_hub(MODELS[n]) and hf_token() is None:  # every model: the gated one when it can be
+            message(f"{n}: skipped: gated on Hugging Face (set HF_TOKEN, then `sam models download {n}`)", quiet)
+            continue
         path = fetch(MODELS[n], progress=download_progress(quiet), replace=True)
         message(f"{n}: {path}", quiet)
 

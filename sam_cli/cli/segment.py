@@ -21,6 +21,7 @@ EPILOG = """Examples:
   sam segment --prompts boxes.jsonl -o out/ -f coco      # many images: prompts from a file
   sam segment --prompts dets.json --coco-dataset instances.json --images val2017/ -o out/ --refine
   sam segment --prompts labels/ --images images/ --names data.yaml -o out/   # YOLO labels
+  sam segment photos/ --text dog --text cat -o out/ -f coco   # SAM 3: every dog and cat
 
 Outputs: OUT ending in .png writes 0/255 single-channel masks: OUT itself for one mask, else
 OUT's stem with _0, _1, … appended, in the order of the records printed on stdout (objects in
@@ -32,12 +33,18 @@ With --prompts, the prompt file names the images and their objects (JSON Lines, 
 line: {"image": "a/x.jpg", "objects": [{"box": [x0, y0, x1, y1], "points": [[x, y]],
 "point_labels": [1], "category": "dog", "score": 0.9}]}; COCO; YOLO labels; CSV), and -o is an
 output folder written as sam auto writes it (--format, resume, one JSON line per image).
+
+With --text (SAM 3), IMAGES are files, folders, globs or - as for sam auto, and -o is an output
+folder: each mask's category is the phrase that found it, its score SAM 3's (kept above
+--min-score, default 0.5). --exemplar boxes (one image) show examples of the concept.
 """
 
 
 ONE_IMAGE = "Prompts (one image)"
 ONE_OUTPUT = "Output (one image)"
-#: Option groups that only one of the two ways to call sam segment takes (options.py's panels)
+TEXT = "Text prompts (SAM 3, many images)"
+#: Option groups that only some of the three ways to call sam segment take (options.py's
+#: panels): one IMAGE with points and boxes; --prompts FILE; IMAGES... with --text
 ONE_IMAGE_PANELS = (ONE_IMAGE, ONE_OUTPUT)
 MANY_IMAGE_PANELS = (O.PROMPT_FILE, O.FORMATS_PANEL, O.RUN, O.SPREAD)
 
@@ -52,6 +59,16 @@ MaskInputOpt = Annotated[Optional[Path], typer.Option(
     "--mask-input", metavar="FILE", rich_help_panel=ONE_IMAGE,
     help="Mask prompt: a 256×256 .npy of low-res logits from an earlier run, or a binary mask image "
     "the size of IMAGE (non-zero inside; becomes logits ±10).")]
+TextOpt = Annotated[Optional[list[str]], typer.Option(
+    "--text", "-t", metavar="PHRASE", rich_help_panel=TEXT,
+    help="A noun phrase (repeatable): every instance of it in each image, its category the phrase (SAM 3; "
+    "the model defaults to sam3).")]
+ExemplarOpt = Annotated[Optional[list[str]], typer.Option(
+    "--exemplar", metavar="X0,Y0,X1,Y1", rich_help_panel=TEXT,
+    help="A box around one example of the concept, in the one image given (repeatable).")]
+NegExemplarOpt = Annotated[Optional[list[str]], typer.Option(
+    "--neg-exemplar", metavar="X0,Y0,X1,Y1", rich_help_panel=TEXT,
+    help="A box around something that is not the concept (repeatable).")]
 MultimaskOpt = Annotated[bool, typer.Option(
     "--multimask", rich_help_panel=O.MASKS, help="Return the three ambiguity masks per object.")]
 OutOpt = Annotated[str, typer.Option(
@@ -69,15 +86,18 @@ LogitsOpt = Annotated[Optional[Path], typer.Option(
 def segment(
     ctx: typer.Context,
     image: Annotated[
-        Optional[str],
-        typer.Argument(metavar="IMAGE", show_default=False, callback=O.path_or_url,
-                       help="The image (JPEG, PNG, BMP, TIFF, WebP, GIF), a file or a bucket's object; "
-                       "not with --prompts."),
+        Optional[list[str]],
+        typer.Argument(metavar="IMAGE...", show_default=False,
+                       help="The image (JPEG, PNG, BMP, TIFF, WebP, GIF), a file or a bucket's object; with --text, "
+                       "image files, folders, globs or - (paths on stdin); not with --prompts."),
     ] = None,
     point: PointOpt = None,
     neg_point: NegPointOpt = None,
     box: BoxOpt = None,
     mask_input: MaskInputOpt = None,
+    text: TextOpt = None,
+    exemplar: ExemplarOpt = None,
+    neg_exemplar: NegExemplarOpt = None,
     multimask: MultimaskOpt = False,
     best_mask: O.BestMaskOpt = False,
     refine: O.RefineOpt = False,
@@ -119,9 +139,24 @@ def segment(
     prompt file (--prompts)."""
     from ..errors import PromptError
 
-    _check_modes(ctx, many=prompts is not None)
+    texts = text is not None or exemplar is not None or neg_exemplar is not None
+    if texts and prompts is not None:
+        raise PromptError("--text and --prompts are two ways to call sam segment; give one")
+    _check_modes(ctx, "text" if texts else "prompts" if prompts is not None else "one")
     if not output:
         raise PromptError("missing option -o/--output")
+    if texts:
+        from ..io.formats import DEFAULT_FORMATS
+        from .text import segment_texts
+
+        formats = tuple(dict.fromkeys(fmt or DEFAULT_FORMATS))
+        return segment_texts(
+            image or [], O.output_folder(output), phrases=text or [], exemplars=exemplar or [],
+            neg_exemplars=neg_exemplar or [], min_score=min_score, formats=formats,
+            format_options=O.format_options(ctx, formats), batch_size=batch_size, workers=workers,
+            read_ahead=read_ahead, overwrite=overwrite, progress=progress, model=model, checkpoint=checkpoint,
+            device=device, dtype=dtype, embedding_cache=embedding_cache, quiet=quiet, shard=shard, devices=devices,
+            ray=ray, ray_actors=ray_actors)
     if best_mask and multimask:
         raise PromptError("--best-mask and --multimask ask for different masks; give one")
     choice = "all" if multimask else "best" if best_mask else "first"
@@ -137,15 +172,19 @@ def segment(
             batch_size=batch_size, workers=workers, read_ahead=read_ahead, overwrite=overwrite, progress=progress, model=model,
             checkpoint=checkpoint, device=device, dtype=dtype, embedding_cache=embedding_cache, quiet=quiet,
             shard=shard, devices=devices, ray=ray, ray_actors=ray_actors)
-    if image is None:
-        raise PromptError("missing IMAGE (or --prompts FILE for many images)")
-    _one_image(image, point or [], neg_point or [], box or [], mask_input, choice, refine,
+    if not image:
+        raise PromptError("missing IMAGE (or --prompts FILE, or IMAGES... --text PHRASE, for many images)")
+    if len(image) > 1:
+        raise PromptError(f"{len(image)} images given: points and boxes are for one IMAGE (many images take "
+                          "--prompts FILE, or --text PHRASE)")
+    _one_image(O.path_or_url(image[0]), point or [], neg_point or [], box or [], mask_input, choice, refine,
                output, overlay, logits, model, checkpoint, device, dtype, embedding_cache, quiet)
 
 
-def _check_modes(ctx: typer.Context, *, many: bool) -> None:
-    """Refuse an option of the other way to call sam segment (one IMAGE, or --prompts FILE),
-    naming the first one given: the option groups say which is which."""
+def _check_modes(ctx: typer.Context, mode: str) -> None:
+    """Refuse an option of another way to call sam segment (mode "one": one IMAGE with points
+    and boxes; "prompts": --prompts FILE; "text": IMAGES... --text), naming the first one
+    given: the option groups say which is which."""
     from ..errors import PromptError
 
     for p in ctx.command.params:
@@ -153,11 +192,14 @@ def _check_modes(ctx: typer.Context, *, many: bool) -> None:
             continue
         name = "IMAGE" if p.param_type_name == "argument" else max(p.opts, key=len)
         panel = getattr(p, "rich_help_panel", None)
-        if many and (panel in ONE_IMAGE_PANELS or name == "IMAGE"):
+        if mode == "prompts" and (panel in ONE_IMAGE_PANELS or name == "IMAGE"):
             raise PromptError(f"{name} is for one image; with --prompts the prompt file names the images "
                               "and their prompts")
-        if not many and panel in MANY_IMAGE_PANELS:
-            raise PromptError(f"{name} works with --prompts FILE (many images)")
+        if mode == "text" and panel in (*ONE_IMAGE_PANELS, O.PROMPT_FILE, O.MASKS) and name != "--min-score":
+            raise PromptError(f"{name} does not go with --text (SAM 3 finds each phrase's instances itself)")
+        if mode == "one" and panel in MANY_IMAGE_PANELS:
+            with_text = panel != O.PROMPT_FILE or name == "--min-score"
+            raise PromptError(f"{name} works with --prompts FILE{' or --text PHRASE' if with_text else ''} (many images)")
 
 
 def _one_image(image: Path, point: list[str], neg_point: list[str], box: list[str], mask_input: Path | None,
@@ -165,6 +207,7 @@ def _one_image(image: Path, point: list[str], neg_point: list[str], box: list[st
                model, checkpoint, device: str, dtype: str, embedding_cache: Path | None, quiet: bool) -> None:
     """sam segment IMAGE: options checked, then single.segment_image, one JSON line per mask."""
     from ..embedding_cache import EmbeddingCache, check_folder
+    from ..engines import require_points
     from ..errors import PromptError
     from ..inputs import InputItem, read_input
     from ..io import writers
@@ -187,6 +230,7 @@ def _one_image(image: Path, point: list[str], neg_point: list[str], box: list[st
     if embedding_cache is not None:
         check_folder(embedding_cache)
     loaded = load_sam(model, checkpoint, device, dtype, quiet)
+    require_points(loaded)
     cache = None
     if embedding_cache is not None:
         cache = EmbeddingCache(embedding_cache, loaded.net, warn=lambda text: message(text, quiet),

@@ -50,6 +50,7 @@ from typing import Any
 FAMILY_MODULES: dict[str, str] = {
     "sam1": "sam_cli.models.sam1",
     "sam2": "sam_cli.models.sam2",
+    "sam3": "sam_cli.models.sam3.family",
 }
 
 _extra: dict[str, Any] = {}  # families registered at run time (register())

@@ -63,6 +63,9 @@ class FormatOptions:
     image_root: str = ""  # labelstudio: put before each image's path (a URL or a folder)
     yolo_parts: str = "join"  # yolo-seg, a mask of several parts: one of YOLO_PARTS
     yolo_images: str = "link"  # yolo-seg, the dataset's images/: one of YOLO_IMAGES
+    #: the run's categories, ids 1, 2, … in this order, listed even where no mask has one
+    #: (a text-prompt run's phrases: each class keeps its id, found or not)
+    categories: tuple[str, ...] = ()
 
 
 #: yolo-seg's ways with a mask of several parts (a line holds one polygon): `join` them into one

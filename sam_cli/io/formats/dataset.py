@@ -42,7 +42,7 @@ class Categories:
     def scan(cls, root: Path, rels: list[str], options: FormatOptions, what: str) -> tuple[list[dict], Categories]:
         """One pass over the run's files: each image's {file_name, width, height[, id]}, and
         the run's categories."""
-        named: dict[int, str | None] = {}
+        named: dict[int, str | None] = {i: n for i, n in enumerate(options.categories, 1)}
         names: list[str] = []
         unnamed = False
         images = []

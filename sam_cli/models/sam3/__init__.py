@@ -1,8 +1,6 @@
-"""SAM 3 (Meta, 2025): concept segmentation from text and exemplar prompts. Being written here
-part by part; not a family of the registry yet (models.FAMILY_MODULES), so no checkpoint is
-recognised as SAM 3 and no command takes it.
-
-Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
+"""SAM 3 (Meta, 2025): concept segmentation from text and exemplar prompts. Written here part by
+part, each against Meta's own modules (tests/test_sam3_parts.py); the family (family.py) puts
+it behind the seam, and text_prompts.py runs it over many images.
 
     tokenizer.py   the CLIP byte-pair tokenizer (vocabulary shipped, sha256 checked)
     text.py        the text encoder: a causal transformer, every token's features resized
@@ -19,7 +17,9 @@ Written so far, each against Meta's own modules (tests/test_sam3_parts.py):
                    TextPredictor: an image encoded once, its phrases decoded together
     checkpoint.py  sam3.pt's `detector.` and `tracker.` keys split, the architecture read back
                    from shapes, load_detector
+    family.py      FAMILY and Sam3, the network the engines load: the ViT's output as the
+                   cached features, the pyramid made from it
 
-Still to write: the family and registry entry (download with HF_TOKEN), `sam segment --text`
-and `--exemplar`, `sam eval --text`, and the interactive point/box head.
+Still to write: `sam eval --text`, prompt files' "text", and the interactive point/box head
+(the `tracker.` keys, left out by name until then).
 """

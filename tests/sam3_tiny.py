@@ -1,0 +1,40 @@
+"""A SAM 3 checkpoint small enough for the default run, saved as Meta's sam3.pt is laid out
+(a `model` dict of `detector.` and `tracker.` keys): sam's own detector at a small size,
+every parameter drawn at random from a seed. Its detections are whatever the random weights
+give; tests compare the command's outputs with the detector's own (TextPredictor, itself
+checked against Meta's processor in test_sam3_parts.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+#: 112 px (8×8 tokens of 14 px), widths whose head counts SAM 3's head widths (64, 64, 32) give
+TINY = dict(vit=dict(img_size=112, dim=128, depth=4, heads=2, window=4, global_blocks=(1, 3), pretrain_size=56,
+                     d_model=64),
+            text=dict(width=128, layers=2, heads=2, d_model=64),
+            dim=64, heads=2, ffn=96, encoder_layers=2, decoder_layers=2, geometry_layers=1, queries=12)
+
+
+def tiny_detector(seed: int = 0):
+    from sam_cli.models.sam3.model import Sam3Arch, Sam3Detector
+    from sam_cli.models.sam3.text import TextArch
+    from sam_cli.models.sam3.vit import VitArch
+
+    a = dict(TINY)
+    arch = Sam3Arch(vit=VitArch(**a.pop("vit")), text=TextArch(**a.pop("text")), **a)
+    net = Sam3Detector(arch).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return net
+
+
+def save_tiny_sam3(path: Path, seed: int = 0) -> Path:
+    """The tiny detector in sam3.pt's layout, with a few `tracker.` keys beside it."""
+    sd = {f"detector.{k}": v for k, v in tiny_detector(seed).state_dict().items()}
+    sd["tracker.sam_mask_decoder.iou_token.weight"] = torch.zeros(4, 64)
+    torch.save({"model": sd}, path)
+    return path

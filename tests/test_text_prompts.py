@@ -1,0 +1,314 @@
+"""`sam segment IMAGES --text PHRASE` (SAM 3): the command's masks, scores and categories are the
+detector's (TextPredictor, checked against Meta's processor in test_sam3_parts.py) on a tiny
+SAM 3 checkpoint in sam3.pt's layout; every format, resume, the embedding cache, bad phrases,
+the download of the gated file from a hub on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import run_sam
+from conftest import EXAMPLES
+from sam3_tiny import save_tiny_sam3
+
+PHOTOS = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")
+
+
+@pytest.fixture(scope="module")
+def sam3_ckpt(tmp_path_factory) -> Path:
+    return save_tiny_sam3(tmp_path_factory.mktemp("sam3") / "sam3.pt", seed=3)
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    d = tmp_path / "photos"
+    (d / "sub").mkdir(parents=True)
+    for i, name in enumerate(PHOTOS):
+        shutil.copy(EXAMPLES / name, (d / "sub" if i == 2 else d) / name)
+    return d
+
+
+def _predictor(ckpt: Path):
+    from sam_cli.checkpoints import load
+    from sam_cli.models.sam3.model import TextPredictor
+
+    loaded = load(checkpoint=ckpt)
+    assert loaded.family == "sam3" and loaded.ignored == ("tracker.sam_mask_decoder.iou_token.weight",)
+    return TextPredictor(loaded.net.detector)
+
+
+def _middle_score(ckpt: Path, phrases: list[str]) -> float:
+    """A threshold between two of the detector's middle scores on the first photo: some
+    detections kept, some not."""
+    from sam_cli.io.images import read_image
+
+    found = _predictor(ckpt).predict(torch.from_numpy(read_image(EXAMPLES / PHOTOS[0])), phrases, threshold=0.0)
+    s = torch.cat([f.scores for f in found]).sort().values
+    k = len(s) // 2
+    return float(s[k - 1] + s[k]) / 2
+
+
+def test_text_prompts_find_what_the_detector_finds_over_a_folder(sam3_ckpt, photos, tmp_path):
+    """Two phrases over a folder (one image in a subfolder): each image's records are, phrase by
+    phrase, the detections the detector keeps above --min-score: the same scores, the same
+    masks; each mask's category the phrase that found it; coco.json's categories the phrases."""
+    from pycocotools import mask as coco_mask
+
+    from sam_cli.io.images import read_image
+
+    phrases = ["dog", "a cup of coffee"]
+    threshold = _middle_score(sam3_ckpt, phrases)
+    out = tmp_path / "out"
+    r = run_sam("segment", photos, "--text", phrases[0], "-t", phrases[1], "-o", out, "-c", sam3_ckpt,
+                "--min-score", f"{threshold!r}", "-f", "coco-rle", "-f", "coco")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    assert sorted(Path(x["input"]).name for x in lines) == sorted(PHOTOS)
+    predictor = _predictor(sam3_ckpt)
+    kept = total = 0
+    for rel in ("chelsea.jpg", "coffee.jpg", "sub/astronaut.jpg"):
+        rgb = read_image(photos / rel)
+        want = predictor.predict(torch.from_numpy(rgb), phrases, threshold=threshold)
+        got = json.loads((out / f"{rel}.json").read_text())["annotations"]
+        for row, (phrase, found) in enumerate(zip(phrases, want)):
+            mine = [a for a in got if a["category"] == phrase]
+            assert all(a["category_id"] == row + 1 and a["object_index"] == row for a in mine)
+            assert [a["score"] for a in mine] == pytest.approx(found.scores.tolist(), abs=2e-6)
+            for a, m in zip(mine, found.masks):
+                assert np.array_equal(coco_mask.decode(a["segmentation"]).astype(bool), m.numpy())
+            kept += len(mine)
+        total += 2 * 12
+    assert 0 < kept < total  # the threshold kept some detections and left others
+    coco = json.loads((out / "coco.json").read_text())
+    assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "dog"), (2, "a cup of coffee")]
+    assert len(coco["annotations"]) == kept
+    assert {a["score"] for a in coco["annotations"]} <= {a["score"] for x in ("chelsea.jpg", "coffee.jpg",
+                                                                            "sub/astronaut.jpg")
+                                                         for a in json.loads((out / f"{x}.json").read_text())["annotations"]}
+    record = json.loads((out / "sam-run.json").read_text())
+    assert record["mode"] == "text" and record["settings"]["text"] == phrases
+
+
+def test_every_format_lists_every_phrase_even_one_found_nowhere(sam3_ckpt, photos, tmp_path):
+    """--min-score 0.99 keeps nothing: each format is written, every phrase is a category in
+    coco.json, CVAT's labels and YOLO's names, in the order given."""
+    out = tmp_path / "out"
+    r = run_sam("segment", photos, "--text", "dog", "--text", "cat", "-o", out, "-c", sam3_ckpt, "--min-score",
+                "0.99", *[x for f in ("coco", "cvat", "labelstudio", "yolo-seg", "png", "overlay", "label-map")
+                          for x in ("-f", f)])
+    assert r.returncode == 0, r.stderr
+    assert all(json.loads(x)["masks"] == 0 for x in r.stdout.decode().splitlines())
+    coco = json.loads((out / "coco.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["dog", "cat"] and coco["annotations"] == []
+    assert (out / "dataset.yaml").exists() or list(out.rglob("*.yaml"))
+    names = next(out.rglob("*.yaml")).read_text()
+    assert names.index("dog") < names.index("cat")
+    assert "dog" in next(out.rglob("*.xml")).read_text()
+
+
+def test_a_rerun_skips_other_phrases_are_refused_and_the_cache_gives_the_same_masks(sam3_ckpt, photos, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "emb"
+    args = ["segment", photos, "--text", "dog", "-c", sam3_ckpt, "--min-score", "0.3", "-f", "coco-rle"]
+    first = run_sam(*args, "-o", out, "--embedding-cache", cache)
+    assert first.returncode == 0, first.stderr
+    again = run_sam(*args, "-o", out, "--embedding-cache", cache)
+    assert again.returncode == 0 and b"3 skipped" in again.stderr
+    other = run_sam(*[a if a != "dog" else "cat" for a in args], "-o", out)
+    assert other.returncode != 0 and b"text" in other.stderr
+    cached = run_sam(*args, "-o", tmp_path / "out2", "--embedding-cache", cache)
+    assert cached.returncode == 0, cached.stderr
+    for rel in ("chelsea.jpg.json", "coffee.jpg.json", "sub/astronaut.jpg.json"):
+        assert (out / rel).read_bytes() == (tmp_path / "out2" / rel).read_bytes()
+    assert len(list(cache.rglob("*.npz"))) == 3 or len([p for p in cache.rglob("*") if p.is_file()]) >= 3
+
+
+@pytest.mark.parametrize("phrase,says", [
+    ("", "the phrase is empty"), ("   ", "the phrase is empty"), ("x" * 10_000, "10000 characters"),
+    ("dog\x00", "control character"), ("dog\ncat", "control character"),
+])
+def test_a_bad_phrase_is_one_line_and_exit_2(sam3_ckpt, photos, tmp_path, phrase, says):
+    r = run_sam("segment", photos, "--text", phrase, "-o", tmp_path / "out", "-c", sam3_ckpt)
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr.decode() and b"Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_what_does_not_go_with_text_is_refused(sam3_ckpt, photos, tmp_path, tiny_ckpt):
+    cases = [
+        (["--point", "3,4"], "does not go with --text"),
+        (["--prompts", "x.jsonl"], "give one"),
+        (["--refine"], "does not go with --text"),
+        (["--exemplar", "1,2,30,40"], "give that one image"),  # a folder
+        (["--min-score", "1.5"], "between 0 and 1"),
+    ]
+    for extra, says in cases:
+        r = run_sam("segment", photos, "--text", "dog", *extra, "-o", tmp_path / "o", "-c", sam3_ckpt)
+        assert r.returncode == 2 and says in r.stderr.decode(), (extra, r.stderr)
+    r = run_sam("segment", photos, "--text", "dog", "-o", tmp_path / "o", "-c", tiny_ckpt)
+    assert r.returncode == 2 and b"needs a SAM 3 model" in r.stderr, r.stderr
+    one = photos / "chelsea.jpg"
+    r = run_sam("segment", one, "--point", "30,40", "-o", tmp_path / "m.png", "-c", sam3_ckpt)
+    assert r.returncode == 2 and b"point-and-box head is not in sam yet" in r.stderr, r.stderr
+    r = run_sam("auto", photos, "-o", tmp_path / "a", "-c", sam3_ckpt)
+    assert r.returncode == 2 and b"automatic mode" in r.stderr, r.stderr
+
+
+def test_exemplar_boxes_on_one_image_are_the_detector_s_geometry_prompt(sam3_ckpt, tmp_path):
+    """--exemplar and --neg-exemplar: the boxes go with the phrase to the detector as Meta's
+    processor sends them (cx, cy, w, h of the image, label 1 or 0): the same logits, bit for bit,
+    as the detector given those boxes, and not those of the boxes as corners or of the labels
+    swapped; the records say which boxes were given."""
+    from sam_cli.checkpoints import load
+    from sam_cli.io.images import read_image
+    from sam_cli.models.sam3.model import preprocess
+    from sam_cli.models.sam3.tokenizer import Tokenizer
+    from sam_cli.text_prompts import TextSegmenter, TextSettings
+
+    one = EXAMPLES / "chelsea.jpg"
+    rgb = read_image(one)
+    h, w = rgb.shape[:2]
+    net = load(checkpoint=sam3_ckpt).net
+    seg = TextSegmenter(net, TextSettings(("cat",), 0.0, ((40, 30, 200, 250), (250, 10, 400, 100)), (1, 0)))
+    with torch.no_grad():
+        got = seg.detect(rgb, net.encode(net.prepare(torch.from_numpy(rgb)))["trunk"])
+        pad, text = net.detector.encode_text(Tokenizer()(["cat"]))
+        levels = net.detector.encode_image(preprocess(torch.from_numpy(rgb), 112))
+
+        def detect(boxes, labels):
+            return net.detector.detect(levels, pad, text, boxes=torch.tensor([boxes]), box_labels=torch.tensor([labels]))
+
+        want = detect([[120 / w, 140 / h, 160 / w, 220 / h], [325 / w, 55 / h, 150 / w, 90 / h]], [1.0, 0.0])
+        corners = detect([[40 / w, 30 / h, 200 / w, 250 / h], [250 / w, 10 / h, 400 / w, 100 / h]], [1.0, 0.0])
+        swapped = detect([[120 / w, 140 / h, 160 / w, 220 / h], [325 / w, 55 / h, 150 / w, 90 / h]], [0.0, 1.0])
+    assert torch.equal(got.logits, want.logits) and torch.equal(got.masks, want.masks)
+    assert not torch.equal(got.logits, corners.logits) and not torch.equal(got.logits, swapped.logits)
+    out = tmp_path / "out"
+    r = run_sam("segment", one, "--text", "cat", "--exemplar", "40,30,200,250", "--neg-exemplar", "250,10,400,100",
+                "-o", out, "-c", sam3_ckpt, "--min-score", "0", "-f", "coco-rle")
+    assert r.returncode == 0, r.stderr
+    recs = json.loads(Path(json.loads(r.stdout)["outputs"][0]).read_text())["annotations"]
+    assert [a["score"] for a in recs] == pytest.approx(want.scores[0].tolist(), abs=2e-6)
+    assert recs[0]["prompt"] == {"text": "cat", "exemplars": [[40.0, 30.0, 200.0, 250.0], [250.0, 10.0, 400.0, 100.0]],
+                                 "exemplar_labels": [1, 0]}
+
+
+# ------------------------------------------------------------------ the gated download
+class _Hub:
+    """A stand-in for the Hugging Face hub on 127.0.0.1: /facebook/sam3/resolve/main/sam3.pt
+    answers 401 without a token, 403 for a token without access, else a 302 to /cdn/… carrying
+    the file's sha256 (X-Linked-Etag) and size, as the hub's redirects to its storage do."""
+
+    def __init__(self, data: bytes, sha: str) -> None:
+        self.data, self.sha, self.seen = data, sha, []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                auth = self.headers.get("Authorization")
+                hub.seen.append((self.path, auth))
+                if self.path == "/facebook/sam3/resolve/main/sam3.pt":
+                    if auth is None:
+                        return self.send_error(401, "Unauthorized")
+                    if auth != "Bearer good":
+                        return self.send_error(403 if auth == "Bearer nope" else 401, "Refused")
+                    self.send_response(302)
+                    self.send_header("Location", "/cdn/sam3.pt?signed=1")
+                    self.send_header("X-Linked-Etag", f'"{hub.sha}"')
+                    self.send_header("X-Linked-Size", str(len(hub.data)))
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
+                if self.path.startswith("/cdn/sam3.pt"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(hub.data)))
+                    self.end_headers()
+                    return self.wfile.write(hub.data)
+                self.send_error(404, "Not Found")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def hub(sam3_ckpt, monkeypatch):
+    import hashlib
+
+    data = sam3_ckpt.read_bytes()
+    h = _Hub(data, hashlib.sha256(data).hexdigest())
+    monkeypatch.delenv("SAM_BASE_URL")
+    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "SAM_SHA256_SAM3"):
+        monkeypatch.delenv(var, raising=False)
+    yield h
+    h.close()
+
+
+def test_the_gated_checkpoint_needs_a_token_and_says_so(hub, monkeypatch):
+    r = run_sam("models", "download", "sam3")
+    err = r.stderr.decode()
+    assert r.returncode == 6 and "HF_TOKEN is not set" in err and "accept the licence" in err, err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if x.strip()]) <= 2
+    monkeypatch.setenv("HF_TOKEN", "wrong")
+    r = run_sam("models", "download", "sam3")
+    assert r.returncode == 6 and b"refused the token in HF_TOKEN" in r.stderr, r.stderr
+    monkeypatch.setenv("HF_TOKEN", "nope")
+    r = run_sam("models", "download", "sam3")
+    assert r.returncode == 6 and b"no access to facebook/sam3" in r.stderr, r.stderr
+
+
+def test_the_gated_checkpoint_downloads_checked_against_the_hub_s_sha256(hub, monkeypatch, photos, tmp_path):
+    """With a token: the file is fetched through the hub's redirect, the token sent to the hub
+    only, checked against the hub's sha256, recorded as verified; `--text` runs then use it with
+    no --checkpoint. A file the hub's hash does not match is refused and not kept."""
+    from sam_cli.fetch import cache_dir, cache_status
+    from sam_cli.registry import MODELS
+
+    monkeypatch.setenv("HF_TOKEN", "good")
+    r = run_sam("models", "download", "sam3")
+    assert r.returncode == 0, r.stderr
+    assert (cache_dir() / "sam3.pt").read_bytes() == hub.data
+    assert cache_status(MODELS["sam3"])["verified"]
+    assert [a for p, a in hub.seen if p.startswith("/cdn/")] == [None]  # no token to the storage
+    r = run_sam("segment", photos, "--text", "dog", "-o", tmp_path / "out", "--min-score", "0.3")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "sam-run.json").read_text())["weights"] == "sam3 (facebook/sam3 sam3.pt)"
+    r = run_sam("models", "verify", "sam3")
+    assert r.returncode == 0 and b"ok" in r.stdout
+    r = run_sam("models", "download", "sam3")  # verified in the cache: not fetched again
+    assert r.returncode == 0 and len([p for p, _ in hub.seen if p.startswith("/cdn/")]) == 1
+    (cache_dir() / "sam3.pt").unlink()
+    hub.sha = "0" * 64  # the hub says another file than the one it serves
+    r = run_sam("models", "download", "sam3")
+    assert r.returncode == 6 and b"does not match" in r.stderr, r.stderr
+    assert not (cache_dir() / "sam3.pt.part").exists()
+
+
+def test_a_mirror_of_sam3_needs_the_file_s_sha256_named(sam3_ckpt, monkeypatch):
+    import hashlib
+
+    from httpserver import FileServer
+
+    data = sam3_ckpt.read_bytes()
+    with FileServer({"sam3.pt": data}) as srv:
+        monkeypatch.setenv("SAM_BASE_URL", srv.url)
+        monkeypatch.delenv("SAM_SHA256_SAM3", raising=False)
+        r = run_sam("models", "download", "sam3")
+        assert r.returncode == 6 and b"SAM_SHA256_SAM3" in r.stderr, r.stderr
+        monkeypatch.setenv("SAM_SHA256_SAM3", hashlib.sha256(data).hexdigest())
+        r = run_sam("models", "download", "sam3")
+        assert r.returncode == 0, r.stderr
