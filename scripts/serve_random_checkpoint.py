@@ -39,8 +39,16 @@ def main() -> None:
 
     spec = MODELS[args.model]
     torch.manual_seed(args.seed)
-    net = build_from_arch(spec.arch, family=spec.family)
-    buf = io.BytesIO()  # in the upstream layout: SAM 2's files hold the weights under "model"
+    if spec.family == "sam3":  # its architecture is read from the file: Meta's full-size one
+        from sam_cli.models.sam3.model import Sam3Arch
+
+        net = build_from_arch(Sam3Arch(), family="sam3")
+        with torch.no_grad():  # Meta's modules leave some tensors uninitialised
+            for p in net.parameters():
+                p.normal_(0, 0.02)
+    else:
+        net = build_from_arch(spec.arch, family=spec.family)
+    buf = io.BytesIO()  # in the upstream layout: SAM 2's and 3's files hold the weights under "model"
     torch.save(net.state_dict() if spec.family == "sam1" else {"model": net.state_dict()}, buf)
     data = buf.getvalue()
     root = Path(mkdtemp(prefix="sam-mirror-"))
