@@ -40,6 +40,9 @@ MAX_PHRASE = 300
 VISUAL = "visual"
 #: Kept detections whose full-size masks are made at once (each H×W float32)
 MASKS_AT_ONCE = 16
+#: Phrases through the detector at once: each row holds the pyramid and every query's mask
+#: logits at 288² (about 0.2 GB a row at full size), so 80 class names do not take 16 GB
+PHRASES_AT_ONCE = 8
 
 
 def check_phrase(text: str, where: str = "--text") -> str:
@@ -141,12 +144,13 @@ class TextSegmenter:
         return out
 
     @torch.inference_mode()
-    def detect(self, image: np.ndarray, trunk: torch.Tensor):
-        """One image's Detections (models/sam3/model.py), a prompt row per phrase: the phrase's
-        text with the exemplar boxes (cx, cy, w, h in [0, 1] of the image, as Meta's processor
-        sends them)."""
-        n = self.text.shape[0]
-        levels = [lv.expand(n, -1, -1, -1) for lv in self.net.pyramid(trunk)]
+    def detect(self, image: np.ndarray, trunk: torch.Tensor, rows: slice = slice(None), levels=None):
+        """One image's Detections (models/sam3/model.py), a prompt row per phrase (those of
+        `rows`): the phrase's text with the exemplar boxes (cx, cy, w, h in [0, 1] of the image,
+        as Meta's processor sends them). levels: the pyramid of `trunk`, if made already."""
+        pad, text = self.text_pad[rows], self.text[rows]
+        n = text.shape[0]
+        levels = [lv.expand(n, -1, -1, -1) for lv in (levels or self.net.pyramid(trunk))]
         boxes = labels = None
         if self.s.exemplars:
             h, w = image.shape[:2]
@@ -155,27 +159,30 @@ class TextSegmenter:
                                   (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h), -1)
             boxes = cxcywh[None].expand(n, -1, -1)
             labels = torch.tensor(self.s.exemplar_labels, dtype=torch.float32, device=self.net.device)[None].expand(n, -1)
-        return self.net.detector.detect(levels, self.text_pad, self.text, boxes=boxes, box_labels=labels)
+        return self.net.detector.detect(levels, pad, text, boxes=boxes, box_labels=labels)
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray, trunk: torch.Tensor) -> list[M.PromptedMask]:
         """One image's detections of every phrase, phrase by phrase, each in query order."""
         from .models.sam3.model import postprocess
 
-        det = self.detect(image, trunk)
-        n = det.logits.shape[0]
         hw = (image.shape[0], image.shape[1])
+        levels = self.net.pyramid(trunk)
         records: list[M.PromptedMask] = []
-        for row in range(n):
-            queries = torch.nonzero(det.scores[row] > self.s.min_score).flatten().tolist()
-            for k in range(0, len(queries), MASKS_AT_ONCE):
-                part = queries[k : k + MASKS_AT_ONCE]
-                found = postprocess(_rows(det, row, part), 0, hw, -1.0)
-                rles = M.masks_to_rle(found.masks)
-                boxes_px = M.masks_to_boxes(found.masks).tolist()
-                for q, rle, box, score in zip(part, rles, boxes_px, found.scores.float().tolist()):
-                    records.append(self._record(row, q, rle, box, score))
-            self.on_phrases(1)
+        n = self.text.shape[0]
+        for first in range(0, n, PHRASES_AT_ONCE):  # each row holds its own copy of the finest level
+            det = self.detect(image, trunk, slice(first, first + PHRASES_AT_ONCE), levels)
+            for i in range(det.logits.shape[0]):
+                queries = torch.nonzero(det.scores[i] > self.s.min_score).flatten().tolist()
+                for k in range(0, len(queries), MASKS_AT_ONCE):
+                    part = queries[k : k + MASKS_AT_ONCE]
+                    found = postprocess(_rows(det, i, part), 0, hw, -1.0)
+                    rles = M.masks_to_rle(found.masks)
+                    boxes_px = M.masks_to_boxes(found.masks).tolist()
+                    for q, rle, box, score in zip(part, rles, boxes_px, found.scores.float().tolist()):
+                        records.append(self._record(first + i, q, rle, box, score))
+                self.on_phrases(1)
+            del det
         return records
 
     def _record(self, row: int, query: int, rle: dict, box: list[int], score: float) -> M.PromptedMask:

@@ -47,13 +47,20 @@ def _predictor(ckpt: Path):
 
 def _middle_score(ckpt: Path, phrases: list[str]) -> float:
     """A threshold between two of the detector's middle scores on the first photo: some
-    detections kept, some not."""
+    detections kept, some not (on that photo; the others' scores fall where they fall)."""
     from sam_cli.io.images import read_image
 
     found = _predictor(ckpt).predict(torch.from_numpy(read_image(EXAMPLES / PHOTOS[0])), phrases, threshold=0.0)
-    s = torch.cat([f.scores for f in found]).sort().values
-    k = len(s) // 2
-    return float(s[k - 1] + s[k]) / 2
+    return _gap(torch.cat([f.scores for f in found]))
+
+
+def _gap(scores: torch.Tensor) -> float:
+    """The middle of the widest gap between the middle half of the scores: a threshold that
+    float rounding cannot put on either side of a score."""
+    s = scores.sort().values
+    gaps = s[1:] - s[:-1]
+    k = int(gaps[len(s) // 4 : 3 * len(s) // 4].argmax()) + len(s) // 4
+    return float(s[k] + s[k + 1]) / 2
 
 
 def test_text_prompts_find_what_the_detector_finds_over_a_folder(sam3_ckpt, photos, tmp_path):
@@ -312,3 +319,29 @@ def test_a_mirror_of_sam3_needs_the_file_s_sha256_named(sam3_ckpt, monkeypatch):
         monkeypatch.setenv("SAM_SHA256_SAM3", hashlib.sha256(data).hexdigest())
         r = run_sam("models", "download", "sam3")
         assert r.returncode == 0, r.stderr
+
+
+def test_many_phrases_go_through_the_detector_a_few_at_a_time_with_the_same_detections(sam3_ckpt, monkeypatch):
+    """Phrases in chunks (PHRASES_AT_ONCE) find what all of them at once find: the rows are
+    independent, and each keeps its category id."""
+    from sam_cli import text_prompts
+    from sam_cli.checkpoints import load
+    from sam_cli.io.images import read_image
+    from sam_cli.text_prompts import TextSegmenter, TextSettings
+
+    monkeypatch.setattr(text_prompts, "PHRASES_AT_ONCE", 2)
+    phrases = ("dog", "cat", "a red car", "person", "cup")
+    rgb = read_image(EXAMPLES / "coffee.jpg")
+    net = load(checkpoint=sam3_ckpt).net
+    predictor = _predictor(sam3_ckpt)
+    every = torch.cat([f.scores for f in predictor.predict(torch.from_numpy(rgb), list(phrases), threshold=0.0)])
+    threshold = _gap(every)
+    seg = TextSegmenter(net, TextSettings(phrases, threshold))
+    with torch.no_grad():
+        got = seg.segment(rgb, net.encode(net.prepare(torch.from_numpy(rgb)))["trunk"])
+    want = predictor.predict(torch.from_numpy(rgb), list(phrases), threshold=threshold)
+    for row, found in enumerate(want):
+        mine = [r for r in got if r.object_index == row]
+        assert all(r.source["category"] == phrases[row] and r.source["category_id"] == row + 1 for r in mine)
+        assert [r.source["score"] for r in mine] == pytest.approx(found.scores.tolist(), abs=2e-6)
+    assert 0 < len(got) < 5 * 12
