@@ -119,6 +119,7 @@ complete -c sam -n '__fish_seen_subcommand_from eval' -l first-click -x -d 'cent
 complete -c sam -n '__fish_seen_subcommand_from eval' -l seed -x -d '--first-click random\'s seed.'
 complete -c sam -n '__fish_seen_subcommand_from eval' -l box -d 'Prompt with each object\'s box instead of clicks: mIoU and COCO mask AP.'
 complete -c sam -n '__fish_seen_subcommand_from eval' -l refine -d '--box: decode again with the first mask as the mask prompt.'
+complete -c sam -n '__fish_seen_subcommand_from eval' -l text -d 'SAM 3: find each category by its name as a phrase in every image; COCO mask AP ('
 complete -c sam -n '__fish_seen_subcommand_from eval' -l workers -x -d 'Threads decoding images ahead.'
 complete -c sam -n '__fish_seen_subcommand_from eval' -l read-ahead -x -d 'Reads in flight ahead of the model, each on a thread of its own, for images in a'
 complete -c sam -n '__fish_seen_subcommand_from eval' -l overwrite -d 'Redo images whose outputs exist.'

@@ -133,6 +133,50 @@ class EvalSettings:
     seed: int = 0
     box: bool = False
     refine: bool = False
+    text: bool = False  # the ground truth's category names as SAM 3 phrases: COCO mask AP
+
+
+#: --text: detections scored below this are left out before COCO's 100 best per image are kept
+TEXT_MIN_SCORE = 0.05
+#: COCO's detections per image (COCOeval's largest maxDets)
+TEXT_PER_IMAGE = 100
+
+
+@dataclass
+class Detection:
+    """One detection of `sam eval --text`: the phrase's ground-truth category, SAM 3's score,
+    the mask as COCO compressed RLE."""
+
+    image_id: int
+    category_id: int
+    score: float
+    rle: dict
+
+
+class TextEval:
+    """The ground truth's category names (in id order) as phrases on each image."""
+
+    def __init__(self, net, gt: GroundTruth) -> None:
+        from .errors import InputError, PromptError
+        from .text_prompts import TextSegmenter, TextSettings, check_phrase
+
+        if not gt.categories:
+            raise InputError(f"{gt.path}: no categories with names: --text takes their names as the phrases")
+        self.ids = sorted(gt.categories)
+        try:
+            names = tuple(check_phrase(gt.categories[i], f"{gt.path}: category {i}") for i in self.ids)
+        except PromptError as e:
+            raise InputError(str(e)) from None
+        self.seg = TextSegmenter(net, TextSettings(names, TEXT_MIN_SCORE))
+        self.net = net
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray, image_id: int) -> list[Detection]:
+        from . import masks as M
+
+        trunk = self.net.encode(self.net.prepare(torch.from_numpy(np.ascontiguousarray(image))))["trunk"]
+        recs = sorted(self.seg.segment(image, trunk), key=lambda r: -r.source["score"])[:TEXT_PER_IMAGE]
+        return [Detection(image_id, self.ids[r.object_index], r.source["score"], M.rle_to_coco(r.rle)) for r in recs]
 
 
 def evaluate_image(predictor, image: np.ndarray, image_id: int, anns: list[dict], s: EvalSettings) -> list[ObjectEval]:
@@ -174,9 +218,17 @@ class EvalEngine:
         from .engines import require_points
         from .predictor import Predictor
 
+        self.gt, self.s, self.workers, self.reads = gt, settings, workers, reads
+        if settings.text:
+            if not getattr(loaded.net, "text_prompts", False):
+                from .errors import PromptError
+
+                raise PromptError(f"--text needs a SAM 3 model (--model sam3): {loaded.checkpoint.name} is a "
+                                  f"{loaded.net.family} model")
+            self.texts = TextEval(loaded.net, gt)
+            return
         require_points(loaded)
         self.predictor = Predictor(loaded.net)
-        self.gt, self.s, self.workers, self.reads = gt, settings, workers, reads
 
     def __call__(self, jobs):
         from .errors import InputError
@@ -190,6 +242,8 @@ class EvalEngine:
             return None
 
         def work(item, img):
+            if self.s.text:
+                return self.texts(img, item.image_id)
             return evaluate_image(self.predictor, img, item.image_id, self.gt.objects[item.image_id], self.s)
 
         return image_by_image(jobs, work, workers=self.workers, check=check, reads=self.reads)
@@ -238,17 +292,20 @@ class EvalOutput:
         from .errors import OutputError
         from .io import writers
 
-        objects = []
+        objects, image_ids = [], []
         for rel in rels:
             src = self.outputs(root / rel)[0]
             try:
-                objects += json.loads(src.read_text())["objects"]
+                doc = json.loads(src.read_text())
+                objects += doc["objects"]
+                image_ids.append(doc["image_id"])
             except (OSError, ValueError, KeyError) as e:
                 raise OutputError(f"{src}: cannot read it back for {REPORT} ({e})") from None
-        summary = summarise(objects, self.s, self.report, self.gt)
+        summary = text_summary(objects, image_ids, self.gt) if self.s.text else \
+            summarise(objects, self.s, self.report, self.gt)
         writers.write_json(root / REPORT, {"ground_truth": self.gt.path, "settings": asdict(self.s),
                                            "summary": summary, "objects": objects})
-        if not self.s.box and objects:
+        if not self.s.box and not self.s.text and objects:
             writers.atomic_write_bytes(root / PLOT, plot(summary["miou"], self.s.oracle))
         return root / REPORT, table(summary, self.s).replace("\n", "; ")
 
@@ -269,25 +326,43 @@ def summarise(objects: list[dict], s: EvalSettings, report: tuple[int, ...], gt:
     return out
 
 
-def coco_ap(objects: list[dict], gt: GroundTruth) -> dict:
-    """COCO mask AP of the box-prompted masks (score: the predicted IoU), by pycocotools."""
+def text_summary(detections: list[dict], image_ids: list[int], gt: GroundTruth) -> dict:
+    """{images, detections, ap: {AP, AP50, AP75}}: COCO mask AP of the detections over the
+    images evaluated (those with no detection count too)."""
+    out: dict = {"images": len(image_ids), "detections": len(detections),
+                 "objects": sum(len(gt.objects.get(i, [])) for i in image_ids), "crowd_left_out": gt.crowd,
+                 "miou": {}}
+    if image_ids:
+        out["ap"] = _cocoeval(gt, [{"image_id": d["image_id"], "category_id": d["category_id"],
+                                    "segmentation": d["rle"], "score": d["score"]} for d in detections], image_ids)
+    return out
+
+
+def _cocoeval(gt: GroundTruth, res: list[dict], image_ids: list[int]) -> dict:
+    """pycocotools' segm AP, AP50 and AP75 of `res` on the images `image_ids`."""
     import contextlib
     import io
 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    if not res:  # nothing found: pycocotools cannot load an empty result
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         coco = COCO(gt.path)
-        cat = {a["id"]: a["category_id"] for a in coco.dataset["annotations"]}
-        res = [{"image_id": o["image_id"], "category_id": cat[o["ann_id"]], "segmentation": o["rle"],
-                "score": o["score"]} for o in objects]
         e = COCOeval(coco, coco.loadRes(res), "segm")
-        e.params.imgIds = sorted({o["image_id"] for o in objects})
+        e.params.imgIds = sorted(set(image_ids))
         e.evaluate()
         e.accumulate()
         e.summarize()
     return {"AP": float(e.stats[0]), "AP50": float(e.stats[1]), "AP75": float(e.stats[2])}
+
+
+def coco_ap(objects: list[dict], gt: GroundTruth) -> dict:
+    """COCO mask AP of the box-prompted masks (score: the predicted IoU), by pycocotools."""
+    cat = {a["id"]: a["category_id"] for anns in gt.objects.values() for a in anns}
+    return _cocoeval(gt, [{"image_id": o["image_id"], "category_id": cat[o["ann_id"]], "segmentation": o["rle"],
+                           "score": o["score"]} for o in objects], [o["image_id"] for o in objects])
 
 
 def table(summary: dict, s: EvalSettings) -> str:
@@ -298,6 +373,12 @@ def table(summary: dict, s: EvalSettings) -> str:
 
 
 def _lines(summary: dict, s: EvalSettings) -> str:
+    if s.text:
+        if "ap" not in summary:
+            return "no images"
+        ap = summary["ap"]
+        return (f"text (the category names as phrases): mask AP {ap['AP']:.4f} (AP50 {ap['AP50']:.4f}, AP75 "
+                f"{ap['AP75']:.4f}) over {summary['images']} images, {summary['detections']} detections")
     if not summary["miou"]:
         return "no objects"
     if s.box:

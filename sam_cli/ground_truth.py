@@ -6,7 +6,7 @@ pycocotools' C code loops for ever on an RLE whose counts do not sum to H×W."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class GroundTruth:
     images: dict[int, dict]  # id → image entry
     objects: dict[int, list[dict]]  # image id → its annotations with a segmentation
     crowd: int  # iscrowd annotations left out
+    categories: dict[int, str] = field(default_factory=dict)  # id → name, as the file lists them
 
 
 def read_ground_truth(path, *, boxes: bool = False) -> GroundTruth:
@@ -67,7 +68,11 @@ def read_ground_truth(path, *, boxes: bool = False) -> GroundTruth:
             crowd += 1
             continue
         objects.setdefault(image_id, []).append(a)
-    return GroundTruth(str(path), images, objects, crowd)
+    cats: dict[int, str] = {}
+    for c in doc.get("categories") or []:
+        if isinstance(c, dict) and type(c.get("id")) is int and isinstance(c.get("name"), str):
+            cats[c["id"]] = c["name"]
+    return GroundTruth(str(path), images, objects, crowd, cats)
 
 
 def _int(v) -> int:

@@ -345,3 +345,59 @@ def test_many_phrases_go_through_the_detector_a_few_at_a_time_with_the_same_dete
         assert all(r.source["category"] == phrases[row] and r.source["category_id"] == row + 1 for r in mine)
         assert [r.source["score"] for r in mine] == pytest.approx(found.scores.tolist(), abs=2e-6)
     assert 0 < len(got) < 5 * 12
+
+
+def test_eval_text_scores_the_detections_of_the_category_names_with_pycocotools(sam3_ckpt, tmp_path):
+    """`sam eval GT --text`: each category's name is a phrase on every image; the report's mask AP
+    is pycocotools' on the detector's own detections (above 0.05, the 100 best per image, each
+    under its phrase's category id), the ground truth here being some of those detections
+    (so AP is well above 0) and a disc no detection matches."""
+    import cv2
+    from pycocotools import mask as coco_mask
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from sam_cli.io.images import read_image
+
+    predictor = _predictor(sam3_ckpt)
+    cats = {7: "dog", 3: "a cup of coffee"}
+    images, anns, res = [], [], []
+    for image_id, name in ((11, "chelsea.jpg"), (12, "coffee.jpg")):
+        rgb = read_image(EXAMPLES / name)
+        h, w = rgb.shape[:2]
+        images.append({"id": image_id, "file_name": name, "width": w, "height": h})
+        found = dict(zip(sorted(cats), predictor.predict(torch.from_numpy(rgb), [cats[c] for c in sorted(cats)],
+                                                         threshold=0.05)))
+        dets = sorted(((float(s), c, m) for c, f in found.items() for s, m in zip(f.scores, f.masks)),
+                      key=lambda d: -d[0])[:100]
+        for s, c, m in dets:
+            rle = coco_mask.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
+            res.append({"image_id": image_id, "category_id": c, "segmentation": rle, "score": round(s, 6)})
+        for _, c, m in dets[:2]:  # two detections are the truth
+            rle = coco_mask.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode()
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": c, "segmentation": rle,
+                         "area": float(m.sum()), "bbox": [float(v) for v in coco_mask.toBbox(rle)], "iscrowd": 0})
+        disc = np.zeros((h, w), np.uint8)
+        cv2.circle(disc, (w // 3, h // 3), 20, 1, -1)
+        rle = coco_mask.encode(np.asfortranarray(disc))
+        rle["counts"] = rle["counts"].decode()
+        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 3, "segmentation": rle,
+                     "area": float(disc.sum()), "bbox": [float(v) for v in coco_mask.toBbox(rle)], "iscrowd": 0})
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": images, "annotations": anns,
+                              "categories": [{"id": i, "name": n} for i, n in cats.items()]}))
+    coco = COCO(str(gt))
+    e = COCOeval(coco, coco.loadRes(res), "segm")
+    e.evaluate()
+    e.accumulate()
+    e.summarize()
+    r = run_sam("eval", gt, "--images", EXAMPLES, "-o", tmp_path / "report", "-c", sam3_ckpt, "--text")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "report" / "eval.json").read_text())
+    assert report["summary"]["ap"]["AP"] == pytest.approx(e.stats[0], abs=1e-6) and 0.3 < e.stats[0] < 1
+    assert report["summary"]["ap"]["AP50"] == pytest.approx(e.stats[1], abs=1e-6)
+    assert report["summary"]["detections"] == len(res) and report["summary"]["images"] == 2
+    assert b"mask AP" in r.stderr
+    refused = run_sam("eval", gt, "--images", EXAMPLES, "-o", tmp_path / "r2", "-c", sam3_ckpt, "--text", "--box")
+    assert refused.returncode == 2 and b"two evaluations" in refused.stderr

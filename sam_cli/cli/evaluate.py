@@ -17,6 +17,7 @@ EPILOG = """Examples:
   sam eval instances_val.json --images val/ -o report/          # mIoU after 1, 2, 3, 5, 9 clicks
   sam eval gt.json -o report/ --oracle --clicks 1,3,5
   sam eval gt.json -o report/ --box --refine                    # mIoU and COCO mask AP
+  sam eval instances_val.json --images val/ -o report/ --text   # SAM 3: mask AP of the category names
 """
 
 
@@ -53,6 +54,8 @@ def evaluate(
                                       "and COCO mask AP.")] = False,
     refine: Annotated[bool, typer.Option("--refine", help="--box: decode again with the first mask as the "
                                          "mask prompt.")] = False,
+    text: Annotated[bool, typer.Option("--text", help="SAM 3: find each category by its name as a phrase in every "
+                                       "image; COCO mask AP (the zero-shot protocol).")] = False,
     workers: O.WorkersOpt = 2,
     read_ahead: O.ReadAheadOpt = None,
     overwrite: O.OverwriteOpt = False,
@@ -88,9 +91,16 @@ def evaluate(
         raise PromptError(f"--first-click {first_click}: choose center or random")
     if refine and not box:
         raise PromptError("--refine works with --box")
+    if text and (box or oracle):
+        raise PromptError(f"--text and {'--box' if box else '--oracle'} are two evaluations; give one")
     report = _clicks(clicks)
     gt = read_ground_truth(ground_truth, boxes=box)
-    s = EvalSettings(clicks=max(report), oracle=oracle, first=first_click, seed=seed, box=box, refine=refine)
+    s = EvalSettings(clicks=max(report), oracle=oracle, first=first_click, seed=seed, box=box, refine=refine,
+                     text=text)
+    if text and model is None and checkpoint is None:
+        from ..registry import DEFAULT_TEXT_MODEL
+
+        model = DEFAULT_TEXT_MODEL
     try:
         identity = hashlib.sha256(ground_truth.read_bytes()).hexdigest()
     except OSError as e:
