@@ -20,6 +20,6 @@ it behind the seam, and text_prompts.py runs it over many images.
     family.py      FAMILY and Sam3, the network the engines load: the ViT's output as the
                    cached features, the pyramid made from it
 
-Still to write: `sam eval --text`, prompt files' "text", and the interactive point/box head
+Still to write: prompt files' "text", and the interactive point/box head
 (the `tracker.` keys, left out by name until then).
 """
