@@ -401,3 +401,28 @@ def test_eval_text_scores_the_detections_of_the_category_names_with_pycocotools(
     assert b"mask AP" in r.stderr
     refused = run_sam("eval", gt, "--images", EXAMPLES, "-o", tmp_path / "r2", "-c", sam3_ckpt, "--text", "--box")
     assert refused.returncode == 2 and b"two evaluations" in refused.stderr
+
+
+@pytest.mark.heavy
+def test_text_prompts_spread_over_shards_and_worker_processes(sam3_ckpt, photos, tmp_path):
+    """--shard I/N then sam merge gives the plain run's files byte for byte; --devices cpu,cpu
+    (two worker processes, threads of their own) the same detections and scores."""
+    args = ["segment", photos, "--text", "dog", "--text", "cat", "-c", sam3_ckpt, "--min-score", "0.3",
+            "-f", "coco-rle", "-f", "coco"]
+    assert run_sam(*args, "-o", tmp_path / "plain").returncode == 0
+    for i in range(2):
+        r = run_sam(*args, "-o", tmp_path / "sharded", "--shard", f"{i}/2")
+        assert r.returncode == 0, r.stderr
+    r = run_sam("merge", tmp_path / "sharded")
+    assert r.returncode == 0, r.stderr
+    plain = json.loads((tmp_path / "plain" / "coco.json").read_text())
+    assert json.loads((tmp_path / "sharded" / "coco.json").read_text()) == plain
+    r = run_sam(*args, "-o", tmp_path / "workers", "--devices", "cpu,cpu")
+    assert r.returncode == 0, r.stderr
+    spread = json.loads((tmp_path / "workers" / "coco.json").read_text())
+    assert spread["categories"] == plain["categories"] == [{"id": 1, "name": "dog", "supercategory": "object"},
+                                                           {"id": 2, "name": "cat", "supercategory": "object"}]
+    key = [(a["image_id"], a["category_id"]) for a in plain["annotations"]]
+    assert [(a["image_id"], a["category_id"]) for a in spread["annotations"]] == key
+    assert [a["score"] for a in spread["annotations"]] == pytest.approx([a["score"] for a in plain["annotations"]],
+                                                                        abs=1e-5)
