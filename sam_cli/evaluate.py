@@ -220,11 +220,9 @@ class EvalEngine:
 
         self.gt, self.s, self.workers, self.reads = gt, settings, workers, reads
         if settings.text:
-            if not getattr(loaded.net, "text_prompts", False):
-                from .errors import PromptError
+            from .text_prompts import require_text
 
-                raise PromptError(f"--text needs a SAM 3 model (--model sam3): {loaded.checkpoint.name} is a "
-                                  f"{loaded.net.family} model")
+            require_text(loaded)
             self.texts = TextEval(loaded.net, gt)
             return
         require_points(loaded)

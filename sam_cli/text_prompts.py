@@ -231,6 +231,13 @@ def segment_texts(
     yield from in_batches(loaded, _Loaded, flush, lambda b: len(b) >= batch_size)
 
 
+def require_text(loaded) -> None:
+    """PromptError when the model takes no text prompts (SAM 1, SAM 2), before any image is read."""
+    if not getattr(loaded.net, "text_prompts", False):
+        raise PromptError(f"--text needs a SAM 3 model (--model sam3): {loaded.checkpoint.name} is a "
+                          f"{loaded.net.family} model")
+
+
 class TextEngine:
     """Text prompts over many images (run.Engine). batch_size None: 1 on the CPU, 4 on a GPU."""
 
@@ -239,10 +246,8 @@ class TextEngine:
                  on_phrases: Callable[[int], None] | None = None, reads: int = 0) -> None:
         from .embedding_cache import EmbeddingCache
 
+        require_text(loaded)
         net = loaded.net
-        if not getattr(net, "text_prompts", False):
-            raise PromptError(f"--text needs a SAM 3 model (--model sam3): {loaded.checkpoint.name} is a "
-                              f"{net.family} model")
         self.cache = None
         if embedding_cache is not None:
             self.cache = EmbeddingCache(embedding_cache, net, warn=warn, weights_id=loaded.weights_id)

@@ -347,7 +347,7 @@ def test_many_phrases_go_through_the_detector_a_few_at_a_time_with_the_same_dete
     assert 0 < len(got) < 5 * 12
 
 
-def test_eval_text_scores_the_detections_of_the_category_names_with_pycocotools(sam3_ckpt, tmp_path):
+def test_eval_text_scores_the_detections_of_the_category_names_with_pycocotools(sam3_ckpt, tiny_ckpt, tmp_path):
     """`sam eval GT --text`: each category's name is a phrase on every image; the report's mask AP
     is pycocotools' on the detector's own detections (above 0.05, the 100 best per image, each
     under its phrase's category id), the ground truth here being some of those detections
@@ -401,6 +401,8 @@ def test_eval_text_scores_the_detections_of_the_category_names_with_pycocotools(
     assert b"mask AP" in r.stderr
     refused = run_sam("eval", gt, "--images", EXAMPLES, "-o", tmp_path / "r2", "-c", sam3_ckpt, "--text", "--box")
     assert refused.returncode == 2 and b"two evaluations" in refused.stderr
+    refused = run_sam("eval", gt, "--images", EXAMPLES, "-o", tmp_path / "r3", "-c", tiny_ckpt, "--text")
+    assert refused.returncode == 2 and b"needs a SAM 3 model" in refused.stderr, refused.stderr
 
 
 @pytest.mark.heavy
