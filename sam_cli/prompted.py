@@ -29,7 +29,7 @@ from .inputs import read_input
 from .models.features import ImageFeatures
 from .predictor import CPU_DECODER_BATCH, Predictor
 from .prompts import ObjectPrompt, ResolvedPrompt
-from .stream import ENCODING, ImageResult, in_batches, read_ahead
+from .stream import ENCODING, ImageResult, each_image, in_batches, read_ahead
 
 #: Objects per decoder call on a GPU: a vit_h call of 64 boxes holds 64 × 3 masks of a 12 MP
 #: photo (2.3 GB as bool) at most.
@@ -178,16 +178,7 @@ def segment_prompts(
         t0 = time.perf_counter()
         if any(ld.x is not None for ld in batch):
             seg.on_objects(ENCODING)  # a phase of its own: the encoder takes most of a minute on a CPU
-        feats = seg.embed(batch)
-        for k, ld in enumerate(batch):
-            try:
-                records, error = seg.segment(ld, feats[k]), None
-            except SamError as e:
-                records, error = [], e
-            feats[k] = None
-            now = time.perf_counter()
-            yield ImageResult(ld.item, ld.image if error is None else None, records, error, now - t0)
-            t0 = now
+        yield from each_image(batch, seg.embed(batch), seg.segment, t0)
 
     loaded = read_ahead(seg.load, jobs, workers, max(ahead, 2 * batch_size), reads)
     yield from in_batches(loaded, _Loaded, flush, lambda b: len(b) >= batch_size)

@@ -131,6 +131,23 @@ def _fetch_then(fetcher: ThreadPoolExecutor, pool: ThreadPoolExecutor, load: Cal
     return out
 
 
+def each_image(batch: list, features: list, work: Callable[[object, object], list],
+               t0: float) -> Iterator[ImageResult]:
+    """A batch's ImageResults once its features are made (one per loaded image, in order):
+    work(loaded, its features)'s records, or the SamError it raised as that image's failure;
+    each image timed from the previous one's end (the first from t0, when the batch began),
+    its features freed once used."""
+    for k, ld in enumerate(batch):
+        try:
+            records, error = work(ld, features[k]), None
+        except SamError as e:
+            records, error = [], e
+        features[k] = None
+        now = time.perf_counter()
+        yield ImageResult(ld.item, ld.image if error is None else None, records, error, now - t0)
+        t0 = now
+
+
 def in_batches(
     loaded: Iterable[object], kind: type, flush: Callable[[list], Iterator[ImageResult]],
     full: Callable[[list], bool],

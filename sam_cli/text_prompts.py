@@ -30,7 +30,7 @@ from . import masks as M
 from .engines import EngineKind
 from .errors import InputError, PromptError, SamError
 from .inputs import read_input
-from .stream import ENCODING, ImageResult, in_batches, read_ahead
+from .stream import ENCODING, ImageResult, each_image, in_batches, read_ahead
 
 #: SAM 3's processor keeps detections above this score (Sam3Processor's confidence_threshold)
 DEFAULT_MIN_SCORE = 0.5
@@ -216,16 +216,7 @@ def segment_texts(
         t0 = time.perf_counter()
         if any(ld.x is not None for ld in batch):
             seg.on_phrases(ENCODING)
-        trunks = seg.embed(batch)
-        for k, ld in enumerate(batch):
-            try:
-                records, error = seg.segment(ld.image, trunks[k]), None
-            except SamError as e:
-                records, error = [], e
-            trunks[k] = None
-            now = time.perf_counter()
-            yield ImageResult(ld.item, ld.image if error is None else None, records, error, now - t0)
-            t0 = now
+        yield from each_image(batch, seg.embed(batch), lambda ld, trunk: seg.segment(ld.image, trunk), t0)
 
     loaded = read_ahead(seg.load, jobs, workers, max(ahead, 2 * batch_size), reads)
     yield from in_batches(loaded, _Loaded, flush, lambda b: len(b) >= batch_size)

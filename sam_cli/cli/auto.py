@@ -75,11 +75,10 @@ def auto(
     from ..automatic import AmgSettings
     from ..embedding_cache import check_folder
     from ..engines import AutomaticSettings
-    from ..inputs import Exclusions, expand_inputs
     from ..io.formats import DEFAULT_FORMATS
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
-    from .common import EventPrinter, refuse_all_missing, run_to_end, shard_items
+    from .common import run_over_inputs
 
     given = locals()
     if proposals:
@@ -96,12 +95,4 @@ def auto(
     runner = job.runner()
     if embedding_cache is not None:
         check_folder(embedding_cache)
-    excluded = Exclusions(output)
-    items = expand_inputs(inputs, exclude=excluded)
-    if "-" not in inputs:  # a known total for the progress bar
-        items = list(items)
-    refuse_all_missing(items)
-    items, part = shard_items(items, shard, quiet)
-    out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress)
-    run_to_end(job, runner, items, out, inputs, excluded=excluded, shard=part,
-               spread=choose(devices, ray, ray_actors))
+    run_over_inputs(job, runner, inputs, shard=shard, progress=progress, spread=choose(devices, ray, ray_actors))

@@ -236,6 +236,23 @@ def run_to_end(job, runner, items, out: EventPrinter, inputs: list[str], *, excl
         raise typer.Exit(ExitCode.PARTIAL)
 
 
+def run_over_inputs(job, runner, inputs: list[str], *, shard: str | None, progress: bool | None, spread,
+                    unit: str = "prompts decoded") -> None:
+    """A command over files, folders, globs or stdin (sam auto, sam edges, sam segment --text):
+    `inputs` listed (the output folder left out; whole, for a known total, unless one is - for
+    stdin), refused when none exists, cut to --shard's part, then run_to_end."""
+    from ..inputs import Exclusions, expand_inputs
+
+    excluded = Exclusions(job.output)
+    items = expand_inputs(inputs, exclude=excluded)
+    if "-" not in inputs:  # a known total for the progress bar
+        items = list(items)
+    refuse_all_missing(items)
+    items, part = shard_items(items, shard, job.quiet)
+    out = EventPrinter(len(items) if isinstance(items, list) else None, job.quiet, progress, unit=unit)
+    run_to_end(job, runner, items, out, inputs, excluded=excluded, shard=part, spread=spread)
+
+
 def refuse_all_missing(items, hint: str | None = None) -> None:
     """Exit 3 (InputError) before the output folder is claimed or a model loaded, when not one
     of the run's images exists: a typo, or image paths read from the wrong folder. A run with

@@ -48,20 +48,11 @@ def edges(
     removed by NMS, each mask's probability edges on its boundary, the strongest kept, thinned.
     Writes x.jpg.edges.png (16-bit, 65535 the strongest edge) per image."""
     from ..edges import EdgeSettings
-    from ..inputs import Exclusions, expand_inputs
     from ..job import Job, ModelSpec, RunOptions
     from ..spread import choose
-    from .common import EventPrinter, refuse_all_missing, run_to_end, shard_items
+    from .common import run_over_inputs
 
     job = Job("edges", EdgeSettings(grid, nms, npy), output, ModelSpec(model, checkpoint, device, dtype),
               run=RunOptions(workers=workers, read_ahead=O.read_ahead(read_ahead, inputs)), overwrite=overwrite, quiet=quiet)
     runner = job.runner()
-    excluded = Exclusions(output)
-    items = expand_inputs(inputs, exclude=excluded)
-    if "-" not in inputs:
-        items = list(items)
-    refuse_all_missing(items)
-    items, part = shard_items(items, shard, quiet)
-    out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress)
-    run_to_end(job, runner, items, out, inputs, excluded=excluded, shard=part,
-               spread=choose(devices, ray, ray_actors))
+    run_over_inputs(job, runner, inputs, shard=shard, progress=progress, spread=choose(devices, ray, ray_actors))

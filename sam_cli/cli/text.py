@@ -16,13 +16,12 @@ def segment_texts(
 ) -> None:
     from ..embedding_cache import check_folder
     from ..errors import PromptError
-    from ..inputs import Exclusions, expand_inputs
     from ..job import Job, ModelSpec, RunOptions
     from ..prompts import parse_numbers
     from ..registry import DEFAULT_TEXT_MODEL
     from ..spread import choose
     from ..text_prompts import DEFAULT_MIN_SCORE, TextSettings, check_phrase
-    from .common import EventPrinter, refuse_all_missing, run_to_end, shard_items
+    from .common import run_over_inputs
     from .options import read_ahead as default_read_ahead
 
     if not inputs:
@@ -55,11 +54,5 @@ def segment_texts(
     runner = job.runner()
     if embedding_cache is not None:
         check_folder(embedding_cache)
-    excluded = Exclusions(output)
-    items = expand_inputs(inputs, exclude=excluded)
-    if "-" not in inputs:
-        items = list(items)
-    refuse_all_missing(items)
-    items, part = shard_items(items, shard, quiet)
-    out = EventPrinter(len(items) if isinstance(items, list) else None, quiet, progress, unit="phrases decoded")
-    run_to_end(job, runner, items, out, inputs, excluded=excluded, shard=part, spread=choose(devices, ray, ray_actors))
+    run_over_inputs(job, runner, inputs, shard=shard, progress=progress, spread=choose(devices, ray, ray_actors),
+                    unit="phrases decoded")
