@@ -1,7 +1,7 @@
 """A SAM 3 checkpoint small enough for the default run, saved as Meta's sam3.pt is laid out
 (a `model` dict of `detector.` and `tracker.` keys): sam's own detector at a small size,
 every parameter drawn at random from a seed. Its detections are whatever the random weights
-give; tests compare the command's outputs with the detector's own (TextPredictor, itself
+give; tests compare the command's outputs with the detector's own (PartByPart, itself
 checked against Meta's processor in test_sam3_parts.py)."""
 
 from __future__ import annotations
@@ -38,3 +38,26 @@ def save_tiny_sam3(path: Path, seed: int = 0) -> Path:
     sd["tracker.sam_mask_decoder.iou_token.weight"] = torch.zeros(4, 64)
     torch.save({"model": sd}, path)
     return path
+
+
+class PartByPart:
+    """A detector's detections called part by part, as Meta's processor calls them (preprocess,
+    the image, the phrases' text, detect, postprocess), all of an image's phrases in one call:
+    what the command's outputs are compared with."""
+
+    def __init__(self, net) -> None:
+        from sam_cli.models.sam3.tokenizer import Tokenizer
+
+        self.net = net
+        self.tokenizer = Tokenizer()
+
+    @torch.no_grad()
+    def predict(self, rgb: torch.Tensor, phrases: list[str], threshold: float = 0.5) -> list:
+        """H×W×3 uint8 and its phrases → what each phrase found (model.Found, above `threshold`)."""
+        from sam_cli.models.sam3.model import postprocess, preprocess
+
+        levels = self.net.encode_image(preprocess(rgb, self.net.arch.vit.img_size))
+        pad, text = self.net.encode_text(self.tokenizer(phrases))
+        n = len(phrases)
+        det = self.net.detect([lv.expand(n, -1, -1, -1) for lv in levels], pad, text)
+        return [postprocess(det, i, tuple(rgb.shape[:2]), threshold) for i in range(n)]

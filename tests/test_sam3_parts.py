@@ -451,8 +451,9 @@ def test_a_checkpoint_in_meta_s_layout_is_split_and_its_architecture_read_back(m
 
 def test_a_file_in_meta_s_layout_loads_and_detects_as_meta_s_model(meta, tmp_path, monkeypatch):
     """sam3.pt's layout saved with torch.save (a `model` dict, `detector.` and `tracker.` keys),
-    read back without executing code, gives the detections of the model it was saved from."""
-    from sam_cli.models.sam3.checkpoint import load_detector
+    read back without executing code (sam's loader: the sam3 family), gives the detections of
+    the model it was saved from."""
+    from sam_cli.checkpoints import load
     from sam_cli.models.sam3.model import preprocess
     from sam_cli.models.sam3.tokenizer import Tokenizer
 
@@ -463,8 +464,9 @@ def test_a_file_in_meta_s_layout_loads_and_detects_as_meta_s_model(meta, tmp_pat
     sd = _randomised(ref, seed=9)
     path = tmp_path / "sam3.pt"
     torch.save({"model": {**{f"detector.{k}": v for k, v in sd.items()}, "tracker.x": torch.zeros(2)}}, path)
-    net, tracker = load_detector(path)
-    assert list(tracker) == ["tracker.x"]
+    loaded = load(checkpoint=path)
+    assert loaded.family == "sam3" and loaded.ignored == ("tracker.x",)
+    net = loaded.net.detector
     rgb = torch.randint(0, 256, (90, 130, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     from PIL import Image
 
@@ -477,30 +479,42 @@ def test_a_file_in_meta_s_layout_loads_and_detects_as_meta_s_model(meta, tmp_pat
 
 
 def test_several_phrases_on_one_image_are_each_what_meta_finds_for_it(meta, monkeypatch):
-    """TextPredictor: the image encoded once, the phrases decoded together (a repeated phrase's
-    features computed once), each row what Meta's processor gives for that phrase alone."""
+    """text_prompts.TextSegmenter, what `sam segment --text` runs: the image encoded once (the
+    ViT's output, the pyramid made from it), the phrases' text once, the phrases decoded
+    together, one row each (a phrase given twice, twice); each row's boxes, scores and masks
+    what Meta's processor gives for that phrase alone."""
     from PIL import Image
 
+    from sam_cli import masks as M
     from sam_cli.models.sam3.checkpoint import infer_arch
-    from sam_cli.models.sam3.model import Sam3Detector, TextPredictor
+    from sam_cli.models.sam3.family import FAMILY
+    from sam_cli.models.sam3.model import postprocess
+    from sam_cli.text_prompts import TextSegmenter, TextSettings
 
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)
     cfg = dict(img=112, window=4, globals_=(1, 3), pretrain=56, vit_dim=128, dim=64, heads=2, ffn=96, text_width=128,
                queries=6, vit_heads=2, text_heads=2)
     ref = _meta_sam3_image(meta, **cfg)
     sd = _randomised(ref, seed=10)
-    net = Sam3Detector(infer_arch(sd, "test")).eval()
-    net.load_state_dict(sd, strict=True)
-    predictor = TextPredictor(net)
+    net = FAMILY.build(infer_arch(sd, "test")).eval()
+    net.detector.load_state_dict(sd, strict=True)
     rgb = torch.randint(0, 256, (80, 100, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    phrases = ["dog", "a red fire hydrant", "dog"]
-    found = predictor.predict(rgb, phrases, threshold=0.0)
-    assert len(found) == 3 and len(predictor._text) == 2
+    phrases = ("dog", "a red fire hydrant", "dog")
+    seg = TextSegmenter(net, TextSettings(phrases, 0.0))
+    image = rgb.numpy()
+    with torch.no_grad():
+        trunk = net.encode(net.prepare(rgb))["trunk"]
+        det = seg.detect(image, trunk)
+        records = seg.segment(image, trunk)
+    assert det.logits.shape[0] == 3 and {r.object_index for r in records} == {0, 1, 2}
     proc = meta.processor.Sam3Processor(ref, resolution=112, device="cpu", confidence_threshold=0.0)
-    for phrase, got in zip(phrases, found):
+    for row, phrase in enumerate(phrases):
         with torch.no_grad():
-            state = proc.set_text_prompt(phrase, proc.set_image(Image.fromarray(rgb.numpy())))
-        torch.testing.assert_close(got.scores, state["scores"], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(got.boxes, state["boxes"], rtol=1e-4, atol=1e-3)
-        assert (got.masks == state["masks"][:, 0]).float().mean() >= 0.9999
-    assert predictor.predict(rgb, []) == []
+            state = proc.set_text_prompt(phrase, proc.set_image(Image.fromarray(image)))
+        found = postprocess(det, row, image.shape[:2], 0.0)
+        torch.testing.assert_close(found.boxes, state["boxes"], rtol=1e-4, atol=1e-3)
+        mine = [r for r in records if r.object_index == row]
+        torch.testing.assert_close(torch.tensor([r.source["score"] for r in mine]), state["scores"], rtol=1e-4,
+                                   atol=1e-5)
+        masks = torch.stack([torch.from_numpy(M.rle_to_mask(r.rle)) for r in mine])
+        assert (masks == state["masks"][:, 0]).float().mean() >= 0.9999

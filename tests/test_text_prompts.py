@@ -1,5 +1,5 @@
 """`sam segment IMAGES --text PHRASE` (SAM 3): the command's masks, scores and categories are the
-detector's (TextPredictor, checked against Meta's processor in test_sam3_parts.py) on a tiny
+detector's (sam3_tiny.PartByPart, checked against Meta's processor in test_sam3_parts.py) on a tiny
 SAM 3 checkpoint in sam3.pt's layout; every format, resume, the embedding cache, bad phrases,
 the download of the gated file from a hub on 127.0.0.1."""
 
@@ -17,7 +17,7 @@ import torch
 
 from cli_helpers import run_sam
 from conftest import EXAMPLES
-from sam3_tiny import save_tiny_sam3
+from sam3_tiny import PartByPart, save_tiny_sam3
 
 PHOTOS = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")
 
@@ -38,11 +38,10 @@ def photos(tmp_path) -> Path:
 
 def _predictor(ckpt: Path):
     from sam_cli.checkpoints import load
-    from sam_cli.models.sam3.model import TextPredictor
 
     loaded = load(checkpoint=ckpt)
     assert loaded.family == "sam3" and loaded.ignored == ("tracker.sam_mask_decoder.iou_token.weight",)
-    return TextPredictor(loaded.net.detector)
+    return PartByPart(loaded.net.detector)
 
 
 def _middle_score(ckpt: Path, phrases: list[str]) -> float:

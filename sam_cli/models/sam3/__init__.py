@@ -13,10 +13,9 @@ it behind the seam, and text_prompts.py runs it over many images.
     geometry.py    the geometry encoder: exemplar boxes and points as prompt tokens (RoIAlign
                    in torch alone), the CLS token a text prompt carries alone
     model.py       the detector assembled under Meta's checkpoint names, its preprocessing and
-                   post-processing (matches Meta's Sam3Image and Sam3Processor end to end), and
-                   TextPredictor: an image encoded once, its phrases decoded together
+                   post-processing (matches Meta's Sam3Image and Sam3Processor end to end)
     checkpoint.py  sam3.pt's `detector.` and `tracker.` keys split, the architecture read back
-                   from shapes, load_detector
+                   from shapes
     family.py      FAMILY and Sam3, the network the engines load: the ViT's output as the
                    cached features, the pyramid made from it
 

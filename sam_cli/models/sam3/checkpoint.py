@@ -79,18 +79,3 @@ def infer_arch(sd: dict[str, torch.Tensor], source: str) -> Sam3Arch:
         geometry_layers=_count(sd, r"geometry_encoder\.encode\.(\d+)\."),
         queries=_shape(sd, "transformer.decoder.query_embed.weight", source)[0],
         interactive=any(k.startswith("backbone.vision_backbone.sam2_convs.") for k in sd))
-
-
-def load_detector(path, device: str | torch.device = "cpu"):
-    """SAM 3's detector from Meta's file (or one in its layout): read without executing code,
-    split, its architecture read back, built on the meta device and given the file's tensors.
-    Returns (the detector in eval mode, the interactive head's tensors)."""
-    from ...checkpoints import load_state_dict_into, read_state_dict
-    from .model import Sam3Detector
-
-    source = str(path)
-    detector, tracker = split(read_state_dict(path), source)
-    with torch.device("meta"):
-        net = Sam3Detector(infer_arch(detector, source))
-    load_state_dict_into(net, detector, source, assign=True)
-    return net.to(device).eval(), tracker

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...errors import CheckpointError, PromptError
-from .checkpoint import DETECTOR, TRACKER, infer_arch
+from ...errors import PromptError
+from .checkpoint import TRACKER, infer_arch, split
 from .model import Sam3Arch, Sam3Detector, preprocess
 
 __all__ = ["FAMILY", "Sam3"]
@@ -106,10 +106,9 @@ class Sam3Family:
         return [k for k in sd if k.startswith(TRACKER)]
 
     def infer_arch(self, sd: dict, source: str = "checkpoint") -> Sam3Arch:
-        detector = {k[len(DETECTOR):]: v for k, v in sd.items() if k.startswith(DETECTOR)}
-        if not detector:
-            raise CheckpointError(f"{source}: no `detector.` tensors: not a SAM 3 checkpoint")
-        return infer_arch(detector, source)
+        """From the detector's tensors (checkpoint.split: a key neither the detector's nor the
+        tracker's is refused by name)."""
+        return infer_arch(split(sd, source)[0], source)
 
     def build(self, arch: Sam3Arch, device: str | torch.device = "cpu") -> Sam3:
         with torch.device(device):

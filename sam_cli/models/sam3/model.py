@@ -141,37 +141,3 @@ def postprocess(det: Detections, row: int, orig_hw: tuple[int, int], threshold: 
     logits = det.masks[row][keep][:, None]
     masks = torch.nn.functional.interpolate(logits, (h, w), mode="bilinear", align_corners=False)[:, 0]
     return Found(scores[keep], boxes, masks.sigmoid() > 0.5)
-
-
-class TextPredictor:
-    """Phrases on an image with a SAM 3 detector: the image encoded once, each phrase's text
-    features computed once for the predictor's life (a run's phrases repeat across images), and
-    all of an image's phrases decoded together, one prompt row each."""
-
-    def __init__(self, net: Sam3Detector, tokenizer=None) -> None:
-        from .tokenizer import Tokenizer
-
-        self.net = net
-        self.tokenizer = tokenizer or Tokenizer()
-        self._text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def text(self, phrases: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(padding, features) of the phrases, rows in order; each phrase encoded once."""
-        new = [p for p in dict.fromkeys(phrases) if p not in self._text]
-        if new:
-            pad, feats = self.net.encode_text(self.tokenizer(new).to(next(self.net.parameters()).device))
-            self._text.update({p: (pad[i], feats[i]) for i, p in enumerate(new)})
-        return (torch.stack([self._text[p][0] for p in phrases]), torch.stack([self._text[p][1] for p in phrases]))
-
-    @torch.no_grad()
-    def predict(self, rgb: torch.Tensor, phrases: list[str], threshold: float = 0.5) -> list[Found]:
-        """H×W×3 uint8 and its phrases → what each phrase found (scores above `threshold`)."""
-        if not phrases:
-            return []
-        size = self.net.arch.vit.img_size
-        device = next(self.net.parameters()).device
-        levels = self.net.encode_image(preprocess(rgb, size).to(device))
-        pad, text = self.text(phrases)
-        n = len(phrases)
-        det = self.net.detect([lv.expand(n, -1, -1, -1) for lv in levels], pad, text)
-        return [postprocess(det, i, tuple(rgb.shape[:2]), threshold) for i in range(n)]
