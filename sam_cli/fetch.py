@@ -98,9 +98,10 @@ def describe(model: str | None, checkpoint: str | Path | None) -> str:
         return f"checkpoint {os.path.realpath(checkpoint)} ({size})"
     name = model or DEFAULT_MODEL
     m = MODELS[name]
-    if not expected_sha256(m):  # published with no hash: named by where it comes from
+    want = expected_sha256(m)
+    if not want:  # published with no hash: named by where it comes from
         return f"{name} ({m.weights.hub} {m.weights.file_name})"
-    return f"{name} sha256 {expected_sha256(m)}"
+    return f"{name} sha256 {want}"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -209,8 +210,8 @@ def _download(
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "segment-anything-cli"})
     hub = from_hub(model)
-    if hub and hf_token():  # to the hub only, not to the storage it redirects to
-        req.add_unredirected_header("Authorization", f"Bearer {hf_token()}")
+    if hub and (token := hf_token()):  # to the hub only, not to the storage it redirects to
+        req.add_unredirected_header("Authorization", f"Bearer {token}")
     if have:
         req.add_header("Range", f"bytes={have}-")
     redirects = _Redirects()

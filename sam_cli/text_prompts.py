@@ -50,7 +50,7 @@ def check_phrase(text: str, where: str = "--text") -> str:
     characters, longer than MAX_PHRASE)."""
     if not text.strip():
         raise PromptError(f"{where}: the phrase is empty")
-    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in " "), None)
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf")), None)
     if bad is not None:
         raise PromptError(f"{where} {text[:40]!r}: holds a control character (U+{ord(bad):04X})")
     if len(text) > MAX_PHRASE:
@@ -69,10 +69,6 @@ class TextSettings:
     min_score: float = DEFAULT_MIN_SCORE
     exemplars: tuple[tuple[float, float, float, float], ...] = ()
     exemplar_labels: tuple[int, ...] = ()
-
-    @property
-    def categories(self) -> tuple[str, ...]:
-        return self.phrases
 
 
 @dataclass
