@@ -138,6 +138,7 @@ def segment(
     """Segment objects from points, boxes or mask prompts: in one image, or in every image of a
     prompt file (--prompts)."""
     from ..errors import PromptError
+    from ..io.formats import DEFAULT_FORMATS
 
     texts = text is not None or exemplar is not None or neg_exemplar is not None
     if texts and prompts is not None:
@@ -145,11 +146,10 @@ def segment(
     _check_modes(ctx, "text" if texts else "prompts" if prompts is not None else "one")
     if not output:
         raise PromptError("missing option -o/--output")
+    formats = tuple(dict.fromkeys(fmt or DEFAULT_FORMATS))  # many images' (-f is refused for one)
     if texts:
-        from ..io.formats import DEFAULT_FORMATS
         from .text import segment_texts
 
-        formats = tuple(dict.fromkeys(fmt or DEFAULT_FORMATS))
         return segment_texts(
             image or [], O.output_folder(output), phrases=text or [], exemplars=exemplar or [],
             neg_exemplars=neg_exemplar or [], min_score=min_score, formats=formats,
@@ -161,10 +161,8 @@ def segment(
         raise PromptError("--best-mask and --multimask ask for different masks; give one")
     choice = "all" if multimask else "best" if best_mask else "first"
     if prompts is not None:
-        from ..io.formats import DEFAULT_FORMATS
         from .prompted import segment_prompts
 
-        formats = tuple(dict.fromkeys(fmt or DEFAULT_FORMATS))
         return segment_prompts(
             prompts, O.output_folder(output), images=images, prompt_format=prompt_format, coco_dataset=coco_dataset,
             class_names=class_names, min_score=min_score, choice=choice, refine=refine, formats=formats,
