@@ -30,6 +30,7 @@ from . import masks as M
 from .engines import EngineKind
 from .errors import InputError, PromptError, SamError
 from .inputs import read_input
+from .models.features import ImageFeatures
 from .stream import ENCODING, ImageResult, each_image, in_batches, read_ahead
 
 #: SAM 3's processor keeps detections above this score (Sam3Processor's confidence_threshold)
@@ -77,7 +78,7 @@ class _Loaded:
     image: np.ndarray | None
     x: torch.Tensor | None  # 1×3×S×S for the encoder; None if cached
     key: str
-    cached: dict | None
+    cached: ImageFeatures | None  # the embedding cache's
     error: SamError | None
     started: float
 
@@ -89,15 +90,16 @@ class TextSegmenter:
     def __init__(self, net, settings: TextSettings, *, cache=None,
                  on_phrases: Callable[[int], None] | None = None) -> None:
         from .models.sam3.tokenizer import Tokenizer
+        from .predictor import Predictor
 
         self.net, self.s, self.cache = net, settings, cache
         self.on_phrases = on_phrases or (lambda n: None)
-        self.tokenizer = Tokenizer()
         rows = list(settings.phrases) or [VISUAL]
         with torch.inference_mode():  # once for the run: every image reads the same phrases
-            pad, feats = net.detector.encode_text(self.tokenizer(rows).to(net.device))
+            pad, feats = net.detector.encode_text(Tokenizer()(rows).to(net.device))
         self.text_pad, self.text = pad, feats
         self.size = net.img_size
+        self.lookup = Predictor(net, cache).lookup  # an image's cache key and cached features
 
     def load(self, item) -> _Loaded:
         t = time.perf_counter()
@@ -105,13 +107,8 @@ class TextSegmenter:
             if getattr(item, "error", None) is not None:
                 raise item.error
             img = read_input(item)
-            key, cached, x = "", None, None
-            if self.cache is not None:
-                key = self.cache.key(img, (self.size, self.size))
-                found = self.cache.load(key, (self.size, self.size), img.shape[:2])
-                cached = None if found is None else found.tensors
-            if cached is None:
-                x = self.net.prepare(torch.from_numpy(np.ascontiguousarray(img)))
+            key, _, cached = self.lookup(img)
+            x = None if cached is not None else self.net.prepare(torch.from_numpy(np.ascontiguousarray(img)))
             return _Loaded(item, img, x, key, cached, None, t)
         except SamError as e:
             err = e
@@ -122,8 +119,6 @@ class TextSegmenter:
     @torch.inference_mode()
     def embed(self, batch: list[_Loaded]) -> list[torch.Tensor]:
         """Each image's ViT output (1×C×g×g on the device): the cache's, or one encoder call."""
-        from .models.features import ImageFeatures
-
         todo = [ld for ld in batch if ld.x is not None]
         new = iter(self.net.encode(torch.cat([ld.x for ld in todo]))["trunk"].split(1) if todo else [])
         out = []
