@@ -17,12 +17,12 @@ TINY = dict(vit=dict(img_size=112, dim=128, depth=4, heads=2, window=4, global_b
             dim=64, heads=2, ffn=96, encoder_layers=2, decoder_layers=2, geometry_layers=1, queries=12)
 
 
-def tiny_detector(seed: int = 0):
+def tiny_detector(seed: int = 0, sizes: dict = TINY):
     from sam_cli.models.sam3.model import Sam3Arch, Sam3Detector
     from sam_cli.models.sam3.text import TextArch
     from sam_cli.models.sam3.vit import VitArch
 
-    a = dict(TINY)
+    a = dict(sizes)
     arch = Sam3Arch(vit=VitArch(**a.pop("vit")), text=TextArch(**a.pop("text")), **a)
     net = Sam3Detector(arch).eval()
     g = torch.Generator().manual_seed(seed)
@@ -32,9 +32,9 @@ def tiny_detector(seed: int = 0):
     return net
 
 
-def save_tiny_sam3(path: Path, seed: int = 0) -> Path:
+def save_tiny_sam3(path: Path, seed: int = 0, sizes: dict = TINY) -> Path:
     """The tiny detector in sam3.pt's layout, with a few `tracker.` keys beside it."""
-    sd = {f"detector.{k}": v for k, v in tiny_detector(seed).state_dict().items()}
+    sd = {f"detector.{k}": v for k, v in tiny_detector(seed, sizes).state_dict().items()}
     sd["tracker.sam_mask_decoder.iou_token.weight"] = torch.zeros(4, 64)
     torch.save({"model": sd}, path)
     return path

@@ -16,9 +16,9 @@ from .text import TextArch
 from .vit import VitArch
 
 DETECTOR, TRACKER = "detector.", "tracker."
-#: head width of every attention in SAM 3 (the ViT's 1024 / 16, the text encoder's 1024 / 16,
-#: the detector's 256 / 8): the head counts are not in the tensors' shapes
-HEAD_DIM = {"vit": 64, "text": 64, "detector": 32}
+#: head width of the text encoder's attention (1024 / 16) and the detector's (256 / 8): their
+#: head counts are not in the tensors' shapes (the ViT's is, in its rotary tables)
+HEAD_DIM = {"text": 64, "detector": 32}
 
 
 def split(sd: dict[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -54,7 +54,8 @@ def infer_arch(sd: dict[str, torch.Tensor], source: str) -> Sam3Arch:
     t = "backbone.vision_backbone.trunk."
     dim, _, patch, _ = _shape(sd, t + "patch_embed.proj.weight", source)
     depth = _count(sd, re.escape(t) + r"blocks\.(\d+)\.")
-    rope = {i: _shape(sd, f"{t}blocks.{i}.attn.freqs_cis", source)[0] for i in range(depth)}
+    tables = {i: _shape(sd, f"{t}blocks.{i}.attn.freqs_cis", source) for i in range(depth)}
+    rope = {i: shape[0] for i, shape in tables.items()}  # tokens a block attends over; a row is head_dim / 2
     window_tokens = min(rope.values())
     grid_tokens = max(rope.values())
     window, grid = round(window_tokens ** 0.5), round(grid_tokens ** 0.5)
@@ -63,7 +64,7 @@ def infer_arch(sd: dict[str, torch.Tensor], source: str) -> Sam3Arch:
     pretrain = round((_shape(sd, t + "pos_embed", source)[1] - 1) ** 0.5) * patch
     hidden = _shape(sd, t + "blocks.0.mlp.fc1.weight", source)[0]
     d_model = _shape(sd, "backbone.vision_backbone.convs.0.conv_1x1.weight", source)[0]
-    vit = VitArch(img_size=grid * patch, patch=patch, dim=dim, depth=depth, heads=dim // HEAD_DIM["vit"],
+    vit = VitArch(img_size=grid * patch, patch=patch, dim=dim, depth=depth, heads=dim // (2 * tables[0][1]),
                   mlp_ratio=hidden / dim, window=window if window != grid else 0, global_blocks=global_blocks,
                   pretrain_size=pretrain, d_model=d_model)
     e = "backbone.language_backbone.encoder."
