@@ -172,7 +172,7 @@ complete -c sam -n '__fish_seen_subcommand_from segment' -l refine -d 'Decode ea
 complete -c sam -n '__fish_seen_subcommand_from segment' -l output -s o -r -F -d 'OUT.png, OUT.json or - (PNG to stdout); with --prompts, a folder.  [required]'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l overlay -r -F -d 'Also write a picture of the masks over the image.'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l save-logits -r -F -d 'Also save low-res logits (.npy) to feed back with --mask-input.'
-complete -c sam -n '__fish_seen_subcommand_from segment' -l prompts -x -d 'Segment every image a prompt file names, with its boxes, points or masks: JSON L'
+complete -c sam -n '__fish_seen_subcommand_from segment' -l prompts -x -d 'Segment every image a prompt file names, with its boxes, points or masks (or, wi'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l images -x -d 'Where the prompt file\'s image paths start, a folder or a bucket\'s prefix (defa'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l prompt-format -x -a 'jsonl' -d 'jsonl'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l prompt-format -x -a 'coco' -d 'coco'

@@ -200,13 +200,24 @@ AUTOMATIC = EngineKind("automatic", _build_automatic, _automatic_record)
 
 @dataclass(frozen=True)
 class PromptSettings:
-    prompts: str  # the prompt file, as io.sources.identity names it
+    prompts: str  # the prompt file, as io.sources.identity names it (with its --min-score)
     choice: str = "first"  # predictor.MASK_CHOICES
     refine: bool = False
+    min_score: float | None = None  # --min-score: with SAM 3, the detections' threshold too
 
 
-def _build_prompts(job, loaded: LoadedModel, note, progress) -> PromptEngine:
+def _build_prompts(job, loaded: LoadedModel, note, progress):
     r, s = job.run, job.settings
+    if getattr(loaded.net, "text_prompts", False):  # SAM 3: the file's concepts (text, exemplars)
+        from .errors import PromptError
+        from .text_prompts import DEFAULT_MIN_SCORE, TextEngine, TextSettings
+
+        if s.choice != "first" or s.refine:
+            raise PromptError("--multimask, --best-mask and --refine choose among SAM 1 and SAM 2's masks; SAM 3 "
+                              "gives one mask per instance found")
+        return TextEngine(loaded, TextSettings((), DEFAULT_MIN_SCORE if s.min_score is None else s.min_score),
+                          batch_size=r.batch_size, workers=r.workers, reads=r.reads,
+                          embedding_cache=r.embedding_cache, warn=note, on_phrases=progress)
     return PromptEngine(loaded, choice=s.choice, refine=s.refine, batch_size=r.batch_size, workers=r.workers, reads=r.reads,
                         embedding_cache=r.embedding_cache, warn=note, on_objects=progress)
 

@@ -158,7 +158,8 @@ class TextEval:
 
     def __init__(self, net, gt: GroundTruth) -> None:
         from .errors import InputError, PromptError
-        from .text_prompts import TextSegmenter, TextSettings, check_phrase
+        from .prompts import check_phrase
+        from .text_prompts import TextSegmenter, TextSettings
 
         if not gt.categories:
             raise InputError(f"{gt.path}: no categories with names: --text takes their names as the phrases")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import masks as M
-from .errors import InputError, SamError
+from .errors import InputError, PromptError, SamError
 from .inputs import read_input
 from .models.features import ImageFeatures
 from .predictor import CPU_DECODER_BATCH, Predictor
@@ -70,6 +70,8 @@ class PromptSegmenter:
         try:
             if item.error is not None:
                 raise item.error
+            if concept := next((o for o in item.objects if o.concept), None):
+                raise PromptError(f"{concept.where}: a text or exemplar prompt needs a SAM 3 model (--model sam3)")
             img = read_input(item)
             hw = (img.shape[0], img.shape[1])
             prompts = [o.in_pixels(hw, str(item.path)) for o in item.objects]

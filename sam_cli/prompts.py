@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from .errors import InputError, PromptError, SamError
 from .transforms import target_size
 
 MASK_LOGIT = 10.0  # a binary mask prompt becomes logits of +10 inside, −10 outside
+#: Longest phrase taken, in characters: a noun phrase, not a paragraph (SAM 3 reads 32 tokens)
+MAX_PHRASE = 300
 
 
 def parse_numbers(text: str, n: int, option: str) -> list[float]:
@@ -25,6 +28,20 @@ def parse_numbers(text: str, n: int, option: str) -> list[float]:
     if not all(np.isfinite(vals)):
         raise PromptError(f"{option} {text!r}: {what} must be finite numbers")
     return vals
+
+
+def check_phrase(text: str, where: str = "--text") -> str:
+    """A phrase as given, or PromptError saying what is wrong with it (empty, control
+    characters, longer than MAX_PHRASE)."""
+    if not text.strip():
+        raise PromptError(f"{where}: the phrase is empty")
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf")), None)
+    if bad is not None:
+        raise PromptError(f"{where} {text[:40]!r}: holds a control character (U+{ord(bad):04X})")
+    if len(text) > MAX_PHRASE:
+        raise PromptError(f"{where}: a phrase of {len(text)} characters; SAM 3 reads a short noun phrase "
+                          f"(at most {MAX_PHRASE} characters here, 32 tokens in the model)")
+    return text
 
 
 @dataclass
@@ -139,11 +156,19 @@ class ObjectPrompt:
     object_id: int | str | None = None  # the input's own id for the object
     normalized: bool = False  # box and points in 0..1 of the image's width and height (YOLO)
     where: str = ""  # "dets.jsonl line 12, object 3", for messages
+    text: str | None = None  # a concept (SAM 3): every instance of the phrase
+    exemplars: tuple[tuple[float, float, float, float], ...] = ()  # the concept's example boxes, XYXY
+    exemplar_labels: tuple[int, ...] = ()  # per exemplar: 1 an example, 0 a counter-example
 
     @property
     def signature(self) -> tuple[bool, int, bool]:
         """Objects with the same signature are decoded together in one batch."""
         return (self.box is not None, len(self.points), self.mask is not None)
+
+    @property
+    def concept(self) -> bool:
+        """A text or exemplar object (SAM 3's concept prompt), not a point, box or mask one."""
+        return self.text is not None or bool(self.exemplars)
 
     def in_pixels(self, hw: tuple[int, int], image_name: str) -> ResolvedPrompt:
         """The prompts in the pixels of an H×W image: normalised ones scaled, a box that
@@ -159,20 +184,28 @@ class ObjectPrompt:
         box = None
         if self.box is not None:
             x0, y0, x1, y1 = self.box
-            box = np.array([x0 * sx, y0 * sy, x1 * sx, y1 * sy], np.float64)
-            size_xy = np.array([w, h, w, h], np.float64)
-            slack = np.maximum(size_xy * BOX_SLACK, 2.0)
-            if (box < -slack).any() or (box > size_xy + slack).any():
-                shown = ",".join(f"{v:g}" for v in box)
-                raise PromptError(f"{self.where}: box {shown} is outside {size}")
-            box = np.clip(box, 0, size_xy)
+            box = _clipped(np.array([x0 * sx, y0 * sy, x1 * sx, y1 * sy], np.float64), hw, self.where, size)
         mask = None
         if self.mask is not None:
             try:
                 mask = load_mask_prompt(self.mask, hw)
             except SamError as e:
                 raise PromptError(f"{self.where}: {e}") from None
-        return ResolvedPrompt(box, points, np.array(self.labels, np.int64), mask)
+        exemplars = np.array([_clipped(np.array(b, np.float64) * (sx, sy, sx, sy), hw, self.where, size)
+                              for b in self.exemplars], np.float64).reshape(-1, 4)
+        return ResolvedPrompt(box, points, np.array(self.labels, np.int64), mask, exemplars)
+
+
+def _clipped(box: np.ndarray, hw: tuple[int, int], where: str, size: str) -> np.ndarray:
+    """An XYXY box in pixels clipped to the image, or PromptError when it overshoots by more
+    than BOX_SLACK."""
+    h, w = hw
+    size_xy = np.array([w, h, w, h], np.float64)
+    slack = np.maximum(size_xy * BOX_SLACK, 2.0)
+    if (box < -slack).any() or (box > size_xy + slack).any():
+        shown = ",".join(f"{v:g}" for v in box)
+        raise PromptError(f"{where}: box {shown} is outside {size}")
+    return np.clip(box, 0, size_xy)
 
 
 @dataclass(frozen=True)
@@ -183,3 +216,4 @@ class ResolvedPrompt:
     points: np.ndarray  # N×2 XY
     labels: np.ndarray  # N
     mask: np.ndarray | None  # 1×256×256 low-res logits
+    exemplars: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # E×4 XYXY (a concept's)

@@ -19,7 +19,6 @@ phrase's index and mask_index the detector's query.
 from __future__ import annotations
 
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -35,8 +34,6 @@ from .stream import ENCODING, ImageResult, each_image, in_batches, read_ahead
 
 #: SAM 3's processor keeps detections above this score (Sam3Processor's confidence_threshold)
 DEFAULT_MIN_SCORE = 0.5
-#: Longest phrase taken, in characters: a noun phrase, not a paragraph (SAM 3 reads 32 tokens)
-MAX_PHRASE = 300
 #: The phrase SAM 3's processor pairs exemplar boxes with when no text is given
 VISUAL = "visual"
 #: Kept detections whose full-size masks are made at once (each H×W float32)
@@ -44,20 +41,6 @@ MASKS_AT_ONCE = 16
 #: Phrases through the detector at once: each row holds the pyramid and every query's mask
 #: logits at 288² (about 0.2 GB a row at full size), so 80 class names do not take 16 GB
 PHRASES_AT_ONCE = 8
-
-
-def check_phrase(text: str, where: str = "--text") -> str:
-    """A phrase as given, or PromptError saying what is wrong with it (empty, control
-    characters, longer than MAX_PHRASE)."""
-    if not text.strip():
-        raise PromptError(f"{where}: the phrase is empty")
-    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf")), None)
-    if bad is not None:
-        raise PromptError(f"{where} {text[:40]!r}: holds a control character (U+{ord(bad):04X})")
-    if len(text) > MAX_PHRASE:
-        raise PromptError(f"{where}: a phrase of {len(text)} characters; SAM 3 reads a short noun phrase "
-                          f"(at most {MAX_PHRASE} characters here, 32 tokens in the model)")
-    return text
 
 
 @dataclass(frozen=True)
@@ -72,11 +55,50 @@ class TextSettings:
     exemplar_labels: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class Concept:
+    """One prompt row of an image: a phrase (None: exemplars alone, sent with VISUAL, as Meta's
+    processor does) with its exemplar boxes (XYXY in the image's pixels) and their labels;
+    index: the row's object_index in the records; source: what the records say of it
+    (category, category_id, object_id)."""
+
+    phrase: str | None
+    exemplars: tuple[tuple[float, float, float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    index: int = 0
+    source: tuple[tuple[str, object], ...] = ()
+
+
+def settings_concepts(s: TextSettings) -> list[Concept]:
+    """`--text`'s rows: each phrase (category id its place, from 1) with the run's exemplars."""
+    if not s.phrases:
+        return [Concept(None, s.exemplars, s.exemplar_labels)]
+    return [Concept(p, s.exemplars, s.exemplar_labels, i, (("category_id", i + 1), ("category", p)))
+            for i, p in enumerate(s.phrases)]
+
+
+def object_concepts(objects, hw: tuple[int, int], image: str) -> list[Concept]:
+    """A prompt file's objects of one image as rows (their exemplars checked against the
+    image); PromptError for an object that is not a concept (a box, point or mask prompt)."""
+    out = []
+    for i, o in enumerate(objects):
+        if not o.concept:
+            from .models.sam3.family import NO_POINTS
+
+            raise PromptError(f"{o.where}: a box, point or mask object with a SAM 3 model: {NO_POINTS}")
+        boxes = tuple(tuple(float(v) for v in b) for b in o.in_pixels(hw, image).exemplars)
+        source = (("category_id", o.category_id), ("category", o.category if o.category is not None else o.text),
+                  ("object_id", o.object_id))
+        out.append(Concept(o.text, boxes, o.exemplar_labels, i, source))
+    return out
+
+
 @dataclass
 class _Loaded:
     item: object
     image: np.ndarray | None
-    x: torch.Tensor | None  # 1×3×S×S for the encoder; None if cached
+    concepts: list[Concept]
+    x: torch.Tensor | None  # 1×3×S×S for the encoder; None if cached or without concepts
     key: str
     cached: ImageFeatures | None  # the embedding cache's
     error: SamError | None
@@ -84,8 +106,9 @@ class _Loaded:
 
 
 class TextSegmenter:
-    """A SAM 3 network's detections of phrases on images. on_phrases: called with the number
-    of phrase rows decoded (progress)."""
+    """A SAM 3 network's detections of concepts (phrases, exemplars) on images: `--text`'s
+    for every image, or each prompt-file image's own. A phrase's text features are computed
+    once for the run. on_phrases: called with the number of rows decoded (progress)."""
 
     def __init__(self, net, settings: TextSettings, *, cache=None,
                  on_phrases: Callable[[int], None] | None = None) -> None:
@@ -94,12 +117,22 @@ class TextSegmenter:
 
         self.net, self.s, self.cache = net, settings, cache
         self.on_phrases = on_phrases or (lambda n: None)
-        rows = list(settings.phrases) or [VISUAL]
-        with torch.inference_mode():  # once for the run: every image reads the same phrases
-            pad, feats = net.detector.encode_text(Tokenizer()(rows).to(net.device))
-        self.text_pad, self.text = pad, feats
+        self.tokenizer = Tokenizer()
+        self._text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # phrase → (padding, features)
+        self.concepts = settings_concepts(settings)
+        self.text_features([c.phrase for c in self.concepts])  # before the first image
         self.size = net.img_size
         self.lookup = Predictor(net, cache).lookup  # an image's cache key and cached features
+
+    @torch.inference_mode()
+    def text_features(self, phrases: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(padding, features) rows for the phrases (None: VISUAL), each phrase encoded once."""
+        rows = [VISUAL if p is None else p for p in phrases]
+        new = list(dict.fromkeys(p for p in rows if p not in self._text))
+        if new:
+            pad, feats = self.net.detector.encode_text(self.tokenizer(new).to(self.net.device))
+            self._text.update({p: (pad[i], feats[i]) for i, p in enumerate(new)})
+        return (torch.stack([self._text[p][0] for p in rows]), torch.stack([self._text[p][1] for p in rows]))
 
     def load(self, item) -> _Loaded:
         t = time.perf_counter()
@@ -107,14 +140,19 @@ class TextSegmenter:
             if getattr(item, "error", None) is not None:
                 raise item.error
             img = read_input(item)
-            key, _, cached = self.lookup(img)
-            x = None if cached is not None else self.net.prepare(torch.from_numpy(np.ascontiguousarray(img)))
-            return _Loaded(item, img, x, key, cached, None, t)
+            objects = getattr(item, "objects", None)  # a prompt file's item: its own concepts
+            concepts = self.concepts if objects is None else object_concepts(objects, img.shape[:2], str(item.path))
+            key, cached, x = "", None, None
+            if concepts:
+                key, _, cached = self.lookup(img)
+                if cached is None:
+                    x = self.net.prepare(torch.from_numpy(np.ascontiguousarray(img)))
+            return _Loaded(item, img, concepts, x, key, cached, None, t)
         except SamError as e:
             err = e
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's failure
             err = InputError(f"{item.path}: {type(e).__name__}: {e}")
-        return _Loaded(item, None, None, "", None, err, t)
+        return _Loaded(item, None, [], None, "", None, err, t)
 
     @torch.inference_mode()
     def embed(self, batch: list[_Loaded]) -> list[torch.Tensor]:
@@ -130,62 +168,76 @@ class TextSegmenter:
                     self.cache.save(ld.key, ImageFeatures(self.net.family, {"trunk": t.cpu()}, (self.size,) * 2,
                                                           tuple(ld.image.shape[:2])))
                 out.append(t)
-            else:
+            elif ld.cached is not None:
                 out.append(ld.cached["trunk"].to(self.net.device))
+            else:
+                out.append(None)  # no concept to find
         return out
 
     @torch.inference_mode()
-    def detect(self, image: np.ndarray, trunk: torch.Tensor, rows: slice = slice(None), levels=None):
-        """One image's Detections (models/sam3/model.py), a prompt row per phrase (those of
-        `rows`): the phrase's text with the exemplar boxes (cx, cy, w, h in [0, 1] of the image,
-        as Meta's processor sends them). levels: the pyramid of `trunk`, if made already."""
-        pad, text = self.text_pad[rows], self.text[rows]
-        n = text.shape[0]
+    def detect(self, image: np.ndarray, trunk: torch.Tensor, concepts: list[Concept] | None = None, levels=None):
+        """One image's Detections (models/sam3/model.py), a prompt row per concept (default:
+        `--text`'s), all with the same number of exemplars: the phrase's text with the exemplar
+        boxes (cx, cy, w, h in [0, 1] of the image, as Meta's processor sends them). levels: the
+        pyramid of `trunk`, if made already."""
+        concepts = self.concepts if concepts is None else concepts
+        pad, text = self.text_features([c.phrase for c in concepts])
+        n = len(concepts)
         levels = [lv.expand(n, -1, -1, -1) for lv in (levels or self.net.pyramid(trunk))]
         boxes = labels = None
-        if self.s.exemplars:
+        if concepts[0].exemplars:
             h, w = image.shape[:2]
-            b = torch.tensor(self.s.exemplars, dtype=torch.float32, device=self.net.device)
-            cxcywh = torch.stack(((b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
-                                  (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h), -1)
-            boxes = cxcywh[None].expand(n, -1, -1)
-            labels = torch.tensor(self.s.exemplar_labels, dtype=torch.float32, device=self.net.device)[None].expand(n, -1)
+            dev = self.net.device
+            b = torch.tensor([c.exemplars for c in concepts], dtype=torch.float32, device=dev)  # n×E×4
+            boxes = torch.stack(((b[..., 0] + b[..., 2]) / 2 / w, (b[..., 1] + b[..., 3]) / 2 / h,
+                                 (b[..., 2] - b[..., 0]) / w, (b[..., 3] - b[..., 1]) / h), -1)
+            labels = torch.tensor([c.labels for c in concepts], dtype=torch.float32, device=dev)
         return self.net.detector.detect(levels, pad, text, boxes=boxes, box_labels=labels)
 
     @torch.inference_mode()
-    def segment(self, image: np.ndarray, trunk: torch.Tensor) -> list[M.PromptedMask]:
-        """One image's detections of every phrase, phrase by phrase, each in query order."""
+    def segment(self, image: np.ndarray, trunk: torch.Tensor | None,
+                concepts: list[Concept] | None = None) -> list[M.PromptedMask]:
+        """One image's detections of every concept (default: `--text`'s), concept by concept,
+        each in query order."""
         from .models.sam3.model import postprocess
 
+        concepts = self.concepts if concepts is None else concepts
+        if not concepts:
+            return []
         hw = (image.shape[0], image.shape[1])
         levels = self.net.pyramid(trunk)
-        records: list[M.PromptedMask] = []
-        n = self.text.shape[0]
-        for first in range(0, n, PHRASES_AT_ONCE):  # each row holds its own copy of the finest level
-            det = self.detect(image, trunk, slice(first, first + PHRASES_AT_ONCE), levels)
-            for i in range(det.logits.shape[0]):
-                queries = torch.nonzero(det.scores[i] > self.s.min_score).flatten().tolist()
-                for k in range(0, len(queries), MASKS_AT_ONCE):
-                    part = queries[k : k + MASKS_AT_ONCE]
-                    found = postprocess(_rows(det, i, part), 0, hw, -1.0)
-                    rles = M.masks_to_rle(found.masks)
-                    boxes_px = M.masks_to_boxes(found.masks).tolist()
-                    for q, rle, box, score in zip(part, rles, boxes_px, found.scores.float().tolist()):
-                        records.append(self._record(first + i, q, rle, box, score))
-                self.on_phrases(1)
-            del det
-        return records
+        groups: dict[int, list[Concept]] = {}  # rows with as many exemplars go through together
+        for c in concepts:
+            groups.setdefault(len(c.exemplars), []).append(c)
+        found: dict[int, list[M.PromptedMask]] = {}
+        for group in groups.values():
+            for first in range(0, len(group), PHRASES_AT_ONCE):  # each row holds its own copy of the finest level
+                part = group[first : first + PHRASES_AT_ONCE]
+                det = self.detect(image, trunk, part, levels)
+                for i, c in enumerate(part):
+                    queries = torch.nonzero(det.scores[i] > self.s.min_score).flatten().tolist()
+                    recs = found.setdefault(c.index, [])
+                    for k in range(0, len(queries), MASKS_AT_ONCE):
+                        chunk = queries[k : k + MASKS_AT_ONCE]
+                        kept = postprocess(_rows(det, i, chunk), 0, hw, -1.0)
+                        rles = M.masks_to_rle(kept.masks)
+                        boxes_px = M.masks_to_boxes(kept.masks).tolist()
+                        for q, rle, box, score in zip(chunk, rles, boxes_px, kept.scores.float().tolist()):
+                            recs.append(_mask_record(c, q, rle, box, score))
+                    self.on_phrases(1)
+                del det
+        return [r for c in concepts for r in found.get(c.index, [])]
 
-    def _record(self, row: int, query: int, rle: dict, box: list[int], score: float) -> M.PromptedMask:
-        phrase = self.s.phrases[row] if self.s.phrases else None
-        prompt: dict = {"text": phrase} if phrase is not None else {}
-        if self.s.exemplars:
-            prompt["exemplars"] = [list(b) for b in self.s.exemplars]
-            prompt["exemplar_labels"] = list(self.s.exemplar_labels)
-        source = {"category_id": row + 1, "category": phrase, "score": round(score, 6)} if phrase is not None else \
-            {"score": round(score, 6)}
-        # SAM 3 has no IoU head: predicted_iou repeats the detection's score
-        return M.PromptedMask(rle, box, round(score, 6), row, query, prompt, source)
+
+def _mask_record(c: Concept, query: int, rle: dict, box: list[int], score: float) -> M.PromptedMask:
+    prompt: dict = {"text": c.phrase} if c.phrase is not None else {}
+    if c.exemplars:
+        prompt["exemplars"] = [[round(v, 3) for v in b] for b in c.exemplars]
+        prompt["exemplar_labels"] = list(c.labels)
+    source = {k: v for k, v in c.source if v is not None}
+    source["score"] = round(score, 6)
+    # SAM 3 has no IoU head: predicted_iou repeats the detection's score
+    return M.PromptedMask(rle, box, round(score, 6), c.index, query, prompt, source)
 
 
 def _rows(det, row: int, queries: list[int]):
@@ -207,7 +259,8 @@ def segment_texts(
         t0 = time.perf_counter()
         if any(ld.x is not None for ld in batch):
             seg.on_phrases(ENCODING)
-        yield from each_image(batch, seg.embed(batch), lambda ld, trunk: seg.segment(ld.image, trunk), t0)
+        yield from each_image(batch, seg.embed(batch), lambda ld, trunk: seg.segment(ld.image, trunk, ld.concepts),
+                              t0)
 
     loaded = read_ahead(seg.load, jobs, workers, max(ahead, 2 * batch_size), reads)
     yield from in_batches(loaded, _Loaded, flush, lambda b: len(b) >= batch_size)

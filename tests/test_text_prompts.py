@@ -150,7 +150,7 @@ def test_a_bad_phrase_is_one_line_and_exit_2(sam3_ckpt, photos, tmp_path, phrase
 def test_what_does_not_go_with_text_is_refused(sam3_ckpt, photos, tmp_path, tiny_ckpt):
     cases = [
         (["--point", "3,4"], "does not go with --text"),
-        (["--prompts", "x.jsonl"], "give one"),
+        (["--prompts", "x.jsonl"], "a prompt file gives its own phrases"),
         (["--refine"], "does not go with --text"),
         (["--exemplar", "1,2,30,40"], "give that one image"),  # a folder
         (["--min-score", "1.5"], "between 0 and 1"),
@@ -165,6 +165,79 @@ def test_what_does_not_go_with_text_is_refused(sam3_ckpt, photos, tmp_path, tiny
     assert r.returncode == 2 and b"point-and-box head is not in sam yet" in r.stderr, r.stderr
     r = run_sam("auto", photos, "-o", tmp_path / "a", "-c", sam3_ckpt)
     assert r.returncode == 2 and b"automatic mode" in r.stderr, r.stderr
+
+
+def _annotations(path: Path) -> list[tuple]:
+    """A coco-rle file's masks as (phrase, score, mask, prompt), in order."""
+    return [(a["category"], a["score"], a["segmentation"]["counts"], a["prompt"])
+            for a in json.loads(path.read_text())["annotations"]]
+
+
+def test_a_prompt_file_of_phrases_and_exemplars_finds_what_text_finds(sam3_ckpt, photos, tmp_path):
+    """Phrases in a prompt file, each image its own (a line's "text", an object's text with
+    exemplars, a CSV's text column with a row per exemplar): each image's masks, scores and
+    prompts those of `--text` with the same phrases (and --exemplar boxes) on that image; the
+    CSV the same as the JSON Lines; categories the phrases, or the object's own category."""
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text("\n".join(json.dumps(x) for x in [
+        {"image": "chelsea.jpg", "text": ["cat", "a sofa"]},
+        {"image": "coffee.jpg", "objects": [{"text": "cup", "exemplars": [[30, 40, 200, 180]],
+                                             "neg_exemplars": [[250, 10, 390, 90]], "category": "mug", "id": "9"}]},
+        {"image": "sub/astronaut.jpg", "text": "person"},
+    ]) + "\n")
+    csv = tmp_path / "p.csv"
+    csv.write_text("image,text,x0,y0,x1,y1,label,category,id\nchelsea.jpg,cat,,,,,,,\nchelsea.jpg,a sofa,,,,,,,\n"
+                   "coffee.jpg,cup,30,40,200,180,1,mug,9\ncoffee.jpg,cup,250,10,390,90,0,,\n"
+                   "sub/astronaut.jpg,person,,,,,,,\n")
+    common = ["-c", sam3_ckpt, "--min-score", "0", "-f", "coco-rle", "-f", "coco", "--images", photos]
+    for src, out in ((jsonl, tmp_path / "j"), (csv, tmp_path / "c")):
+        r = run_sam("segment", "--prompts", src, "-o", out, *common)
+        assert r.returncode == 0, r.stderr
+    for rel in ("chelsea.jpg", "coffee.jpg", "sub/astronaut.jpg"):
+        assert (tmp_path / "j" / f"{rel}.json").read_bytes() == (tmp_path / "c" / f"{rel}.json").read_bytes()
+    wants = {"chelsea.jpg": ["--text", "cat", "--text", "a sofa"], "sub/astronaut.jpg": ["--text", "person"],
+             "coffee.jpg": ["--text", "cup", "--exemplar", "30,40,200,180", "--neg-exemplar", "250,10,390,90"]}
+    found = 0
+    for rel, args in wants.items():
+        out = tmp_path / rel.replace("/", "_")
+        r = run_sam("segment", photos / rel, *args, "-o", out, "-c", sam3_ckpt, "--min-score", "0", "-f", "coco-rle")
+        assert r.returncode == 0, r.stderr
+        want = _annotations(out / f"{Path(rel).name}.json")
+        got = _annotations(tmp_path / "j" / f"{rel}.json")
+        if rel == "coffee.jpg":  # the object's own category and id
+            raw = json.loads((tmp_path / "j" / f"{rel}.json").read_text())["annotations"]
+            assert {(a["category"], a["object_id"]) for a in raw} <= {("mug", "9")}
+            want = [("mug", *w[1:]) for w in want]
+        assert got == want
+        found += len(got)
+    assert found > 0
+    coco = json.loads((tmp_path / "j" / "coco.json").read_text())
+    assert {c["name"] for c in coco["categories"]} <= {"cat", "a sofa", "mug", "person"}
+
+
+def test_a_prompt_file_s_concepts_and_boxes_each_need_their_model(sam3_ckpt, tiny_ckpt, photos, tmp_path):
+    """A box object with SAM 3, a text object with SAM 1, and a bad concept each fail their own
+    image, named with the line (exit 5, the others done); mask choices and --text with a prompt
+    file are usage errors."""
+    p = tmp_path / "p.jsonl"
+    p.write_text("\n".join(json.dumps(x) for x in [
+        {"image": "chelsea.jpg", "text": "cat"},
+        {"image": "coffee.jpg", "objects": [{"box": [1, 2, 30, 40]}]},
+        {"image": "sub/astronaut.jpg", "objects": [{"text": "x", "box": [1, 2, 3, 4]}]},
+    ]) + "\n")
+    r = run_sam("segment", "--prompts", p, "--images", photos, "-o", tmp_path / "a", "-c", sam3_ckpt)
+    err = r.stderr.decode()
+    assert r.returncode == 5 and "1 done" in err and "2 failed" in err, err
+    assert "p.jsonl line 2, object 0: a box, point or mask object with a SAM 3 model" in err
+    assert "p.jsonl line 3, object 0: a text or exemplar object takes no box" in err
+    r = run_sam("segment", "--prompts", p, "--images", photos, "-o", tmp_path / "b", "-c", tiny_ckpt)
+    err = r.stderr.decode()
+    assert r.returncode == 5 and "1 done" in err, err
+    assert "p.jsonl line 1, text 0: a text or exemplar prompt needs a SAM 3 model (--model sam3)" in err
+    for extra, says in ((["--multimask"], "SAM 3 gives one mask per instance"),
+                        (["--text", "dog"], "a prompt file gives its own phrases")):
+        r = run_sam("segment", "--prompts", p, "--images", photos, "-o", tmp_path / "c", "-c", sam3_ckpt, *extra)
+        assert r.returncode == 2 and says in r.stderr.decode(), (extra, r.stderr)
 
 
 def test_exemplar_boxes_on_one_image_are_the_detector_s_geometry_prompt(sam3_ckpt, tmp_path):
@@ -275,6 +348,15 @@ def test_the_gated_checkpoint_needs_a_token_and_says_so(hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "nope")
     r = run_sam("models", "download", "sam3")
     assert r.returncode == 6 and b"no access to facebook/sam3" in r.stderr, r.stderr
+
+
+def test_a_prompt_file_of_phrases_takes_sam3_unless_told(hub, photos, tmp_path):
+    """No --model, and the file's first image has phrases: SAM 3 (here, its gated download
+    without a token says so)."""
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"image": "chelsea.jpg", "text": "cat"}) + "\n")
+    r = run_sam("segment", "--prompts", p, "--images", photos, "-o", tmp_path / "o")
+    assert r.returncode == 6 and b"sam3's weights are gated" in r.stderr, r.stderr
 
 
 def test_the_gated_checkpoint_downloads_checked_against_the_hub_s_sha256(hub, monkeypatch, photos, tmp_path):

@@ -297,7 +297,8 @@ ProgressOpt = Annotated[
 PromptsOpt = Annotated[
     Optional[str],
     typer.Option("--prompts", metavar="FILE", show_default=False,
-                 help="Segment every image a prompt file names, with its boxes, points or masks: "
+                 help="Segment every image a prompt file names, with its boxes, points or masks (or, "
+                 "with SAM 3, its phrases and exemplar boxes: a \"text\" key or column): "
                  "JSON Lines (- for stdin), COCO (a dataset, or detections with --coco-dataset), a "
                  "folder of YOLO labels, or CSV. -o is then an output folder, as for sam auto."),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 
@@ -21,6 +22,7 @@ def segment_prompts(
     from ..io.remote import is_url, local_copy
     from ..io.sources.base import PromptSource
     from ..job import Job, ModelSpec, RunOptions
+    from ..registry import DEFAULT_TEXT_MODEL
     from ..spread import choose
     from .common import EventPrinter, message, refuse_all_missing, run_to_end, shard_items
     from .options import read_ahead as default_read_ahead
@@ -34,7 +36,15 @@ def segment_prompts(
         origin, prompts = prompts, str(local_copy(prompts, "--prompts"))
     src = sources.detect(PromptSource(prompts, images, coco_dataset, class_names, min_score, origin=origin),
                          prompt_format)
-    job = Job("prompts", PromptSettings(sources.identity(src), choice, refine), output,
+    items = sources.read(src)
+    if src.kind == "coco":  # read whole anyway: a known total for the progress bar
+        items = list(items)
+    first = next(iter(items), None) if not isinstance(items, list) else (items[0] if items else None)
+    if not isinstance(items, list) and first is not None:
+        items = itertools.chain([first], items)
+    if model is None and checkpoint is None and first is not None and any(o.concept for o in first.objects):
+        model = DEFAULT_TEXT_MODEL  # a file of phrases: SAM 3, as --text takes it
+    job = Job("prompts", PromptSettings(sources.identity(src), choice, refine, min_score), output,
               ModelSpec(model, checkpoint, device, dtype), formats, format_options,
               RunOptions(batch_size, workers, False, embedding_cache,
                          default_read_ahead(read_ahead, [str(src.image_root())])),
@@ -42,9 +52,6 @@ def segment_prompts(
     runner = job.runner()
     if embedding_cache is not None:
         check_folder(embedding_cache)
-    items = sources.read(src)
-    if src.kind == "coco":  # read whole anyway: a known total for the progress bar
-        items = list(items)
     refuse_all_missing(items, None if images is not None or src.path == "-" else
                        f"the image paths of {src.label} are taken from its folder {src.image_root()}; pass "
                        "--images DIR, the folder they start from")

@@ -142,7 +142,8 @@ def segment(
 
     texts = text is not None or exemplar is not None or neg_exemplar is not None
     if texts and prompts is not None:
-        raise PromptError("--text and --prompts are two ways to call sam segment; give one")
+        raise PromptError("--text and --prompts are two ways to call sam segment; give one (a prompt file gives "
+                          'its own phrases, in a "text" key or column)')
     _check_modes(ctx, "text" if texts else "prompts" if prompts is not None else "one")
     if not output:
         raise PromptError("missing option -o/--output")

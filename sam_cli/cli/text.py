@@ -17,10 +17,10 @@ def segment_texts(
     from ..embedding_cache import check_folder
     from ..errors import PromptError
     from ..job import Job, ModelSpec, RunOptions
-    from ..prompts import parse_numbers
+    from ..prompts import check_phrase, parse_numbers
     from ..registry import DEFAULT_TEXT_MODEL
     from ..spread import choose
-    from ..text_prompts import DEFAULT_MIN_SCORE, TextSettings, check_phrase
+    from ..text_prompts import DEFAULT_MIN_SCORE, TextSettings
     from .common import run_over_inputs
     from .options import read_ahead as default_read_ahead
 

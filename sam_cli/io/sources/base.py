@@ -16,7 +16,7 @@ from typing import TextIO
 from ...errors import PromptError
 from ...inputs import InputItem, safe_rel, under
 from ...names import bad_text
-from ...prompts import ObjectPrompt
+from ...prompts import ObjectPrompt, check_phrase
 
 
 @dataclass(frozen=True)
@@ -106,22 +106,43 @@ def number(v: object, what: str, where: str) -> float:
     return float(v)
 
 
+def _box(box, what: str, where: str) -> tuple[float, float, float, float]:
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        raise PromptError(f"{where}: {what} must be [x0, y0, x1, y1], got {box!r}")
+    bx = tuple(number(v, what, where) for v in box)
+    if bx[2] < bx[0] or bx[3] < bx[1]:
+        raise PromptError(f"{where}: {what} {list(box)} has x1 < x0 or y1 < y0 (it is [x0, y0, x1, y1])")
+    return bx
+
+
 def make_object(
     *, where: str, box=None, points=None, labels=None, mask=None, category=None, score=None,
     object_id=None, base: Path | None = None, normalized: bool = False, category_name: str | None = None,
+    text=None, exemplars=(), neg_exemplars=(),
 ) -> ObjectPrompt:
     """An ObjectPrompt from a row's values, checked: a box is 4 numbers with x1 ≥ x0, y1 ≥ y0;
     points are [x, y] pairs with labels 1 or 0 (all 1 when absent); the object needs a box, a
-    point or a mask. `mask` is a path, relative to `base`. `category` an int (an id) or a
-    string (a name); `category_name` names an id given as `category` (a dataset's name for it).
-    Raises PromptError with `where`."""
-    bx = None
-    if box is not None:
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
-            raise PromptError(f"{where}: box must be [x0, y0, x1, y1], got {box!r}")
-        bx = tuple(number(v, "box", where) for v in box)
-        if bx[2] < bx[0] or bx[3] < bx[1]:
-            raise PromptError(f"{where}: box {list(box)} has x1 < x0 or y1 < y0 (it is [x0, y0, x1, y1])")
+    point or a mask, or else is a concept: a `text` phrase and/or exemplar boxes (examples
+    and counter-examples of it; counter-examples need a phrase or an example beside them),
+    with no box, point or mask of its own. `mask` is a path, relative to `base`. `category`
+    an int (an id) or a string (a name); `category_name` names an id given as `category` (a
+    dataset's name for it). Raises PromptError with `where`."""
+    bx = None if box is None else _box(box, "box", where)
+    phrase = None
+    if text is not None:
+        if not isinstance(text, str):
+            raise PromptError(f"{where}: text must be a phrase (a string), got {text!r}")
+        phrase = check_phrase(text, f"{where}: text")
+    ex = []
+    for what, given, label in (("exemplars", exemplars, 1), ("neg_exemplars", neg_exemplars, 0)):
+        if not isinstance(given, (list, tuple)):
+            raise PromptError(f"{where}: {what} must be a list of [x0, y0, x1, y1] boxes, got {given!r}")
+        ex += [(_box(b, what[:-1].replace("_", " "), where), label) for b in given]
+    if phrase is None and ex and not any(label for _, label in ex):
+        raise PromptError(f"{where}: neg_exemplars need a text or an exemplar beside them")
+    if (phrase is not None or ex) and (bx is not None or points or mask is not None):
+        raise PromptError(f"{where}: a text or exemplar object takes no box, points or mask of its own "
+                          "(its boxes go in exemplars)")
     pts: list[tuple[float, float]] = []
     for p in points or ():
         if not isinstance(p, (list, tuple)) or len(p) != 2:
@@ -140,8 +161,8 @@ def make_object(
         if not isinstance(mask, str) or not mask:
             raise PromptError(f"{where}: mask must be a file name, got {mask!r}")
         mk = Path(mask) if os.path.isabs(mask) or base is None else base / mask
-    if bx is None and not pts and mk is None:
-        raise PromptError(f"{where}: an object needs a box, a point or a mask")
+    if bx is None and not pts and mk is None and phrase is None and not ex:
+        raise PromptError(f"{where}: an object needs a box, a point or a mask (or, for SAM 3, a text)")
     cat_name = cat_id = None
     for name in (category, category_name):
         if isinstance(name, str) and (bad := bad_text(name)):
@@ -155,4 +176,5 @@ def make_object(
     sc = None if score is None else number(score, "score", where)
     if object_id is not None and (isinstance(object_id, bool) or not isinstance(object_id, (int, str))):
         raise PromptError(f"{where}: id must be an integer or a string, got {object_id!r}")
-    return ObjectPrompt(bx, tuple(pts), tuple(labs), mk, cat_name, cat_id, sc, object_id, normalized, where)
+    return ObjectPrompt(bx, tuple(pts), tuple(labs), mk, cat_name, cat_id, sc, object_id, normalized, where, phrase,
+                        tuple(b for b, _ in ex), tuple(label for _, label in ex))

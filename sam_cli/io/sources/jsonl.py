@@ -5,8 +5,11 @@
      "category": "dog", "score": 0.91, "id": 7}, ...]}
 
 Every key of an object is optional, but it needs a box, a point or a mask; "image_id" is
-optional. Read line by line. The same image on two lines fails the second (its objects
-belong on one line)."""
+optional. For SAM 3, an object may be a concept instead: {"text": "dog", "exemplars": [[x0,
+y0, x1, y1], ...], "neg_exemplars": [...]} (every instance of it is found); a line's own
+"text" (a phrase or a list of them) is one such object per phrase, before its "objects".
+Read line by line. The same image on two lines fails the second (its objects belong on one
+line)."""
 
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ from .base import PromptItem, PromptSource, make_object, not_utf8, open_text
 
 #: How much of a .json file's first line is read to tell JSON Lines from one JSON document.
 LOOK = 16 << 20
-OBJECT_KEYS = {"box", "points", "point_labels", "mask", "category", "score", "id"}
-LINE_KEYS = {"image", "image_id", "objects"}
+OBJECT_KEYS = {"box", "points", "point_labels", "mask", "category", "score", "id", "text", "exemplars",
+               "neg_exemplars"}
+LINE_KEYS = {"image", "image_id", "objects", "text"}
 
 
 def looks_like(path: Path) -> bool:
@@ -66,7 +70,11 @@ def _item(src: PromptSource, line: str, where: str, base: Path) -> PromptItem:
         objs = doc.get("objects", [])
         if not isinstance(objs, list):
             raise PromptError(f'{where}: "objects" must be a list')
-        objects = []
+        texts = doc.get("text", [])
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list):
+            raise PromptError(f'{where}: "text" must be a phrase or a list of phrases, got {texts!r}')
+        objects = [make_object(where=f"{where}, text {k}", text=t) for k, t in enumerate(texts)]
         for k, o in enumerate(objs):
             at = f"{where}, object {k}"
             if not isinstance(o, dict):
@@ -78,7 +86,8 @@ def _item(src: PromptSource, line: str, where: str, base: Path) -> PromptItem:
             objects.append(make_object(
                 where=at, box=o.get("box"), points=o.get("points"), labels=o.get("point_labels"),
                 mask=o.get("mask"), category=o.get("category"), score=o.get("score"),
-                object_id=o.get("id"), base=base))
+                object_id=o.get("id"), base=base, text=o.get("text"), exemplars=o.get("exemplars", ()),
+                neg_exemplars=o.get("neg_exemplars", ())))
     except PromptError as e:
         return src.item(image, [], where=where, error=e)
     return src.item(image, objects, where=where, image_id=image_id)

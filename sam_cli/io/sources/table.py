@@ -3,7 +3,11 @@
 may be in one file. Each row is one object, except that rows with the same value in an
 `object` column (within one image) are one object: its points together, with its box. Rows of
 one image come together (sort the file by image); the same image again after another fails.
-Read row by row: memory holds one image's rows."""
+Read row by row: memory holds one image's rows.
+
+For SAM 3, a `text` column: a row with a phrase is a concept (every instance of it is found);
+its box, if any, is an exemplar of the phrase (`label` 0: a counter-example), and an image's
+rows with the same phrase are one concept with all their exemplars."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from .base import PromptItem, PromptSource, make_object, not_utf8, open_text
 
 BOX = ("x0", "y0", "x1", "y1")
 POINT = ("x", "y")
-KNOWN = {"image", *BOX, *POINT, "label", "category", "score", "id", "object", "mask"}
+KNOWN = {"image", *BOX, *POINT, "label", "category", "score", "id", "object", "mask", "text"}
 
 
 def read(src: PromptSource) -> Iterator[PromptItem]:
@@ -45,8 +49,8 @@ def _check_header(header: list[str], name: str) -> None:
         raise PromptError(f"--prompts {name}: the first row must be a header naming an `image` column",
                           hint="e.g. image,x0,y0,x1,y1 for boxes or image,x,y,label for points")
     has_box, has_point = all(c in header for c in BOX), all(c in header for c in POINT)
-    if not (has_box or has_point):
-        raise PromptError(f"--prompts {name}: the header needs x0,y0,x1,y1 (boxes) or x,y (points)")
+    if not (has_box or has_point or "text" in header):
+        raise PromptError(f"--prompts {name}: the header needs x0,y0,x1,y1 (boxes), x,y (points) or text (phrases)")
     unknown = [h for h in header if h not in KNOWN]
     if unknown:
         raise PromptError(f"--prompts {name}: unknown column {unknown[0]!r} (known: {', '.join(sorted(KNOWN))})")
@@ -74,19 +78,26 @@ def _item(src: PromptSource, group: list[tuple[int, list[str]]], col: dict[str, 
             if len(row) != len(col):
                 raise PromptError(f"{at}: {len(row)} values for {len(col)} columns")
             get = {h: row[i].strip() for h, i in col.items()}
-            key = get.get("object") or f"row {n}"
-            obj = objects.setdefault(key, {"where": at, "points": [], "labels": []})
+            text = get.get("text") or None
+            key = get.get("object") or (f"text {text}" if text is not None else f"row {n}")
+            obj = objects.setdefault(key, {"where": at, "points": [], "labels": [], "exemplars": [], "neg": []})
+            if text is not None:
+                obj.setdefault("text", text)
+            label = get.get("label") or "1"
+            if label not in ("0", "1"):
+                raise PromptError(f"{at}: label must be 1 (foreground) or 0 (background), got {label!r}")
             if all(get.get(c) for c in BOX):
-                if "box" in obj:
+                box = [_num(get[c], c, at) for c in BOX]
+                if text is not None:  # an exemplar of the phrase
+                    obj["exemplars" if label == "1" else "neg"].append(box)
+                elif "box" in obj:
                     raise PromptError(f"{at}: object {key} has a box on an earlier row already")
-                obj["box"] = [_num(get[c], c, at) for c in BOX]
+                else:
+                    obj["box"] = box
             elif any(get.get(c) for c in BOX):
                 raise PromptError(f"{at}: a box needs all of x0,y0,x1,y1")
             if get.get("x") or get.get("y"):
                 obj["points"].append([_num(get.get("x", ""), "x", at), _num(get.get("y", ""), "y", at)])
-                label = get.get("label") or "1"
-                if label not in ("0", "1"):
-                    raise PromptError(f"{at}: label must be 1 (foreground) or 0 (background), got {label!r}")
                 obj["labels"].append(int(label))
             for k in ("category", "score", "id", "mask"):
                 if get.get(k):
@@ -98,7 +109,8 @@ def _item(src: PromptSource, group: list[tuple[int, list[str]]], col: dict[str, 
                 where=o["where"], box=o.get("box"), points=o["points"], labels=o["labels"],
                 mask=o.get("mask"), category=int(cat) if cat and cat.lstrip("-").isdigit() else cat,
                 score=_num(o["score"], "score", o["where"]) if "score" in o else None,
-                object_id=o.get("id"), base=base))
+                object_id=o.get("id"), base=base, text=o.get("text"), exemplars=o["exemplars"],
+                neg_exemplars=o["neg"]))
     except PromptError as e:
         return src.item(image, [], where=where, error=e)
     return src.item(image, made, where=where)
