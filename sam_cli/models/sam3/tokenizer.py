@@ -56,6 +56,17 @@ def read_merges(path: Path = VOCAB) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in lines]
 
 
+@lru_cache(maxsize=2)
+def _tables(vocab: Path) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """(symbol → token id, byte pair → merge rank) of a vocabulary file, read once per process."""
+    merges = read_merges(vocab)
+    symbols = list(byte_chars().values())
+    symbols += [s + "</w>" for s in symbols]
+    symbols += ["".join(m) for m in merges]
+    symbols += [START, END]
+    return {s: i for i, s in enumerate(symbols)}, {m: i for i, m in enumerate(merges)}
+
+
 class Tokenizer:
     """Phrases → token ids (LongTensor N×context), as SAM 3's reference tokenizes them."""
 
@@ -68,13 +79,7 @@ class Tokenizer:
                               hint="pip install 'segment-anything-cli[sam3]'") from None
         self._fix = ftfy.fix_text
         self._regex = regex
-        merges = read_merges(vocab)
-        symbols = list(byte_chars().values())
-        symbols += [s + "</w>" for s in symbols]
-        symbols += ["".join(m) for m in merges]
-        symbols += [START, END]
-        self.ids = {s: i for i, s in enumerate(symbols)}
-        self.ranks = {m: i for i, m in enumerate(merges)}
+        self.ids, self.ranks = _tables(vocab)
         self.start, self.end = self.ids[START], self.ids[END]
         self.context = context
         self._pieces = regex.compile(
