@@ -34,6 +34,9 @@ class EngineKind:
     own_outputs: Callable[[object], dict | None] = lambda settings: None
     merge_args: Callable[[object], dict | None] = lambda settings: None
     own_from_merge: Callable[[dict | None], dict | None] = lambda args: None
+    #: build(job, loaded, note, progress) for a prompt file's run (the "prompts" mode) whose
+    #: objects are this mode's kind (SAM 3's phrases: text_prompts.py), or None
+    from_prompt_file: Callable | None = None
 
     @property
     def record_mode(self) -> str:
@@ -204,20 +207,14 @@ class PromptSettings:
     choice: str = "first"  # predictor.MASK_CHOICES
     refine: bool = False
     min_score: float | None = None  # --min-score: with SAM 3, the detections' threshold too
+    concepts: bool = False  # the file's first image has phrases or exemplars: read as SAM 3's concepts
 
 
 def _build_prompts(job, loaded: LoadedModel, note, progress):
     r, s = job.run, job.settings
-    if getattr(loaded.net, "text_prompts", False):  # SAM 3: the file's concepts (text, exemplars)
-        from .errors import PromptError
-        from .text_prompts import DEFAULT_MIN_SCORE, TextEngine, TextSettings
-
-        if s.choice != "first" or s.refine:
-            raise PromptError("--multimask, --best-mask and --refine choose among SAM 1 and SAM 2's masks; SAM 3 "
-                              "gives one mask per instance found")
-        return TextEngine(loaded, TextSettings((), DEFAULT_MIN_SCORE if s.min_score is None else s.min_score),
-                          batch_size=r.batch_size, workers=r.workers, reads=r.reads,
-                          embedding_cache=r.embedding_cache, warn=note, on_phrases=progress)
+    text_model = getattr(loaded.net, "text_prompts", False)
+    if text_model and (s.concepts or not loaded.net.point_prompts):  # SAM 3: the file's concepts
+        return get("text").from_prompt_file(job, loaded, note, progress)
     return PromptEngine(loaded, choice=s.choice, refine=s.refine, batch_size=r.batch_size, workers=r.workers, reads=r.reads,
                         embedding_cache=r.embedding_cache, warn=note, on_objects=progress)
 

@@ -71,6 +71,9 @@ class PromptSegmenter:
             if item.error is not None:
                 raise item.error
             if concept := next((o for o in item.objects if o.concept), None):
+                if getattr(self.predictor.model, "text_prompts", False):
+                    raise PromptError(f"{concept.where}: a phrase or exemplar in a file read as boxes and points "
+                                      "(its first image has none); give phrases in a file of their own")
                 raise PromptError(f"{concept.where}: a text or exemplar prompt needs a SAM 3 model (--model sam3)")
             img = read_input(item)
             hw = (img.shape[0], img.shape[1])

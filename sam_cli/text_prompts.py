@@ -83,9 +83,8 @@ def object_concepts(objects, hw: tuple[int, int], image: str) -> list[Concept]:
     out = []
     for i, o in enumerate(objects):
         if not o.concept:
-            from .models.sam3.family import NO_POINTS
-
-            raise PromptError(f"{o.where}: a box, point or mask object with a SAM 3 model: {NO_POINTS}")
+            raise PromptError(f"{o.where}: a box, point or mask object in a file read as SAM 3's phrases (its "
+                              "first image has them); give boxes and points in a file of their own")
         boxes = tuple(tuple(float(v) for v in b) for b in o.in_pixels(hw, image).exemplars)
         source = (("category_id", o.category_id), ("category", o.category if o.category is not None else o.text),
                   ("object_id", o.object_id))
@@ -312,4 +311,16 @@ def _record(s: TextSettings) -> dict:
     return out
 
 
-KIND = EngineKind("text", _build, _record, prompted=True, unit="phrases decoded")
+def _from_prompt_file(job, loaded, note, progress) -> TextEngine:
+    """A prompt file's phrases and exemplars (engines.PromptSettings): each image's own concepts,
+    detections kept above --min-score (default SAM 3's 0.5)."""
+    s, r = job.settings, job.run
+    if s.choice != "first" or s.refine:
+        raise PromptError("--multimask, --best-mask and --refine choose among SAM 1 and SAM 2's masks; SAM 3 gives "
+                          "one mask per instance found")
+    return TextEngine(loaded, TextSettings((), DEFAULT_MIN_SCORE if s.min_score is None else s.min_score),
+                      batch_size=r.batch_size, workers=r.workers, reads=r.reads, embedding_cache=r.embedding_cache,
+                      warn=note, on_phrases=progress)
+
+
+KIND = EngineKind("text", _build, _record, prompted=True, unit="phrases decoded", from_prompt_file=_from_prompt_file)

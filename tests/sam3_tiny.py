@@ -32,10 +32,27 @@ def tiny_detector(seed: int = 0, sizes: dict = TINY):
     return net
 
 
-def save_tiny_sam3(path: Path, seed: int = 0, sizes: dict = TINY) -> Path:
-    """The tiny detector in sam3.pt's layout, with a few `tracker.` keys beside it."""
-    sd = {f"detector.{k}": v for k, v in tiny_detector(seed, sizes).state_dict().items()}
-    sd["tracker.sam_mask_decoder.iou_token.weight"] = torch.zeros(4, 64)
+def tiny_head(net, seed: int = 0):
+    """The point-and-box head (its `tracker.` keys) for a tiny detector, drawn at random."""
+    from sam_cli.models.sam3.interactive import InteractiveHead
+
+    a = net.arch.vit
+    head = InteractiveHead(a.d_model, a.grid, a.img_size).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return head
+
+
+def save_tiny_sam3(path: Path, seed: int = 0, sizes: dict = TINY, head: bool = True) -> Path:
+    """The tiny detector in sam3.pt's layout, with its point-and-box head (unless head=False)
+    and a key of the video tracker beside them."""
+    net = tiny_detector(seed, sizes)
+    sd = {f"detector.{k}": v for k, v in net.state_dict().items()}
+    if head:
+        sd.update({f"tracker.{k}": v for k, v in tiny_head(net, seed).state_dict().items()})
+    sd["tracker.maskmem_tpos_enc"] = torch.zeros(7, 1, 1, 64)
     torch.save({"model": sd}, path)
     return path
 

@@ -319,7 +319,7 @@ def test_the_geometry_encoder_gives_meta_s_tokens(meta, monkeypatch, points, box
 
 
 def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, heads, ffn, text_width, queries,
-                     vit_heads=4, text_heads=4):
+                     vit_heads=4, text_heads=4, interactive=None):
     """Meta's Sam3Image at a small size, built from its own parts as its model builder joins them."""
     m = meta
     MHA = m.misc.MultiheadAttentionWrapper
@@ -368,7 +368,7 @@ def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, hea
                                                                                       d_model=dim),
                              input_geometry_encoder=geometry, segmentation_head=seg, num_feature_levels=1,
                              o2m_mask_predict=True, dot_prod_scoring=scoring, use_instance_query=False,
-                             multimask_output=True, inst_interactive_predictor=None, matcher=None).eval()
+                             multimask_output=True, inst_interactive_predictor=interactive, matcher=None).eval()
 
 
 def _vocab():
@@ -518,3 +518,91 @@ def test_several_phrases_on_one_image_are_each_what_meta_finds_for_it(meta, monk
                                    atol=1e-5)
         masks = torch.stack([torch.from_numpy(M.rle_to_mask(r.rle)) for r in mine])
         assert (masks == state["masks"][:, 0]).float().mean() >= 0.9999
+
+
+def _meta_interactive(meta, img: int):
+    """Meta's point-and-box predictor for a SAM 3 of img px: its tracker as build_tracker makes it
+    (SAM 2's heads at 256 wide, dynamic multimask 0.05 / 0.98) without the video memory modules
+    the image path never calls, in SAM3InteractiveImagePredictor, whose feature sizes are
+    written for 1008 px (patched to img's)."""
+    import sam3.model.sam1_task_predictor as task
+    import sam3.model.sam3_tracker_base as base
+
+    tracker = base.Sam3TrackerBase(
+        backbone=None, transformer=types.SimpleNamespace(decoder=None, d_model=256),
+        maskmem_backbone=types.SimpleNamespace(), image_size=img, backbone_stride=14,
+        sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True,
+                                     "dynamic_multimask_stability_delta": 0.05,
+                                     "dynamic_multimask_stability_thresh": 0.98})
+    pred = task.SAM3InteractiveImagePredictor(tracker)
+    g = img // 14
+    pred._bb_feat_sizes = [(4 * g, 4 * g), (2 * g, 2 * g), (g, g)]
+    return pred
+
+
+def test_points_and_boxes_give_meta_s_interactive_masks(meta, tmp_path, monkeypatch):
+    """SAM 3's point-and-box head through sam's loader and predictor against Meta's
+    Sam3Image.predict_inst (SAM3InteractiveImagePredictor): sam3.pt with the head's tracker keys
+    and video ones beside them (left out by name); clicks, a box, a box with clicks, one and three
+    masks, and the best mask fed back: the same masks (holes of up to 256 low-res cells filled),
+    IoUs and low-res logits, on a photo whose square resize scales x and y apart."""
+    import numpy as np
+    from PIL import Image
+
+    from sam_cli.checkpoints import load
+    from sam_cli.io.images import read_image
+    from sam_cli.predictor import Predictor
+
+    from conftest import EXAMPLES
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)
+    cfg = dict(img=112, window=4, globals_=(1, 3), pretrain=56, vit_dim=128, dim=256, heads=8, ffn=96,
+               text_width=128, queries=5, vit_heads=2, text_heads=2)
+    ref = _meta_sam3_image(meta, **cfg, interactive=_meta_interactive(meta, 112))
+    _randomised(ref, seed=12)
+    with torch.no_grad():  # mask logits of a few units, not hundreds: most of them short of the ±32 clamp
+        for name, p in ref.named_parameters():
+            if "output_hypernetworks_mlps" in name and name.endswith("layers.2.weight"):
+                p.mul_(0.002)
+    sd = ref.state_dict()
+    head = "inst_interactive_predictor.model."
+    file_sd = {**{f"detector.{k}": v for k, v in sd.items() if not k.startswith(head)},
+               **{"tracker." + k[len(head):]: v for k, v in sd.items() if k.startswith(head)}}
+    torch.save({"model": file_sd}, tmp_path / "sam3.pt")
+    loaded = load(checkpoint=tmp_path / "sam3.pt")
+    assert loaded.net.point_prompts and set(loaded.ignored) == {
+        k for k in file_sd if k.startswith("tracker.") and not k.startswith(
+            ("tracker.sam_prompt_encoder.", "tracker.sam_mask_decoder.", "tracker.no_mem_embed"))}
+    assert "tracker.obj_ptr_proj.layers.0.weight" in loaded.ignored
+    img = read_image(EXAMPLES / "coffee.jpg")  # 600×400
+    proc = meta.processor.Sam3Processor(ref, resolution=112, device="cpu")
+    with torch.no_grad():
+        state = proc.set_image(Image.fromarray(img))
+    ours = Predictor(loaded.net)
+    ours.set_image(img)
+    cases = [dict(point_coords=np.array([[320.0, 200.0]]), point_labels=np.array([1])),
+             dict(point_coords=np.array([[320.0, 200.0], [100, 90]]), point_labels=np.array([1, 0])),
+             dict(box=np.array([120.0, 60, 480, 350])),
+             dict(box=np.array([40.0, 30, 300, 380]), point_coords=np.array([[150.0, 200.0]]), point_labels=np.array([0]))]
+    filled = 0
+    for kw in cases:
+        for multimask in (True, False):
+            with torch.no_grad():
+                m, iou, low = ref.predict_inst(state, multimask_output=multimask, **kw)
+            box = kw.get("box")
+            rest = {k: v for k, v in kw.items() if k != "box"}
+            got = ours.predict(boxes=None if box is None else box[None], multimask=multimask, **rest)
+            assert np.abs(got.iou[0] - iou).max() <= 1e-4
+            inside = np.abs(low) < 32  # both clamp at ±32
+            assert inside.mean() > 0.05 and np.abs(got.low_res[0] - low)[inside].max() <= 2e-3
+            assert (got.masks[0] == m.astype(bool)).mean() >= 0.999
+            plain = torch.nn.functional.interpolate(torch.from_numpy(low)[None], img.shape[:2], mode="bilinear",
+                                                    align_corners=False)[0].numpy() > 0
+            filled += int((plain != m.astype(bool)).sum())  # holes filled before the resize
+        k = int(iou.argmax())  # the best low-res mask fed back, with the same prompts
+        with torch.no_grad():
+            m2, iou2, _ = ref.predict_inst(state, mask_input=low[k : k + 1], multimask_output=False, **kw)
+        got = ours.predict(boxes=None if box is None else box[None], mask_input=low[k : k + 1], multimask=False, **rest)
+        assert np.abs(got.iou[0] - iou2).max() <= 1e-4
+        assert (got.masks[0] == m2.astype(bool)).mean() >= 0.999
+    assert filled > 0  # the hole filling took part

@@ -212,3 +212,19 @@ def test_bucket_and_scale_benches_run_and_their_outputs_agree():
     assert all(r.rstrip(" |").endswith("identical") for r in rows[1:]), out
     out = run_script("scripts/scale_bench.py", "--model", "tiny", "--images", "2", "--no-ray")
     assert out.count("| identical |") == 2, out
+
+
+@pytest.mark.heavy  # two processes loading transformers: CI runs it after the default run
+def test_sam3_bench_runs_sam_beside_transformers_on_the_tiny_model():
+    """scripts/sam3_bench.py at the tests' SAM 3 size (Ultralytics builds only the full size):
+    every row timed for both tools, and transformers' detections paired with sam's."""
+    out = run_script("scripts/sam3_bench.py", "--size", "tiny", "--tools", "sam,transformers", "--photos", "1")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    assert rows[0] == ["s/image (mean over the photos)", "sam", "transformers"], out
+    timed = {r[0]: r[1:] for r in rows[2:]}
+    assert list(timed)[:4] == ["image encoder", "detector, 1 phrase", "detector, 5 phrases",
+                               "detector, 5 phrases, all kept"], out
+    assert all(float(v) > 0 for r in timed.values() for v in r), out
+    # 5 phrases × the tiny model's 12 queries, every one kept by both
+    assert re.search(r"transformers beside sam, 5 phrases all kept: 60 / 60 kept; scores within \S+; "
+                     r"mean mask IoU 0\.\d{4}", out), out

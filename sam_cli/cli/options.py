@@ -59,7 +59,7 @@ ModelOpt = Annotated[
         "--model", "-m", metavar="NAME",
         help="Model: vit_b (default: 375 MB, usable on a laptop CPU), vit_l or vit_h (SAM 1's best "
         "masks, 2.6 GB), SAM 2.1's sam2.1_hiera_tiny, _small, _base_plus, _large, or SAM 3's sam3 (text "
-        "prompts, the default with --text; gated: HF_TOKEN). Downloaded into the cache on first use.",
+        "prompts, the default with --text, and points and boxes; gated: HF_TOKEN). Downloaded into the cache on first use.",
         autocompletion=model_names, callback=choice(CHOICES["model"]),
     ),
 ]

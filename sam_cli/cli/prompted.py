@@ -42,9 +42,10 @@ def segment_prompts(
     first = next(iter(items), None) if not isinstance(items, list) else (items[0] if items else None)
     if not isinstance(items, list) and first is not None:
         items = itertools.chain([first], items)
-    if model is None and checkpoint is None and first is not None and any(o.concept for o in first.objects):
+    concepts = first is not None and any(o.concept for o in first.objects)
+    if model is None and checkpoint is None and concepts:
         model = DEFAULT_TEXT_MODEL  # a file of phrases: SAM 3, as --text takes it
-    job = Job("prompts", PromptSettings(sources.identity(src), choice, refine, min_score), output,
+    job = Job("prompts", PromptSettings(sources.identity(src), choice, refine, min_score, concepts), output,
               ModelSpec(model, checkpoint, device, dtype), formats, format_options,
               RunOptions(batch_size, workers, False, embedding_cache,
                          default_read_ahead(read_ahead, [str(src.image_root())])),

@@ -23,7 +23,7 @@ from ..sam1.prompt_encoder import PromptEncoder
 from .decoder import Sam2Decoder
 from .hiera import Hiera, ImageEncoder
 
-__all__ = ["FAMILY", "Sam2"]
+__all__ = ["FAMILY", "Sam2", "sam2_decode"]
 
 #: ImageNet statistics, on 0–1 values (SAM 2's transforms)
 MEAN = (0.485, 0.456, 0.406)
@@ -108,22 +108,10 @@ class Sam2(nn.Module):
         return {"image_embed": embed, "feat_s0": s0, "feat_s1": s1}
 
     def decode(self, features, points, labels, boxes, mask_input, multimask, grid=None, min_iou=None):
-        """As Sam.decode; boxes go to the prompt encoder as corner points (labels 2, 3) before
-        the clicks, and the padding point is always added."""
-        if boxes is not None:
-            corners = boxes.reshape(-1, 2, 2)
-            codes = torch.tensor([2, 3], device=corners.device).expand(corners.shape[0], 2)
-            points = corners if points is None else torch.cat([corners, points], 1)
-            labels = codes if labels is None else torch.cat([codes, labels], 1)
-        pe = self.sam_prompt_encoder
-        sparse, dense = pe((points, labels) if points is not None else None, None, mask_input)
-        out = self.sam_mask_decoder.predict_masks(features["image_embed"], pe.get_dense_pe(), sparse, dense,
-                                                  features["feat_s0"], features["feat_s1"], min_iou)
-        low, iou = self.sam_mask_decoder.choose(out[0], out[1], multimask)
-        if min_iou is not None:  # the decoder upscaled prompts with any of four IoUs above: now the chosen
-            keep = (iou > min_iou).any(1).nonzero()[:, 0]
-            return low[keep], iou[keep], out[3][keep]
-        return low, iou
+        """As Sam.decode (sam2_decode)."""
+        return sam2_decode(self.sam_prompt_encoder, self.sam_mask_decoder, features["image_embed"],
+                           features["feat_s0"], features["feat_s1"], points, labels, boxes, mask_input, multimask,
+                           min_iou)
 
     def upscale_frame(self, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
         """One bilinear step from the 256² logits to the image (SAM 2's postprocess_masks):
@@ -147,6 +135,25 @@ class Sam2(nn.Module):
         from ...errors import PromptError
 
         raise PromptError("--compile is not available for SAM 2 models yet")
+
+
+def sam2_decode(pe: PromptEncoder, decoder: Sam2Decoder, image_embed: torch.Tensor, feat_s0: torch.Tensor,
+                feat_s1: torch.Tensor, points, labels, boxes, mask_input, multimask: bool, min_iou=None):
+    """SAM 2's prompts to masks (SAM 3's point-and-box head too): boxes go to the prompt
+    encoder as corner points (labels 2, 3) before the clicks, the padding point is always
+    added; the single mask falls back to the best ambiguity mask when unstable."""
+    if boxes is not None:
+        corners = boxes.reshape(-1, 2, 2)
+        codes = torch.tensor([2, 3], device=corners.device).expand(corners.shape[0], 2)
+        points = corners if points is None else torch.cat([corners, points], 1)
+        labels = codes if labels is None else torch.cat([codes, labels], 1)
+    sparse, dense = pe((points, labels) if points is not None else None, None, mask_input)
+    out = decoder.predict_masks(image_embed, pe.get_dense_pe(), sparse, dense, feat_s0, feat_s1, min_iou)
+    low, iou = decoder.choose(out[0], out[1], multimask)
+    if min_iou is not None:  # the decoder upscaled prompts with any of four IoUs above: now the chosen
+        keep = (iou > min_iou).any(1).nonzero()[:, 0]
+        return low[keep], iou[keep], out[3][keep]
+    return low, iou
 
 
 def _composed_conv(x: torch.Tensor, first: nn.Conv2d, second: nn.Conv2d) -> torch.Tensor:

@@ -35,6 +35,7 @@ class Sam3Arch:
     geometry_layers: int = 3
     queries: int = 200
     interactive: bool = True  # the second pyramid (sam2_convs) for the point-and-box head
+    point_head: bool = True  # the point-and-box head itself (the file's tracker.sam_* keys; family.py)
 
 
 @dataclass
