@@ -9,7 +9,7 @@ the peer's detections agree with sam's.
     python scripts/sam3_bench.py --device cuda
 
 Weights: Meta's full-size SAM 3 architecture with random weights (normal, std 0.02; seed 0),
-saved as Meta's sam3.pt is laid out (`detector.` keys). sam and Ultralytics read that file;
+saved as Meta's sam3.pt is laid out (`detector.` and the point-and-box head's `tracker.` keys). sam and Ultralytics read that file;
 transformers gets the same tensors under its own names (tests/sam3_hf.py, checked strictly).
 Ultralytics imports OpenAI's `clip` package for its tokenizer, which is installed from GitHub
 (out of reach of a package index); this script gives it sam's tokenizer under that name (the
@@ -63,7 +63,7 @@ def make_checkpoint(dest: Path, size: str) -> Path:
     with torch.no_grad():  # Meta's modules leave some tensors uninitialised
         for p in net.parameters():
             p.normal_(0, 0.02)
-    torch.save({"model": {f"detector.{k}": v for k, v in net.detector.state_dict().items()}}, dest)
+    torch.save({"model": net.state_dict()}, dest)  # detector. and tracker. (the point-and-box head) keys
     return dest
 
 
