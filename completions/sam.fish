@@ -162,7 +162,7 @@ complete -c sam -n '__fish_seen_subcommand_from segment' -F
 complete -c sam -n '__fish_seen_subcommand_from segment' -l point -s p -x -d 'Foreground point (repeatable).'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l neg-point -s n -x -d 'Background point (repeatable).'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l box -s b -x -d 'Box around one object (repeatable: each box is one object, decoded together).'
-complete -c sam -n '__fish_seen_subcommand_from segment' -l mask-input -r -F -d 'Mask prompt: a 256×256 .npy of low-res logits from an earlier run, or a binary m'
+complete -c sam -n '__fish_seen_subcommand_from segment' -l mask-input -r -F -d 'Mask prompt: a .npy of low-res logits from an earlier run (256×256; SAM 3: 288×2'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l text -s t -x -d 'A noun phrase (repeatable): every instance of it in each image, its category the'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l exemplar -x -d 'A box around one example of the concept, in the one image given (repeatable).'
 complete -c sam -n '__fish_seen_subcommand_from segment' -l neg-exemplar -x -d 'A box around something that is not the concept (repeatable).'

@@ -77,7 +77,7 @@ class PromptSegmenter:
                 raise PromptError(f"{concept.where}: a text or exemplar prompt needs a SAM 3 model (--model sam3)")
             img = read_input(item)
             hw = (img.shape[0], img.shape[1])
-            prompts = [o.in_pixels(hw, str(item.path)) for o in item.objects]
+            prompts = [o.in_pixels(hw, str(item.path), self.predictor.model) for o in item.objects]
             key, input_hw, cached, x = "", hw, None, None
             if prompts:
                 key, input_hw, cached = self.predictor.lookup(img)

@@ -80,9 +80,9 @@ class Prompts:
                 raise PromptError(f"--box {box} is outside {image_name} ({w}×{h} pixels)")
 
 
-def _read_logits(path: Path) -> np.ndarray:
-    """A .npy of real numbers, 256×256 or 1×256×256, checked from its header before its data
-    is read (a header can declare an array of any size), as float32 256×256."""
+def _read_logits(path: Path, side: int = 256) -> np.ndarray:
+    """A .npy of real numbers, side×side or 1×side×side, checked from its header before its
+    data is read (a header can declare an array of any size), as float32 side×side."""
     try:
         with open(path, "rb") as f:
             fmt = np.lib.format
@@ -90,24 +90,26 @@ def _read_logits(path: Path) -> np.ndarray:
             shape, _, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
             if dtype.kind not in "biuf" or dtype.hasobject:
                 raise InputError(f"{path}: mask logits must be real numbers, not {dtype}")
-            if tuple(shape) not in ((256, 256), (1, 256, 256), (1, 1, 256, 256)):
-                raise InputError(f"{path}: mask logits must be 256×256, got {'×'.join(map(str, shape)) or 'a scalar'}")
+            if tuple(shape) not in ((side, side), (1, side, side), (1, 1, side, side)):
+                raise InputError(f"{path}: mask logits must be {side}×{side} (the model's low-res masks), got "
+                                 f"{'×'.join(map(str, shape)) or 'a scalar'}")
             f.seek(0)
             arr = np.load(f, allow_pickle=False)
     except InputError:
         raise
     except (ValueError, TypeError, OSError, EOFError):  # not a .npy, truncated
         raise InputError(f"{path}: not a readable .npy array of numbers") from None
-    return np.asarray(arr, dtype=np.float32).reshape(256, 256)
+    return np.asarray(arr, dtype=np.float32).reshape(side, side)
 
 
-def load_mask_prompt(path: str | Path, image_hw: tuple[int, int], img_size: int = 1024) -> np.ndarray:
-    """A mask prompt file → 1×256×256 float32 logits.
+def load_mask_prompt(path: str | Path, image_hw: tuple[int, int], net=None) -> np.ndarray:
+    """A mask prompt file → 1×L×L float32 logits, L the model's low-res side (256 for SAM 1 and
+    SAM 2, 288 for SAM 3; net None: SAM 1's frame).
 
-    `.npy`: low-res logits as SAM returns them (256×256 or 1×256×256), used as they are.
+    `.npy`: low-res logits as the model returns them (L×L or 1×L×L), used as they are.
     Image file (PNG…): a binary mask the size of the image (non-zero = inside); it is resized
-    like the image (long side to 1024, padded), averaged down to 256×256 and mapped to
-    logits ±10.
+    as the model resizes the image (SAM 1: the long side to 1024, padded; SAM 2 and SAM 3:
+    squashed to the square input), averaged down to L×L and mapped to logits ±10.
     """
     import cv2
 
@@ -115,23 +117,25 @@ def load_mask_prompt(path: str | Path, image_hw: tuple[int, int], img_size: int 
 
     path = Path(path)
     check_file(path)  # missing, a folder, or a FIFO that would block: said before reading
+    h, w = image_hw
+    side = net.img_size if net is not None else 1024
+    nh, nw = net.input_size(h, w) if net is not None else target_size(h, w, side)
+    low = net.low_res_hw[0] if net is not None else 256
     if path.suffix.lower() == ".npy":
-        arr = _read_logits(path)
+        arr = _read_logits(path, low)
         if not np.isfinite(arr).all():
             raise InputError(f"{path}: mask logits must be finite numbers (it holds NaN or infinity)")
         return arr[None]
     mask = read_image(path).max(axis=2) > 0
-    h, w = image_hw
     if mask.shape != (h, w):
         raise InputError(
             f"{path}: mask is {mask.shape[1]}×{mask.shape[0]}, the image is {w}×{h}"
         )
-    nh, nw = target_size(h, w, img_size)
     m = cv2.resize(mask.astype(np.float32), (nw, nh), interpolation=cv2.INTER_LINEAR)
-    padded = np.zeros((img_size, img_size), np.float32)
+    padded = np.zeros((side, side), np.float32)
     padded[:nh, :nw] = m
-    low = cv2.resize(padded, (256, 256), interpolation=cv2.INTER_AREA)
-    return ((low * 2 - 1) * MASK_LOGIT).astype(np.float32)[None]
+    small = cv2.resize(padded, (low, low), interpolation=cv2.INTER_AREA)
+    return ((small * 2 - 1) * MASK_LOGIT).astype(np.float32)[None]
 
 
 # ------------------------------------------------------------------ prompts from a file
@@ -170,10 +174,11 @@ class ObjectPrompt:
         """A text or exemplar object (SAM 3's concept prompt), not a point, box or mask one."""
         return self.text is not None or bool(self.exemplars)
 
-    def in_pixels(self, hw: tuple[int, int], image_name: str) -> ResolvedPrompt:
+    def in_pixels(self, hw: tuple[int, int], image_name: str, net=None) -> ResolvedPrompt:
         """The prompts in the pixels of an H×W image: normalised ones scaled, a box that
-        overshoots the image by at most BOX_SLACK clipped to it, the mask file read. Raises
-        PromptError naming the object for a point outside the image or a box further out."""
+        overshoots the image by at most BOX_SLACK clipped to it, the mask file read into `net`'s
+        frame (load_mask_prompt). Raises PromptError naming the object for a point outside the
+        image or a box further out."""
         h, w = hw
         sx, sy = (w, h) if self.normalized else (1.0, 1.0)
         size = f"{image_name} ({w}×{h} pixels)"
@@ -188,7 +193,7 @@ class ObjectPrompt:
         mask = None
         if self.mask is not None:
             try:
-                mask = load_mask_prompt(self.mask, hw)
+                mask = load_mask_prompt(self.mask, hw, net)
             except SamError as e:
                 raise PromptError(f"{self.where}: {e}") from None
         exemplars = np.array([_clipped(np.array(b, np.float64) * (sx, sy, sx, sy), hw, self.where, size)

@@ -8,8 +8,10 @@ of each phrase's concept, with SAM 3's scores, streamed like the other modes.
                              the embedding cache keeps
     detector                 an image's phrases together, one prompt row each; each phrase's
                              text features computed once for the whole run
-    masks                    only the detections kept (score above --min-score) upsampled to
-                             the image, a few at a time, run-length encoded
+    masks                    the segmentation head (and the pyramid's finer levels) only
+                             for a phrase with detections kept (score above --min-score),
+                             masks only for those, upsampled to the image a few at a time,
+                             run-length encoded
 
 Each mask's record is a PromptedMask: its category the phrase (category_id its position among
 the phrases, from 1), its score SAM 3's (sigmoid(logit) × sigmoid(presence)), object_index the
@@ -174,11 +176,12 @@ class TextSegmenter:
         return out
 
     @torch.inference_mode()
-    def detect(self, image: np.ndarray, trunk: torch.Tensor, concepts: list[Concept] | None = None, levels=None):
+    def detect(self, image: np.ndarray, trunk: torch.Tensor, concepts: list[Concept] | None = None, levels=None,
+               masks: bool = True):
         """One image's Detections (models/sam3/model.py), a prompt row per concept (default:
         `--text`'s), all with the same number of exemplars: the phrase's text with the exemplar
         boxes (cx, cy, w, h in [0, 1] of the image, as Meta's processor sends them). levels: the
-        pyramid of `trunk`, if made already."""
+        pyramid of `trunk`, if made already. masks=False: none yet (Sam3Detector.masks_of)."""
         concepts = self.concepts if concepts is None else concepts
         pad, text = self.text_features([c.phrase for c in concepts])
         n = len(concepts)
@@ -191,7 +194,7 @@ class TextSegmenter:
             boxes = torch.stack(((b[..., 0] + b[..., 2]) / 2 / w, (b[..., 1] + b[..., 3]) / 2 / h,
                                  (b[..., 2] - b[..., 0]) / w, (b[..., 3] - b[..., 1]) / h), -1)
             labels = torch.tensor([c.labels for c in concepts], dtype=torch.float32, device=dev)
-        return self.net.detector.detect(levels, pad, text, boxes=boxes, box_labels=labels)
+        return self.net.detector.detect(levels, pad, text, boxes=boxes, box_labels=labels, masks=masks)
 
     @torch.inference_mode()
     def segment(self, image: np.ndarray, trunk: torch.Tensor | None,
@@ -204,7 +207,8 @@ class TextSegmenter:
         if not concepts:
             return []
         hw = (image.shape[0], image.shape[1])
-        levels = self.net.pyramid(trunk)
+        levels = self.net.pyramid(trunk, (2,))  # the finer two only once a phrase has detections kept
+        fine: list[torch.Tensor] = []
         groups: dict[int, list[Concept]] = {}  # rows with as many exemplars go through together
         for c in concepts:
             groups.setdefault(len(c.exemplars), []).append(c)
@@ -212,13 +216,18 @@ class TextSegmenter:
         for group in groups.values():
             for first in range(0, len(group), PHRASES_AT_ONCE):  # each row holds its own copy of the finest level
                 part = group[first : first + PHRASES_AT_ONCE]
-                det = self.detect(image, trunk, part, levels)
+                det = self.detect(image, trunk, part, levels, masks=False)
                 for i, c in enumerate(part):
                     queries = torch.nonzero(det.scores[i] > self.s.min_score).flatten().tolist()
                     recs = found.setdefault(c.index, [])
+                    # the pixel decoder only for a row with detections kept, masks only for those
+                    if queries and not fine:
+                        fine = self.net.pyramid(trunk, (0, 1))
+                    pixels = self.net.detector.pixel_embeddings(det, i, fine) if queries else None
                     for k in range(0, len(queries), MASKS_AT_ONCE):
                         chunk = queries[k : k + MASKS_AT_ONCE]
-                        kept = postprocess(_rows(det, i, chunk), 0, hw, -1.0)
+                        kept = postprocess(_rows(det, i, chunk, self.net.detector.masks_of(det, i, chunk, pixels)),
+                                           0, hw, -1.0)
                         rles = M.masks_to_rle(kept.masks)
                         boxes_px = M.masks_to_boxes(kept.masks).tolist()
                         for q, rle, box, score in zip(chunk, rles, boxes_px, kept.scores.float().tolist()):
@@ -239,13 +248,13 @@ def _mask_record(c: Concept, query: int, rle: dict, box: list[int], score: float
     return M.PromptedMask(rle, box, round(score, 6), c.index, query, prompt, source)
 
 
-def _rows(det, row: int, queries: list[int]):
-    """One prompt row's detections cut to `queries` (a Detections of one row)."""
+def _rows(det, row: int, queries: list[int], masks: torch.Tensor):
+    """One prompt row's detections cut to `queries`, with their mask logits 1×K×H×W (a
+    Detections of one row)."""
     from .models.sam3.model import Detections
 
     q = torch.tensor(queries, dtype=torch.long, device=det.logits.device)
-    return Detections(det.logits[row : row + 1, q], det.presence[row : row + 1], det.boxes[row : row + 1, q],
-                      det.masks[row : row + 1, q])
+    return Detections(det.logits[row : row + 1, q], det.presence[row : row + 1], det.boxes[row : row + 1, q], masks)
 
 
 def segment_texts(

@@ -1,7 +1,9 @@
-"""SAM 2.1 in `sam` beside Meta's `sam2` package (SAM2ImagePredictor, SAM2AutomaticMaskGenerator):
-same machine, same run, same random weights in each model's real architecture, same threads,
-same photo. Prints one table, with how far the two agree beside each timing, and `sam`'s own
-vit_b for scale.
+"""SAM 2.1 in `sam` beside Meta's `sam2` package (SAM2ImagePredictor, SAM2AutomaticMaskGenerator)
+and Ultralytics' SAM 2.1 (`SAM2Predictor`, when installed: the bench extra): same machine, same
+run, same random weights in each model's real architecture (Meta's file, which Ultralytics
+loads strictly under its own file names), same threads, same photo. Prints one table, with how
+far each peer agrees with sam beside each timing, and `sam`'s own vit_b for scale. Ultralytics'
+automatic mode is given SAM2AutomaticMaskGenerator's defaults (its own differ).
 
     python scripts/sam2_bench.py                                  # every SAM 2.1 size, every row
     python scripts/sam2_bench.py --models sam2.1_hiera_tiny --rows encoder,boxes
@@ -66,10 +68,51 @@ def make_checkpoint(model: str, dest: Path, seed: int = 0) -> Path:
     return dest
 
 
+#: Ultralytics' file name of each SAM 2.1 size (its builder picks the architecture by the name)
+ULTRALYTICS = {"sam2.1_hiera_tiny": "sam2.1_t.pt", "sam2.1_hiera_small": "sam2.1_s.pt",
+               "sam2.1_hiera_base_plus": "sam2.1_b.pt", "sam2.1_hiera_large": "sam2.1_l.pt"}
+#: SAM2AutomaticMaskGenerator's defaults, which Ultralytics is given (its own differ)
+SAM2_AMG = dict(pred_iou_thresh=0.8, stability_score_thresh=0.95, stability_score_offset=1.0, box_nms_thresh=0.7)
+
+
+def has_ultralytics() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ultralytics") is not None
+
+
 def worker(row: str, impl: str, model: str, ckpt: str, a: argparse.Namespace, out: Path) -> dict:
     torch.set_num_threads(a.threads)
     img = read(PHOTO)
-    if impl == "meta":
+    if impl == "ultralytics":
+        from peers_bench import ul_auto, ul_masks
+        from ultralytics.models.sam import SAM2Predictor
+        from ultralytics.models.sam.build import build_sam
+
+        named = out / ULTRALYTICS[model]  # Meta's file under Ultralytics' name: loaded strictly, unchanged
+        if not named.exists():
+            named.symlink_to(ckpt)
+        pred = SAM2Predictor(overrides=dict(conf=0.0 if row == "auto-all" else 0.25, task="segment",
+                                            mode="predict", imgsz=1024, model=ULTRALYTICS[model], save=False,
+                                            verbose=False, device=a.device))
+        pred.setup_model(model=build_sam(str(named)), verbose=False)
+        torch.set_num_threads(a.threads)  # its device selection sets its own thread count
+        bgr = np.ascontiguousarray(img[:, :, ::-1])  # it takes OpenCV's BGR order
+
+        def encode():
+            pred.set_image(bgr)
+
+        def boxes():
+            r = pred(bboxes=boxes_prompt(), multimask_output=False)
+            order = r[0].boxes.cls.cpu().numpy().astype(int)  # which box each mask is for
+            masks = np.zeros((len(boxes_prompt()), *img.shape[:2]), bool)
+            masks[order] = ul_masks(r)
+            return masks
+
+        def auto(side, filters):
+            amg = SAM2_AMG if filters else dict(SAM2_AMG, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            return ul_auto(pred, bgr, side, amg)
+    elif impl == "meta":
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
         from sam2.build_sam import build_sam2
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -119,12 +162,12 @@ def worker(row: str, impl: str, model: str, ckpt: str, a: argparse.Namespace, ou
         return {"sec": sec, "peak_mb": peak_mb(a.device), "masks": len(recs)}
 
 
-def agreement(row: str, model: str, res: dict, out: Path) -> str:
+def agreement(row: str, model: str, res: dict, out: Path, peer: str = "meta") -> str:
     if row == "boxes":
-        a, b = (np.load(out / f"{model}.{i}.boxes.npy") for i in ("sam", "meta"))
+        a, b = (np.load(out / f"{model}.{i}.boxes.npy") for i in ("sam", peer))
         return f"{(a == b).mean() * 100:.3f} % pixels equal"
     if row.startswith("auto"):
-        return f"masks {res['sam'].get('masks')} / {res['meta'].get('masks')}"
+        return f"masks {res['sam'].get('masks')} / {res[peer].get('masks')}"
     return ""
 
 
@@ -151,17 +194,22 @@ def main() -> None:
         if m not in MODELS or (m not in CONFIGS and MODELS[m].family != "sam1"):
             ap.error(f"unknown model {m!r} (one of {', '.join([*CONFIGS, 'vit_b', 'vit_l', 'vit_h'])})")
     rows = a.rows.split(",")
+    peers = [p for p, there in (("meta", has_meta()), ("ultralytics", has_ultralytics())) if there]
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
-    print(f"# SAM 2.1: sam beside Meta's sam2 ({where}; torch {torch.__version__}; random weights; {PHOTO}; "
-          f"auto {a.points_per_side}² default filters, auto-all {a.all_points_per_side}² filters off)")
-    print("| model | row | sam s | Meta s | Meta/sam | sam peak MB | Meta peak MB | agreement |")
-    print("|---|---|---|---|---|---|---|---|")
+    names = {"meta": "Meta", "ultralytics": "Ultralytics"}
+    print(f"# SAM 2.1: sam beside {' and '.join(names[p] for p in peers) or 'no peer'} ({where}; torch "
+          f"{torch.__version__}; random weights; {PHOTO}; auto {a.points_per_side}² default filters, auto-all "
+          f"{a.all_points_per_side}² filters off)")
+    head = ["model", "row", "sam s", *[f"{names[p]} {x}" for p in peers for x in ("s", "/ sam")], "sam peak MB",
+            *[f"{names[p]} peak MB" for p in peers], *[f"agreement, {names[p]}" for p in peers]]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for m in models:
             ckpt = make_checkpoint(m, out / f"{m}.pt")
-            impls = ["sam", "meta"] if m in CONFIGS and has_meta() else ["sam"]
+            impls = ["sam", *peers] if m in CONFIGS else ["sam"]
             for row in rows:
                 if m not in CONFIGS and row in ("boxes", "auto-all"):
                     continue
@@ -177,14 +225,18 @@ def main() -> None:
                         res[impl] = {}
                     else:
                         res[impl] = json.loads(p.stdout.strip().splitlines()[-1])
-                s, r = res["sam"].get("sec"), res.get("meta", {}).get("sec")
-                ratio = f"{r / s:.2f}x" if s and r else ""
-                agree = agreement(row, m, res, out) if len(res) == 2 and s and r else ""
 
                 def fmt(x, f="{:.2f}"):
                     return f.format(x) if x is not None else "–"
-                print(f"| {m} | {row} | {fmt(s)} | {fmt(r)} | {ratio} | {fmt(res['sam'].get('peak_mb'), '{:.0f}')} | "
-                      f"{fmt(res.get('meta', {}).get('peak_mb'), '{:.0f}')} | {agree} |", flush=True)
+                s = res["sam"].get("sec")
+                cells = [m, row, fmt(s)]
+                for peer in peers:
+                    r = res.get(peer, {}).get("sec")
+                    cells += [fmt(r), f"{r / s:.2f}x" if s and r else ""]
+                cells += [fmt(res[k].get("peak_mb") if k in res else None, "{:.0f}") for k in ("sam", *peers)]
+                cells += [agreement(row, m, res, out, peer) if s and res.get(peer, {}).get("sec") else ""
+                          for peer in peers]
+                print("| " + " | ".join(cells) + " |", flush=True)
                 results.append({"model": m, "row": row, **{k: v for k, v in res.items()}})
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))

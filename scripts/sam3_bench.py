@@ -9,8 +9,9 @@ the peer's detections agree with sam's.
     python scripts/sam3_bench.py --device cuda
 
 Weights: Meta's full-size SAM 3 architecture with random weights (normal, std 0.02; seed 0),
-saved as Meta's sam3.pt is laid out (`detector.` and the point-and-box head's `tracker.` keys). sam and Ultralytics read that file;
-transformers gets the same tensors under its own names (tests/sam3_hf.py, checked strictly).
+saved as Meta's sam3.pt is laid out (`detector.` and the point-and-box head's `tracker.` keys).
+sam and Ultralytics read that file; transformers gets the same tensors under its own names
+(tests/sam3_hf.py, checked strictly).
 Ultralytics imports OpenAI's `clip` package for its tokenizer, which is installed from GitHub
 (out of reach of a package index); this script gives it sam's tokenizer under that name (the
 same tokens as Meta's: tests/test_sam3_parts.py).
@@ -24,6 +25,8 @@ Agreement, on the last row: each peer's scores and masks beside sam's, detection
 score order (transformers leaves the geometry encoder's CLS token out of a text-only prompt,
 where Meta's processor and sam keep it, and applies the sigmoid before resizing masks;
 Ultralytics resizes the image its own way and runs NMS, here given a threshold of 1, off).
+Ultralytics is given imgsz 1008, SAM 3's resolution: its default imgsz (640, made 644) runs the
+model on a 46² token grid instead of 72², a lighter and other workload.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def _clip_stand_in() -> None:
     sys.modules["clip"] = clip
 
 
-def tool(name: str, ckpt: str, device: str):
+def tool(name: str, ckpt: str, device: str, size: str = "full"):
     """(encode(rgb, path) → features, detect(features, rgb, phrases, threshold) → (scores, a function
     giving the masks as H×W bool arrays: outside the timing, as the tools' outputs differ in kind))."""
     if name == "sam":
@@ -108,19 +111,25 @@ def tool(name: str, ckpt: str, device: str):
         _clip_stand_in()
         from ultralytics.models.sam import SAM3SemanticPredictor
 
+        side = 1008 if size == "full" else 112
         pred = SAM3SemanticPredictor(overrides=dict(conf=0.5, iou=1.0, task="segment", mode="predict", model=ckpt,
-                                                    device=device, half=False, save=False, verbose=False))
+                                                    imgsz=side, device=device, half=False, save=False, verbose=False))
+        threads = torch.get_num_threads()
+        pred.setup_model(verbose=False)  # its device selection sets torch to min(8, cores - 1) threads:
+        torch.set_num_threads(threads)  # put back, here and before each call (as peers_bench does)
 
         def encode(rgb, path):
+            torch.set_num_threads(threads)
             pred.set_image(str(path))
             return pred.features
 
-        def detect(features, rgb, phrases, threshold):
+        def detect(features, rgb, phrases, threshold):  # its API for features computed before
+            torch.set_num_threads(threads)
             pred.args.conf = threshold
-            res = pred(text=list(phrases))[0]
-            if res.masks is None:
+            masks, boxes = pred.inference_features(features, src_shape=rgb.shape[:2], text=list(phrases))
+            if masks is None:
                 return np.zeros(0), list
-            return res.boxes.conf.cpu().numpy(), lambda: list(res.masks.data.cpu().numpy().astype(bool))
+            return boxes[:, 4].cpu().numpy(), lambda: list(masks.cpu().numpy().astype(bool))
 
         return encode, detect
     from transformers import Sam3ImageProcessor
@@ -163,8 +172,8 @@ def worker(name: str, a: argparse.Namespace, out: Path) -> dict:
 
     torch.set_num_threads(a.threads)
     t = time.perf_counter()
-    encode, detect = tool(name, a.ckpt, a.device)
-    res: dict = {"load_s": time.perf_counter() - t, "rows": {r: [] for r in ROWS}}
+    encode, detect = tool(name, a.ckpt, a.device, a.size)
+    res: dict = {"load_s": time.perf_counter() - t, "rows": {r: [] for r in ROWS}, "threads": []}
     with torch.inference_mode():
         photos = [(EXAMPLES / p, read(p)) for p in PHOTOS[: a.photos]]
         feats = []
@@ -182,6 +191,7 @@ def worker(name: str, a: argparse.Namespace, out: Path) -> dict:
                 scores, masks = detect(f, rgb, phrases, threshold)
                 sync(a.device)
                 res["rows"][row].append(time.perf_counter() - t)
+                res["threads"].append(torch.get_num_threads())  # what each call ran on
                 if threshold == 0.0:
                     masks = masks()
                     np.savez_compressed(out / f"{name}.{k}.npz", scores=scores,
@@ -195,7 +205,7 @@ def agreement(name: str, photos: int, out: Path) -> str:
     difference and the mean mask IoU of the pairs."""
     kept, diffs, ious = [0, 0], [], []
     for k in range(photos):
-        ours, theirs = (np.load(out / f"{t}.{k}.npz") for t in ("sam", name))
+        ours, theirs = (dict(np.load(out / f"{t}.{k}.npz")) for t in ("sam", name))  # each array read once
         kept[0] += len(ours["scores"])
         kept[1] += len(theirs["scores"])
         a, b = np.argsort(-ours["scores"], kind="stable"), np.argsort(-theirs["scores"], kind="stable")
@@ -237,12 +247,14 @@ def main() -> None:
         ckpt = make_checkpoint(out / "sam3.pt", a.size)
         for name in tools:
             cmd = [sys.executable, __file__, "--worker", name, "--ckpt", str(ckpt), "--out", tmp, "--device", a.device,
-                   "--threads", str(a.threads), "--photos", str(a.photos)]
+                   "--threads", str(a.threads), "--photos", str(a.photos), "--size", a.size]
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode:
                 print(f"{name} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
                 continue
             results[name] = json.loads(p.stdout.strip().splitlines()[-1])
+            if a.json:  # as each tool finishes: a later failure keeps what was measured
+                Path(a.json).write_text(json.dumps({"results": results}, indent=1))
         agree = {t: agreement(t, a.photos, out) for t in results if t != "sam" and "sam" in results}
     print(f"# SAM 3 text prompts, {a.size} size, random weights: sam beside the peers ({where}; torch {torch.__version__}; "
           f"{a.photos} photo(s): {', '.join(PHOTOS[:a.photos])}; phrases {', '.join(PHRASES)})")
@@ -257,6 +269,8 @@ def main() -> None:
         print(f"| images/s, {row} | " + " | ".join(f"{1 / (mean[t]['encoder'] + mean[t][row]):.4f}" for t in shown)
               + " |")
     print("| loading the model, s | " + " | ".join(f"{results[t]['load_s']:.1f}" for t in shown) + " |")
+    print("| threads each call ran on | " + " | ".join(",".join(map(str, sorted(set(results[t]["threads"]))))
+                                                      for t in shown) + " |")
     print("| peak memory, MB | " + " | ".join(f"{results[t]['peak_mb']:.0f}" for t in shown) + " |")
     for t, text in agree.items():
         print(f"\n{NAMES[t]} beside sam, 5 phrases all kept: {text}")

@@ -59,8 +59,9 @@ def save_tiny_sam3(path: Path, seed: int = 0, sizes: dict = TINY, head: bool = T
 
 class PartByPart:
     """A detector's detections called part by part, as Meta's processor calls them (preprocess,
-    the image, the phrases' text, detect, postprocess), all of an image's phrases in one call:
-    what the command's outputs are compared with."""
+    the image, the phrases' text, detect, postprocess), the phrases through the detector
+    together and the segmentation head one phrase at a time, as Meta's processor runs it (and
+    the command): what the command's outputs are compared with."""
 
     def __init__(self, net) -> None:
         from sam_cli.models.sam3.tokenizer import Tokenizer
@@ -75,6 +76,13 @@ class PartByPart:
 
         levels = self.net.encode_image(preprocess(rgb, self.net.arch.vit.img_size))
         pad, text = self.net.encode_text(self.tokenizer(phrases))
+        from sam_cli.models.sam3.model import Detections
+
         n = len(phrases)
-        det = self.net.detect([lv.expand(n, -1, -1, -1) for lv in levels], pad, text)
-        return [postprocess(det, i, tuple(rgb.shape[:2]), threshold) for i in range(n)]
+        det = self.net.detect([lv.expand(n, -1, -1, -1) for lv in levels], pad, text, masks=False)
+        out = []
+        for i in range(n):
+            masks = self.net.masks_of(det, i, list(range(det.logits.shape[1])), self.net.pixel_embeddings(det, i))
+            row = Detections(det.logits[i : i + 1], det.presence[i : i + 1], det.boxes[i : i + 1], masks)
+            out.append(postprocess(row, 0, tuple(rgb.shape[:2]), threshold))
+        return out

@@ -121,3 +121,44 @@ def test_a_sam_2_checkpoint_with_a_missing_or_foreign_tensor_is_refused_naming_i
     assert p.returncode == 4, err
     assert name in err and str(bad) in err and "Traceback" not in err
     assert not (tmp_path / "m.png").exists()
+
+
+def test_a_mask_image_lands_where_each_model_puts_the_image(models, tmp_path):
+    """--mask-input with a mask image: resized as the model resizes the photo. On a 600×400 photo
+    a mask of its left half is the left half of SAM 2's square 256² frame, every row; in SAM 1's
+    padded frame it is the left half of the top 171 rows (the rest is padding, outside). Through
+    the CLI with SAM 2: the masks Meta's SAM2ImagePredictor gives for those logits."""
+    import cv2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from sam_cli.checkpoints import load_model
+    from sam_cli.io.images import read_image
+    from sam_cli.prompts import load_mask_prompt
+
+    from cli_helpers import run_sam
+
+    img = read_image(EXAMPLES / "coffee.jpg")
+    h, w = img.shape[:2]
+    half = np.zeros((h, w), np.uint8)
+    half[:, : w // 2] = 255
+    cv2.imwrite(str(tmp_path / "half.png"), half)
+    net = load_model(checkpoint=models[1])
+    sam2 = load_mask_prompt(tmp_path / "half.png", (h, w), net)[0]
+    assert sam2.shape == (256, 256)
+    assert (sam2[:, :127] > 0).all() and (sam2[:, 129:] < 0).all()
+    sam1 = load_mask_prompt(tmp_path / "half.png", (h, w))[0]
+    assert (sam1[:170, :127] > 0).all() and (sam1[:170, 129:] < 0).all() and (sam1[172:] < 0).all()
+    ref = SAM2ImagePredictor(models[0])
+    with torch.no_grad():
+        ref.set_image(img)
+        m, _, _ = ref.predict(mask_input=sam2[None], point_coords=np.array([[100.0, 200.0]]),
+                              point_labels=np.array([1]), multimask_output=False)
+    p = run_sam("segment", EXAMPLES / "coffee.jpg", "--mask-input", tmp_path / "half.png", "--point", "100,200",
+                "-o", tmp_path / "m.png", "-c", models[1])
+    assert p.returncode == 0, p.stderr
+    got = cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert (got == m[0].astype(bool)).mean() >= 0.999
+    np.save(tmp_path / "wrong.npy", np.zeros((288, 288), np.float32))
+    p = run_sam("segment", EXAMPLES / "coffee.jpg", "--mask-input", tmp_path / "wrong.npy", "-o", tmp_path / "x.png",
+                "-c", models[1])
+    assert p.returncode != 0 and b"must be 256\xc3\x97256" in p.stderr, p.stderr

@@ -319,7 +319,8 @@ def test_the_geometry_encoder_gives_meta_s_tokens(meta, monkeypatch, points, box
 
 
 def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, heads, ffn, text_width, queries,
-                     vit_heads=4, text_heads=4, interactive=None):
+                     vit_heads=4, text_heads=4, interactive=None, text_layers=2, encoder_layers=2, decoder_layers=2,
+                     geometry_layers=1):
     """Meta's Sam3Image at a small size, built from its own parts as its model builder joins them."""
     m = meta
     MHA = m.misc.MultiheadAttentionWrapper
@@ -332,21 +333,21 @@ def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, hea
     neck = m.necks.Sam3DualViTDetNeck(trunk=trunk, position_encoding=m.position.PositionEmbeddingSine(
         num_pos_feats=dim, normalize=True), d_model=dim, scale_factors=(4.0, 2.0, 1.0, 0.5), add_sam2_neck=True)
     text = m.text.VETextEncoder(d_model=dim, tokenizer=m.tok.SimpleTokenizer(bpe_path=str(_vocab())), width=text_width,
-                                heads=text_heads, layers=2, use_act_checkpoint=False)
+                                heads=text_heads, layers=text_layers, use_act_checkpoint=False)
     backbone = m.vl.SAM3VLBackbone(visual=neck, text=text, scalp=1)
     enc_layer = m.encoder.TransformerEncoderLayer(
         activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1, pos_enc_at_attn=True,
         pos_enc_at_cross_attn_keys=False, pos_enc_at_cross_attn_queries=False, pre_norm=True,
         self_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim, batch_first=True),
         cross_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim, batch_first=True))
-    encoder = m.encoder.TransformerEncoderFusion(layer=enc_layer, num_layers=2, d_model=dim, num_feature_levels=1,
+    encoder = m.encoder.TransformerEncoderFusion(layer=enc_layer, num_layers=encoder_layers, d_model=dim, num_feature_levels=1,
                                                  add_pooled_text_to_img_feat=False, pool_text_with_mask=True,
                                                  use_act_checkpoint=False)
     dec_layer = m.decoder.TransformerDecoderLayer(activation="relu", d_model=dim, dim_feedforward=ffn, dropout=0.1,
                                                   cross_attention=MHA(num_heads=heads, dropout=0.1, embed_dim=dim),
                                                   n_heads=heads, use_text_cross_attention=True)
     decoder = m.decoder.TransformerDecoder(
-        layer=dec_layer, num_layers=2, num_queries=queries, return_intermediate=True, box_refine=True,
+        layer=dec_layer, num_layers=decoder_layers, num_queries=queries, return_intermediate=True, box_refine=True,
         num_o2m_queries=0, dac=True, boxRPB="log", d_model=dim, frozen=False, interaction_layer=None,
         dac_use_selfatt_ln=True, resolution=None, stride=None, use_act_checkpoint=False, presence_token=True)
     geo_layer = m.encoder.TransformerEncoderLayer(
@@ -356,7 +357,7 @@ def _meta_sam3_image(meta, *, img, window, globals_, pretrain, vit_dim, dim, hea
     geometry = m.geometry.SequenceGeometryEncoder(
         pos_enc=m.position.PositionEmbeddingSine(num_pos_feats=dim, normalize=True), encode_boxes_as_points=False,
         points_direct_project=True, points_pool=True, points_pos_enc=True, boxes_direct_project=True, boxes_pool=True,
-        boxes_pos_enc=True, d_model=dim, num_layers=1, layer=geo_layer, use_act_ckpt=False, add_cls=True,
+        boxes_pos_enc=True, d_model=dim, num_layers=geometry_layers, layer=geo_layer, use_act_ckpt=False, add_cls=True,
         add_post_encode_proj=True)
     seg = m.seg.UniversalSegmentationHead(
         hidden_dim=dim, upsampling_stages=3, aux_masks=False, presence_head=False, dot_product_scorer=None,
@@ -606,3 +607,59 @@ def test_points_and_boxes_give_meta_s_interactive_masks(meta, tmp_path, monkeypa
         assert np.abs(got.iou[0] - iou2).max() <= 1e-4
         assert (got.masks[0] == m2.astype(bool)).mean() >= 0.999
     assert filled > 0  # the hole filling took part
+
+
+@pytest.mark.slow  # Meta's full-size SAM 3 and sam's, 3.4 GB of weights each: minutes and 14 GB on a CPU
+def test_the_full_size_model_gives_meta_s_detections_and_interactive_masks(meta, tmp_path, monkeypatch):
+    """Meta's SAM 3 at its real size (the 1008-px ViT of 32 blocks, the 24-layer text encoder, 6
+    fusion and 6 decoder layers, 200 queries, the point-and-box head), random weights (normal, std
+    0.02), saved as sam3.pt and loaded by sam: a phrase's scores, boxes and masks as Meta's
+    processor gives them, and a click's masks and IoUs as its predict_inst gives them."""
+    import numpy as np
+    from PIL import Image
+
+    from sam_cli import masks as M
+    from sam_cli.checkpoints import load
+    from sam_cli.io.images import read_image
+    from sam_cli.predictor import Predictor
+    from sam_cli.text_prompts import TextSegmenter, TextSettings
+
+    from conftest import EXAMPLES
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: self)
+    ref = _meta_sam3_image(meta, img=1008, window=24, globals_=(7, 15, 23, 31), pretrain=336, vit_dim=1024, dim=256,
+                           heads=8, ffn=2048, text_width=1024, queries=200, vit_heads=16, text_heads=16,
+                           interactive=_meta_interactive(meta, 1008), text_layers=24, encoder_layers=6,
+                           decoder_layers=6, geometry_layers=3)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    head = "inst_interactive_predictor.model."
+    sd = ref.state_dict()
+    torch.save({"model": {**{f"detector.{k}": v for k, v in sd.items() if not k.startswith(head)},
+                          **{"tracker." + k[len(head):]: v for k, v in sd.items() if k.startswith(head)}}},
+               tmp_path / "sam3.pt")
+    del sd
+    loaded = load(checkpoint=tmp_path / "sam3.pt")
+    net = loaded.net
+    assert net.arch.vit.depth == 32 and net.arch.text.layers == 24 and net.arch.queries == 200 and net.point_prompts
+    rgb = read_image(EXAMPLES / "coffee.jpg")
+    proc = meta.processor.Sam3Processor(ref, resolution=1008, device="cpu", confidence_threshold=0.0)
+    with torch.no_grad():
+        state = proc.set_text_prompt("cup", proc.set_image(Image.fromarray(rgb)))
+        trunk = net.encode(net.prepare(torch.from_numpy(rgb)))["trunk"]
+        records = TextSegmenter(net, TextSettings(("cup",), 0.0)).segment(rgb, trunk)
+    assert len(records) == len(state["scores"]) > 0
+    torch.testing.assert_close(torch.tensor([r.source["score"] for r in records]), state["scores"], rtol=1e-3,
+                               atol=1e-4)
+    masks = torch.stack([torch.from_numpy(M.rle_to_mask(r.rle)) for r in records])
+    assert (masks == state["masks"][:, 0]).float().mean() >= 0.999
+    with torch.no_grad():
+        m, iou, _ = ref.predict_inst(state, point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1]),
+                                     multimask_output=True)
+    ours = Predictor(net)
+    ours.set_image(rgb)
+    got = ours.predict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1]), multimask=True)
+    assert np.abs(got.iou[0] - iou).max() <= 1e-3
+    assert (got.masks[0] == m.astype(bool)).mean() >= 0.999

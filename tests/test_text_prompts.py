@@ -168,6 +168,12 @@ def test_what_does_not_go_with_text_is_refused(sam3_ckpt, photos, tmp_path, tiny
     assert r.returncode == 2 and b"automatic mode" in r.stderr, r.stderr
 
 
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    assert cv2.imwrite(str(path), rgb[..., ::-1])
+
+
 def _annotations(path: Path) -> list[tuple]:
     """A coco-rle file's masks as (phrase, score, mask, prompt), in order."""
     return [(a["category"], a["score"], a["segmentation"]["counts"], a["prompt"])
@@ -274,6 +280,22 @@ def test_points_and_boxes_on_sam3_go_through_its_point_and_box_head(sam3_ckpt, p
         for a, want in zip(anns, (want_box, want_point)):
             assert np.array_equal(coco_mask.decode(a["segmentation"]).astype(bool), want.masks[0, 0])
             assert a["predicted_iou"] == pytest.approx(float(want.iou[0, 0]), abs=1e-6)
+    # a mask image, squashed as the photo is, to the head's low-res side (4× the token grid)
+    from sam_cli.prompts import load_mask_prompt
+
+    rgb = read_image(photo)
+    mask = np.zeros(rgb.shape, np.uint8)
+    mask[50:250, 100:300] = 255
+    _write_png(tmp_path / "mask.png", mask)
+    logits = load_mask_prompt(tmp_path / "mask.png", rgb.shape[:2], pred.model)
+    assert logits.shape == (1, *pred.model.low_res_hw)
+    want = pred.predict(point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]), mask_input=logits,
+                        multimask=False)
+    r = run_sam("segment", photo, "--point", "200,150", "--mask-input", tmp_path / "mask.png", "-c", sam3_ckpt,
+                "-o", tmp_path / "mm.json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "mm.json").read_text())
+    assert np.array_equal(coco_mask.decode(got[0]["segmentation"]).astype(bool), want.masks[0, 0])
 
 
 def test_exemplar_boxes_on_one_image_are_the_detector_s_geometry_prompt(sam3_ckpt, tmp_path):

@@ -57,8 +57,8 @@ BoxOpt = Annotated[Optional[list[str]], typer.Option(
     help="Box around one object (repeatable: each box is one object, decoded together).")]
 MaskInputOpt = Annotated[Optional[Path], typer.Option(
     "--mask-input", metavar="FILE", rich_help_panel=ONE_IMAGE,
-    help="Mask prompt: a 256×256 .npy of low-res logits from an earlier run, or a binary mask image "
-    "the size of IMAGE (non-zero inside; becomes logits ±10).")]
+    help="Mask prompt: a .npy of low-res logits from an earlier run (256×256; SAM 3: 288×288), or a binary "
+    "mask image the size of IMAGE (non-zero inside; resized as the model resizes IMAGE, becomes logits ±10).")]
 TextOpt = Annotated[Optional[list[str]], typer.Option(
     "--text", "-t", metavar="PHRASE", rich_help_panel=TEXT,
     help="A noun phrase (repeatable): every instance of it in each image, its category the phrase (SAM 3; "
@@ -210,7 +210,7 @@ def _one_image(image: Path, point: list[str], neg_point: list[str], box: list[st
     from ..errors import PromptError
     from ..inputs import InputItem, read_input
     from ..io import writers
-    from ..io.images import read_image
+    from ..io.images import check_file, read_image
     from ..io.remote import RemoteFile, filesystem
     from ..predictor import Predictor
     from ..prompts import Prompts, load_mask_prompt
@@ -223,13 +223,15 @@ def _one_image(image: Path, point: list[str], neg_point: list[str], box: list[st
     rgb = read_image(image) if isinstance(image, Path) else read_input(InputItem(image, "", member=RemoteFile(
         image, filesystem(image))))
     prompts.check_inside(rgb.shape[:2], str(image))
-    mask_prompt = load_mask_prompt(mask_input, rgb.shape[:2]) if mask_input else None
-    if not prompts.points and not prompts.boxes and mask_prompt is None:
+    if not prompts.points and not prompts.boxes and mask_input is None:
         raise PromptError("no prompt: give --point, --neg-point, --box or --mask-input")
+    if mask_input is not None:
+        check_file(mask_input)  # before the model loads: a typo costs nothing
     if embedding_cache is not None:
         check_folder(embedding_cache)
     loaded = load_sam(model, checkpoint, device, dtype, quiet)
     require_points(loaded)
+    mask_prompt = load_mask_prompt(mask_input, rgb.shape[:2], loaded.net) if mask_input else None
     cache = None
     if embedding_cache is not None:
         cache = EmbeddingCache(embedding_cache, loaded.net, warn=lambda text: message(text, quiet),

@@ -196,8 +196,17 @@ class SegmentationHead(nn.Module):
         """levels: the pyramid's maps, finest first, the last the size of the memory; memory N×L×d
         (the fusion encoder's output); queries N×Q×d → (mask logits N×Q×H×W at the finest
         level, the semantic map N×1×H×W)."""
+        pixels = self.decoded_pixels(levels, memory, prompt, prompt_pad)
+        return self.masks(queries, self.instance_seg_head(pixels)), self.semantic_seg_head(pixels)
+
+    def decoded_pixels(self, levels: list[torch.Tensor], memory: torch.Tensor, prompt: torch.Tensor,
+                       prompt_pad: torch.Tensor) -> torch.Tensor:
+        """The pixel decoder's output N×d×H×W at the finest level (one per prompt row: the memory
+        it climbs from is the row's)."""
         memory = memory + self.cross_attend_prompt(self.cross_attn_norm(memory), prompt, prompt, key_padding=prompt_pad)
         n, d, h, w = levels[-1].shape
-        pixels = self.pixel_decoder([*levels[:-1], memory.transpose(1, 2).reshape(n, d, h, w)])
-        masks = torch.einsum("nqc,nchw->nqhw", self.mask_predictor.mask_embed(queries), self.instance_seg_head(pixels))
-        return masks, self.semantic_seg_head(pixels)
+        return self.pixel_decoder([*levels[:-1], memory.transpose(1, 2).reshape(n, d, h, w)])
+
+    def masks(self, queries: torch.Tensor, pixel_embeddings: torch.Tensor) -> torch.Tensor:
+        """Queries N×Q×d and instance_seg_head's pixel embeddings N×d×H×W → mask logits N×Q×H×W."""
+        return torch.einsum("nqc,nchw->nqhw", self.mask_predictor.mask_embed(queries), pixel_embeddings)

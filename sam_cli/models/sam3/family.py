@@ -96,10 +96,12 @@ class Sam3(nn.Module):
         """N×3×S×S (prepare's) → {"trunk": N×C×S/14×S/14 float32}."""
         return {"trunk": self._trunk(x.to(self.device, self.encoder_dtype)).float()}
 
-    def pyramid(self, trunk: torch.Tensor) -> list[torch.Tensor]:
-        """The ViT's output → the detector's three levels (4×, 2×, 1× the token grid), float32."""
+    def pyramid(self, trunk: torch.Tensor, which: tuple[int, ...] = (0, 1, 2)) -> list[torch.Tensor]:
+        """The ViT's output → the detector's levels (0, 1, 2: 4×, 2×, 1× the token grid), float32.
+        The coarsest is all the detector reads before the masks; the finer two, most of the
+        pyramid's time, only the segmentation head."""
         convs = self.detector.backbone.vision_backbone.convs
-        return [conv(trunk) for conv in list(convs)[:3]]
+        return [convs[i](trunk) for i in which]
 
     def set_precision(self, dtype: torch.dtype) -> Sam3:
         """The ViT in `dtype` (its RoPE tables stay complex float32); the rest float32."""
@@ -129,10 +131,6 @@ class Sam3(nn.Module):
         """As Sam2.decode, through the head (interactive.py): prompts in the 1008² frame."""
         if self.tracker is None:
             raise PromptError(NO_POINTS)
-        if mask_input is not None and tuple(mask_input.shape[-2:]) != self.low_res_hw:
-            side = self.low_res_hw[0]
-            raise PromptError(f"a mask prompt for SAM 3 is its own {side}×{side} low-res logits (--refine feeds "
-                              "them back); mask files are taken for SAM 1 and SAM 2")
         embed, s0, s1 = self.head_features(features["trunk"])
         pe, dec = self.tracker.sam_prompt_encoder, self.tracker.sam_mask_decoder
         return sam2_decode(pe, dec, embed, s0, s1, points, labels, boxes, mask_input, multimask, min_iou)

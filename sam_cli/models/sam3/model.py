@@ -41,12 +41,15 @@ class Sam3Arch:
 @dataclass
 class Detections:
     """Per prompt row: each query's logit (N×Q), the presence logit (N), boxes (N×Q×4, cx, cy,
-    w, h in [0, 1] of the image) and mask logits at the finest level (N×Q×h×w, 288² for 1008²)."""
+    w, h in [0, 1] of the image) and mask logits at the finest level (N×Q×h×w, 288² for 1008²;
+    None when detect was told masks=False: Sam3Detector.masks_of makes a row's on demand, from
+    `context`)."""
 
     logits: torch.Tensor
     presence: torch.Tensor
     boxes: torch.Tensor
-    masks: torch.Tensor
+    masks: torch.Tensor | None
+    context: tuple = ()  # (levels, memory, queries, prompt, padding): what masks are made from
 
     @property
     def scores(self) -> torch.Tensor:
@@ -88,9 +91,13 @@ class Sam3Detector(nn.Module):
 
     def detect(self, levels: list[torch.Tensor], text_pad: torch.Tensor, text: torch.Tensor,
                points: torch.Tensor | None = None, point_labels: torch.Tensor | None = None,
-               boxes: torch.Tensor | None = None, box_labels: torch.Tensor | None = None) -> Detections:
-        """levels: encode_image's maps (N rows); text, text_pad: encode_text's; points N×P×2,
-        boxes N×B×4 (cx, cy, w, h) in [0, 1] with labels (1 positive, 0 negative)."""
+               boxes: torch.Tensor | None = None, box_labels: torch.Tensor | None = None,
+               masks: bool = True) -> Detections:
+        """levels: encode_image's maps (N rows; with masks=False the coarsest alone will do: it is
+        all the fusion encoder reads); text, text_pad: encode_text's; points N×P×2,
+        boxes N×B×4 (cx, cy, w, h) in [0, 1] with labels (1 positive, 0 negative). masks=False:
+        scores and boxes only; the segmentation head (the pixel decoder at the finest level, a
+        third of a row's time) runs later for the rows and queries kept (masks_of)."""
         coarse = levels[-1]
         n, d, h, w = coarse.shape
         tokens = coarse.flatten(2).transpose(1, 2)
@@ -105,8 +112,25 @@ class Sam3Detector(nn.Module):
         memory = self.transformer.encoder(tokens, pos, prompt, pad)
         queries, out_boxes, presence = self.transformer.decoder(memory, pos, (h, w), prompt, pad)
         logits = self.dot_prod_scoring(queries, prompt, pad)
-        masks, _ = self.segmentation_head(levels, memory, queries, prompt, pad)
-        return Detections(logits, presence, out_boxes, masks)
+        context = (levels, memory, queries, prompt, pad)
+        if not masks:
+            return Detections(logits, presence, out_boxes, None, context)
+        out_masks, _ = self.segmentation_head(levels, memory, queries, prompt, pad)
+        return Detections(logits, presence, out_boxes, out_masks, context)
+
+    def pixel_embeddings(self, det: Detections, row: int, fine: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """One prompt row's pixel embeddings 1×d×H×W (the segmentation head's, before the queries).
+        fine: the image's finer pyramid levels (1×d×…), when detect was given the coarsest alone."""
+        levels, memory, _, prompt, pad = det.context
+        r = slice(row, row + 1)
+        rows = [*fine, levels[-1][r]] if fine is not None else [lv[r] for lv in levels]
+        head = self.segmentation_head
+        return head.instance_seg_head(head.decoded_pixels(rows, memory[r], prompt[r], pad[r]))
+
+    def masks_of(self, det: Detections, row: int, queries: list[int], pixels: torch.Tensor) -> torch.Tensor:
+        """Mask logits 1×K×H×W of a row's queries, from its pixel_embeddings."""
+        q = det.context[2][row : row + 1, queries]
+        return self.segmentation_head.masks(q, pixels)
 
 
 def preprocess(rgb: torch.Tensor, size: int) -> torch.Tensor:
