@@ -40,8 +40,9 @@ DEFAULT_MIN_SCORE = 0.5
 VISUAL = "visual"
 #: Kept detections whose full-size masks are made at once (each H×W float32)
 MASKS_AT_ONCE = 16
-#: Phrases through the detector at once: each row holds the pyramid and every query's mask
-#: logits at 288² (about 0.2 GB a row at full size), so 80 class names do not take 16 GB
+#: Phrases through the detector at once: each row holds its own fusion-encoder memory and
+#: attention over the image's tokens, so 80 class names are not all held together (masks are
+#: made after, per phrase with detections kept)
 PHRASES_AT_ONCE = 8
 
 
@@ -72,9 +73,10 @@ class Concept:
 
 
 def settings_concepts(s: TextSettings) -> list[Concept]:
-    """`--text`'s rows: each phrase (category id its place, from 1) with the run's exemplars."""
+    """`--text`'s rows: each phrase (category id its place, from 1) with the run's exemplars;
+    none without either (a prompt file's run, whose images bring their own)."""
     if not s.phrases:
-        return [Concept(None, s.exemplars, s.exemplar_labels)]
+        return [Concept(None, s.exemplars, s.exemplar_labels)] if s.exemplars else []
     return [Concept(p, s.exemplars, s.exemplar_labels, i, (("category_id", i + 1), ("category", p)))
             for i, p in enumerate(s.phrases)]
 
@@ -121,7 +123,8 @@ class TextSegmenter:
         self.tokenizer = Tokenizer()
         self._text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # phrase → (padding, features)
         self.concepts = settings_concepts(settings)
-        self.text_features([c.phrase for c in self.concepts])  # before the first image
+        if self.concepts:  # before the first image
+            self.text_features([c.phrase for c in self.concepts])
         self.size = net.img_size
         self.lookup = Predictor(net, cache).lookup  # an image's cache key and cached features
 
@@ -214,7 +217,7 @@ class TextSegmenter:
             groups.setdefault(len(c.exemplars), []).append(c)
         found: dict[int, list[M.PromptedMask]] = {}
         for group in groups.values():
-            for first in range(0, len(group), PHRASES_AT_ONCE):  # each row holds its own copy of the finest level
+            for first in range(0, len(group), PHRASES_AT_ONCE):
                 part = group[first : first + PHRASES_AT_ONCE]
                 det = self.detect(image, trunk, part, levels, masks=False)
                 for i, c in enumerate(part):

@@ -17,13 +17,12 @@ from dataclasses import replace
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ...errors import PromptError
 from ..sam2 import LOW_RES_CLAMP, sam2_decode
 from .checkpoint import TRACKER, infer_arch, split
 from .interactive import HEAD_KEYS, MAX_HOLE_AREA, InteractiveHead
-from .model import Sam3Arch, Sam3Detector
+from .model import Sam3Arch, Sam3Detector, normalise, squash
 
 __all__ = ["FAMILY", "Sam3"]
 
@@ -83,14 +82,11 @@ class Sam3(nn.Module):
         return self.preprocess(self.resize(rgb, self.input_size(*rgb.shape[:2])))
 
     def resize(self, rgb: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
-        """H×W×3 uint8 → 1×3×S×S, resized in uint8 (model.preprocess's rounding), as float."""
-        x = rgb.permute(2, 0, 1)[None].contiguous()
-        if tuple(x.shape[-2:]) != tuple(input_hw):
-            x = F.interpolate(x, size=input_hw, mode="bilinear", align_corners=False, antialias=True)
-        return x.float()
+        """H×W×3 uint8 → 1×3×S×S, resized in uint8 (model.squash), as float."""
+        return squash(rgb, input_hw)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        return (x / 255 - 0.5) / 0.5
+        return normalise(x)
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """N×3×S×S (prepare's) → {"trunk": N×C×S/14×S/14 float32}."""

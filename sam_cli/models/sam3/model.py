@@ -137,10 +137,20 @@ def preprocess(rgb: torch.Tensor, size: int) -> torch.Tensor:
     """H×W×3 uint8 → 1×3×size×size, as Meta's processor: squashed to a square (the aspect ratio
     is not kept), resized in uint8 (bilinear, antialiased: the rounding torchvision's resize of a
     uint8 image gives on a CPU), then scaled to [0, 1] and normalised with mean and std 0.5."""
+    return normalise(squash(rgb, (size, size)))
+
+
+def squash(rgb: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """H×W×3 uint8 → 1×3×h×w, resized in uint8 (preprocess's first half), as float 0–255."""
     x = rgb.permute(2, 0, 1)[None].contiguous()
-    if tuple(x.shape[-2:]) != (size, size):
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return (x.float() / 255 - 0.5) / 0.5
+    if tuple(x.shape[-2:]) != tuple(hw):
+        x = torch.nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+    return x.float()
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """0–255 values → [0, 1], then mean and std 0.5 (preprocess's second half)."""
+    return (x / 255 - 0.5) / 0.5
 
 
 @dataclass
