@@ -18,7 +18,7 @@ HELP = f"""Segment Anything from the command line.
 Masks from points and boxes, for one image or a whole prompt file (sam segment), every \
 instance of a phrase over folders of images (sam segment --text), and every object's mask over \
 folders of images (sam auto), with Meta's checkpoints: SAM 1 (vit_b, vit_l, vit_h), SAM 2.1 \
-(sam2.1_hiera_tiny … _large) and SAM 3 (sam3, for --text).
+(sam2.1_hiera_tiny … _large) and SAM 3 (sam3: --text, and points and boxes).
 
 Exit codes:
 
