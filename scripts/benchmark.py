@@ -261,12 +261,24 @@ def amg(impl: str, net, image: np.ndarray, **kw) -> list[dict]:
 # ---------------------------------------------------------------------------- workers
 
 
-def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
-    torch.set_num_threads(a.threads)
-    if impl == "ours" or a.ref_allocator == "tuned":
+def set_allocator(ours: bool, others: str = "system") -> None:
+    """In a worker: glibc malloc as `sam` sets it at start (device.tune_allocator; SAM_MALLOC=system
+    turns it off) for sam's own measurements, and for the others' too when `others` is "tuned"."""
+    if ours or others == "tuned":
         from sam_cli.device import tune_allocator
 
-        tune_allocator()  # what `sam` does at start; SAM_MALLOC=system turns it off
+        tune_allocator()
+
+
+def allocator_line(others: str, what: str = "reference") -> str:
+    tuned = os.environ.get("SAM_MALLOC", "").lower() != "system"
+    return (f"# malloc: sam {'tuned (device.tune_allocator)' if tuned else 'system default'}, "
+            f"{what} {'tuned' if others == 'tuned' else 'system default'}")
+
+
+def worker(row: str, impl: str, a: argparse.Namespace, out: Path) -> dict:
+    torch.set_num_threads(a.threads)
+    set_allocator(impl == "ours", a.ref_allocator)
     dev = a.device
     res: dict = {}
     if row == "folder":
@@ -756,9 +768,7 @@ def main() -> None:
     if a.weights == "coherent":
         print("# coherent masks: the decoder's upscaling kernels shared across their 2×2 positions "
               "(tests/reference.make_coherent)")
-    tuned = os.environ.get("SAM_MALLOC", "").lower() != "system"
-    print(f"# malloc: sam {'tuned (device.tune_allocator)' if tuned else 'system default'}, "
-          f"reference {'tuned' if a.ref_allocator == 'tuned' else 'system default'}")
+    print(allocator_line(a.ref_allocator))
     if a.compile:
         print("# folder row: `sam auto --compile` (torch.compile; compiling is in the start-up figure)")
     rows = [r for r in a.rows.split(",") if r]

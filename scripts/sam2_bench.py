@@ -1,9 +1,11 @@
-"""SAM 2.1 in `sam` beside Meta's `sam2` package (SAM2ImagePredictor, SAM2AutomaticMaskGenerator)
-and Ultralytics' SAM 2.1 (`SAM2Predictor`, when installed: the bench extra): same machine, same
-run, same random weights in each model's real architecture (Meta's file, which Ultralytics
-loads strictly under its own file names), same threads, same photo. Prints one table, with how
+"""SAM 2.1 in `sam` beside Meta's `sam2` package (SAM2ImagePredictor, SAM2AutomaticMaskGenerator),
+Ultralytics' SAM 2.1 (`SAM2Predictor`, when installed: the bench extra) and transformers'
+`Sam2Model` (with `Sam2Processor` and `pipeline("mask-generation")`): same machine, same run,
+same random weights in each model's real architecture (Meta's file, which Ultralytics loads
+strictly under its own file names and transformers strictly under its key names,
+tests/sam2_hf.py), same threads, same photo. Prints one table, with how
 far each peer agrees with sam beside each timing, and `sam`'s own vit_b for scale. Ultralytics'
-automatic mode is given SAM2AutomaticMaskGenerator's defaults (its own differ).
+and transformers' automatic modes are given SAM2AutomaticMaskGenerator's defaults (their own differ).
 
     python scripts/sam2_bench.py                                  # every SAM 2.1 size, every row
     python scripts/sam2_bench.py --models sam2.1_hiera_tiny --rows encoder,boxes
@@ -30,7 +32,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import boxes_prompt, peak_mb, read, timed  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from benchmark import allocator_line, boxes_prompt, peak_mb, read, set_allocator, timed  # noqa: E402
 
 ROWS = ("encoder", "boxes", "auto", "auto-all")
 #: Meta's config file of each SAM 2.1 size (in the sam2 package)
@@ -75,6 +78,12 @@ ULTRALYTICS = {"sam2.1_hiera_tiny": "sam2.1_t.pt", "sam2.1_hiera_small": "sam2.1
 SAM2_AMG = dict(pred_iou_thresh=0.8, stability_score_thresh=0.95, stability_score_offset=1.0, box_nms_thresh=0.7)
 
 
+def has_transformers() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
+
+
 def has_ultralytics() -> bool:
     import importlib.util
 
@@ -83,6 +92,7 @@ def has_ultralytics() -> bool:
 
 def worker(row: str, impl: str, model: str, ckpt: str, a: argparse.Namespace, out: Path) -> dict:
     torch.set_num_threads(a.threads)
+    set_allocator(impl == "sam", a.peer_allocator)
     img = read(PHOTO)
     if impl == "ultralytics":
         from peers_bench import ul_auto, ul_masks
@@ -112,6 +122,35 @@ def worker(row: str, impl: str, model: str, ckpt: str, a: argparse.Namespace, ou
         def auto(side, filters):
             amg = SAM2_AMG if filters else dict(SAM2_AMG, pred_iou_thresh=0.0, stability_score_thresh=0.0)
             return ul_auto(pred, bgr, side, amg)
+    elif impl == "transformers":
+        from peers_bench import hf_auto
+        from PIL import Image
+        from transformers import Sam2ImageProcessor, Sam2Processor, pipeline
+
+        from sam_cli.registry import MODELS
+
+        from sam2_hf import transformers_model
+
+        meta = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+        net = transformers_model(MODELS[model].arch, meta)
+        net = net.to(a.device).eval()
+        proc = Sam2Processor(image_processor=Sam2ImageProcessor())  # what from_pretrained gives
+
+        def encode():
+            px = proc(images=img, return_tensors="pt")["pixel_values"].to(a.device)
+            return net.get_image_embeddings(px)
+
+        def boxes():
+            inputs = proc(images=img, input_boxes=[boxes_prompt().tolist()], return_tensors="pt")
+            o = net(image_embeddings=emb[0], input_boxes=inputs["input_boxes"].to(a.device), multimask_output=False)
+            return proc.post_process_masks(o.pred_masks.cpu(), inputs["original_sizes"])[0][:, 0].numpy().astype(bool)
+
+        def auto(side, filters):
+            amg = SAM2_AMG if filters else dict(SAM2_AMG, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            gen = pipeline("mask-generation", model=net, image_processor=proc.image_processor, device=a.device)
+            return hf_auto(gen, Image.fromarray(img), side, amg)
+
+        emb = [None]  # the boxes row's image features, set below before the clock starts
     elif impl == "meta":
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
         from sam2.build_sam import build_sam2
@@ -152,7 +191,9 @@ def worker(row: str, impl: str, model: str, ckpt: str, a: argparse.Namespace, ou
         if row == "encoder":
             sec, _ = timed(encode, a.repeat, a.device)
             return {"sec": sec, "peak_mb": peak_mb(a.device)}
-        encode()
+        features = encode()
+        if impl == "transformers":
+            emb[0] = features
         if row == "boxes":
             sec, masks = timed(boxes, a.repeat, a.device)
             np.save(out / f"{model}.{impl}.boxes.npy", np.asarray(masks, bool))
@@ -183,6 +224,8 @@ def main() -> None:
     ap.add_argument("--points-per-side", type=int, default=32)
     ap.add_argument("--all-points-per-side", type=int, default=8)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--peer-allocator", default="system", choices=["system", "tuned"],
+                    help="give the peers sam's malloc setting too (device.tune_allocator)")
     ap.add_argument("--worker", nargs=4, metavar=("ROW", "IMPL", "MODEL", "CKPT"), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -194,12 +237,14 @@ def main() -> None:
         if m not in MODELS or (m not in CONFIGS and MODELS[m].family != "sam1"):
             ap.error(f"unknown model {m!r} (one of {', '.join([*CONFIGS, 'vit_b', 'vit_l', 'vit_h'])})")
     rows = a.rows.split(",")
-    peers = [p for p, there in (("meta", has_meta()), ("ultralytics", has_ultralytics())) if there]
+    peers = [p for p, there in (("meta", has_meta()), ("ultralytics", has_ultralytics()),
+                                ("transformers", has_transformers())) if there]
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
-    names = {"meta": "Meta", "ultralytics": "Ultralytics"}
+    names = {"meta": "Meta", "ultralytics": "Ultralytics", "transformers": "transformers"}
     print(f"# SAM 2.1: sam beside {' and '.join(names[p] for p in peers) or 'no peer'} ({where}; torch "
           f"{torch.__version__}; random weights; {PHOTO}; auto {a.points_per_side}² default filters, auto-all "
           f"{a.all_points_per_side}² filters off)")
+    print(allocator_line(a.peer_allocator, "peers"))
     head = ["model", "row", "sam s", *[f"{names[p]} {x}" for p in peers for x in ("s", "/ sam")], "sam peak MB",
             *[f"{names[p]} peak MB" for p in peers], *[f"agreement, {names[p]}" for p in peers]]
     print("| " + " | ".join(head) + " |")
@@ -218,7 +263,7 @@ def main() -> None:
                     cmd = [sys.executable, __file__, "--worker", row, impl, m, str(ckpt), "--out", tmp,
                            "--device", a.device, "--threads", str(a.threads), "--repeat", str(a.repeat),
                            "--points-per-side", str(a.points_per_side),
-                           "--all-points-per-side", str(a.all_points_per_side)]
+                           "--all-points-per-side", str(a.all_points_per_side), "--peer-allocator", a.peer_allocator]
                     p = subprocess.run(cmd, capture_output=True, text=True)
                     if p.returncode:
                         print(f"{m} {row} {impl} failed:\n{p.stderr[-2000:]}", file=sys.stderr)

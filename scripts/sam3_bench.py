@@ -44,7 +44,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "scripts"), str(REPO / "tests")]
-from benchmark import EXAMPLES, peak_mb, read, sync  # noqa: E402
+from benchmark import EXAMPLES, allocator_line, peak_mb, read, set_allocator, sync  # noqa: E402
 
 TOOLS = ("sam", "ultralytics", "transformers")
 NAMES = {"sam": "sam", "ultralytics": "Ultralytics", "transformers": "transformers"}
@@ -171,6 +171,7 @@ def worker(name: str, a: argparse.Namespace, out: Path) -> dict:
     import time
 
     torch.set_num_threads(a.threads)
+    set_allocator(name == "sam", a.peer_allocator)
     t = time.perf_counter()
     encode, detect = tool(name, a.ckpt, a.device, a.size)
     res: dict = {"load_s": time.perf_counter() - t, "rows": {r: [] for r in ROWS}, "threads": []}
@@ -229,6 +230,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--peer-allocator", default="system", choices=["system", "tuned"],
+                    help="give the peers sam's malloc setting too (device.tune_allocator)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -247,7 +250,8 @@ def main() -> None:
         ckpt = make_checkpoint(out / "sam3.pt", a.size)
         for name in tools:
             cmd = [sys.executable, __file__, "--worker", name, "--ckpt", str(ckpt), "--out", tmp, "--device", a.device,
-                   "--threads", str(a.threads), "--photos", str(a.photos), "--size", a.size]
+                   "--threads", str(a.threads), "--photos", str(a.photos), "--size", a.size,
+                   "--peer-allocator", a.peer_allocator]
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode:
                 print(f"{name} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
@@ -258,6 +262,7 @@ def main() -> None:
         agree = {t: agreement(t, a.photos, out) for t in results if t != "sam" and "sam" in results}
     print(f"# SAM 3 text prompts, {a.size} size, random weights: sam beside the peers ({where}; torch {torch.__version__}; "
           f"{a.photos} photo(s): {', '.join(PHOTOS[:a.photos])}; phrases {', '.join(PHRASES)})")
+    print(allocator_line(a.peer_allocator, "peers"))
     shown = [t for t in tools if t in results]
     print("| s/image (mean over the photos) | " + " | ".join(NAMES[t] for t in shown) + " |")
     print("|---|" + "---:|" * len(shown))

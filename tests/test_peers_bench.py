@@ -76,18 +76,20 @@ def test_peers_table_on_the_tiny_model(tmp_path):
         assert "pixels equal" in rows["boxes"][impl]["agreement"]
 
 
-def test_sam2_bench_gives_ultralytics_a_column_with_meta_s_weights():
-    """scripts/sam2_bench.py with Ultralytics installed: its SAM 2.1 loads Meta's file strictly
-    under its own name, and its boxes row is timed and compared with sam's."""
+def test_sam2_bench_gives_ultralytics_and_transformers_columns_with_meta_s_weights():
+    """scripts/sam2_bench.py with Ultralytics and transformers installed: Ultralytics' SAM 2.1
+    loads Meta's file strictly under its own name, transformers' Sam2Model loads its tensors
+    strictly under its key names, and each one's boxes row is timed and compared with sam's."""
     import subprocess
 
     p = subprocess.run([sys.executable, "scripts/sam2_bench.py", "--models", "sam2.1_hiera_tiny", "--rows",
                         "encoder,boxes", "--repeat", "1"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     head = next(line for line in p.stdout.splitlines() if line.startswith("| model"))
-    assert "Ultralytics s" in head and "agreement, Ultralytics" in head, p.stdout
+    for peer in ("Meta", "Ultralytics", "transformers"):
+        assert f"{peer} s" in head and f"agreement, {peer}" in head, p.stdout
     boxes = next(line for line in p.stdout.splitlines() if "| boxes |" in line)
     cells = [c.strip() for c in boxes.strip("|").split("|")]
-    assert all(float(cells[i]) > 0 for i in (2, 3, 5)), cells  # sam's, Meta's and Ultralytics' seconds
-    assert cells[-1].endswith("% pixels equal") and cells[-2].endswith("% pixels equal"), cells
+    assert all(float(cells[i]) > 0 for i in (2, 3, 5, 7)), cells  # sam's, Meta's, Ultralytics', transformers'
+    assert all(c.endswith("% pixels equal") for c in cells[-3:]), cells
     assert "failed" not in p.stderr, p.stderr[-3000:]

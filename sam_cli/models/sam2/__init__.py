@@ -148,7 +148,11 @@ def sam2_decode(pe: PromptEncoder, decoder: Sam2Decoder, image_embed: torch.Tens
         points = corners if points is None else torch.cat([corners, points], 1)
         labels = codes if labels is None else torch.cat([codes, labels], 1)
     sparse, dense = pe((points, labels) if points is not None else None, None, mask_input)
-    out = decoder.predict_masks(image_embed, pe.get_dense_pe(), sparse, dense, feat_s0, feat_s1, min_iou)
+    if multimask:  # the three ambiguity masks: neither the single mask nor the object score is read
+        out = decoder.predict_masks(image_embed, pe.get_dense_pe(), sparse, dense, feat_s0, feat_s1, min_iou,
+                                    masks=(1, 2, 3), obj=False)
+        return out[:2] if min_iou is None else (out[0], out[1], out[3])
+    out = decoder.predict_masks(image_embed, pe.get_dense_pe(), sparse, dense, feat_s0, feat_s1, min_iou, obj=False)
     low, iou = decoder.choose(out[0], out[1], multimask)
     if min_iou is not None:  # the decoder upscaled prompts with any of four IoUs above: now the chosen
         keep = (iou > min_iou).any(1).nonzero()[:, 0]

@@ -64,28 +64,35 @@ class Sam2Decoder(nn.Module):
     def predict_masks(
         self, image_embed: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
         feat_s0: torch.Tensor, feat_s1: torch.Tensor, min_iou: float | None = None,
+        masks: tuple[int, ...] = (0, 1, 2, 3), obj: bool = True,
     ) -> tuple[torch.Tensor, ...]:
         """image_embed 1×C×64×64 (or B×…), image_pe 1×C×64×64, sparse B×T×C, dense B×C×64×64
-        or 1×C×64×64, feat_s0 1×32×256×256, feat_s1 1×64×128×128 → all four masks' logits
-        B×4×256×256, their IoUs B×4 (sigmoid) and the object-score logits B×1. With min_iou,
-        only the K prompts with some IoU above it are upscaled (the upscaling is most of a
-        prompt's cost): logits K×4×…, IoU K×4, object scores K×1 and the K indices."""
+        or 1×C×64×64, feat_s0 1×32×256×256, feat_s1 1×64×128×128 → the logits of the mask
+        tokens in `masks` (all four by default; 0 is the single mask) B×M×256×256, their IoUs
+        B×M (sigmoid) and the object-score logits B×1 (None unless obj). Only the IoU token,
+        the wanted mask tokens and (with obj) the object-score token leave the transformer:
+        the final attention's row of a token no output reads is skipped. With min_iou, only
+        the K prompts with some IoU of `masks` above it are upscaled (the upscaling is most
+        of a prompt's cost): logits K×M×…, IoU K×M, object scores K×1 and the K indices."""
         b = sparse.shape[0]
         tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([tokens[None].expand(b, -1, -1), sparse], dim=1)
         src = image_embed + dense  # batch 1 when every prompt shares the dense embedding
-        hs, keys = self.transformer(src, image_pe, tokens)
+        first = 0 if obj else 1  # the object-score token is token 0, the IoU token 1, masks from 2
+        hs, keys = self.transformer(src, image_pe, tokens, out_tokens=[*range(first, 2), *(2 + i for i in masks)])
         c, h, w = src.shape[1:]
-        iou = torch.sigmoid(self.iou_prediction_head(hs[:, 1]))
-        obj = self.pred_obj_score_head(hs[:, 0])
+        at = 1 - first  # the IoU token's row in hs
+        iou = torch.sigmoid(self.iou_prediction_head(hs[:, at]))[:, list(masks)]
+        score = self.pred_obj_score_head(hs[:, 0]) if obj else None
         kept = None
         if min_iou is not None:
             kept = (iou > min_iou).any(1).nonzero()[:, 0]
-            hs, iou, obj, keys = hs[kept], iou[kept], obj[kept], keys.expand(b, -1, -1)[kept]
-        mask_out = hs[:, 2 : 2 + self.num_mask_tokens]
-        hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        masks = self._upscale_masks(keys.expand(hyper.shape[0], -1, -1), hyper, h, w, feat_s0, feat_s1)
-        return (masks, iou, obj) if kept is None else (masks, iou, obj, kept)
+            hs, iou, keys = hs[kept], iou[kept], keys.expand(b, -1, -1)[kept]
+            score = None if score is None else score[kept]
+        mlps = self.output_hypernetworks_mlps
+        hyper = torch.stack([mlps[i](hs[:, at + 1 + j]) for j, i in enumerate(masks)], dim=1)
+        logits = self._upscale_masks(keys.expand(hyper.shape[0], -1, -1), hyper, h, w, feat_s0, feat_s1)
+        return (logits, iou, score) if kept is None else (logits, iou, score, kept)
 
     def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int,
                        feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> torch.Tensor:
