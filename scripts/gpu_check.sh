@@ -20,8 +20,8 @@
 #                     which part in bf16 moves them, and (--encoder-only) the embedding and
 #                     what the fp32 residual stream costs the encoder
 #          writes.md  the host writing 60 masks per image in each output format
-# Results in OUTDIR (10 files): gpu.txt, gpu_tests.log, bench.md/.json, bench_coherent.md/.json,
-# sam2.md, precision.md, profile.txt, writes.md
+# Results in OUTDIR (11 files): gpu.txt, gpu_tests.log, bench.md/.json, bench_coherent.md/.json,
+# sam2.md, sam3.md, precision.md, profile.txt, writes.md
 set -uo pipefail
 MODE=${1:-full}
 OUTDIR=${2:-${OUT:-/tmp/sam-gpu}}
@@ -68,6 +68,10 @@ fi
 # hydra-core, omegaconf, antlr4-python3-runtime, iopath, portalocker to .whl)
 [ "$MODE" = full ] && stage 110 "SAM 2.1 beside vit_h" python3 scripts/sam2_bench.py --device cuda \
     --models sam2.1_hiera_large,vit_h --rows encoder,boxes,auto --repeat 2 2>&1 | tee "$OUTDIR/sam2.md"
+# SAM 3's text prompts at full size beside transformers' Sam3Model (the image's own transformers,
+# where it has Sam3Model; Ultralytics where its wheels travel too)
+[ "$MODE" = full ] && stage 90 "SAM 3 text prompts" python3 scripts/sam3_bench.py --device cuda --photos 2 \
+    2>&1 | tee "$OUTDIR/sam3.md"
 # the profile (with each generate() step's host time) before the precision checks: it says
 # where one image's time goes
 stage 100 profile python3 scripts/gpu_profile.py --model vit_h ${CKPT[@]+"${CKPT[@]}"} 2>&1 | tee "$OUTDIR/profile.txt"

@@ -97,7 +97,7 @@ def tool(name: str, ckpt: str, device: str, size: str = "full"):
         segs: dict = {}
 
         def encode(rgb, path):
-            return net.encode(net.prepare(torch.from_numpy(rgb)))["trunk"]
+            return net.encode(net.prepare(torch.from_numpy(rgb)).to(net.device))["trunk"]
 
         def detect(trunk, rgb, phrases, threshold):
             key = (phrases, threshold)
@@ -242,6 +242,12 @@ def main() -> None:
     tools = a.tools.split(",")
     if "sam" not in tools or any(t not in TOOLS for t in tools):
         ap.error(f"--tools: sam and any of {', '.join(TOOLS[1:])}")
+    import importlib.util
+
+    missing = [t for t in tools[1:] if importlib.util.find_spec(t) is None]
+    if missing:
+        print(f"# not installed, left out: {', '.join(missing)}", file=sys.stderr)
+        tools = [t for t in tools if t not in missing]
     a.photos = min(a.photos, len(PHOTOS))
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
     results: dict = {}
