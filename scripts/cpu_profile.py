@@ -1,6 +1,6 @@
-"""Where the image encoder spends its time on the CPU: one vit_b (or --model) forward with
-random weights, sam's threads and allocator setting, the top operators by self time, and a
-matmul peak measured in the same run.
+"""Where the image encoder spends its time on the CPU: one vit_b (or --model, SAM 1 or SAM 2.1)
+forward with random weights, sam's threads and allocator setting, the top operators by self
+time, the GFLOP/s of its matmuls and attention, and a matmul peak measured in the same run.
 
     python scripts/cpu_profile.py --model vit_b --threads 2
     python scripts/cpu_profile.py --attention   # the attention's band settings compared
@@ -38,7 +38,8 @@ def main() -> None:
     from sam_cli.registry import MODELS
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="vit_b", choices=[n for n, m in MODELS.items() if m.family == "sam1"])
+    ap.add_argument("--model", default="vit_b", choices=[n for n, m in MODELS.items() if m.family in ("sam1", "sam2")],
+                    help="the encoder profile's model (SAM 1 or SAM 2.1); the other modes take SAM 1's")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--attention", action="store_true",
                     help="time one global and one windowed attention per band setting instead")
@@ -71,6 +72,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     spec = MODELS[a.model]
+    if spec.family != "sam1" and (a.attention or a.decoder or a.decoder_ops or a.steps or a.compile):
+        ap.error("--attention, --decoder, --decoder-ops, --steps and --compile profile SAM 1 models")
     if a.attention:
         attention_table(spec)
         return
@@ -92,20 +95,37 @@ def main() -> None:
     if a.compile:
         compile_table(spec)
         return
-    enc = build_from_arch(spec.arch).eval().image_encoder
+    net = build_from_arch(spec.arch, family=spec.family).eval()
+    enc = net.image_encoder if spec.family == "sam1" else net.encode  # SAM 2: trunk and neck
     x = torch.randn(1, 3, 1024, 1024)
     with torch.inference_mode():
         enc(x)
         t = time.perf_counter()
         enc(x)
         sec = time.perf_counter() - t
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             enc(x)
     from benchmark import matmul_peak
 
     peak = matmul_peak("cpu", "fp32")
-    print(f"# {a.model} encoder, {a.threads} threads: {sec:.2f} s ({spec.gflop / sec:.0f} GFLOP/s); "
+    rate = f" ({spec.gflop / sec:.0f} GFLOP/s)" if spec.gflop else ""  # the registry's count, where it has one
+    print(f"# {a.model} encoder, {a.threads} threads: {sec:.2f} s{rate}; "
           f"matmul peak in this run {peak:.0f} GFLOP/s")
+    # the rate of the encoder's own matmuls and attention, from the profiled call's shapes
+    kinds = {"matmuls": 0.0, "attention": 0.0}
+    busy = dict.fromkeys(kinds, 0.0)
+    for ev in prof.key_averages(group_by_input_shape=True):
+        if "scaled_dot_product" in ev.key and ev.input_shapes and len(ev.input_shapes[0]) == 4:
+            (b, h, lq, d), lk = ev.input_shapes[0], ev.input_shapes[1][2]
+            kinds["attention"] += 4.0 * b * h * lq * lk * d * ev.count
+            busy["attention"] += ev.self_cpu_time_total / 1e6
+        elif (f := _matmul_flop(ev.key, ev.input_shapes)) > 0:
+            kinds["matmuls"] += f * ev.count
+            busy["matmuls"] += ev.self_cpu_time_total / 1e6
+    total = prof.key_averages().self_cpu_time_total / 1e6
+    for k in kinds:
+        if busy[k]:
+            print(f"# {k}: {busy[k]:.2f} s of {total:.2f} s profiled, {kinds[k] / busy[k] / 1e9:.0f} GFLOP/s")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
 

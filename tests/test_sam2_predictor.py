@@ -162,3 +162,44 @@ def test_a_mask_image_lands_where_each_model_puts_the_image(models, tmp_path):
     p = run_sam("segment", EXAMPLES / "coffee.jpg", "--mask-input", tmp_path / "wrong.npy", "-o", tmp_path / "x.png",
                 "-c", models[1])
     assert p.returncode != 0 and b"must be 256\xc3\x97256" in p.stderr, p.stderr
+
+
+@pytest.mark.heavy  # TorchDynamo traces three parts (a CPU is not what --compile is for): CI runs it after the default run
+def test_compiled_parts_are_traced_whole_and_give_the_eager_outputs(models):
+    """Sam2.compile_parts (`sam auto --compile` with SAM 2): TorchDynamo traces the Hiera encoder
+    with its neck, the decoder's transformer and one prompt's upscaling into one graph each (a
+    graph break would make more), and the graphs give the eager model's features and masks.
+    The backend runs each traced graph as it is (Inductor's code generation needs minutes on
+    this CPU; tests/test_gpu.py runs Inductor itself)."""
+    import copy
+
+    from sam_cli.checkpoints import load_model
+    from sam_cli.io.images import read_image
+    from sam_cli.predictor import Predictor
+
+    torch._dynamo.reset()
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    eager = load_model(checkpoint=models[1])
+    img = read_image(EXAMPLES / "coffee.jpg")
+    boxes = np.array([[120.0, 60, 480, 350], [10, 10, 200, 150], [300, 100, 590, 390]])
+    outs = []
+    for net in (eager, copy.deepcopy(eager).compile_parts(backend=record)):
+        assert net.encoder_compiled == (net is not eager)
+        p = Predictor(net)
+        p.set_image(img)
+        outs.append((p.features, p.predict(boxes=boxes, multimask=True)))
+    torch._dynamo.reset()
+    assert len(graphs) == 3, [len(g.graph.nodes) for g in graphs]  # encoder, transformer, upscaling
+    assert all(sum(n.op == "call_function" for n in g.graph.nodes) >= 6 for g in graphs)
+    (fa, a), (fb, b) = outs
+    assert set(fa.tensors) == {"image_embed", "feat_s0", "feat_s1"}
+    for key in fa.tensors:
+        torch.testing.assert_close(fa[key], fb[key], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.low_res, b.low_res, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(a.iou, b.iou, rtol=1e-5, atol=1e-5)
+    assert (a.masks == b.masks).mean() >= 0.9999

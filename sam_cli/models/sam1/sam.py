@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..compiled import CompiledOrEager
 from ..features import AutomaticStyle
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
@@ -15,25 +16,6 @@ from .transformer import TwoWayTransformer
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-class _CompiledOrEager:
-    """A compiled function that falls back to its eager self for good when the compiler
-    fails (TorchDynamo's own errors); errors of the computation itself pass through."""
-
-    def __init__(self, name: str, compiled: Callable, eager: Callable,
-                 on_failure: Callable[[str, BaseException], None] | None) -> None:
-        self.name, self.compiled, self.eager, self.on_failure = name, compiled, eager, on_failure
-
-    def __call__(self, *args, **kwargs):
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args, **kwargs)
-            except torch._dynamo.exc.TorchDynamoException as e:  # imported by torch.compile
-                self.compiled = None
-                if self.on_failure is not None:
-                    self.on_failure(self.name, getattr(e, "inner_exception", None) or e)
-        return self.eager(*args, **kwargs)
 
 
 class Sam(nn.Module):
@@ -165,14 +147,14 @@ class Sam(nn.Module):
             eager = getattr(owner, attr)
             compiled = torch.compile(eager, backend=backend, **kw)
             # an instance attribute, called in place of the method
-            setattr(owner, attr, _CompiledOrEager(name, compiled, eager, on_failure))
+            setattr(owner, attr, CompiledOrEager(name, compiled, eager, on_failure))
         return self
 
     @property
     def encoder_compiled(self) -> bool:
         """Whether compile_parts has replaced the image encoder's forward: its embeddings
         then differ from eager ones at rounding level."""
-        return isinstance(self.image_encoder.__dict__.get("forward"), _CompiledOrEager)
+        return isinstance(self.image_encoder.__dict__.get("forward"), CompiledOrEager)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w RGB 0–255 (long side already resized to img_size) → normalised, padded

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ...errors import CheckpointError
 from ...registry import SAM2_CONFIGS, Sam2Arch
+from ..compiled import CompiledOrEager
 from ..features import AutomaticStyle
 from ..sam1.prompt_encoder import PromptEncoder
 from .decoder import Sam2Decoder
@@ -75,7 +76,9 @@ class Sam2(nn.Module):
 
     @property
     def encoder_compiled(self) -> bool:
-        return False
+        """Whether compile_parts has replaced the image encoder's forward (its features then
+        differ from eager ones at rounding level: the embedding cache keeps them apart)."""
+        return isinstance(self.image_encoder.__dict__.get("forward"), CompiledOrEager)
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
         return self.image_encoder.state_dict()
@@ -132,9 +135,20 @@ class Sam2(nn.Module):
         return self
 
     def compile_parts(self, backend="inductor", on_failure=None) -> Sam2:
-        from ...errors import PromptError
-
-        raise PromptError("--compile is not available for SAM 2 models yet")
+        """torch.compile the heavy parts, as Sam.compile_parts does for SAM 1: the image encoder
+        (trunk and neck), the decoder's two-way transformer and its upscaling (one prompt's on
+        the CPU, dynamic: the prompts the IoU filter keeps change per call). A part whose
+        compilation fails runs uncompiled from then on, after on_failure(part name, error)."""
+        enc, dec = self.image_encoder, self.sam_mask_decoder
+        parts = (
+            ("image encoder", enc, "forward", {}),
+            ("decoder transformer", dec.transformer, "forward", {}),
+            ("decoder upscaling", dec, "_upscale_batch", {"dynamic": True}),
+        )
+        for name, owner, attr, kw in parts:
+            eager = getattr(owner, attr)
+            setattr(owner, attr, CompiledOrEager(name, torch.compile(eager, backend=backend, **kw), eager, on_failure))
+        return self
 
 
 def sam2_decode(pe: PromptEncoder, decoder: Sam2Decoder, image_embed: torch.Tensor, feat_s0: torch.Tensor,

@@ -102,30 +102,35 @@ class Sam2Decoder(nn.Module):
         transformer's B×HW×C tokens, the high-resolution features laid out in the same pixel
         order, and pixels go back to image order only for the final masks. On the CPU one
         prompt at a time (its activations stay in cache); traced for ONNX, the whole batch."""
-        conv1, ln, act1, conv2, act2 = self.output_upscaling
+        conv1, conv2 = self.output_upscaling[0], self.output_upscaling[3]
         c1, c2 = conv1.out_channels, conv2.out_channels
         if hyper.shape[0] == 0:
             return hyper.new_zeros(0, hyper.shape[1], 4 * h, 4 * w)
         # feat_s1[c, 2i+a, 2j+b] → row (i, j, a, b); feat_s0[c, 4i+2a+d, 4j+2b+e] → (i, j, a, b, d, e)
         s1 = feat_s1[0].reshape(c1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(-1, c1)
         s0 = feat_s0[0].reshape(c2, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0).reshape(-1, 4 * c2)
+        b2 = s0 + conv2.bias.repeat(4)
+        if keys.device.type == "cpu" and keys.shape[0] > 1 and not torch.jit.is_tracing():
+            return torch.cat([self._upscale_batch(keys[i : i + 1], hyper[i : i + 1], h, w, s1, b2)
+                              for i in range(keys.shape[0])])
+        return self._upscale_batch(keys, hyper, h, w, s1, b2)
+
+    def _upscale_batch(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int,
+                       s1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+        """_upscale_masks for one batch, the high-resolution features already in pixel-row
+        order (s1; b2: s0 plus the second conv's bias). Sam2.compile_parts compiles this, not
+        the loop."""
+        conv1, ln, act1, conv2, act2 = self.output_upscaling
+        c1, c2 = conv1.out_channels, conv2.out_channels
         w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
         w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        b1 = conv1.bias.repeat(4)
-        b2 = s0 + conv2.bias.repeat(4)
-
-        def one(k: torch.Tensor, hy: torch.Tensor) -> torch.Tensor:
-            n = k.shape[0]
-            x = torch.addmm(b1, k.reshape(-1, k.shape[-1]), w1).view(n, -1, c1) + s1  # (B, HW·4, C1)
-            x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)
-            x = act2((x @ w2).view(n, -1, 4 * c2) + b2)  # (B, HW·4, 4·C2): rows (i, j, a, b), cols (d, e, C2)
-            m = torch.bmm(x.view(n, h * w * 16, c2), hy.transpose(1, 2))  # B×(i, j, a, b, d, e)×M
-            m = m.view(n, h, w, 2, 2, 2, 2, hy.shape[1]).permute(0, 7, 1, 3, 5, 2, 4, 6)
-            return m.reshape(n, hy.shape[1], 4 * h, 4 * w)
-
-        if keys.device.type == "cpu" and keys.shape[0] > 1 and not torch.jit.is_tracing():
-            return torch.cat([one(keys[i : i + 1], hyper[i : i + 1]) for i in range(keys.shape[0])])
-        return one(keys, hyper)
+        n = keys.shape[0]
+        x = torch.addmm(conv1.bias.repeat(4), keys.reshape(-1, keys.shape[-1]), w1).view(n, -1, c1) + s1
+        x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)  # (B·HW·4)×C1
+        x = act2((x @ w2).view(n, -1, 4 * c2) + b2)  # (B, HW·4, 4·C2): rows (i, j, a, b), cols (d, e, C2)
+        m = torch.bmm(x.view(n, h * w * 16, c2), hyper.transpose(1, 2))  # B×(i, j, a, b, d, e)×M
+        m = m.view(n, h, w, 2, 2, 2, 2, hyper.shape[1]).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return m.reshape(n, hyper.shape[1], 4 * h, 4 * w)
 
     @staticmethod
     def choose(masks: torch.Tensor, iou: torch.Tensor, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
