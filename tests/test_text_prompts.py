@@ -592,3 +592,18 @@ def test_bf16_runs_the_vit_in_bfloat16_and_finds_the_same_detections(sam3_ckpt, 
         cover = {d: sum(coco_mask.decode(a["segmentation"]).astype(int) for a in mine[d]) for d in runs}
         assert 0 < cover["fp32"].mean() < 12  # masks with edges
         assert (cover["fp32"] == cover["bf16"]).mean() >= 0.995
+
+
+@pytest.mark.parametrize("key", ["exemplars", "neg_exemplars"])
+def test_a_prompt_file_exemplar_of_no_area_is_refused_as_on_the_command_line(key):
+    """An exemplar box of zero width or height shows the detector no pixels: refused with the
+    file and line, as `--exemplar` refuses it; a box of the same shape stays a valid box prompt."""
+    from sam_cli.errors import PromptError
+    from sam_cli.io.sources.base import make_object
+
+    for flat in ([10, 10, 10, 50], [10, 10, 50, 10]):
+        extra = {} if key == "exemplars" else {"text": "dog"}
+        with pytest.raises(PromptError, match=r"^p\.jsonl:3: .*has no area"):
+            make_object(where="p.jsonl:3", **{key: [flat]}, **extra)
+        assert make_object(where="p.jsonl:3", box=flat).box is not None
+    assert len(make_object(where="p.jsonl:3", text="dog", **{key: [[10, 10, 11, 11]]}).exemplars) == 1
