@@ -406,3 +406,28 @@ def test_one_image_from_a_bucket_and_its_outputs_on_a_disk(bucket, tiny_ckpt):
         assert not (bucket / "s3:").exists()
     r = run_sam("segment", "s3://photos/in/none.jpg", "--point", "5,5", "-o", "m.png", "-c", tiny_ckpt, cwd=bucket)
     assert r.returncode == 3 and "s3://photos/in/none.jpg: cannot read" in r.stderr.decode(), r.stderr
+
+
+def test_a_killed_run_s_staging_folder_is_removed_by_the_next_and_a_live_one_is_not(tmp_path):
+    """A run killed mid-way (SIGKILL) cannot remove its staging folder; the next run's sweep
+    removes the folders whose process is gone and leaves the others: a live process's, and a
+    folder whose name gives no process."""
+    import subprocess
+    import sys
+
+    from sam_cli.io.bucket import STAGE_PREFIX, sweep_stale_stages
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dirs = {name: tmp_path / f"{STAGE_PREFIX}{name}" for name in
+                (f"{gone.pid}-abc", f"{live.pid}-def", f"{os.getpid()}-ghi", "xyz")}
+        for d in dirs.values():
+            (d / "a.jpg.json").parent.mkdir(parents=True)
+            (d / "a.jpg.json").write_text("{}")
+        sweep_stale_stages(tmp_path)
+        assert {n for n, d in dirs.items() if d.exists()} == {f"{live.pid}-def", f"{os.getpid()}-ghi", "xyz"}
+    finally:
+        live.kill()
+        live.wait()

@@ -10,7 +10,8 @@ and its manifest (metadata.csv) last, the file whose presence says the image is 
 format's `markers`); a rerun redoes an image whose manifest is missing. The staged copies are
 removed once uploaded, except the per-image files an end-of-run step reads (coco-rle's JSON for
 coco.json); that step downloads what earlier runs or other shards put in the bucket, runs on
-local disk, and uploads what it wrote.
+local disk, and uploads what it wrote. A killed run's staging folder is removed by the next run
+on that machine (sweep_stale_stages).
 
 Resume reads the bucket's listing of the output prefix once per process, at the start: an image
 whose markers are all there is skipped. A failed upload (the server gone, access denied) fails
@@ -38,6 +39,28 @@ from .remote import Url, _why, filesystem
 TRANSFERS = 16
 
 
+#: a staging folder's name: this prefix, the pid of the process that made it, "-", random letters
+STAGE_PREFIX = "sam-stage-"
+
+
+def sweep_stale_stages(tmp: Path) -> None:
+    """Remove the staging folders of earlier runs whose process is gone: a run removes its own
+    when it ends, but one killed (SIGKILL, SIGTERM, a lost machine) cannot. A folder whose
+    process is alive, or whose name gives none, is left alone."""
+    if not hasattr(os, "kill") or os.name == "nt":  # os.kill(pid, 0) probes a process on POSIX only
+        return
+    for d in tmp.glob(f"{STAGE_PREFIX}*-*"):
+        pid = d.name[len(STAGE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # no such process: its run is over
+            shutil.rmtree(d, ignore_errors=True)
+        except (PermissionError, OSError):  # alive (another user's), or unknowable: keep it
+            continue
+
+
 class BucketLayout(OutputLayout):
     """OutputLayout whose folder is the URL `url`: root is a local staging folder."""
 
@@ -50,7 +73,8 @@ class BucketLayout(OutputLayout):
         self._lock = threading.Lock()  # the two indexes, updated from the transfer threads
         self._index(self._list())  # fails before any model is loaded
         self._pool = ThreadPoolExecutor(TRANSFERS, thread_name_prefix="sam-bucket")
-        stage = Path(tempfile.mkdtemp(prefix="sam-stage-"))
+        sweep_stale_stages(Path(tempfile.gettempdir()))
+        stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, stage, True)
         super().__init__(stage, formats, **kwargs)
         finishing = [m for m in self.modules.values() if hasattr(m, "finish")]
