@@ -268,10 +268,11 @@ def _download(
             raise DownloadError(f"download failed: {e.filename}: cannot write ({e.strerror})",
                                 hint="set SAM_CACHE_DIR to a folder you can write") from None
         reason = getattr(e, "reason", e)
-        raise DownloadError(f"download failed: {url}: {reason}", hint=_mirror_hint(offline=True)) from None
+        raise DownloadError(f"download failed: {url}: {reason}",
+                            hint=_mirror_hint(offline=True) + _token_note(model, hub)) from None
     except http.client.HTTPException as e:
         raise DownloadError(f"download failed: {url}: {type(e).__name__}: {e}",
-                            hint=_mirror_hint(offline=True)) from None
+                            hint=_mirror_hint(offline=True) + _token_note(model, hub)) from None
     digest = sha256_file(part)
     if digest != want:
         part.unlink(missing_ok=True)
@@ -312,9 +313,22 @@ def _declared(url: str, model: ModelType, headers: list) -> tuple[str, int | Non
                         f"(sha256sum {model.weights.file_name})")
 
 
+def _hub_page(model: ModelType) -> str:
+    return f"{(os.environ.get(ENV_HF_ENDPOINT) or HF_ENDPOINT).rstrip('/')}/{model.weights.hub}"
+
+
+def _token_note(model: ModelType, hub: bool) -> str:
+    """When the hub was never reached: that the file is gated too, if HF_TOKEN is not set (the
+    hub's own refusal, which says so, did not come)."""
+    if not hub or hf_token() is not None:
+        return ""
+    return (f"; from the hub, {model.name}'s weights also need HF_TOKEN set (accept the licence on "
+            f"{_hub_page(model)} first)")
+
+
 def _gated(url: str, model: ModelType, code: int) -> tuple[str, str]:
     """What to say when the hub refuses a gated file: (message, hint)."""
-    page = f"{(os.environ.get(ENV_HF_ENDPOINT) or HF_ENDPOINT).rstrip('/')}/{model.weights.hub}"
+    page = _hub_page(model)
     if hf_token() is None:
         return (f"download failed: {url}: HTTP {code}: {model.name}'s weights are gated on Hugging Face and "
                 "HF_TOKEN is not set",

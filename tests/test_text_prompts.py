@@ -408,6 +408,24 @@ def test_the_gated_checkpoint_needs_a_token_and_says_so(hub, monkeypatch):
     assert r.returncode == 6 and b"no access to facebook/sam3" in r.stderr, r.stderr
 
 
+def test_a_hub_out_of_reach_says_the_token_is_needed_too_when_none_is_set(hub, monkeypatch):
+    """No network (here: nothing listening at the hub's address): one line, exit 6, and, with
+    HF_TOKEN unset, that the gated file needs it too, so the user learns it before going online."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    r = run_sam("models", "download", "sam3")
+    err = r.stderr.decode()
+    assert r.returncode == 6 and "no network?" in err and "also need HF_TOKEN" in err, err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if x.strip()]) <= 2
+    monkeypatch.setenv("HF_TOKEN", "set")
+    r = run_sam("models", "download", "sam3")
+    assert r.returncode == 6 and b"no network?" in r.stderr and b"HF_TOKEN" not in r.stderr, r.stderr
+
+
 def test_a_prompt_file_of_phrases_takes_sam3_unless_told(hub, photos, tmp_path):
     """No --model, and the file's first image has phrases: SAM 3 (here, its gated download
     without a token says so)."""
