@@ -185,7 +185,7 @@ def test_a_bucket_to_bucket_run_is_a_local_run_byte_for_byte_and_resumes(bucket,
     assert other.returncode == 2 and "s3://photos/out: its outputs were made by another run" in other.stderr.decode()
 
 
-def test_shards_into_a_bucket_merge_from_it(bucket, tiny_ckpt):
+def test_shards_into_a_bucket_merge_from_it(bucket, tiny_ckpt, monkeypatch):
     plain = run_sam("auto", "local", "-o", "plain", "-c", tiny_ckpt, *OUTS, cwd=bucket)
     assert plain.returncode == 0, plain.stderr
     for i in range(2):
@@ -195,6 +195,15 @@ def test_shards_into_a_bucket_merge_from_it(bucket, tiny_ckpt):
     m = run_sam("merge", "s3://photos/sh/")
     assert m.returncode == 0, m.stderr
     assert "wrote s3://photos/sh/coco.json" in m.stderr.decode()
+    # merged again in this process, its listings counted: the bucket is listed once, not once to
+    # read the shard records and again to write
+    from sam_cli.cli.merge import merge
+    from sam_cli.io.bucket import BucketLayout
+
+    listed, real = [], BucketLayout._list
+    monkeypatch.setattr(BucketLayout, "_list", lambda self: listed.append(self.url) or real(self))
+    merge("s3://photos/sh/", quiet=True)
+    assert listed == ["s3://photos/sh"]
     _download("sh", bucket / "sh")
     assert same_trees(bucket / "plain", bucket / "sh") == []
     p = run_sam("merge", "s3://photos/in/")

@@ -38,18 +38,20 @@ def merge(
     from .options import output_folder
 
     folder = output_folder(output)
+    listed = {}
     if isinstance(folder, Url):  # the records read from a staging folder the bucket's layout fills
         from ..io.bucket import BucketLayout
 
         reader = BucketLayout(folder, ())
         reader.fetch(sorted(k for k in reader.keys if k == RUN_RECORD or k.startswith(SHARDS_DIR + "/")))
         plan = gather(reader.root, where=reader.where)
+        listed = {"listing": set(reader.keys)}  # the writer below takes this listing: one per merge
     else:
         plan = gather(folder)
     job = plan.job or {"mode": "automatic"}
     own = get(job["mode"]).own_from_merge(job.get("own"))
     options = FormatOptions(**plan.options) if plan.options is not None else None
-    layout = output_layout(folder, plan.formats, options=options, own=own)
+    layout = output_layout(folder, plan.formats, options=options, own=own, **listed)
     failed = []
     for name in layout.run_level() if plan.images else []:
         message(f"writing {name} over {len(plan.images)} images…", quiet)

@@ -64,14 +64,18 @@ def sweep_stale_stages(tmp: Path) -> None:
 class BucketLayout(OutputLayout):
     """OutputLayout whose folder is the URL `url`: root is a local staging folder."""
 
-    def __init__(self, url: str, formats: tuple[str, ...], **kwargs) -> None:
+    def __init__(self, url: str, formats: tuple[str, ...], *, listing: set[str] | None = None, **kwargs) -> None:
+        """listing: the keys under the prefix, when the caller has just listed it and nothing
+        else writes there any more (sam merge, once every shard has finished): not listed
+        again, here or before the run-level outputs."""
         self.url = Url(str(url).rstrip("/"))
         self.fs = filesystem(self.url)
         self._base = self.fs._strip_protocol(self.url).rstrip("/")  # "bucket/out"
         self.keys: set[str] = set()
         self._children: dict[str, set[str]] = defaultdict(set)  # "a/x.jpg.masks" → its keys
         self._lock = threading.Lock()  # the two indexes, updated from the transfer threads
-        self._index(self._list())  # fails before any model is loaded
+        self._index(self._list() if listing is None else listing)  # fails before any model is loaded
+        self._relist = listing is None  # before the run-level outputs: others may have written since
         self._pool = ThreadPoolExecutor(TRANSFERS, thread_name_prefix="sam-bucket")
         sweep_stale_stages(Path(tempfile.gettempdir()))
         stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
@@ -226,7 +230,8 @@ class BucketLayout(OutputLayout):
 
     def finish_one(self, name: str, rels: list[str]) -> tuple[Path, str]:
         mod = self.modules[name]
-        self._index(self._list())  # what other processes (workers, actors, shards) wrote since
+        if self._relist:
+            self._index(self._list())  # what other processes (workers, actors, shards) wrote since
         for dep in getattr(mod, "REQUIRES", None) or (name,):
             self.fetch([self._key(p) for rel in sorted(set(rels)) for p in self.modules[dep].outputs(self.root / rel)])
         before = _snapshot(self.root)
