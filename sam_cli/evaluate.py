@@ -446,7 +446,7 @@ def ground_truth_of(run: EvalRun) -> GroundTruth:
         if hashlib.sha256(data).hexdigest() != run.identity:
             raise InputError(f"{run.ground_truth}: changed since this evaluation started",
                              hint="run the evaluation again with --overwrite")
-        _GT[key] = read_ground_truth(run.ground_truth)
+        _GT[key] = read_ground_truth(run.ground_truth, data=data)  # the bytes just checked, not a second read
     return _GT[key]
 
 

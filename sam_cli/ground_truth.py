@@ -24,14 +24,15 @@ class GroundTruth:
     categories: dict[int, str] = field(default_factory=dict)  # id → name, as the file lists them
 
 
-def read_ground_truth(path, *, boxes: bool = False) -> GroundTruth:
-    """The COCO file at `path`; InputError naming it (and the annotation) when it cannot be
-    read, is not COCO, or holds a segmentation that does not fit its image. boxes: each
-    object also needs a unique integer id, a category_id and a bbox (--box)."""
+def read_ground_truth(path, *, boxes: bool = False, data: bytes | None = None) -> GroundTruth:
+    """The COCO file at `path` (its bytes `data`, when the caller has read them already);
+    InputError naming it (and the annotation) when it cannot be read, is not COCO, or holds a
+    segmentation that does not fit its image. boxes: each object also needs a unique integer
+    id, a category_id and a bbox (--box)."""
     import json
 
     try:
-        doc = json.loads(open(path, "rb").read())
+        doc = json.loads(open(path, "rb").read() if data is None else data)
     except (OSError, ValueError, MemoryError) as e:
         raise InputError(f"{path}: cannot read the ground truth ({e})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or \

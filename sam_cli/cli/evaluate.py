@@ -94,17 +94,18 @@ def evaluate(
     if text and (box or oracle):
         raise PromptError(f"--text and {'--box' if box else '--oracle'} are two evaluations; give one")
     report = _clicks(clicks)
-    gt = read_ground_truth(ground_truth, boxes=box)
+    try:  # read once: parsed here and hashed below
+        data = ground_truth.read_bytes()
+    except OSError as e:
+        raise InputError(f"{ground_truth}: cannot read the ground truth ({e})") from None
+    gt = read_ground_truth(ground_truth, boxes=box, data=data)
     s = EvalSettings(clicks=max(report), oracle=oracle, first=first_click, seed=seed, box=box, refine=refine,
                      text=text)
     if text and model is None and checkpoint is None:
         from ..registry import DEFAULT_TEXT_MODEL
 
         model = DEFAULT_TEXT_MODEL
-    try:
-        identity = hashlib.sha256(ground_truth.read_bytes()).hexdigest()
-    except OSError as e:
-        raise InputError(f"{ground_truth}: {e.strerror}") from None
+    identity = hashlib.sha256(data).hexdigest()
     run = EvalRun(os.path.abspath(ground_truth), identity, s, report)
     keep_ground_truth(run, gt)  # read once in this process
     reading = RunOptions(workers=workers, read_ahead=O.read_ahead(read_ahead, [images or ""]))
