@@ -173,7 +173,7 @@ def _expand(args: Iterable[str], stdin: Iterable[str] | None, ex: Exclusions) ->
                 continue
         if is_url(arg):  # s3://bucket/photos/, a glob under a prefix, https://…/x.jpg
             try:
-                found = expand_url(arg)
+                found = expand_url(arg, RUN_RECORD, ex.skipped)  # other runs' outputs left out, noted
             except InputError as e:
                 yield InputItem(Url(arg), safe_rel(Url(arg).name), error=e)
                 continue

@@ -88,6 +88,18 @@ def test_a_prefix_in_a_bucket_gives_the_masks_of_the_local_files(bucket, tiny_ck
     assert (bucket / "g" / "b.jpg.json").is_file()
 
 
+def test_an_earlier_run_s_outputs_under_an_input_prefix_are_not_read_as_inputs(bucket, tiny_ckpt):
+    """A run that wrote its PNG masks under the input prefix (s3://photos/in/masks/, its run
+    record there): a later run over s3://photos/in/ takes the photos only, and says what it left
+    out, as a local folder holding a run record is left out."""
+    p = run_sam("auto", "s3://photos/in/", "-o", "s3://photos/in/masks/", "-c", tiny_ckpt, *FAST, "-f", "png")
+    assert p.returncode == 0, p.stderr
+    q = run_sam("auto", "s3://photos/in/", "-o", bucket / "again", "-c", tiny_ckpt, *FAST)
+    assert q.returncode == 0, q.stderr
+    assert [r["input"] for r in lines(q)] == ["s3://photos/in/a/x.jpg", "s3://photos/in/b.jpg"]
+    assert "not read as inputs (sam's own outputs): s3://photos/in/masks" in q.stderr.decode()
+
+
 def test_a_tar_shard_in_a_bucket_is_read_a_member_at_a_time(bucket, tiny_ckpt):
     p = run_sam("auto", "s3://photos/shards/{00000..00000}.tar", "-o", bucket / "t", "-c", tiny_ckpt, *FAST)
     assert p.returncode == 0, p.stderr

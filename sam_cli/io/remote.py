@@ -141,12 +141,14 @@ class RemoteFile:
         return self.url
 
 
-def expand_url(arg: str) -> list[tuple[RemoteFile, str]]:
+def expand_url(arg: str, run_record: str | None = None, skipped: list[str] | None = None) -> list[tuple[RemoteFile, str]]:
     """A URL argument → (file, output key) per input: a prefix ending in `/` or naming a
     "folder" lists everything under it (keys relative to it, as a local folder's), a glob its
     matches (keys relative to its part before the first wildcard), anything else one file
     (keyed by its name). Image files and .tar shards only, sorted. PromptError for a missing
-    backend, InputError for a listing that fails (a missing bucket, no credentials)."""
+    backend, InputError for a listing that fails (a missing bucket, no credentials). Listing a
+    prefix, a "folder" under it that holds `run_record` (another run's outputs) is left out with
+    everything under it, as a local folder's is, and named in `skipped`."""
     s = scheme(arg)
     if s in WEB:
         return [(RemoteFile(arg), Url(arg).name)]
@@ -163,7 +165,11 @@ def expand_url(arg: str) -> list[tuple[RemoteFile, str]]:
             return [(RemoteFile(p, fs), p[len(base):].lstrip("/")) for p in found]
         if arg.endswith("/") or fs.isdir(arg):
             base = arg.rstrip("/")
-            found = sorted(full(p) for p in fs.find(base) if is_input(p))
+            listed = [full(p) for p in fs.find(base)]
+            runs = sorted({p.rsplit("/", 1)[0] + "/" for p in listed if run_record and p.rsplit("/", 1)[-1] == run_record})
+            if skipped is not None:
+                skipped.extend(r.rstrip("/") for r in runs)
+            found = sorted(p for p in listed if is_input(p) and not any(p.startswith(r) for r in runs))
             return [(RemoteFile(p, fs), p[len(base):].lstrip("/")) for p in found]
     except PromptError:
         raise
