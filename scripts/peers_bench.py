@@ -76,6 +76,8 @@ def hf_state_dict(meta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     names differ: nn.Sequential indices become named layers, "norm" becomes "layer_norm", the
     MLPs' first and last layers are proj_in and proj_out, and the prompt encoder's random Fourier
     matrix is also the model's shared image positional embedding."""
+    from reference import HF_HEAD_RENAMES, hf_mlp_key
+
     seq = [  # (pattern, replacement), applied in order
         (r"^image_encoder\.", "vision_encoder."),
         (r"^vision_encoder\.blocks\.", "vision_encoder.layers."),
@@ -84,28 +86,14 @@ def hf_state_dict(meta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         (r"^vision_encoder\.neck\.1\.", "vision_encoder.neck.layer_norm1."),
         (r"^vision_encoder\.neck\.2\.", "vision_encoder.neck.conv2."),
         (r"^vision_encoder\.neck\.3\.", "vision_encoder.neck.layer_norm2."),
-        (r"\.norm(\d)\.", r".layer_norm\1."),
-        (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
-        (r"\.output_upscaling\.0\.", ".upscale_conv1."),
-        (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
-        (r"\.output_upscaling\.3\.", ".upscale_conv2."),
-        (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
-        (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
-        (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
-        (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
-        (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+        *HF_HEAD_RENAMES,
         (r"\.point_embeddings\.", ".point_embed."),
-        (r"\.pe_layer\.positional_encoding_gaussian_matrix$", ".shared_embedding.positional_embedding"),
     ]
     out = {}
     for k, v in meta.items():
         for pat, rep in seq:
             k = re.sub(pat, rep, k)
-        m = re.match(r"^(mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+))\.layers\.(\d+)\.(.*)$", k)
-        if m:  # the three-layer MLPs: layers.0 -> proj_in, layers.1 -> layers.0, layers.2 -> proj_out
-            layer = {"0": "proj_in", "1": "layers.0", "2": "proj_out"}[m.group(2)]
-            k = f"{m.group(1)}.{layer}.{m.group(3)}"
-        out[k] = v
+        out[hf_mlp_key(k, r"iou_prediction_head|output_hypernetworks_mlps\.\d+")] = v
     out["shared_image_embedding.positional_embedding"] = out["prompt_encoder.shared_embedding.positional_embedding"]
     return out
 

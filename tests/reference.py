@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 TINY = dict(embed_dim=64, depth=4, num_heads=4, global_attn_indexes=(1, 3))
+
+
+#: transformers' names for SAM's prompt encoder and mask decoder, which its SamModel and
+#: Sam2Model name alike (scripts/peers_bench.py, tests/sam2_hf.py): (pattern, replacement), in order
+HF_HEAD_RENAMES = [
+    (r"\.norm(\d)\.", r".layer_norm\1."),
+    (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
+    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
+    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
+    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
+    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
+    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
+    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
+    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
+    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+    (r"\.pe_layer\.positional_encoding_gaussian_matrix$", ".shared_embedding.positional_embedding"),
+]
+
+
+def hf_mlp_key(key: str, heads: str) -> str:
+    """transformers' name for a key of one of the decoder's three-layer MLPs (`heads`, a regex
+    alternation of their names under mask_decoder.): layers.0 → proj_in, layers.1 → layers.0,
+    layers.2 → proj_out; any other key unchanged."""
+    m = re.match(rf"^(mask_decoder\.(?:{heads}))\.layers\.(\d+)\.(.*)$", key)
+    if not m:
+        return key
+    layer = {"0": "proj_in", "1": "layers.0", "2": "proj_out"}[m.group(2)]
+    return f"{m.group(1)}.{layer}.{m.group(3)}"
 
 
 def arch_kwargs(name: str) -> dict:

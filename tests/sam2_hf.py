@@ -8,6 +8,8 @@ import re
 
 import torch
 
+from reference import HF_HEAD_RENAMES, hf_mlp_key
+
 
 def to_transformers(meta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Meta's SAM 2 state dict under transformers' Sam2Model names: its image path only (the
@@ -22,18 +24,8 @@ def to_transformers(meta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         (r"^sam_prompt_encoder\.", "prompt_encoder."),
         (r"^sam_mask_decoder\.", "mask_decoder."),
         (r"^no_mem_embed$", "no_memory_embedding"),
-        (r"\.norm(\d)\.", r".layer_norm\1."),
-        (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
+        *HF_HEAD_RENAMES,
         (r"\.out_proj\.", ".o_proj."),
-        (r"\.output_upscaling\.0\.", ".upscale_conv1."),
-        (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
-        (r"\.output_upscaling\.3\.", ".upscale_conv2."),
-        (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
-        (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
-        (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
-        (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
-        (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
-        (r"\.pe_layer\.positional_encoding_gaussian_matrix$", ".shared_embedding.positional_embedding"),
         (r"\.mlp\.layers\.0\.", ".mlp.proj_in."),
         (r"\.mlp\.layers\.1\.", ".mlp.proj_out."),
     ]
@@ -47,12 +39,7 @@ def to_transformers(meta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         for pat, rep in seq:
             k = re.sub(pat, rep, k)
-        heads = r"iou_prediction_head|pred_obj_score_head|output_hypernetworks_mlps\.\d+"
-        m = re.match(rf"^(mask_decoder\.(?:{heads}))\.layers\.(\d+)\.(.*)$", k)
-        if m:
-            layer = {"0": "proj_in", "1": "layers.0", "2": "proj_out"}[m.group(2)]
-            k = f"{m.group(1)}.{layer}.{m.group(3)}"
-        out[k] = v
+        out[hf_mlp_key(k, r"iou_prediction_head|pred_obj_score_head|output_hypernetworks_mlps\.\d+")] = v
     out["prompt_encoder.point_embed.weight"] = torch.cat([points[i] for i in sorted(points)])
     out["shared_image_embedding.positional_embedding"] = out["prompt_encoder.shared_embedding.positional_embedding"]
     return out

@@ -1,4 +1,4 @@
-"""torch.compile for a family's heavy parts (compile_parts): a compiled part that falls back to
+"""torch.compile for a family's heavy parts (its compile_parts): a compiled part that falls back to
 its eager self when the compiler fails."""
 
 from __future__ import annotations
@@ -25,3 +25,17 @@ class CompiledOrEager:
                 if self.on_failure is not None:
                     self.on_failure(self.name, getattr(e, "inner_exception", None) or e)
         return self.eager(*args, **kwargs)
+
+
+def compile_each(parts, backend, on_failure) -> None:
+    """torch.compile each (name, owner, attribute, torch.compile keywords) of `parts`: the
+    compiled function is set on the owner as an instance attribute, called in place of the
+    method, and falls back to it (after on_failure(name, error)) when the compiler fails."""
+    for name, owner, attr, kw in parts:
+        eager = getattr(owner, attr)
+        setattr(owner, attr, CompiledOrEager(name, torch.compile(eager, backend=backend, **kw), eager, on_failure))
+
+
+def is_compiled(module: torch.nn.Module) -> bool:
+    """Whether compile_parts has replaced this module's forward."""
+    return isinstance(module.__dict__.get("forward"), CompiledOrEager)

@@ -137,8 +137,8 @@ def make_object(
     for what, given, label in (("exemplars", exemplars, 1), ("neg_exemplars", neg_exemplars, 0)):
         if not isinstance(given, (list, tuple)):
             raise PromptError(f"{where}: {what} must be a list of [x0, y0, x1, y1] boxes, got {given!r}")
+        name = what[:-1].replace("_", " ")
         for b in given:
-            name = what[:-1].replace("_", " ")
             bx_ = _box(b, name, where)
             if bx_[2] == bx_[0] or bx_[3] == bx_[1]:  # as --exemplar refuses it: no pixels to show
                 raise PromptError(f"{where}: {name} {list(b)} has no area (x1 must be right of x0, y1 below y0)")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..compiled import CompiledOrEager
+from ..compiled import compile_each, is_compiled
 from ..features import AutomaticStyle
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
@@ -143,18 +143,14 @@ class Sam(nn.Module):
             # the IoU filter keeps and the grid cells an image covers change per call.
             ("decoder upscaling", dec, "_upscale_batch", {"dynamic": True}),
         )
-        for name, owner, attr, kw in parts:
-            eager = getattr(owner, attr)
-            compiled = torch.compile(eager, backend=backend, **kw)
-            # an instance attribute, called in place of the method
-            setattr(owner, attr, CompiledOrEager(name, compiled, eager, on_failure))
+        compile_each(parts, backend, on_failure)
         return self
 
     @property
     def encoder_compiled(self) -> bool:
         """Whether compile_parts has replaced the image encoder's forward: its embeddings
         then differ from eager ones at rounding level."""
-        return isinstance(self.image_encoder.__dict__.get("forward"), CompiledOrEager)
+        return is_compiled(self.image_encoder)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w RGB 0–255 (long side already resized to img_size) → normalised, padded

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from ...errors import CheckpointError
 from ...registry import SAM2_CONFIGS, Sam2Arch
-from ..compiled import CompiledOrEager
+from ..compiled import compile_each, is_compiled
 from ..features import AutomaticStyle
 from ..sam1.prompt_encoder import PromptEncoder
 from .decoder import Sam2Decoder
@@ -78,7 +78,7 @@ class Sam2(nn.Module):
     def encoder_compiled(self) -> bool:
         """Whether compile_parts has replaced the image encoder's forward (its features then
         differ from eager ones at rounding level: the embedding cache keeps them apart)."""
-        return isinstance(self.image_encoder.__dict__.get("forward"), CompiledOrEager)
+        return is_compiled(self.image_encoder)
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
         return self.image_encoder.state_dict()
@@ -145,9 +145,7 @@ class Sam2(nn.Module):
             ("decoder transformer", dec.transformer, "forward", {}),
             ("decoder upscaling", dec, "_upscale_batch", {"dynamic": True}),
         )
-        for name, owner, attr, kw in parts:
-            eager = getattr(owner, attr)
-            setattr(owner, attr, CompiledOrEager(name, torch.compile(eager, backend=backend, **kw), eager, on_failure))
+        compile_each(parts, backend, on_failure)
         return self
 
 
