@@ -3,7 +3,7 @@ passes from the encoder to the decoder (and the embedding cache keeps)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,12 +29,15 @@ class ImageFeatures:
     tensors: the family's tensors, each 1×C×h×w float32 (SAM 1: "image_embed" 1×256×64×64;
     a family with several levels holds one entry per level).
     input_hw: the image's size after the resize to the encoder's input, before padding.
-    orig_hw: the image's (or crop's) own size, which masks come back at."""
+    orig_hw: the image's (or crop's) own size, which masks come back at.
+    derived: what a decoder computes from the tensors once and reuses on every call for this
+    image (factored.SharedImage); never saved, and not carried over by to()."""
 
     family: str
     tensors: dict[str, torch.Tensor]
     input_hw: tuple[int, int]
     orig_hw: tuple[int, int]
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.tensors[name]

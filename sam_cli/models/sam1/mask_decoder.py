@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .common import MLP, Embedding, LayerNorm2d
+from .factored import FactoredKeys, run_transformer
 from .transformer import TwoWayTransformer
 
 
@@ -44,7 +45,7 @@ class MaskDecoder(nn.Module):
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool, grid_hw: tuple[int, int] | None = None,
-        min_iou: float | None = None,
+        min_iou: float | None = None, cache: dict | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """image_embeddings: 1×C×64×64 (one image, shared by every prompt, never copied per
         prompt) or B×C×64×64; sparse: B×T×C; dense: B×C×64×64 or 1×C×64×64.
@@ -57,17 +58,20 @@ class MaskDecoder(nn.Module):
         M = 3 with multimask_output else 1. With min_iou, only the K prompts with a predicted
         IoU above it are upscaled (the IoU head runs before the upscaling), and the result is
         masks K×M×…, iou K×M and their prompt indices K (long).
+
+        cache: the image's ImageFeatures.derived, where the transformer may keep what it shares
+        between calls on the image (factored.run_transformer).
         """
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            sl, grid_hw, min_iou,
+            sl, grid_hw, min_iou, cache,
         )
 
     def predict_masks(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
         sparse: torch.Tensor, dense: torch.Tensor, outputs: slice = slice(None),
-        grid_hw: tuple[int, int] | None = None, min_iou: float | None = None,
+        grid_hw: tuple[int, int] | None = None, min_iou: float | None = None, cache: dict | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Masks and IoU of the mask tokens in `outputs` (all four by default); with min_iou,
         of the prompts that have a mask above it, and their indices (see forward).
@@ -87,10 +91,10 @@ class MaskDecoder(nn.Module):
         _, c, h, w = src.shape
         index = range(self.num_mask_tokens)[outputs]
         # only the IoU token and the wanted mask tokens leave the transformer: hs B×(1+M)×C
-        hs, keys = self.transformer(
-            src.to(dt), image_pe.to(dt), tokens.to(self.transformer.token_dtype),
-            out_tokens=[0, *(1 + i for i in index)],
-        )  # keys: B×HW×C in dt
+        hs, keys = run_transformer(
+            self.transformer, src.to(dt), image_pe.to(dt), tokens.to(self.transformer.token_dtype),
+            [0, *(1 + i for i in index)], cache,
+        )  # keys: B×HW×C in dt, or FactoredKeys
         hs = hs.float()
         iou = self.iou_prediction_head(hs[:, 0, :])[:, outputs]
         mlps = list(self.output_hypernetworks_mlps)
@@ -103,12 +107,15 @@ class MaskDecoder(nn.Module):
             prompts = (iou > min_iou).any(dim=1).nonzero().squeeze(1)
             hs, iou = hs[prompts], iou[prompts]
         # one copy for the kept prompts and grid cells; none when all of both are kept
-        keys = keys.view(b, h, w, c)[prompts, :gh, :gw].reshape(-1, gh * gw, c)
+        if isinstance(keys, FactoredKeys):
+            keys = keys.select(prompts).grid(h, w, gh, gw)
+        else:
+            keys = keys.view(b, h, w, c)[prompts, :gh, :gw].reshape(-1, gh * gw, c)
         hyper = torch.stack([mlps[i](hs[:, 1 + j, :]) for j, i in enumerate(index)], dim=1)  # K×M×C/8
         masks = self._upscale_masks(keys, hyper.to(dt), gh, gw).float()
         return (masks, iou) if min_iou is None else (masks, iou, prompts)
 
-    def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _upscale_masks(self, keys: torch.Tensor | FactoredKeys, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """output_upscaling + hypernetwork product, computed channels-last.
 
         A 2×2 stride-2 transposed conv maps each input pixel to a 2×2 block independently, so it
@@ -116,8 +123,17 @@ class MaskDecoder(nn.Module):
         leave the transformer, with no transpose to B×C×H×W; pixels are put back in image order
         only for the M final masks. keys: B×HW×C, hyper: B×M×C/8 → B×M×4H×4W logits.
         On the CPU this runs one prompt at a time, so each prompt's activations (2 MB per
-        stage) stay in cache (measured 1.2x faster than a batch of 8).
+        stage) stay in cache (measured 1.2x faster than a batch of 8). FactoredKeys go into the
+        first conv as their projection (FactoredKeys.project).
         """
+        if isinstance(keys, FactoredKeys):
+            if len(keys) == 0:
+                return hyper.new_zeros(0, hyper.shape[1], 4 * h, 4 * w)
+            w1, bias1 = self._first_conv()
+            return torch.cat([
+                self._upscale_rest(keys.select(slice(i, i + 1)).project("sam1 upscaling", w1, bias1), hyper[i : i + 1], h, w)
+                for i in range(len(keys))
+            ])
         if keys.device.type in self.UPSCALE_ONE_BY_ONE_ON and keys.shape[0] > 1:
             return torch.cat([
                 self._upscale_batch(keys[i : i + 1], hyper[i : i + 1], h, w)
@@ -127,11 +143,21 @@ class MaskDecoder(nn.Module):
 
     def _upscale_batch(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """_upscale_masks for one batch (Sam.compile_parts compiles this, not the loop)."""
-        conv1, ln, act1, conv2, act2 = self.output_upscaling
-        b = keys.shape[0]
-        c1, c2 = conv1.out_channels, conv2.out_channels
-        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
-        x = torch.addmm(conv1.bias.repeat(4), keys.reshape(-1, keys.shape[-1]), w1)
+        w1, bias1 = self._first_conv()
+        x = torch.addmm(bias1, keys.reshape(-1, keys.shape[-1]), w1)
+        return self._upscale_rest(x.view(keys.shape[0], -1, w1.shape[1]), hyper, h, w)
+
+    def _first_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first transposed conv as a C×(2·2·C1) matrix and its bias, columns (di, dj, C1)."""
+        conv1 = self.output_upscaling[0]
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * conv1.out_channels)
+        return w1, conv1.bias.repeat(4)
+
+    def _upscale_rest(self, x: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """_upscale_batch after the first conv's matmul: x B×HW×(2·2·C1)."""
+        _, ln, act1, conv2, act2 = self.output_upscaling
+        b = x.shape[0]
+        c1, c2 = conv2.in_channels, conv2.out_channels
         x = F.layer_norm(x.view(-1, c1), (c1,), ln.weight, ln.bias, ln.eps)
         x = act1(x)  # (B·HW·4)×C1, pixel order (i, j, di1, dj1)
         w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)

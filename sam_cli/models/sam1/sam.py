@@ -109,7 +109,7 @@ class Sam(nn.Module):
         pe = self.prompt_encoder
         sparse, dense = pe((points, labels) if points is not None else None, boxes, mask_input)
         return self.mask_decoder(features["image_embed"], pe.get_dense_pe(), sparse, dense, multimask,
-                                 grid, min_iou)
+                                 grid, min_iou, cache=getattr(features, "derived", None))
 
     def set_precision(self, dtype: torch.dtype) -> Sam:
         """Run the heavy parts in `dtype` (bfloat16 on GPUs): the image encoder's attention

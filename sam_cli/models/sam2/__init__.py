@@ -114,7 +114,7 @@ class Sam2(nn.Module):
         """As Sam.decode (sam2_decode)."""
         return sam2_decode(self.sam_prompt_encoder, self.sam_mask_decoder, features["image_embed"],
                            features["feat_s0"], features["feat_s1"], points, labels, boxes, mask_input, multimask,
-                           min_iou)
+                           min_iou, cache=getattr(features, "derived", None))
 
     def upscale_frame(self, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
         """One bilinear step from the 256² logits to the image (SAM 2's postprocess_masks):
@@ -150,10 +150,12 @@ class Sam2(nn.Module):
 
 
 def sam2_decode(pe: PromptEncoder, decoder: Sam2Decoder, image_embed: torch.Tensor, feat_s0: torch.Tensor,
-                feat_s1: torch.Tensor, points, labels, boxes, mask_input, multimask: bool, min_iou=None):
+                feat_s1: torch.Tensor, points, labels, boxes, mask_input, multimask: bool, min_iou=None,
+                cache: dict | None = None):
     """SAM 2's prompts to masks (SAM 3's point-and-box head too): boxes go to the prompt
     encoder as corner points (labels 2, 3) before the clicks, the padding point is always
-    added; the single mask falls back to the best ambiguity mask when unstable."""
+    added; the single mask falls back to the best ambiguity mask when unstable. cache: the
+    image's ImageFeatures.derived (Sam2Decoder.predict_masks)."""
     if boxes is not None:
         corners = boxes.reshape(-1, 2, 2)
         codes = torch.tensor([2, 3], device=corners.device).expand(corners.shape[0], 2)
@@ -162,9 +164,10 @@ def sam2_decode(pe: PromptEncoder, decoder: Sam2Decoder, image_embed: torch.Tens
     sparse, dense = pe((points, labels) if points is not None else None, None, mask_input)
     if multimask:  # the three ambiguity masks: neither the single mask nor the object score is read
         out = decoder.predict_masks(image_embed, pe.get_dense_pe(), sparse, dense, feat_s0, feat_s1, min_iou,
-                                    masks=(1, 2, 3), obj=False)
+                                    masks=(1, 2, 3), obj=False, cache=cache)
         return out[:2] if min_iou is None else (out[0], out[1], out[3])
-    out = decoder.predict_masks(image_embed, pe.get_dense_pe(), sparse, dense, feat_s0, feat_s1, min_iou, obj=False)
+    out = decoder.predict_masks(image_embed, pe.get_dense_pe(), sparse, dense, feat_s0, feat_s1, min_iou, obj=False,
+                                cache=cache)
     low, iou = decoder.choose(out[0], out[1], multimask)
     if min_iou is not None:  # the decoder upscaled prompts with any of four IoUs above: now the chosen
         keep = (iou > min_iou).any(1).nonzero()[:, 0]

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..sam1.common import MLP, Embedding, LayerNorm2d
+from ..sam1.factored import FactoredKeys, run_transformer
 from ..sam1.transformer import TwoWayTransformer
 from .hiera import TwoLayerMLP
 
@@ -64,7 +65,7 @@ class Sam2Decoder(nn.Module):
     def predict_masks(
         self, image_embed: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor,
         feat_s0: torch.Tensor, feat_s1: torch.Tensor, min_iou: float | None = None,
-        masks: tuple[int, ...] = (0, 1, 2, 3), obj: bool = True,
+        masks: tuple[int, ...] = (0, 1, 2, 3), obj: bool = True, cache: dict | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """image_embed 1×C×64×64 (or B×…), image_pe 1×C×64×64, sparse B×T×C, dense B×C×64×64
         or 1×C×64×64, feat_s0 1×32×256×256, feat_s1 1×64×128×128 → the logits of the mask
@@ -73,13 +74,16 @@ class Sam2Decoder(nn.Module):
         the wanted mask tokens and (with obj) the object-score token leave the transformer:
         the final attention's row of a token no output reads is skipped. With min_iou, only
         the K prompts with some IoU of `masks` above it are upscaled (the upscaling is most
-        of a prompt's cost): logits K×M×…, IoU K×M, object scores K×1 and the K indices."""
+        of a prompt's cost): logits K×M×…, IoU K×M, object scores K×1 and the K indices.
+        cache: the image's ImageFeatures.derived, where the transformer may keep what it
+        shares between calls on the image (factored.run_transformer)."""
         b = sparse.shape[0]
         tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([tokens[None].expand(b, -1, -1), sparse], dim=1)
         src = image_embed + dense  # batch 1 when every prompt shares the dense embedding
         first = 0 if obj else 1  # the object-score token is token 0, the IoU token 1, masks from 2
-        hs, keys = self.transformer(src, image_pe, tokens, out_tokens=[*range(first, 2), *(2 + i for i in masks)])
+        hs, keys = run_transformer(self.transformer, src, image_pe, tokens,
+                                   [*range(first, 2), *(2 + i for i in masks)], cache)
         c, h, w = src.shape[1:]
         at = 1 - first  # the IoU token's row in hs
         iou = torch.sigmoid(self.iou_prediction_head(hs[:, at]))[:, list(masks)]
@@ -87,21 +91,25 @@ class Sam2Decoder(nn.Module):
         kept = None
         if min_iou is not None:
             kept = (iou > min_iou).any(1).nonzero()[:, 0]
-            hs, iou, keys = hs[kept], iou[kept], keys.expand(b, -1, -1)[kept]
+            keys = keys.select(kept) if isinstance(keys, FactoredKeys) else keys.expand(b, -1, -1)[kept]
+            hs, iou = hs[kept], iou[kept]
             score = None if score is None else score[kept]
         mlps = self.output_hypernetworks_mlps
         hyper = torch.stack([mlps[i](hs[:, at + 1 + j]) for j, i in enumerate(masks)], dim=1)
-        logits = self._upscale_masks(keys.expand(hyper.shape[0], -1, -1), hyper, h, w, feat_s0, feat_s1)
+        if not isinstance(keys, FactoredKeys):
+            keys = keys.expand(hyper.shape[0], -1, -1)
+        logits = self._upscale_masks(keys, hyper, h, w, feat_s0, feat_s1)
         return (logits, iou, score) if kept is None else (logits, iou, score, kept)
 
-    def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int,
+    def _upscale_masks(self, keys: torch.Tensor | FactoredKeys, hyper: torch.Tensor, h: int, w: int,
                        feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> torch.Tensor:
         """output_upscaling with the high-resolution features + the hypernetwork product,
         computed channels-last as SAM 1's decoder does (sam1.mask_decoder._upscale_masks): a
         2×2 stride-2 transposed conv is one matmul per pixel, so both stages run on the
         transformer's B×HW×C tokens, the high-resolution features laid out in the same pixel
         order, and pixels go back to image order only for the final masks. On the CPU one
-        prompt at a time (its activations stay in cache); traced for ONNX, the whole batch."""
+        prompt at a time (its activations stay in cache); traced for ONNX, the whole batch.
+        FactoredKeys go into the first conv as their projection (FactoredKeys.project)."""
         conv1, conv2 = self.output_upscaling[0], self.output_upscaling[3]
         c1, c2 = conv1.out_channels, conv2.out_channels
         if hyper.shape[0] == 0:
@@ -110,6 +118,11 @@ class Sam2Decoder(nn.Module):
         s1 = feat_s1[0].reshape(c1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(-1, c1)
         s0 = feat_s0[0].reshape(c2, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0).reshape(-1, 4 * c2)
         b2 = s0 + conv2.bias.repeat(4)
+        if isinstance(keys, FactoredKeys):
+            w1, bias1 = self._first_conv()
+            return torch.cat([self._upscale_rest(keys.select(slice(i, i + 1)).project("sam2 upscaling", w1, bias1)
+                                                 .view(1, -1, c1), hyper[i : i + 1], h, w, s1, b2)
+                              for i in range(len(keys))])
         if keys.device.type == "cpu" and keys.shape[0] > 1 and not torch.jit.is_tracing():
             return torch.cat([self._upscale_batch(keys[i : i + 1], hyper[i : i + 1], h, w, s1, b2)
                               for i in range(keys.shape[0])])
@@ -120,12 +133,24 @@ class Sam2Decoder(nn.Module):
         """_upscale_masks for one batch, the high-resolution features already in pixel-row
         order (s1; b2: s0 plus the second conv's bias). Sam2.compile_parts compiles this, not
         the loop."""
-        conv1, ln, act1, conv2, act2 = self.output_upscaling
-        c1, c2 = conv1.out_channels, conv2.out_channels
-        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * c1)
+        w1, bias1 = self._first_conv()
+        x = torch.addmm(bias1, keys.reshape(-1, keys.shape[-1]), w1)
+        return self._upscale_rest(x.view(keys.shape[0], -1, w1.shape[1] // 4), hyper, h, w, s1, b2)
+
+    def _first_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first transposed conv as a C×(2·2·C1) matrix and its bias, columns (di, dj, C1)."""
+        conv1 = self.output_upscaling[0]
+        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * conv1.out_channels)
+        return w1, conv1.bias.repeat(4)
+
+    def _upscale_rest(self, x: torch.Tensor, hyper: torch.Tensor, h: int, w: int,
+                      s1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+        """_upscale_batch after the first conv's matmul: x B×(HW·4)×C1."""
+        _, ln, act1, conv2, act2 = self.output_upscaling
+        c1, c2 = conv2.in_channels, conv2.out_channels
         w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2)
-        n = keys.shape[0]
-        x = torch.addmm(conv1.bias.repeat(4), keys.reshape(-1, keys.shape[-1]), w1).view(n, -1, c1) + s1
+        n = x.shape[0]
+        x = x + s1
         x = act1(F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)).view(-1, c1)  # (B·HW·4)×C1
         x = act2((x @ w2).view(n, -1, 4 * c2) + b2)  # (B, HW·4, 4·C2): rows (i, j, a, b), cols (d, e, C2)
         m = torch.bmm(x.view(n, h * w * 16, c2), hyper.transpose(1, 2))  # B×(i, j, a, b, d, e)×M

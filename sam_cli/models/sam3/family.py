@@ -129,7 +129,8 @@ class Sam3(nn.Module):
             raise PromptError(NO_POINTS)
         embed, s0, s1 = self.head_features(features["trunk"])
         pe, dec = self.tracker.sam_prompt_encoder, self.tracker.sam_mask_decoder
-        return sam2_decode(pe, dec, embed, s0, s1, points, labels, boxes, mask_input, multimask, min_iou)
+        return sam2_decode(pe, dec, embed, s0, s1, points, labels, boxes, mask_input, multimask, min_iou,
+                           cache=getattr(features, "derived", None))
 
     def upscale_frame(self, input_hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
         side = self.low_res_hw[0]
