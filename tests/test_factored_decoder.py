@@ -170,6 +170,8 @@ def test_it_runs_only_where_it_applies(tiny_model, photo):
     plain = Predictor(tiny_model)
     plain.set_image(photo)
     with torch.inference_mode():
-        want, _ = plain.decode(pts, ones, None, None, True)
+        want, iou = plain.decode(pts, ones, None, None, True)
+        none = plain.decode(pts, ones, None, None, True, image_part_only=True, min_iou=float(iou.max()))
     torch.testing.assert_close(small, want, rtol=1e-4, atol=1e-3)
+    assert not plain.features.derived and none[0].shape[0] == 0  # the plain path, none kept
     assert not pred.features.to("cpu").derived

@@ -93,9 +93,15 @@ def _value_dots(v: torch.Tensor, y: torch.Tensor, z: torch.Tensor, h: int) -> to
     return _per_head(v, y).add_(z / h)
 
 
-def _quadratic(a: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """a B×R×N, gram B×R×R → aᵢ·gram·aᵢ for each of the N columns: B×N."""
-    return torch.bmm(gram, a).mul_(a).sum(1)
+def _quadratic(a: torch.Tensor, gram: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """a B×R×N, gram B×R×R (symmetric) → aᵢ·gram·aᵢ for each of the N columns: B×N. With k,
+    gram's lower-left block is folded into the upper-right one (x·G₁₁·x + 2·x·G₁₂·y + y·G₂₂·y
+    for a = [x (k rows), y]): a quarter fewer multiply-adds."""
+    if k is None:
+        return torch.bmm(gram, a).mul_(a).sum(1)
+    top = torch.cat([gram[:, :k, :k], 2 * gram[:, :k, k:]], 2)  # B×k×R
+    out = torch.bmm(top, a).mul_(a[:, :k]).sum(1)
+    return out.add_(torch.bmm(gram[:, k:, k:], a[:, k:]).mul_(a[:, k:]).sum(1))
 
 
 def _rsqrt_var(sq: torch.Tensor, c: int, eps: float) -> torch.Tensor:
@@ -309,7 +315,7 @@ def factored_forward(
     m1 = vo1.mean(-1)  # B×TH
     dots1 = _value_dots(v1, shared.yb, shared.zb, h).sub_(m1[..., None] * shared.sy)
     lin = dots1.mul_(a[:, :th]).sum(1) + _value_dots(v2, shared.yc, shared.zc, h).mul_(p2).sum(1) + shared.ub
-    sq2 = (r1 * r1 * shared.uu).add_(lin.mul_(r1), alpha=2).add_(_quadratic(a, rm @ rm.transpose(1, 2)))
+    sq2 = (r1 * r1 * shared.uu).add_(lin.mul_(r1), alpha=2).add_(_quadratic(a, rm @ rm.transpose(1, 2), th))
     r2 = _rsqrt_var(sq2, c, l1.norm4.eps)
     r1r2 = r1 * r2
     rg = rm * l1.norm4.weight  # keys2 = r1r2·w + r2·(a·Rg) + β2

@@ -145,7 +145,7 @@ class MaskDecoder(nn.Module):
         """_upscale_masks for one batch (Sam.compile_parts compiles this, not the loop)."""
         w1, bias1 = self._first_conv()
         x = torch.addmm(bias1, keys.reshape(-1, keys.shape[-1]), w1)
-        return self._upscale_rest(x.view(keys.shape[0], -1, w1.shape[1]), hyper, h, w)
+        return self._upscale_rest(x.view(keys.shape[0], keys.shape[1], w1.shape[1]), hyper, h, w)
 
     def _first_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first transposed conv as a C×(2·2·C1) matrix and its bias, columns (di, dj, C1)."""

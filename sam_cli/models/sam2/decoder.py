@@ -121,7 +121,7 @@ class Sam2Decoder(nn.Module):
         if isinstance(keys, FactoredKeys):
             w1, bias1 = self._first_conv()
             return torch.cat([self._upscale_rest(keys.select(slice(i, i + 1)).project("sam2 upscaling", w1, bias1)
-                                                 .view(1, -1, c1), hyper[i : i + 1], h, w, s1, b2)
+                                                 .view(1, 4 * h * w, c1), hyper[i : i + 1], h, w, s1, b2)
                               for i in range(len(keys))])
         if keys.device.type == "cpu" and keys.shape[0] > 1 and not torch.jit.is_tracing():
             return torch.cat([self._upscale_batch(keys[i : i + 1], hyper[i : i + 1], h, w, s1, b2)
@@ -135,7 +135,7 @@ class Sam2Decoder(nn.Module):
         the loop."""
         w1, bias1 = self._first_conv()
         x = torch.addmm(bias1, keys.reshape(-1, keys.shape[-1]), w1)
-        return self._upscale_rest(x.view(keys.shape[0], -1, w1.shape[1] // 4), hyper, h, w, s1, b2)
+        return self._upscale_rest(x.view(keys.shape[0], 4 * keys.shape[1], w1.shape[1] // 4), hyper, h, w, s1, b2)
 
     def _first_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first transposed conv as a C×(2·2·C1) matrix and its bias, columns (di, dj, C1)."""
