@@ -31,10 +31,26 @@ class Prediction:
 #: 17.85 / 17.47 s, 64 boxes 0.94 / 0.88 / 0.90 s; 16 keeps most of the gain at 2/3 of 24's
 #: memory. GPUs take a whole batch.
 CPU_DECODER_BATCH = 16
+#: Prompts per decoder call in automatic mode on the CPU where the transformer runs factored
+#: (models/sam1/factored.py: no per-prompt image tokens, so a call's memory is a quarter of the
+#: plain path's). `scripts/cpu_profile.py --decoder --model sam2.1_hiera_tiny` (2 cores,
+#: 2026-12-07), automatic 32×32, default filters, decoder seconds for 16 / 32: factored 10.85 /
+#: 8.97, plain 13.62 / 15.42.
+CPU_FACTORED_BATCH = 32
 #: Which of the decoder's masks each object gets: "first" the single-mask output (best for a
 #: box or several points), "best" the most confident of the three ambiguity masks (what the
 #: paper scores for a lone click), "all" the three of them.
 MASK_CHOICES = ("first", "best", "all")
+
+
+def cpu_auto_decoder_batch(model: torch.nn.Module) -> int:
+    """Prompts per decoder call for automatic mode on the CPU: CPU_FACTORED_BATCH where the
+    model's decoder transformer runs factored, else CPU_DECODER_BATCH."""
+    from .models.sam1 import factored
+    from .models.sam1.transformer import TwoWayTransformer
+
+    trs = [m for m in model.modules() if isinstance(m, TwoWayTransformer)]
+    return CPU_FACTORED_BATCH if trs and all(factored.applies(t) for t in trs) else CPU_DECODER_BATCH
 
 
 class Predictor:

@@ -45,7 +45,9 @@ def main() -> None:
                     help="time one global and one windowed attention per band setting instead")
     ap.add_argument("--decoder", action="store_true",
                     help="time the mask decoder per decoder-call size instead")
-    ap.add_argument("--decoder-batches", default="8,16,24")
+    ap.add_argument("--decoder-batches", default="16,32")
+    ap.add_argument("--decoder-rows", default="default,off,boxes",
+                    help="with --decoder: which of automatic mode (default filters, filters off) and 64 boxes")
     ap.add_argument("--decoder-ops", action="store_true",
                     help="profile one decoder call (16 prompts) by operator instead")
     ap.add_argument("--checkpoint", help="with --decoder: this checkpoint, not random weights")
@@ -72,8 +74,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     spec = MODELS[a.model]
-    if spec.family != "sam1" and (a.attention or a.decoder or a.decoder_ops or a.steps or a.compile):
-        ap.error("--attention, --decoder, --decoder-ops, --steps and --compile profile SAM 1 models")
+    if spec.family != "sam1" and (a.attention or a.decoder_ops or a.steps or a.compile):
+        ap.error("--attention, --decoder-ops, --steps and --compile profile SAM 1 models")
     if a.attention:
         attention_table(spec)
         return
@@ -272,19 +274,22 @@ def attention_table(spec) -> None:
 
 
 def decoder_table(a: argparse.Namespace, spec) -> None:
-    """Seconds of the mask decoder per decoder-call size, the sizes interleaved round by
-    round so that a slow spell of the machine hits them alike; the best round is printed."""
+    """Seconds of the mask decoder per decoder-call size, factored (models/sam1/factored.py,
+    sam's CPU path) and plain (TwoWayTransformer), sizes and paths interleaved round by round
+    so that a slow spell of the machine hits them alike; the best round is printed. Each
+    automatic run makes the image's shared products anew, as a run does once per image."""
     from pathlib import Path
 
     import numpy as np
 
+    import sam_cli.models.sam1.factored as factored
     from sam_cli.automatic import AmgSettings, AutomaticMaskGenerator
     from sam_cli.checkpoints import build_from_arch, load_model
     from sam_cli.io.images import read_image
     from sam_cli.predictor import Predictor
 
     net = (load_model(checkpoint=a.checkpoint, device="cpu") if a.checkpoint
-           else build_from_arch(spec.arch).eval())
+           else build_from_arch(spec.arch, family=spec.family).eval())
     img = read_image(Path(__file__).resolve().parents[1] / "examples" / "chelsea.jpg")
     g = np.random.default_rng(0)
     xy = g.uniform(0, 300, (64, 2))
@@ -300,7 +305,11 @@ def decoder_table(a: argparse.Namespace, spec) -> None:
     pred.set_features(feats)
     from sam_cli import predictor as P
 
-    def run(n: int, what: str) -> float:
+    factorable = factored.factorable
+
+    def run(n: int, what: str, path: str) -> float:
+        factored.factorable = factorable if path == "factored" else (lambda *_: False)
+        feats.derived.clear()
         t = time.perf_counter()
         if what == "boxes":
             P.CPU_DECODER_BATCH = n
@@ -309,16 +318,23 @@ def decoder_table(a: argparse.Namespace, spec) -> None:
             gens[n, what].decode_crop(feats, crop, img.shape[:2])
         return time.perf_counter() - t
 
-    best = {(n, w): float("inf") for n in batches for w in ("default", "off", "boxes")}
-    for _ in range(a.rounds):
-        for key in best:
-            best[key] = min(best[key], run(*key))
+    paths = ("factored", "plain")
+    rows = a.decoder_rows.split(",")
+    best = {(n, w, p): float("inf") for n in batches for w in rows for p in paths}
+    with torch.inference_mode():
+        for _ in range(a.rounds):
+            for key in best:
+                best[key] = min(best[key], run(*key))
+    factored.factorable = factorable
     name = Path(a.checkpoint).name if a.checkpoint else f"random {a.model}"
     print(f"# mask decoder, {name}, {a.threads} threads, chelsea.jpg: seconds, best of {a.rounds}")
-    print("| prompts per decoder call | automatic 32×32, default filters | filters off | 64 boxes |")
-    print("|---:|---:|---:|---:|")
-    for n in batches:
-        print(f"| {n} | {best[n, 'default']:.2f} | {best[n, 'off']:.2f} | {best[n, 'boxes']:.2f} |")
+    print("| two-way transformer | prompts per decoder call | automatic 32×32, default filters | filters off "
+          "| 64 boxes |")
+    print("|---|---:|---:|---:|---:|")
+    for p in paths:
+        for n in batches:
+            cells = (f"{best[n, w, p]:.2f}" if w in rows else "–" for w in ("default", "off", "boxes"))
+            print(f"| {p} | {n} | " + " | ".join(cells) + " |")
 
     # the image → token softmax over the T = 7 tokens, per layout of the logits (one call of
     # 16 prompts; transformer.Attention.image_to_tokens takes the first on the CPU)

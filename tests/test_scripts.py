@@ -123,8 +123,8 @@ def test_gpu_tests_pass_on_the_cpu():
 def test_cpu_profile_decoder_and_masks_tables(tiny_ckpt):
     out = run_script("scripts/cpu_profile.py", "--decoder", "--checkpoint", str(tiny_ckpt),
                      "--decoder-batches", "4,16", "--rounds", "1")
-    rows = re.findall(r"^\| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$", out, re.M)
-    assert [r[0] for r in rows] == ["4", "16"], out
+    rows = re.findall(r"^\| (factored|plain) \| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \|$", out, re.M)
+    assert [r[:2] for r in rows] == [("factored", "4"), ("factored", "16"), ("plain", "4"), ("plain", "16")], out
     assert "B×T×H×N, over T (sam on the CPU)" in out
     out = run_script("scripts/cpu_profile.py", "--decoder-ops", "--checkpoint", str(tiny_ckpt))
     assert re.search(r"^# mask decoder .*, one call of 16 point prompts, grid 43×64 \(chelsea.jpg\), all "

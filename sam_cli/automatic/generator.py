@@ -30,7 +30,7 @@ from ..embedding_cache import EmbeddingCache
 from ..errors import PromptError
 from ..masks import MaskRecord
 from ..models.features import ImageFeatures
-from ..predictor import CPU_DECODER_BATCH, Predictor
+from ..predictor import Predictor, cpu_auto_decoder_batch
 from ..transforms import scale_coords
 from ..upscale import upscale_in_frame
 from .grids import crop_boxes, layer_point_grids
@@ -191,7 +191,7 @@ class AutomaticMaskGenerator:
         # (vit_h, bf16, H200: scripts/gpu_profile.py) for about 1.3 GB more memory.
         self.points_per_batch = self.s.points_per_batch or (64 if self.on_cpu else 256)
         # Prompts per decoder call: the whole point batch on accelerators, a few on the CPU.
-        self.decoder_batch = decoder_batch or (CPU_DECODER_BATCH if self.on_cpu else None)
+        self.decoder_batch = decoder_batch or (cpu_auto_decoder_batch(model) if self.on_cpu else None)
         #: Called with the number of point prompts just decoded: progress within an image,
         #: which on a CPU takes a minute (the run engine's progress bar shows it).
         self.on_points = on_points
@@ -306,7 +306,7 @@ class AutomaticMaskGenerator:
         a mask above pred_iou_thresh: the decoder does not upscale the others, whose masks the
         filter would drop anyway (K = P when the filter is off or `filtered` is False; then the
         logits are whole, 256×256, as a mask prompt needs them). Decoder calls take
-        `decoder_batch` prompts: points_per_batch on accelerators; CPU_DECODER_BATCH on the
+        `decoder_batch` prompts: points_per_batch on accelerators; cpu_auto_decoder_batch on the
         CPU, so the decoder's activations stay near the caches. Results are the same for any
         split."""
         step = self.decoder_batch or self.points_per_batch

@@ -211,17 +211,21 @@ class FactoredKeys:
         return self.project("identity", eye, eye.new_zeros(c))
 
 
-def factorable(tr: TwoWayTransformer, src: torch.Tensor) -> bool:
-    """Whether tr can run factored on src: one image's tokens shared by every prompt, float32
-    on the CPU, no autograd or tracing, SAM's depth-2 layout, and tr not compiled (a compiled
-    transformer keeps its compiled path)."""
+def applies(tr: TwoWayTransformer) -> bool:
+    """Whether tr's weights allow the factored pass: float32, SAM's depth-2 layout, and not
+    compiled (a compiled transformer keeps its compiled path)."""
     from ..compiled import is_compiled
 
-    return (src.shape[0] == 1 and src.device.type == "cpu" and src.dtype == torch.float32
-            and tr.image_dtype == torch.float32 and tr.token_dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+    return (tr.image_dtype == torch.float32 and tr.token_dtype == torch.float32
             and len(tr.layers) == 2 and tr.layers[0].skip_first_layer_pe and not tr.layers[1].skip_first_layer_pe
             and not is_compiled(tr))
+
+
+def factorable(tr: TwoWayTransformer, src: torch.Tensor) -> bool:
+    """Whether tr can run factored on src: applies(tr), and one image's tokens shared by every
+    prompt, float32 on the CPU, no autograd or tracing."""
+    return (src.shape[0] == 1 and src.device.type == "cpu" and src.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.jit.is_tracing() and applies(tr))
 
 
 def shared_image(tr: TwoWayTransformer, src: torch.Tensor, pe: torch.Tensor, cache: dict | None) -> SharedImage:
@@ -337,4 +341,5 @@ def factored_forward(
     return queries, FactoredKeys(shared, r1r2, r2, a, rg)
 
 
-__all__ = ["MIN_BATCH", "FactoredKeys", "SharedImage", "factorable", "factored_forward", "run_transformer", "shared_image"]
+__all__ = ["MIN_BATCH", "FactoredKeys", "SharedImage", "applies", "factorable", "factored_forward", "run_transformer",
+           "shared_image"]
