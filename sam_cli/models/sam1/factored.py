@@ -292,8 +292,7 @@ def factored_forward(
     q2 = a1t.q_proj(queries + qpe).view(b, t, h, d)
     zk = _token_rows(q2, w1 @ a1t.k_proj.weight.t())  # B×TH×TH
     logits = _per_head(q2, shared.k1t_b, torch.baddbmm(_per_head(q2, shared.k1t), zk, p1).mul_(r1[:, None]))
-    p = torch.softmax(logits * scale, -1)  # B×TH×N
-    pr = p * r1[:, None]
+    pr = torch.softmax(logits.mul_(scale), -1).mul_(r1[:, None])  # B×TH×N: the weights times r1
     mixed = torch.bmm(pr, p1.transpose(1, 2))  # B×TH×TH: Σ_i p·r1·P1
     mv = (w1 @ a1t.v_proj.weight.t()).view(b, -1, h, d)  # B×TH×H×d
     out = _mix_heads(pr, shared.v1t, t) + torch.einsum("bhtr,brhe->bthe", mixed.view(b, h, t, -1), mv)
@@ -333,10 +332,10 @@ def factored_forward(
     zf = _token_rows(qf, rg @ fa.k_proj.weight.t())  # B×T'H×R
     logits = _per_head(qf, shared.kf).mul_(r1r2[:, None]).addcmul_(torch.bmm(zf, a), r2[:, None])
     logits = _per_head(qf, shared.kf_b, logits)
-    p = torch.softmax(logits * scale, -1)
-    mixed = torch.bmm(p * r2[:, None], a.transpose(1, 2))  # B×T'H×R
+    p = torch.softmax(logits.mul_(scale), -1).mul_(r2[:, None])  # the weights times r2
+    mixed = torch.bmm(p, a.transpose(1, 2))  # B×T'H×R
     mv = (rg @ fa.v_proj.weight.t()).view(b, -1, h, d)
-    out = _mix_heads(p * r1r2[:, None], shared.vf, to) + torch.einsum("bhtr,brhe->bthe", mixed.view(b, h, to, -1), mv)
+    out = _mix_heads(p.mul_(r1[:, None]), shared.vf, to) + torch.einsum("bhtr,brhe->bthe", mixed.view(b, h, to, -1), mv)
     queries = tr.norm_final_attn(queries + fa.out_proj(out.reshape(b, to, -1) + shared.vf_b))
     return queries, FactoredKeys(shared, r1r2, r2, a, rg)
 
