@@ -224,6 +224,8 @@ def main() -> None:
     ap.add_argument("--points-per-side", type=int, default=32)
     ap.add_argument("--all-points-per-side", type=int, default=8)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--peers", default="meta,ultralytics,transformers",
+                    help="which installed peers to run beside sam (empty: sam's own rows alone)")
     ap.add_argument("--peer-allocator", default="system", choices=["system", "tuned"],
                     help="give the peers sam's malloc setting too (device.tune_allocator)")
     ap.add_argument("--worker", nargs=4, metavar=("ROW", "IMPL", "MODEL", "CKPT"), help=argparse.SUPPRESS)
@@ -237,8 +239,11 @@ def main() -> None:
         if m not in MODELS or (m not in CONFIGS and MODELS[m].family != "sam1"):
             ap.error(f"unknown model {m!r} (one of {', '.join([*CONFIGS, 'vit_b', 'vit_l', 'vit_h'])})")
     rows = a.rows.split(",")
+    asked = [p for p in a.peers.split(",") if p]
+    if any(p not in ("meta", "ultralytics", "transformers") for p in asked):
+        ap.error("--peers: any of meta, ultralytics, transformers")
     peers = [p for p, there in (("meta", has_meta()), ("ultralytics", has_ultralytics()),
-                                ("transformers", has_transformers())) if there]
+                                ("transformers", has_transformers())) if there and p in asked]
     where = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
     names = {"meta": "Meta", "ultralytics": "Ultralytics", "transformers": "transformers"}
     print(f"# SAM 2.1: sam beside {' and '.join(names[p] for p in peers) or 'no peer'} ({where}; torch "

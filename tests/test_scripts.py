@@ -228,3 +228,12 @@ def test_sam3_bench_runs_sam_beside_transformers_on_the_tiny_model():
     # 5 phrases × the tiny model's 12 queries, every one kept by both
     assert re.search(r"transformers beside sam, 5 phrases all kept: 60 / 60 kept; scores within \S+; "
                      r"mean mask IoU 0\.\d{4}", out), out
+
+
+def test_sam2_bench_runs_sam_alone_with_no_peers():
+    """--peers "" gives sam's own columns only (a rerun of sam's figures without the peers'
+    minutes), in hiera_tiny's real architecture with random weights."""
+    out = run_script("scripts/sam2_bench.py", "--models", "sam2.1_hiera_tiny", "--rows", "encoder",
+                     "--peers", "", "--repeat", "1")
+    assert "| model | row | sam s | sam peak MB |" in out, out
+    assert re.search(r"^\| sam2\.1_hiera_tiny \| encoder \| [0-9.]+ \| \d+ \|$", out, re.M), out
