@@ -175,3 +175,32 @@ def test_it_runs_only_where_it_applies(tiny_model, photo):
     torch.testing.assert_close(small, want, rtol=1e-4, atol=1e-3)
     assert not plain.features.derived and none[0].shape[0] == 0  # the plain path, none kept
     assert not pred.features.to("cpu").derived
+
+
+def test_sam_3_point_head_runs_factored_and_equals_the_plain_path(tmp_path, monkeypatch):
+    """SAM 3's point-and-box head (SAM 2's decoder on SAM 3's features, a 72×72 grid at full
+    size, 4×4 here): ten clicks in one call, factored, against the same call on the plain path."""
+    import sam_cli.models.sam1.factored as factored
+    from sam_cli.checkpoints import load_model
+    from sam_cli.io.images import read_image
+    from sam_cli.predictor import Predictor
+
+    from conftest import EXAMPLES
+    from sam3_tiny import save_tiny_sam3
+
+    net = load_model(checkpoint=save_tiny_sam3(tmp_path / "sam3_tiny.pt"))
+    img = read_image(EXAMPLES / "coffee.jpg")
+    fact, plain = Predictor(net), Predictor(net)
+    fact.set_image(img)
+    plain.set_image(img)
+    pts = torch.rand(10, 1, 2, generator=torch.Generator().manual_seed(2)) * 500
+    ones = torch.ones(10, 1, dtype=torch.int64)
+    with torch.inference_mode():
+        low, iou = fact.decode(pts, ones, None, None, True)
+        assert [k[0] for k in fact.features.derived] == ["factored"]
+        monkeypatch.setattr(factored, "factorable", lambda *_: False)
+        want_low, want_iou = plain.decode(pts, ones, None, None, True)
+    assert not plain.features.derived
+    torch.testing.assert_close(iou, want_iou, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(low, want_low, rtol=1e-4, atol=1e-6 * float(want_low.abs().max()) + 1e-4)
+    assert ((low > 0) == (want_low > 0)).float().mean() >= 0.999
