@@ -234,9 +234,15 @@ def test_no_images_found_says_so_without_loading_the_model(tmp_path):
 @pytest.mark.heavy  # among the default run's longest (a CPU is not what --compile is for): CI runs it after the default run
 def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, folder, tmp_path, monkeypatch):
     """--compile calls Sam.compile_parts (here with a backend that runs the traced graphs as
-    they are, not Inductor's generated code; see test_model_parity) and changes no output."""
-    import torch
+    they are, not Inductor's generated code; see test_model_parity) and changes no output: the
+    same bytes as the uncompiled plain transformer it traces, and the same masks as the default
+    factored one (sam1/factored.py), whose scores differ from it at float32 rounding."""
+    import json
 
+    import torch
+    from pycocotools import mask as mask_util
+
+    import sam_cli.models.sam1.factored as factored
     from sam_cli.cli import app
     from sam_cli.models.sam1.sam import Sam
 
@@ -250,17 +256,28 @@ def test_compile_runs_the_compiled_model_and_gives_the_same_outputs(tiny_ckpt, f
                         on_failure=on_failure)
 
     monkeypatch.setattr(Sam, "compile_parts", compile_parts)
+    factorable = factored.factorable
     outs = {}
-    for flag in ([], ["--compile"]):
-        out = tmp_path / ("compiled" if flag else "eager")
+    for name, flag in (("default", []), ("plain", []), ("compiled", ["--compile"])):
+        monkeypatch.setattr(factored, "factorable", (lambda *_: False) if name == "plain" else factorable)
+        out = tmp_path / name
         with pytest.raises(SystemExit) as e:
             app.main(["auto", str(folder), "-o", str(out), "-c", str(tiny_ckpt), "--device", "cpu",
                       "-q", "-f", "coco-rle", *FAST, *flag])
         assert e.value.code == 0
-        outs[out.name] = {p.relative_to(out): p.read_text() for p in sorted(out.rglob("*.*.json"))}
+        outs[name] = {p.relative_to(out): p.read_text() for p in sorted(out.rglob("*.*.json"))}
     torch._dynamo.reset()
     assert len(traced) >= 3  # encoder, transformer, upscaling
-    assert len(outs["eager"]) == 3 and outs["compiled"] == outs["eager"]
+    assert len(outs["plain"]) == 3 and outs["compiled"] == outs["plain"]
+    assert outs["default"].keys() == outs["plain"].keys()
+    for rel, text in outs["default"].items():
+        got, want = json.loads(text)["annotations"], json.loads(outs["plain"][rel])["annotations"]
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 1e-5
+            ma, mb = (mask_util.decode({**x["segmentation"], "counts": x["segmentation"]["counts"].encode()})
+                      for x in (a, b))
+            assert (ma == mb).mean() >= 0.999
 
 
 @pytest.mark.heavy  # among the default run's longest (a CPU is not what --compile is for): CI runs it after the default run
