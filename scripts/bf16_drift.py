@@ -122,9 +122,13 @@ def main() -> None:
     # the upscaling reads the transformer's output in its own weights' dtype here.
     upscale = MaskDecoder._upscale_masks
 
+    from sam_cli.models.sam1.factored import FactoredKeys
+
     def upscale_in_own_dtype(self, keys, hyper, h, w):
         dt = self.output_upscaling[0].weight.dtype
-        return upscale(self, keys.to(dt), hyper.to(dt), h, w)
+        if isinstance(keys, FactoredKeys):  # a float32 transformer's, kept factored
+            keys = keys if dt == torch.float32 else keys.materialize()
+        return upscale(self, keys if isinstance(keys, FactoredKeys) else keys.to(dt), hyper.to(dt), h, w)
 
     MaskDecoder._upscale_masks = upscale_in_own_dtype
     img = read_image(a.image)
