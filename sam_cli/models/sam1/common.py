@@ -15,6 +15,13 @@ def on_meta_device() -> bool:
     return torch.empty(0).is_meta
 
 
+def transposed_conv_matrix(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2×2 stride-2 transposed conv as one matmul per input pixel: its C_in×(2·2·C_out)
+    matrix, columns (di, dj, C_out), and its bias repeated to match."""
+    w = conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, 4 * conv.out_channels)
+    return w, conv.bias.repeat(4)
+
+
 class Embedding(nn.Embedding):
     """nn.Embedding (same state-dict keys) that draws no initial values on the meta device."""
 

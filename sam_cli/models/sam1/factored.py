@@ -205,6 +205,12 @@ class FactoredKeys:
         out = torch.bmm(a.transpose(1, 2), self.rg @ weight).mul_(r2[..., None])  # B×N×O
         return out.addcmul_(r1r2[..., None], sw).add_(self.shared.b2 @ weight + bias)
 
+    def each_projection(self, name: str, weight: torch.Tensor, bias: torch.Tensor):
+        """project() one prompt at a time (1×N×O each), for consumers that run prompt by prompt
+        on the CPU so that each prompt's activations stay in cache."""
+        for i in range(len(self)):
+            yield self.select(slice(i, i + 1)).project(name, weight, bias)
+
     def materialize(self) -> torch.Tensor:
         """keys itself, B×N×C (tests)."""
         c = self.shared.c

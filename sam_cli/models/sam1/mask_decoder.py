@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import MLP, Embedding, LayerNorm2d
+from .common import MLP, Embedding, LayerNorm2d, transposed_conv_matrix
 from .factored import FactoredKeys, run_transformer
 from .transformer import TwoWayTransformer
 
@@ -129,11 +129,9 @@ class MaskDecoder(nn.Module):
         if isinstance(keys, FactoredKeys):
             if len(keys) == 0:
                 return hyper.new_zeros(0, hyper.shape[1], 4 * h, 4 * w)
-            w1, bias1 = self._first_conv()
-            return torch.cat([
-                self._upscale_rest(keys.select(slice(i, i + 1)).project("sam1 upscaling", w1, bias1), hyper[i : i + 1], h, w)
-                for i in range(len(keys))
-            ])
+            w1, bias1 = transposed_conv_matrix(self.output_upscaling[0])
+            return torch.cat([self._upscale_rest(x, hyper[i : i + 1], h, w)
+                              for i, x in enumerate(keys.each_projection("sam1 upscaling", w1, bias1))])
         if keys.device.type in self.UPSCALE_ONE_BY_ONE_ON and keys.shape[0] > 1:
             return torch.cat([
                 self._upscale_batch(keys[i : i + 1], hyper[i : i + 1], h, w)
@@ -143,15 +141,9 @@ class MaskDecoder(nn.Module):
 
     def _upscale_batch(self, keys: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """_upscale_masks for one batch (Sam.compile_parts compiles this, not the loop)."""
-        w1, bias1 = self._first_conv()
+        w1, bias1 = transposed_conv_matrix(self.output_upscaling[0])
         x = torch.addmm(bias1, keys.reshape(-1, keys.shape[-1]), w1)
         return self._upscale_rest(x.view(keys.shape[0], keys.shape[1], w1.shape[1]), hyper, h, w)
-
-    def _first_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first transposed conv as a C×(2·2·C1) matrix and its bias, columns (di, dj, C1)."""
-        conv1 = self.output_upscaling[0]
-        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * conv1.out_channels)
-        return w1, conv1.bias.repeat(4)
 
     def _upscale_rest(self, x: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """_upscale_batch after the first conv's matmul: x B×HW×(2·2·C1)."""

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..sam1.common import MLP, Embedding, LayerNorm2d
+from ..sam1.common import MLP, Embedding, LayerNorm2d, transposed_conv_matrix
 from ..sam1.factored import FactoredKeys, run_transformer
 from ..sam1.transformer import TwoWayTransformer
 from .hiera import TwoLayerMLP
@@ -119,10 +119,9 @@ class Sam2Decoder(nn.Module):
         s0 = feat_s0[0].reshape(c2, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0).reshape(-1, 4 * c2)
         b2 = s0 + conv2.bias.repeat(4)
         if isinstance(keys, FactoredKeys):
-            w1, bias1 = self._first_conv()
-            return torch.cat([self._upscale_rest(keys.select(slice(i, i + 1)).project("sam2 upscaling", w1, bias1)
-                                                 .view(1, 4 * h * w, c1), hyper[i : i + 1], h, w, s1, b2)
-                              for i in range(len(keys))])
+            w1, bias1 = transposed_conv_matrix(conv1)
+            return torch.cat([self._upscale_rest(x.view(1, 4 * h * w, c1), hyper[i : i + 1], h, w, s1, b2)
+                              for i, x in enumerate(keys.each_projection("sam2 upscaling", w1, bias1))])
         if keys.device.type == "cpu" and keys.shape[0] > 1 and not torch.jit.is_tracing():
             return torch.cat([self._upscale_batch(keys[i : i + 1], hyper[i : i + 1], h, w, s1, b2)
                               for i in range(keys.shape[0])])
@@ -133,15 +132,9 @@ class Sam2Decoder(nn.Module):
         """_upscale_masks for one batch, the high-resolution features already in pixel-row
         order (s1; b2: s0 plus the second conv's bias). Sam2.compile_parts compiles this, not
         the loop."""
-        w1, bias1 = self._first_conv()
+        w1, bias1 = transposed_conv_matrix(self.output_upscaling[0])
         x = torch.addmm(bias1, keys.reshape(-1, keys.shape[-1]), w1)
         return self._upscale_rest(x.view(keys.shape[0], 4 * keys.shape[1], w1.shape[1] // 4), hyper, h, w, s1, b2)
-
-    def _first_conv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first transposed conv as a C×(2·2·C1) matrix and its bias, columns (di, dj, C1)."""
-        conv1 = self.output_upscaling[0]
-        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, 4 * conv1.out_channels)
-        return w1, conv1.bias.repeat(4)
 
     def _upscale_rest(self, x: torch.Tensor, hyper: torch.Tensor, h: int, w: int,
                       s1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
